@@ -1,0 +1,1 @@
+"""GPU profiles (TOML data files), installed as package data."""

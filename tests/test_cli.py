@@ -1,0 +1,72 @@
+"""The CLI: predict and list work without a GPU; bad input is one line on stderr and exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tpsbench.cli import main, parse_batches
+
+
+@pytest.mark.parametrize("gpu", ["rtx5090", "h100_sxm"])
+def test_predict_json_shows_per_op_bounds(gpu, capsys):
+    assert main(["predict", "--gpu", gpu, "--model", "moe_1b", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    pred = doc["predictions"][0]
+    assert pred["tokens"] == 32768 and pred["gpu"] == gpu
+    bounds = {(o["op"], o["phase"]): o["bound"] for o in pred["ops"]}
+    assert bounds[("moe.expert_up_gate", "fwd")] == "memory"
+    assert {"compute", "memory"} <= set(bounds.values())
+    assert all(o["predicted_ms"] >= 0 for o in pred["ops"])
+    assert 0 < pred["totals"]["memory_bound_share"] < 1
+    assert doc["profile"]["bf16_tflops"]["source"]
+
+
+def test_predict_table_explains_memory_bound_ops(capsys):
+    assert main(["predict", "--gpu", "h100_sxm", "--model", "moe_1b"]) == 0
+    out = capsys.readouterr().out
+    assert "Memory-bound ops take" in out and "moe.expert_up_gate" in out and "Ridge point 295" in out
+
+
+def test_predict_several_batches_summary(capsys):
+    assert main(["predict", "--gpu", "h100", "--model", "smallmoe_1B", "--batch", "4096,32768", "--summary"]) == 0
+    assert "Predicted across microbatch sizes" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("what", ["models", "gpus", "impls"])
+def test_list(what, capsys):
+    assert main(["list", what, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)
+    assert main(["list", what]) == 0
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--gpu", "h100x", "--model", "moe_1b"], "did you mean h100"),
+    (["--gpu", "h100", "--model", "moe_1bb"], "did you mean moe_1b"),
+    (["--gpu", "h100", "--model", "moe_1b", "--batch", "3000"], "closest valid choices: 2048, 4096"),
+    (["--gpu", "h100", "--model", "moe_1b", "--batch", "0"], "must be positive"),
+    (["--gpu", "h100", "--model", "moe_1b", "--batch", "-4096"], "must be positive"),
+    (["--gpu", "h100", "--model", "moe_1b", "--batch", "1.5"], "not a whole number"),
+    (["--gpu", "h100", "--model", "moe_1b", "--impl", "grupd"], "unknown MoE implementation"),
+    (["--gpu", "rtx5090", "--model", "moe_1b", "--ceilings", "measured"], "use --ceilings spec"),
+    (["--gpu", "h100", "--model", "moe_1b", "--seq", "0"], "must be positive"),
+])
+def test_bad_input_is_one_line_exit_2(argv, needle, capsys):
+    with pytest.raises(SystemExit) as info:
+        code = main(["predict", *argv])
+        raise SystemExit(code)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err
+    assert len(err.splitlines()) == 1
+
+
+def test_parse_batches():
+    assert parse_batches("4096, 8192", 2048) == [4096, 8192]
+
+
+def test_python_dash_m():
+    out = subprocess.run([sys.executable, "-m", "tpsbench", "list", "gpus", "--json"], capture_output=True,
+                         text=True, check=True)
+    assert any(p["name"] == "h200" for p in json.loads(out.stdout))

@@ -1,0 +1,86 @@
+"""GPU profiles: the built-ins load, and malformed files are rejected naming the file and the key."""
+
+import pytest
+
+from tpsbench.models import UnknownNameError
+from tpsbench.profiles import ProfileError, gpu_names, load_all_profiles, load_profile, parse_profile
+
+REQUIRED = ["h100_sxm", "h100_pcie", "h200", "b200", "a100_sxm", "rtx5090", "rtx4090", "l40s"]
+
+GOOD = """
+name = "test_gpu"
+display_name = "Test GPU"
+match = ["Test"]
+bf16_tflops = { value = 100, source = "a" }
+tf32_tflops = { value = 50, source = "a" }
+fp32_tflops = { value = 10, source = "a" }
+mem_bandwidth_gbs = { value = 1000, source = "a" }
+l2_mb = { value = 40, source = "a" }
+sm_count = { value = 100, source = "a" }
+memory_gb = { value = 24, source = "a" }
+"""
+
+
+def test_required_profiles_exist_and_load():
+    assert set(REQUIRED) <= set(gpu_names())
+    for p in load_all_profiles():
+        assert p.bf16_tflops.value > 0 and p.bf16_tflops.source
+        assert p.mem_bandwidth_gbs.source
+
+
+def test_ridge_points_from_cited_numbers():
+    h100 = load_profile("h100_sxm")
+    assert h100.ridge_flop_per_byte == pytest.approx(989.4e12 / 3350e9)  # 295 FLOP/B (gpu-specs.md)
+    assert load_profile("rtx5090").ridge_flop_per_byte == pytest.approx(209.5e12 / 1792e9)
+    assert load_profile("rtx5090").measured_copy_gbs is None  # unknown stays unknown
+
+
+def test_aliases_resolve():
+    assert load_profile("h100").name == "h100_sxm"
+    assert load_profile("H200").name == "h200"
+
+
+def test_unknown_gpu_suggests_close_names():
+    with pytest.raises(UnknownNameError, match="h100"):
+        load_profile("h10")
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "test_gpu.toml"
+    path.write_text(text)
+    return path
+
+
+def test_good_profile_parses(tmp_path):
+    p = parse_profile(_write(tmp_path, GOOD))
+    assert p.ridge_flop_per_byte == pytest.approx(100.0)
+    assert p.measured_matmul_tflops is None
+
+
+@pytest.mark.parametrize(("edit", "key"), [
+    (lambda t: t.replace('bf16_tflops = { value = 100, source = "a" }\n', ""), "bf16_tflops"),
+    (lambda t: t.replace("bf16_tflops = { value = 100,", "bf16_tflops = { value = -3,"), "bf16_tflops.value"),
+    (lambda t: t.replace('l2_mb = { value = 40, source = "a" }', "l2_mb = 40"), "l2_mb"),
+    (lambda t: t.replace('sm_count = { value = 100, source = "a" }', 'sm_count = { value = 100, source = "" }'),
+     "sm_count.source"),
+    (lambda t: t + 'mystery = 1\n', "mystery"),
+    (lambda t: t.replace('name = "test_gpu"', "name = 3"), "name"),
+])
+def test_malformed_profile_names_file_and_key(tmp_path, edit, key):
+    path = _write(tmp_path, edit(GOOD))
+    with pytest.raises(ProfileError) as info:
+        parse_profile(path)
+    assert str(path) in str(info.value)
+    assert key in str(info.value)
+
+
+def test_invalid_toml_is_a_profile_error(tmp_path):
+    with pytest.raises(ProfileError, match="not valid TOML"):
+        parse_profile(_write(tmp_path, "name = \n"))
+
+
+def test_user_profile_folder_shadows_builtins(tmp_path, monkeypatch):
+    _write(tmp_path, GOOD)
+    monkeypatch.setenv("TPSBENCH_PROFILES", str(tmp_path))
+    assert "test_gpu" in gpu_names()
+    assert load_profile("test_gpu").display_name == "Test GPU"

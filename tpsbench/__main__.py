@@ -1,0 +1,5 @@
+import sys
+
+from tpsbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,227 @@
+"""The model zoo: the users' own OLMo-core models as frozen specs, with exact parameter counts.
+
+Every spec is plain data (no torch). Parameter counts follow OLMo-core's
+``TransformerConfig.num_params`` / ``num_active_params`` term by term
+(``src/olmo_core/nn/transformer/config.py``, ``nn/attention``, ``nn/moe``), so tpsbench and the
+users' training logs agree on what "1B total, 11% active" means:
+
+* embedding ``V*d`` (untied), LM head ``d*V`` plus its own final RMSNorm ``d``;
+* per block: attention ``4*d*d`` (no bias, no GQA in the zoo), qk-norm ``2*d`` when enabled
+  (OLMo-core's default non-head-wise qk-norm normalises the full q and k projections), two block
+  RMSNorms ``2*d``;
+* dense FFN (SwiGLU) ``3*d*h``; MoE: router ``d*E`` (no bias), routed experts ``3*d*h*E``, shared
+  expert ``3*d*h_shared``. Active parameters replace ``E`` by ``top_k`` in the routed-expert term.
+
+FFN width, when not given, is OLMo-core's ``llama_like`` rule:
+``round_up(int(multiplier * int(8*d/3)), 256)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, replace
+
+# GPT-2 vocabulary (50257) padded to a multiple of 128, as OLMo-core's tokenizer configs do.
+GPT2_PADDED_VOCAB = 50304
+
+
+class UnknownNameError(ValueError):
+    """A user-supplied name that is not in a registry; the message names the closest choices."""
+
+
+def closest_choices_message(kind: str, name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.4)
+    hint = f"did you mean {', '.join(close)}?" if close else f"choose one of: {', '.join(sorted(choices))}"
+    return f"unknown {kind} '{name}': {hint}"
+
+
+def llama_ffn_hidden(d_model: int, multiplier: float | None = None, multiple_of: int = 256) -> int:
+    """OLMo-core ``TransformerConfig.llama_like``: int(8d/3), times the multiplier, rounded up."""
+    hidden = int(8 * d_model / 3)
+    if multiplier is not None:
+        hidden = int(multiplier * hidden)
+    return multiple_of * math.ceil(hidden / multiple_of)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MoESpec:
+    """A routed-expert FFN (OLMo-core ``MoEConfig``)."""
+
+    num_experts: int
+    top_k: int
+    expert_hidden: int
+    shared_hidden: int | None = None
+    capacity_factor: float | None = 1.2  # None: the users trained it dropless
+    lb_loss_weight: float = 0.01
+    z_loss_weight: float = 0.001
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.top_k <= self.num_experts:
+            raise ValueError(f"top_k={self.top_k} must be in [1, num_experts={self.num_experts}]")
+        if self.expert_hidden <= 0 or (self.shared_hidden is not None and self.shared_hidden <= 0):
+            raise ValueError("expert and shared hidden sizes must be positive")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSpec:
+    """A llama-style decoder (RMSNorm, RoPE, SwiGLU, untied LM head with its own final norm)."""
+
+    name: str
+    olmo_name: str
+    d_model: int
+    n_layers: int
+    n_heads: int
+    ffn_hidden: int | None = None  # dense FFN width; None for MoE models
+    moe: MoESpec | None = None
+    vocab_size: int = GPT2_PADDED_VOCAB
+    qk_norm: bool = False
+    reordered_norm: bool = False  # OLMo-2 block: h = x + norm(attn(x)) instead of x + attn(norm(x))
+    rope_theta: float = 10_000.0
+    seq_len: int = 2048
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.ffn_hidden is None) == (self.moe is None):
+            raise ValueError(f"{self.name}: give exactly one of ffn_hidden (dense) or moe")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"{self.name}: d_model={self.d_model} not divisible by n_heads={self.n_heads}")
+
+    # --- shape helpers -------------------------------------------------------------------------
+    @property
+    def is_moe(self) -> bool:
+        return self.moe is not None
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    # --- parameter counts (OLMo-core's formulas) --------------------------------------------------
+    def attention_params(self) -> int:
+        d = self.d_model
+        return 4 * d * d + (2 * d if self.qk_norm else 0)
+
+    def ffn_params(self, *, active: bool = False) -> int:
+        d = self.d_model
+        if self.moe is None:
+            assert self.ffn_hidden is not None
+            return 3 * d * self.ffn_hidden
+        m = self.moe
+        experts = m.top_k if active else m.num_experts
+        shared = 3 * d * m.shared_hidden if m.shared_hidden else 0
+        return d * m.num_experts + 3 * d * m.expert_hidden * experts + shared
+
+    def block_params(self, *, active: bool = False) -> int:
+        return self.attention_params() + 2 * self.d_model + self.ffn_params(active=active)
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab_size * self.d_model
+
+    @property
+    def lm_head_params(self) -> int:
+        return self.d_model * self.vocab_size + self.d_model  # untied weight + final RMSNorm
+
+    @property
+    def total_params(self) -> int:
+        return self.embedding_params + self.n_layers * self.block_params() + self.lm_head_params
+
+    @property
+    def active_params(self) -> int:
+        return (
+            self.embedding_params + self.n_layers * self.block_params(active=True) + self.lm_head_params
+        )
+
+    @property
+    def active_non_embedding_params(self) -> int:
+        return self.active_params - self.embedding_params
+
+    @property
+    def active_fraction(self) -> float:
+        return self.active_params / self.total_params
+
+    def with_layers(self, n_layers: int) -> ModelSpec:
+        """Same widths, fewer layers: for CPU tests that must run the real layer shapes."""
+        return replace(self, name=f"{self.name}[{n_layers}L]", n_layers=n_layers)
+
+
+def _moe_block(**kwargs: object) -> dict[str, object]:
+    # OLMo-core MoE factories use qk-norm, the reordered-norm block and rope theta 500k.
+    return {"qk_norm": True, "reordered_norm": True, "rope_theta": 500_000.0, **kwargs}
+
+
+def _olmo2_block(**kwargs: object) -> dict[str, object]:
+    return {"qk_norm": True, "reordered_norm": True, "rope_theta": 500_000.0, **kwargs}
+
+
+_ZOO: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        name="dense_tiny", olmo_name="", d_model=64, n_layers=2, n_heads=4, ffn_hidden=256,
+        vocab_size=512, seq_len=64, note="CPU test model",
+    ),
+    ModelSpec(
+        name="moe_tiny", olmo_name="", d_model=64, n_layers=2, n_heads=4, vocab_size=512, seq_len=64,
+        moe=MoESpec(num_experts=8, top_k=2, expert_hidden=32, shared_hidden=32),
+        note="CPU test model", **_moe_block(),
+    ),
+    ModelSpec(
+        name="dense_1m", olmo_name="olmo2_1M", d_model=16, n_layers=4, n_heads=4,
+        ffn_hidden=llama_ffn_hidden(16, 1.0), note="as trained: d_model 16 (OLMo-core default is 12)",
+        **_olmo2_block(),
+    ),
+    ModelSpec(
+        name="dense_60m", olmo_name="olmo2_60M", d_model=384, n_layers=8, n_heads=8,
+        ffn_hidden=llama_ffn_hidden(384, 1.5), **_olmo2_block(),
+    ),
+    ModelSpec(
+        name="dense_135m", olmo_name="llama2_135M", d_model=768, n_layers=12, n_heads=12,
+        ffn_hidden=llama_ffn_hidden(768),
+    ),
+    ModelSpec(
+        name="dense_271m", olmo_name="llama2_271M", d_model=1024, n_layers=16, n_heads=8,
+        ffn_hidden=llama_ffn_hidden(1024),
+    ),
+    ModelSpec(
+        name="dense_1b", olmo_name="llama2_1B", d_model=2048, n_layers=18, n_heads=16,
+        ffn_hidden=llama_ffn_hidden(2048),
+    ),
+    ModelSpec(
+        name="dense_7b", olmo_name="llama2_7B", d_model=4096, n_layers=32, n_heads=32,
+        ffn_hidden=llama_ffn_hidden(4096), note="predict-only on small GPUs",
+    ),
+    ModelSpec(
+        name="moe_1b", olmo_name="smallmoe_1B", d_model=768, n_layers=12, n_heads=12,
+        moe=MoESpec(num_experts=256, top_k=1, expert_hidden=128, shared_hidden=128),
+        note="sparse: 256 experts top-1", **_moe_block(),
+    ),
+    ModelSpec(
+        name="moe_1b_a390m", olmo_name="smallmoe_1B_A390M", d_model=1152, n_layers=12, n_heads=18,
+        moe=MoESpec(num_experts=32, top_k=4, expert_hidden=576, shared_hidden=2304),
+        **_moe_block(),
+    ),
+    ModelSpec(
+        name="olmoe_1b_7b", olmo_name="olmoe_1B_7B", d_model=2048, n_layers=16, n_heads=16,
+        moe=MoESpec(num_experts=64, top_k=8, expert_hidden=1024, shared_hidden=None, capacity_factor=None),
+        note="dropless", **_moe_block(),
+    ),
+)
+
+MODELS: dict[str, ModelSpec] = {m.name: m for m in _ZOO}
+ALIASES: dict[str, str] = {m.olmo_name: m.name for m in _ZOO if m.olmo_name}
+
+
+def model_names() -> list[str]:
+    return list(MODELS)
+
+
+def get_model(name: str) -> ModelSpec:
+    """Look a model up by tpsbench name or OLMo-core factory name (case-insensitive)."""
+    key = name.strip()
+    if key in MODELS:
+        return MODELS[key]
+    if key in ALIASES:
+        return MODELS[ALIASES[key]]
+    lowered = {k.lower(): v for k, v in {**{n: n for n in MODELS}, **ALIASES}.items()}
+    if key.lower() in lowered:
+        return MODELS[lowered[key.lower()]]
+    raise UnknownNameError(closest_choices_message("model", name, [*MODELS, *ALIASES]))

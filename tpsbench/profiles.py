@@ -1,0 +1,207 @@
+"""GPU profiles: cited hardware numbers loaded from ``profiles/*.toml``.
+
+A profile file holds, per key, ``{ value = <positive number>, source = "<citation>" }``. Required:
+dense bf16 tensor TFLOP/s (FP32 accumulate), tf32 and fp32 TFLOP/s, memory GB/s, L2 MB, SM count and
+memory GB. Optional: ``measured_matmul_tflops`` and ``measured_copy_gbs`` (achievable ceilings
+measured by someone, with the source); when absent they are ``None``, never a guess.
+
+A malformed file is rejected with :class:`ProfileError`, whose message names the file, the key and
+what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from tpsbench.models import UnknownNameError, closest_choices_message
+
+PROFILES_ENV = "TPSBENCH_PROFILES"  # extra folder of user profiles, searched before the built-in ones
+
+REQUIRED_NUMBERS: dict[str, str] = {
+    "bf16_tflops": "dense BF16 tensor TFLOP/s with FP32 accumulate",
+    "tf32_tflops": "dense TF32 tensor TFLOP/s",
+    "fp32_tflops": "FP32 CUDA-core TFLOP/s",
+    "mem_bandwidth_gbs": "DRAM bandwidth in GB/s",
+    "l2_mb": "L2 cache size in MB",
+    "sm_count": "number of SMs",
+    "memory_gb": "device memory in GB",
+}
+OPTIONAL_NUMBERS: dict[str, str] = {
+    "measured_matmul_tflops": "measured achievable bf16 matmul TFLOP/s",
+    "measured_copy_gbs": "measured achievable device copy GB/s (bytes read + written)",
+}
+REQUIRED_STRINGS = ("name", "display_name")
+
+
+class ProfileError(ValueError):
+    """A profile file that does not follow the schema."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cited:
+    value: float
+    source: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GPUProfile:
+    name: str
+    display_name: str
+    match: tuple[str, ...]
+    aliases: tuple[str, ...]
+    architecture: str
+    compute_capability: str
+    bf16_tflops: Cited
+    tf32_tflops: Cited
+    fp32_tflops: Cited
+    mem_bandwidth_gbs: Cited
+    l2_mb: Cited
+    sm_count: Cited
+    memory_gb: Cited
+    measured_matmul_tflops: Cited | None
+    measured_copy_gbs: Cited | None
+    path: str
+
+    @property
+    def ridge_flop_per_byte(self) -> float:
+        """bf16 tensor peak over DRAM bandwidth: ops below this intensity are memory-bound."""
+        return self.bf16_tflops.value * 1e12 / (self.mem_bandwidth_gbs.value * 1e9)
+
+    @property
+    def measured_ridge_flop_per_byte(self) -> float | None:
+        if self.measured_matmul_tflops is None or self.measured_copy_gbs is None:
+            return None
+        return self.measured_matmul_tflops.value * 1e12 / (self.measured_copy_gbs.value * 1e9)
+
+    def describe(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "name": self.name,
+            "display_name": self.display_name,
+            "architecture": self.architecture,
+            "compute_capability": self.compute_capability,
+            "file": self.path,
+        }
+        for key in (*REQUIRED_NUMBERS, *OPTIONAL_NUMBERS):
+            cited: Cited | None = getattr(self, key)
+            out[key] = None if cited is None else {"value": cited.value, "source": cited.source}
+        out["ridge_flop_per_byte"] = self.ridge_flop_per_byte
+        out["measured_ridge_flop_per_byte"] = self.measured_ridge_flop_per_byte
+        return out
+
+
+def _cited(path: Path, key: str, raw: object, what: str) -> Cited:
+    expected = f'expected {{ value = <positive number: {what}>, source = "<where it comes from>" }}'
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{path}: key '{key}': {expected}, got {raw!r}")
+    value, source = raw.get("value"), raw.get("source")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ProfileError(f"{path}: key '{key}.value': {expected}, got {value!r}")
+    if not isinstance(source, str) or not source.strip():
+        raise ProfileError(f"{path}: key '{key}.source': {expected}, got {source!r}")
+    extra = set(raw) - {"value", "source"}
+    if extra:
+        raise ProfileError(f"{path}: key '{key}': unexpected field(s) {sorted(extra)}; {expected}")
+    return Cited(float(value), source.strip())
+
+
+def parse_profile(path: Path) -> GPUProfile:
+    """Load and validate one profile file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"{path}: not valid TOML ({exc}); see profiles/h100_sxm.toml for the format") from exc
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read ({exc.strerror})") from exc
+    for key in REQUIRED_STRINGS:
+        if not isinstance(data.get(key), str) or not data[key].strip():
+            raise ProfileError(f"{path}: key '{key}': expected a non-empty string, got {data.get(key)!r}")
+    match = data.get("match", [])
+    if not isinstance(match, list) or not all(isinstance(m, str) and m for m in match):
+        raise ProfileError(f"{path}: key 'match': expected a list of device-name substrings, got {match!r}")
+    aliases = data.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
+        raise ProfileError(f"{path}: key 'aliases': expected a list of names, got {aliases!r}")
+    known = {*REQUIRED_NUMBERS, *OPTIONAL_NUMBERS, *REQUIRED_STRINGS, "match", "aliases", "architecture",
+             "compute_capability"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ProfileError(f"{path}: unknown key(s) {unknown}; allowed: {sorted(known)}")
+    numbers: dict[str, Cited | None] = {}
+    for key, what in REQUIRED_NUMBERS.items():
+        if key not in data:
+            raise ProfileError(f"{path}: missing key '{key}' ({what}); expected {{ value = ..., source = ... }}")
+        numbers[key] = _cited(path, key, data[key], what)
+    for key, what in OPTIONAL_NUMBERS.items():
+        numbers[key] = _cited(path, key, data[key], what) if key in data else None
+    return GPUProfile(
+        name=data["name"].strip(),
+        display_name=data["display_name"].strip(),
+        match=tuple(match),
+        aliases=tuple(a.lower() for a in aliases),
+        architecture=str(data.get("architecture", "")),
+        compute_capability=str(data.get("compute_capability", "")),
+        path=str(path),
+        **numbers,  # type: ignore[arg-type]
+    )
+
+
+def _profile_dirs() -> list[Path]:
+    dirs = []
+    extra = os.environ.get(PROFILES_ENV)
+    if extra:
+        dirs.append(Path(extra))
+    dirs.append(Path(str(resources.files("tpsbench.gpu_profiles"))))
+    return dirs
+
+
+def profile_paths() -> dict[str, Path]:
+    """Profile name (file stem) -> file; a user folder in $TPSBENCH_PROFILES shadows built-ins."""
+    found: dict[str, Path] = {}
+    for folder in reversed(_profile_dirs()):
+        for path in sorted(folder.glob("*.toml")):
+            found[path.stem] = path
+    return dict(sorted(found.items()))
+
+
+def gpu_aliases() -> dict[str, str]:
+    """Alias -> profile name, read from each profile's ``aliases`` list (e.g. h100 -> h100_sxm)."""
+    out: dict[str, str] = {}
+    for name, path in profile_paths().items():
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8")).get("aliases", [])
+        except (OSError, tomllib.TOMLDecodeError):
+            continue  # the file's own error surfaces when it is loaded by name
+        for alias in raw if isinstance(raw, list) else []:
+            if isinstance(alias, str):
+                out.setdefault(alias.lower(), name)
+    return out
+
+
+def gpu_names() -> list[str]:
+    return list(profile_paths())
+
+
+def load_profile(name_or_path: str) -> GPUProfile:
+    """A profile by name (``h100_sxm``) or by path to a ``.toml`` file."""
+    if name_or_path.endswith(".toml"):
+        return parse_profile(Path(name_or_path))
+    paths = profile_paths()
+    key = name_or_path.strip().lower()
+    if key not in paths:
+        key = gpu_aliases().get(key, key)
+    if key not in paths:
+        raise UnknownNameError(
+            closest_choices_message("GPU", name_or_path, [*paths, *gpu_aliases()])
+        )
+    profile = parse_profile(paths[key])
+    if profile.name != key:
+        raise ProfileError(f"{paths[key]}: key 'name': expected '{key}' (the file name), got '{profile.name}'")
+    return profile
+
+
+def load_all_profiles() -> list[GPUProfile]:
+    return [load_profile(name) for name in profile_paths()]

@@ -1,0 +1,145 @@
+"""Rendering: rich tables and plain explanations of predictions and registries. No arithmetic here
+beyond formatting and grouping of numbers computed elsewhere."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from rich.console import Console
+from rich.table import Table
+
+from tpsbench.costmodel import FWD_BWD, MOE_IMPLS, FlopConvention
+from tpsbench.models import ModelSpec
+from tpsbench.profiles import GPUProfile
+from tpsbench.roofline import Bound, Prediction
+
+
+def _si(n: float) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def _num(x: float | None, fmt: str = "{:.1f}") -> str:
+    return "n/a" if x is None else fmt.format(x)
+
+
+def models_table(models: list[ModelSpec]) -> Table:
+    t = Table(title="Model zoo (parameter counts as OLMo-core counts them)")
+    for col in ("model", "OLMo-core", "d", "layers", "heads", "FFN / experts", "total params", "active",
+                "active %", "notes"):
+        t.add_column(col, justify="right" if col in {"d", "layers", "heads", "total params", "active",
+                                                       "active %"} else "left")
+    for m in models:
+        if m.moe is None:
+            ffn = f"SwiGLU h {m.ffn_hidden}"
+        else:
+            e = m.moe
+            shared = f", shared h {e.shared_hidden}" if e.shared_hidden else ""
+            ffn = f"{e.num_experts} experts top-{e.top_k}, h {e.expert_hidden}{shared}"
+        t.add_row(m.name, m.olmo_name or "-", str(m.d_model), str(m.n_layers), str(m.n_heads), ffn,
+                  f"{m.total_params:,}", f"{m.active_params:,}", f"{100 * m.active_fraction:.1f}", m.note)
+    return t
+
+
+def gpus_table(profiles: list[GPUProfile]) -> Table:
+    t = Table(title="GPU profiles (dense peaks; ridge = bf16 FLOP/s / DRAM B/s)")
+    for col in ("gpu", "device", "bf16 TFLOP/s", "fp32 TFLOP/s", "DRAM GB/s", "L2 MB", "SMs", "ridge FLOP/B",
+                "meas. matmul", "meas. copy GB/s", "meas. ridge"):
+        t.add_column(col, justify="left" if col in {"gpu", "device"} else "right")
+    for p in profiles:
+        mm, cp = p.measured_matmul_tflops, p.measured_copy_gbs
+        t.add_row(p.name, p.display_name, f"{p.bf16_tflops.value:g}", f"{p.fp32_tflops.value:g}",
+                  f"{p.mem_bandwidth_gbs.value:g}", f"{p.l2_mb.value:g}", f"{p.sm_count.value:g}",
+                  f"{p.ridge_flop_per_byte:.0f}", _num(mm.value if mm else None, "{:g}"),
+                  _num(cp.value if cp else None, "{:g}"), _num(p.measured_ridge_flop_per_byte, "{:.0f}"))
+    return t
+
+
+def impls_table() -> Table:
+    t = Table(title="MoE implementations known to the cost model")
+    t.add_column("impl")
+    t.add_column("what is counted")
+    for name, text in MOE_IMPLS.items():
+        t.add_row(name, text)
+    return t
+
+
+def prediction_table(p: Prediction) -> Table:
+    w = p.workload
+    title = (f"{w.model.name} on {p.profile.name}: {w.tokens:,} tokens/microbatch, seq {w.seq_len}, "
+             f"{w.policy.name}" + (f", impl {w.impl}" if w.model.is_moe else "")
+             + f", {p.ceilings.source} ceilings")
+    t = Table(title=title)
+    for col in ("op", "phase", "kind", "GFLOP", "MB", "FLOP/B", "bound", "pred. ms", "share"):
+        t.add_column(col, justify="left" if col in {"op", "phase", "kind", "bound"} else "right")
+    total = p.microbatch_step_s
+    for r in p.rows:
+        op = r.op
+        name = op.name if op.count == 1 else f"{op.name} x{op.count}"
+        bound = r.bound.value if op.bytes or op.flops else "-"
+        t.add_row(name, op.phase.value, op.kind.value, f"{op.flops / 1e9:.2f}", f"{op.bytes / 1e6:.1f}",
+                  _num(op.intensity), bound, f"{r.seconds * 1e3:.3f}",
+                  f"{100 * r.seconds / total:.1f}%" if total else "n/a")
+    return t
+
+
+def memory_bound_explanation(p: Prediction) -> list[str]:
+    """Which ops the roofline says are memory-bound, and why (intensity below the ridge point)."""
+    by_op: dict[str, list] = defaultdict(list)
+    fb = [r for r in p.rows if r.op.phase in FWD_BWD]
+    total = sum(r.seconds for r in fb)
+    for r in fb:
+        if r.bound is Bound.MEMORY and r.op.bytes:
+            by_op[r.op.name].append(r)
+    lines = [
+        f"Ridge point {p.ceilings.ridge:.0f} FLOP/B ({p.ceilings.notes}): an op with lower arithmetic "
+        f"intensity is limited by DRAM bandwidth. Memory-bound ops take {100 * p.memory_bound_share:.0f}% "
+        "of the predicted forward+backward time:"
+    ]
+    ranked = sorted(by_op.items(), key=lambda kv: -sum(r.seconds for r in kv[1]))
+    for name, rows in ranked:
+        share = sum(r.seconds for r in rows) / total if total else 0.0
+        intens = [r.op.intensity for r in rows if r.op.intensity is not None]
+        phases = ", ".join(r.op.phase.value for r in rows)
+        lo, hi = min(intens), max(intens)
+        rng = f"{lo:.1f}" if abs(hi - lo) < 0.05 else f"{lo:.1f}-{hi:.1f}"
+        lines.append(f"  {name:24s} {100 * share:5.1f}%  intensity {rng} FLOP/B  ({phases})")
+    return lines
+
+
+def totals_lines(p: Prediction) -> list[str]:
+    w = p.workload
+    lines = [
+        f"fwd {p.seconds(FWD_BWD[0]) * 1e3:.2f} ms, bwd {p.seconds(*FWD_BWD[1:]) * 1e3:.2f} ms, "
+        f"optimizer {p.optimizer_s * 1e3:.2f} ms; microbatch step {p.microbatch_step_s * 1e3:.2f} ms = "
+        f"{p.tokens_per_s:,.0f} tokens/s",
+        f"global batch {p.global_batch_tokens:,} tokens = {p.accumulation_steps} x {w.tokens:,}: step "
+        f"{p.global_step_s * 1e3:.1f} ms = {p.global_tokens_per_s:,.0f} tokens/s (optimizer "
+        f"{100 * p.optimizer_s / p.global_step_s:.1f}% of the step)",
+        "MFU (global batch): " + ", ".join(f"{c.value} {100 * p.mfu(c):.1f}%" for c in FlopConvention),
+    ]
+    return lines
+
+
+def summary_table(preds: list[Prediction]) -> Table:
+    t = Table(title="Predicted across microbatch sizes (roofline floor: no launch gaps, ops at their ceiling)")
+    for col in ("tokens", "step ms", "tokens/s", "global tokens/s", "MFU 6N", "MFU olmo", "MFU exact",
+                "memory-bound"):
+        t.add_column(col, justify="right")
+    for p in preds:
+        t.add_row(f"{p.workload.tokens:,}", f"{p.microbatch_step_s * 1e3:.2f}", f"{p.tokens_per_s:,.0f}",
+                  f"{p.global_tokens_per_s:,.0f}", *(f"{100 * p.mfu(c):.1f}%" for c in FlopConvention),
+                  f"{100 * p.memory_bound_share:.0f}%")
+    return t
+
+
+def print_prediction(console: Console, p: Prediction, *, ops: bool = True) -> None:
+    if ops:
+        console.print(prediction_table(p))
+    for line in totals_lines(p):
+        console.print(line, highlight=False)
+    for line in memory_bound_explanation(p):
+        console.print(line, highlight=False)
+    console.print()

@@ -81,6 +81,6 @@ def test_moe_forward_backward_small_model_runs_and_routes_every_token():
     loss.backward()
     assert torch.isfinite(loss)
     for block in model.blocks:
-        counts = block.feed_forward.last_tokens_per_expert
+        counts = block.feed_forward.last_route.tokens_per_expert
         assert int(counts.sum()) == ids.numel() * spec.moe.top_k
         assert block.feed_forward.experts.w1.grad is not None

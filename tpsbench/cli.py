@@ -6,15 +6,32 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
+import torch
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tpsbench import __version__
+from tpsbench.bench.env import DeviceError, resolve_gpu
+from tpsbench.bench.runner import RunConfig, execute, plan
+from tpsbench.bench.timing import TimingConfig
 from tpsbench.costmodel import MOE_IMPLS, POLICIES, Workload, get_policy
-from tpsbench.models import MODELS, UnknownNameError, get_model
+from tpsbench.models import BRACKETS, MODELS, UnknownNameError, closest_choices_message, get_model
+from tpsbench.nn.experts import EXPERT_IMPLS
+from tpsbench.nn.moe import DEFAULT_SKEW, ROUTING_MODES
 from tpsbench.profiles import ProfileError, load_all_profiles, load_profile
-from tpsbench.report import gpus_table, impls_table, models_table, print_prediction, summary_table
+from tpsbench.report import (
+    gpus_table,
+    impls_table,
+    models_table,
+    print_prediction,
+    run_notes,
+    run_table,
+    summary_table,
+)
+from tpsbench.results import default_path
 from tpsbench.roofline import CeilingError, CeilingSource, predict
 
 DEFAULT_MICROBATCH = 32768  # the users' microbatch (tokens), ../shared/DESIGN.md
@@ -22,6 +39,7 @@ DEFAULT_GLOBAL_BATCH = 1_048_576  # the users' global batch (tokens)
 
 
 CEILING_CHOICES = [c.value for c in CeilingSource]
+RUN_IMPLS = (*EXPERT_IMPLS, *BRACKETS)
 
 
 class UsageError(ValueError):
@@ -106,6 +124,29 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--summary", action="store_true", help="totals only, no per-op table")
     pr.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
+    rn = sub.add_parser("run", help="measure micro (layer) and end-to-end (training step) benchmarks")
+    rn.add_argument("--gpu", default="auto", help="GPU profile of the present GPU, or auto (default); with "
+                    "--device cpu, a profile only for predictions")
+    rn.add_argument("--model", required=True, help="zoo model or OLMo-core name")
+    rn.add_argument("--device", default=None, choices=["cuda", "cpu"], help="default: cuda if present")
+    rn.add_argument("--batch", default=None, help="tokens per microbatch, comma-separated "
+                    f"(default {DEFAULT_MICROBATCH} on a GPU, 4 sequences on the CPU)")
+    rn.add_argument("--seq", type=_positive_int, default=None, help="sequence length (default: the model's)")
+    rn.add_argument("--impl", default=None, help="comma-separated MoE implementations and brackets "
+                    f"(default: all: {', '.join(RUN_IMPLS)})")
+    rn.add_argument("--mode", default="all", choices=["micro", "e2e", "all"])
+    rn.add_argument("--routing", default="learned", choices=list(ROUTING_MODES))
+    rn.add_argument("--skew", type=_positive_float, default=DEFAULT_SKEW, help="Zipf exponent for --routing skewed")
+    rn.add_argument("--dtype", default=None, help="dtype policy (default: amp_bf16 on a GPU, fp32 on the CPU)")
+    rn.add_argument("--compile", action="store_true", help="torch.compile the model in e2e points")
+    rn.add_argument("--global-batch", type=_positive_int, default=None,
+                    help="e2e: tokens per optimizer step via gradient accumulation (default: one microbatch)")
+    rn.add_argument("--no-stages", action="store_true", help="skip the per-stage MoE timings")
+    rn.add_argument("--reps", type=_positive_int, default=None, help="minimum timed repetitions per point")
+    rn.add_argument("--min-time", type=_positive_float, default=None, help="minimum measured seconds per point")
+    rn.add_argument("--out", default=None, help="results file (default results/<time>-<gpu>-<model>.json)")
+    rn.add_argument("--json", action="store_true", help="print the results document instead of tables")
+
     ls = sub.add_parser("list", help="list models, GPU profiles or MoE implementations")
     ls.add_argument("what", nargs="?", default="models", choices=["models", "gpus", "impls"])
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -155,6 +196,72 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    model = get_model(args.model)
+    device = args.device or ("cuda" if torch.cuda.is_available() else None)
+    if device is None:
+        raise DeviceError(
+            "no CUDA GPU found: measure on the CPU with --device cpu (small models, e.g. --model moe_tiny), "
+            "or predict without hardware with `tpsbench predict --gpu GPU --model MODEL`"
+        )
+    profile = resolve_gpu(args.gpu, device)
+    seq = args.seq or model.seq_len
+    batches = parse_batches(args.batch or str(DEFAULT_MICROBATCH if device == "cuda" else 4 * seq), seq)
+    impls = [i.strip() for i in (args.impl or ",".join(RUN_IMPLS)).split(",") if i.strip()]
+    for impl in impls:
+        if impl not in RUN_IMPLS:
+            raise UsageError(closest_choices_message("MoE implementation", impl, list(RUN_IMPLS)))
+    policy = get_policy(args.dtype or ("amp_bf16" if device == "cuda" else "fp32"))
+    if policy.autocast and device == "cpu":
+        raise UsageError("--dtype amp_bf16 needs a GPU; on the CPU use --dtype fp32 (the default there)")
+    if args.global_batch is not None:
+        for tokens in batches:
+            if args.global_batch % tokens:
+                raise UsageError(f"--global-batch {args.global_batch} is not a multiple of the microbatch {tokens}")
+    micro_t, e2e_t = TimingConfig(), TimingConfig(warmup=2, min_reps=5, min_time_s=1.0)
+    if device == "cpu":  # CPU runs are for correctness of the pipeline and small models: keep them short
+        micro_t, e2e_t = TimingConfig(warmup=1, min_reps=5, min_time_s=0.05), TimingConfig(1, 3, 0.1)
+    if args.reps or args.min_time:
+        micro_t = TimingConfig(micro_t.warmup, args.reps or micro_t.min_reps, args.min_time or micro_t.min_time_s,
+                               max(micro_t.max_reps, args.reps or 0))
+        e2e_t = TimingConfig(e2e_t.warmup, args.reps or e2e_t.min_reps, args.min_time or e2e_t.min_time_s,
+                             max(e2e_t.max_reps, args.reps or 0))
+    return RunConfig(model=model, profile=profile, device=device, batches=batches, seq_len=seq, impls=impls,
+                     mode=args.mode, routing=args.routing, skew=args.skew, policy=policy,
+                     compile_model=args.compile, global_batch=args.global_batch, micro_timing=micro_t,
+                     e2e_timing=e2e_t, stages=not args.no_stages)
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    cfg = _run_config(args)
+    gpu_tag = cfg.profile.name if cfg.profile and cfg.device == "cuda" else cfg.device
+    out = Path(args.out) if args.out else default_path(Path("results"), gpu_tag, cfg.model.name)
+    total = len(plan(cfg))
+    status_console = Console(stderr=True) if args.json else console
+    status_console.print(f"tpsbench run: {cfg.model.name} on {gpu_tag}, {total} points -> {out}", highlight=False)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=status_console, transient=False)
+    with progress:
+        task = progress.add_task("starting", total=total)
+
+        def on_point(done: int, _total: int, record: dict[str, object]) -> None:
+            progress.update(task, completed=done, description=f"{record['label']}: {record['status']}")
+
+        try:
+            writer = execute(cfg, out, on_point)
+        except KeyboardInterrupt:
+            status_console.print(f"interrupted: finished points are in {out}", highlight=False)
+            return 130
+    if args.json:
+        print(json.dumps(writer.doc, indent=1))
+    else:
+        console.print(run_table(writer.doc))
+        for line in run_notes(writer.doc):
+            console.print(line, highlight=False, soft_wrap=True)
+    console.print(f"results: {out}", highlight=False) if not args.json else None
+    return 0
+
+
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     if args.what == "models":
         models = list(MODELS.values())
@@ -181,12 +288,15 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    console = Console(width=max(Console().width, 120))
+    # A terminal gets its own width; a pipe or file gets room for the widest table.
+    console = Console() if sys.stdout.isatty() else Console(width=170)
     try:
         if args.command == "predict":
             return cmd_predict(args, console)
+        if args.command == "run":
+            return cmd_run(args, console)
         return cmd_list(args, console)
-    except (UsageError, UnknownNameError, ProfileError, CeilingError) as exc:
+    except (UsageError, UnknownNameError, ProfileError, CeilingError, DeviceError) as exc:
         print(f"tpsbench {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -217,13 +217,18 @@ class Routing:
     dropped_fraction: float
 
 
+def capacity_rows(tokens: int, top_k: int, num_experts: int, capacity_factor: float) -> int:
+    """Slots per expert: ``round_up(cf * T*k/E, 8)`` (the users' capacity MoE)."""
+    return CAPACITY_MULTIPLE * math.ceil(capacity_factor * tokens * top_k / num_experts / CAPACITY_MULTIPLE)
+
+
 def routing(w: Workload) -> Routing:
     moe = w.model.moe
     assert moe is not None
     assignments = w.tokens * moe.top_k
     per_expert = assignments / moe.num_experts
     if w.impl == "capacity":
-        cap = CAPACITY_MULTIPLE * math.ceil(w.effective_capacity_factor * per_expert / CAPACITY_MULTIPLE)
+        cap = capacity_rows(w.tokens, moe.top_k, moe.num_experts, w.effective_capacity_factor)
         kept_per_expert = min(per_expert, cap)
         kept = round(kept_per_expert * moe.num_experts)
         return Routing(
@@ -308,12 +313,25 @@ def swiglu_act_ops(
 
 
 def attention_ops(w: Workload) -> list[OpCost]:
+    """The attention sub-block: norm, attention layer, residual add."""
     m, pol = w.model, w.policy
     t, d, c = w.tokens, m.d_model, pol.compute_bytes
     in_bytes = c if m.reordered_norm else pol.residual_bytes
     ops: list[OpCost] = []
     if not m.reordered_norm:
         ops += rmsnorm_ops("attn.norm", "attention", rows=t, width=d, in_bytes=in_bytes, pol=pol)
+    ops += attention_layer_ops(w)
+    if m.reordered_norm:
+        ops += rmsnorm_ops("attn.norm", "attention", rows=t, width=d, in_bytes=in_bytes, pol=pol)
+    ops += residual_ops("attn.residual", "attention", tokens=t, d=d, pol=pol)
+    return ops
+
+
+def attention_layer_ops(w: Workload) -> list[OpCost]:
+    """The attention layer alone: q/k/v projections, qk-norm, RoPE, attention core, output projection."""
+    m, pol = w.model, w.policy
+    t, d, c = w.tokens, m.d_model, pol.compute_bytes
+    ops: list[OpCost] = []
     ops += linear_ops("attn.qkv", "attention", rows=t, k=d, n=d, pol=pol, matrices=3)
     if m.qk_norm:
         # Non-head-wise qk-norm (OLMo-core default): RMSNorm over the full q and k projections.
@@ -327,9 +345,6 @@ def attention_ops(w: Workload) -> list[OpCost]:
     )
     ops += attention_core_ops(w)
     ops += linear_ops("attn.out", "attention", rows=t, k=d, n=d, pol=pol)
-    if m.reordered_norm:
-        ops += rmsnorm_ops("attn.norm", "attention", rows=t, width=d, in_bytes=in_bytes, pol=pol)
-    ops += residual_ops("attn.residual", "attention", tokens=t, d=d, pol=pol)
     return ops
 
 
@@ -461,19 +476,21 @@ def matmul_params(m: ModelSpec) -> dict[str, int]:
     return out
 
 
-def autocast_ops(w: Workload) -> list[OpCost]:
-    """fp32 master weights cast to bf16 once per forward (all experts, used or not), and the bf16
-    weight gradients cast back to fp32 in backward."""
-    pol = w.policy
+def cast_ops(group: str, params: int, pol: DTypePolicy) -> list[OpCost]:
+    """Under autocast: ``params`` fp32 master weights cast to bf16 once per forward (all experts, used
+    or not), and their bf16 weight gradients cast back to fp32 in backward. Nothing otherwise."""
     if not pol.autocast:
         return []
-    ops = []
-    for group, params in matmul_params(w.model).items():
-        ops.append(OpCost(name=f"{group}.weight_cast", group=group, phase=Phase.FWD, kind=OpKind.MEMORY,
-                          flops=0.0, traffic=Traffic(weights=params * (pol.param_bytes + pol.compute_bytes))))
-        ops.append(OpCost(name=f"{group}.grad_cast", group=group, phase=Phase.BWD_WGRAD, kind=OpKind.MEMORY,
-                          flops=0.0, traffic=Traffic(gradients=params * (pol.compute_bytes + pol.grad_bytes))))
-    return ops
+    return [
+        OpCost(name=f"{group}.weight_cast", group=group, phase=Phase.FWD, kind=OpKind.MEMORY,
+               flops=0.0, traffic=Traffic(weights=params * (pol.param_bytes + pol.compute_bytes))),
+        OpCost(name=f"{group}.grad_cast", group=group, phase=Phase.BWD_WGRAD, kind=OpKind.MEMORY,
+               flops=0.0, traffic=Traffic(gradients=params * (pol.compute_bytes + pol.grad_bytes))),
+    ]
+
+
+def autocast_ops(w: Workload) -> list[OpCost]:
+    return [op for group, params in matmul_params(w.model).items() for op in cast_ops(group, params, w.policy)]
 
 
 def embedding_ops(w: Workload) -> list[OpCost]:

@@ -225,3 +225,25 @@ def get_model(name: str) -> ModelSpec:
     if key.lower() in lowered:
         return MODELS[lowered[key.lower()]]
     raise UnknownNameError(closest_choices_message("model", name, [*MODELS, *ALIASES]))
+
+
+BRACKETS = ("dense_active", "dense_total")
+
+
+def bracket_hidden(spec: ModelSpec, kind: str) -> int:
+    """FFN width of a dense bracket of an MoE model: ``dense_active`` has the active expert width
+    (top_k * h + shared h), ``dense_total`` the width of all experts (E * h + shared h)."""
+    moe = spec.moe
+    if moe is None:
+        raise ValueError(f"{spec.name} is dense; brackets exist for MoE models")
+    shared = moe.shared_hidden or 0
+    if kind == "dense_active":
+        return moe.top_k * moe.expert_hidden + shared
+    if kind == "dense_total":
+        return moe.num_experts * moe.expert_hidden + shared
+    raise UnknownNameError(closest_choices_message("bracket", kind, list(BRACKETS)))
+
+
+def bracket_spec(spec: ModelSpec, kind: str) -> ModelSpec:
+    """The MoE model with its MoE FFN replaced by a dense SwiGLU of the bracket's width."""
+    return replace(spec, name=f"{spec.name}:{kind}", moe=None, ffn_hidden=bracket_hidden(spec, kind))

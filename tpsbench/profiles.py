@@ -154,7 +154,10 @@ def _profile_dirs() -> list[Path]:
     extra = os.environ.get(PROFILES_ENV)
     if extra:
         dirs.append(Path(extra))
-    dirs.append(Path(str(resources.files("tpsbench.gpu_profiles"))))
+    try:
+        dirs.append(Path(str(resources.files("tpsbench.gpu_profiles"))))
+    except ModuleNotFoundError:  # a source checkout on PYTHONPATH, not installed: read profiles/ directly
+        dirs.append(Path(__file__).resolve().parent.parent / "profiles")
     return dirs
 
 

@@ -139,7 +139,67 @@ def print_prediction(console: Console, p: Prediction, *, ops: bool = True) -> No
     if ops:
         console.print(prediction_table(p))
     for line in totals_lines(p):
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, soft_wrap=True)
     for line in memory_bound_explanation(p):
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, soft_wrap=True)
     console.print()
+
+
+def _fmt(x: object, fmt: str) -> str:
+    return "n/a" if x is None else fmt.format(x)
+
+
+def run_table(doc: dict) -> Table:
+    """Summary of a results document: one row per point."""
+    machine = doc["machine"]
+    where = machine.get("gpu_name") or f"CPU ({machine.get('cpu_count')} cores)"
+    t = Table(title=f"{doc['config']['model']} on {where} ({doc['config']['dtype_policy']}); "
+                    "roofline = predicted floor / measured")
+    for col in ("point", "impl", "tokens", "mode", "median ms", "IQR %", "n", "tokens/s", "TFLOP/s", "GB/s",
+                "pred. ms", "roofline", "status"):
+        t.add_column(col, justify="left" if col in {"point", "impl", "mode", "status"} else "right")
+    for p in doc["points"]:
+        stats, derived, pred = p.get("stats"), p.get("derived") or {}, p.get("prediction") or {}
+        med = stats["median"] if stats else None
+        iqr = (100 * stats["iqr"] / stats["median"]) if stats and stats["median"] else None
+        flag = f" ({len(stats['outliers'])} outl.)" if stats and stats["outliers"] else ""
+        t.add_row(p["layer"] if p["kind"] == "micro" else "train step", p.get("impl") or "-", f"{p['tokens']:,}",
+                  p["mode"], _fmt(med * 1e3 if med else None, "{:.3f}"), _fmt(iqr, "{:.1f}") + flag,
+                  _fmt(stats["n"] if stats else None, "{}"), _fmt(derived.get("tokens_per_s"), "{:,.0f}"),
+                  _fmt(derived.get("achieved_tflops"), "{:.1f}"), _fmt(derived.get("achieved_gbs"), "{:.0f}"),
+                  _fmt(pred.get("predicted_s") * 1e3 if pred.get("predicted_s") else None, "{:.3f}"),
+                  _fmt(100 * pred["achieved_fraction"] if pred.get("achieved_fraction") else None, "{:.0f}%"),
+                  p["status"])
+    return t
+
+
+def run_notes(doc: dict) -> list[str]:
+    """Warnings and the e2e lines a reader wants: MFU, peak memory, optimizer share, MoE routing facts."""
+    lines = []
+    for p in doc["points"]:
+        if p["status"] != "ok":
+            lines.append(f"{p['label']}: {p['status']} - {p.get('error')}")
+            continue
+        raw = p.get("raw") or {}
+        if p["kind"] == "e2e":
+            d = p["derived"]
+            mfu = d.get("mfu")
+            mfu_txt = ", ".join(f"{k} {100 * v:.1f}%" for k, v in mfu.items()) if mfu else "n/a (no GPU profile)"
+            peak = raw.get("peak_memory_bytes")
+            lines.append(f"{p['label']}: {d['tokens_per_s']:,.0f} tokens/s, MFU {mfu_txt}, optimizer "
+                         f"{100 * d['optimizer_share']:.1f}% of the step, peak memory "
+                         f"{_fmt(peak / 2**30 if peak else None, '{:.1f}')} GiB")
+        elif p["mode"] == "fwd_bwd" and "tokens_per_expert_max" in raw:
+            extra = [f"tokens/expert max/mean {raw['tokens_per_expert_max_over_mean']:.2f}"]
+            for key in ("grouped_mm_path", "dropped_fraction", "host_syncs"):
+                if key in raw:
+                    val = raw[key]
+                    extra.append(f"{key} {val:.3f}" if isinstance(val, float) else f"{key} {val}")
+            lines.append(f"{p['label']}: " + ", ".join(extra))
+    flagged = [p for p in doc["points"] if (p.get("stats") or {}).get("outliers")]
+    if flagged:
+        worst = max(flagged, key=lambda p: len(p["stats"]["outliers"]) / p["stats"]["n"])
+        lines.append(f"{len(flagged)} of {len(doc['points'])} points have outlier samples (modified z-score > 3.5; "
+                     f"kept in the file, most in '{worst['label']}': {len(worst['stats']['outliers'])} of "
+                     f"{worst['stats']['n']}); medians are robust to them, rerun on a quiet machine if the IQR matters")
+    return lines

@@ -1,9 +1,14 @@
-"""The MoE feed-forward: softmax top-k router with load-balancing and z-loss, routed SwiGLU experts,
-optional shared expert.
+"""The MoE feed-forward: softmax top-k router with load-balancing and z-loss, routed SwiGLU experts
+computed by a chosen implementation (:mod:`tpsbench.nn.experts`), optional shared expert.
 
 Expert weights are stacked tensors ``w1, w3: [E, d, h]`` and ``w2: [E, h, d]`` so that every expert
-implementation (this file's per-expert loop, and the grouped / capacity / Triton ones that build on
-it) shares one parameter layout and can be compared on the same weights.
+implementation shares one parameter layout and can be compared on the same weights.
+
+Routing modes (a benchmark dimension): ``learned`` (top-k of the router's softmax, router as
+initialised), ``uniform`` (perfectly balanced: assignment ``t*k + j`` goes to expert ``(t*k + j) mod E``),
+``skewed`` (each token draws k distinct experts with Zipf probabilities ``p_e ~ 1/(e+1)^s``). In every
+mode the router runs and its probabilities of the chosen experts weight the outputs, so router costs and
+gradients stay in the measurement.
 """
 
 from __future__ import annotations
@@ -15,7 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from tpsbench.models import MoESpec
+from tpsbench.nn.experts import ExpertImpl, make_impl
 from tpsbench.nn.layers import SwiGLU
+
+ROUTING_MODES = ("learned", "uniform", "skewed")
+DEFAULT_SKEW = 1.2  # Zipf exponent for --routing skewed
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +34,23 @@ class RouterOutput:
     tokens_per_expert: torch.Tensor  # [E] int64
     lb_loss: torch.Tensor  # scalar, already weighted
     z_loss: torch.Tensor  # scalar, already weighted
+
+
+def choose_experts(
+    probs: torch.Tensor, top_k: int, mode: str, skew: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Expert indices ``[T, k]`` for a routing mode."""
+    t, e = probs.shape
+    if mode == "learned":
+        return probs.topk(top_k, dim=-1).indices
+    if mode == "uniform":
+        flat = torch.arange(t * top_k, device=probs.device) % e
+        return flat.view(t, top_k)
+    if mode == "skewed":
+        ranks = torch.arange(1, e + 1, device=probs.device, dtype=torch.float32)
+        zipf = ranks.pow(-skew)
+        return torch.multinomial(zipf.expand(t, e), top_k, replacement=False, generator=generator)
+    raise ValueError(f"unknown routing mode '{mode}': choose one of {', '.join(ROUTING_MODES)}")
 
 
 class Router(nn.Module):
@@ -37,13 +63,32 @@ class Router(nn.Module):
         self.lb_loss_weight = spec.lb_loss_weight
         self.z_loss_weight = spec.z_loss_weight
         self.weight = nn.Parameter(torch.empty(spec.num_experts, d_model, device=device))
+        self.mode = "learned"
+        self.skew = DEFAULT_SKEW
+        self.seed = 0
         nn.init.normal_(self.weight, std=0.02)
 
-    def forward(self, x: torch.Tensor) -> RouterOutput:
-        logits = F.linear(x, self.weight).float()  # [T, E]
+    def set_routing(self, mode: str, skew: float = DEFAULT_SKEW, seed: int = 0) -> None:
+        if mode not in ROUTING_MODES:
+            raise ValueError(f"unknown routing mode '{mode}': choose one of {', '.join(ROUTING_MODES)}")
+        self.mode, self.skew, self.seed = mode, skew, seed
+
+    def _gen(self, device: torch.device) -> torch.Generator | None:
+        # Re-seeded every forward: the same skewed routing for every repetition and every implementation.
+        if self.mode != "skewed":
+            return None
+        return torch.Generator(device=device).manual_seed(self.seed)
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> RouterOutput:
+        """``weight`` overrides the parameter (stage benchmarks pass a bf16 copy)."""
+        logits = F.linear(x, self.weight if weight is None else weight).float()  # [T, E]
         probs = logits.softmax(dim=-1)
-        weights, indices = probs.topk(self.top_k, dim=-1)
-        counts = torch.bincount(indices.flatten(), minlength=self.num_experts)
+        indices = choose_experts(probs, self.top_k, self.mode, self.skew, self._gen(x.device))
+        weights = probs.gather(1, indices)
+        # scatter_add, not bincount: CUDA bincount reads the maximum index on the host (a sync).
+        flat = indices.flatten()
+        counts = torch.zeros(self.num_experts, dtype=torch.int64, device=x.device).scatter_add_(
+            0, flat, torch.ones_like(flat))
         # Switch-Transformer load-balancing loss: E * sum_e f_e * P_e, f_e the fraction of token-expert
         # assignments to e, P_e the mean router probability of e (Fedus et al. 2021, eq. 4).
         frac = counts.to(probs.dtype) / indices.numel()
@@ -66,52 +111,35 @@ class ExpertWeights(nn.Module):
             nn.init.normal_(w, std=0.02)
 
 
-def loop_experts(x: torch.Tensor, route: RouterOutput, experts: ExpertWeights) -> torch.Tensor:
-    """Dropless reference: one SwiGLU per expert over the tokens routed to it, outputs weighted by
-    router probability and summed back per token. ``x``: ``[T, d]``."""
-    k = route.expert_indices.shape[1]
-    flat_expert = route.expert_indices.flatten()  # assignment a = token a // k, slot a % k
-    order = torch.argsort(flat_expert, stable=True)
-    token_of = order // k
-    out = torch.zeros_like(x)
-    counts = route.tokens_per_expert.tolist()  # host sync: the loop needs Python ints
-    # unbind once: indexing w1[e] per expert would make autograd build a full-size zero gradient
-    # for every expert (E x the weight bytes); unbind's backward stacks the E gradients once.
-    w1s, w3s, w2s = experts.w1.unbind(0), experts.w3.unbind(0), experts.w2.unbind(0)
-    start = 0
-    for e, n in enumerate(counts):
-        if n == 0:
-            continue
-        sel = order[start:start + n]
-        rows = token_of[start:start + n]
-        xe = x[rows]
-        ye = (F.silu(xe @ w1s[e]) * (xe @ w3s[e])) @ w2s[e]
-        w = route.expert_weights.flatten()[sel].unsqueeze(-1).to(ye.dtype)
-        out = out.index_add(0, rows, ye * w)
-        start += n
-    return out
-
-
 class MoEFeedForward(nn.Module):
     """Router + routed experts (+ shared expert mixed as shared/(k+1) + routed*k/(k+1))."""
 
-    def __init__(self, d_model: int, spec: MoESpec, *, device: torch.device | str | None = None) -> None:
+    def __init__(
+        self, d_model: int, spec: MoESpec, *, impl: str = "loop", device: torch.device | str | None = None
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.router = Router(d_model, spec, device=device)
         self.experts = ExpertWeights(d_model, spec, device=device)
         self.shared = SwiGLU(d_model, spec.shared_hidden, device=device) if spec.shared_hidden else None
+        self.impl: ExpertImpl = make_impl(impl, capacity_factor=spec.capacity_factor)
         self.aux_loss: torch.Tensor | None = None  # lb + z loss of the last forward
-        self.last_tokens_per_expert: torch.Tensor | None = None
+        self.last_route: RouterOutput | None = None
+
+    def set_impl(self, impl: ExpertImpl) -> None:
+        self.impl = impl
+
+    def mix(self, flat: torch.Tensor, routed: torch.Tensor) -> torch.Tensor:
+        if self.shared is None:
+            return routed
+        k = self.spec.top_k
+        return self.shared(flat) * (1.0 / (k + 1)) + routed * (k / (k + 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
         route = self.router(flat)
         self.aux_loss = route.lb_loss + route.z_loss
-        self.last_tokens_per_expert = route.tokens_per_expert.detach()
-        routed = loop_experts(flat, route, self.experts)
-        if self.shared is not None:
-            k = self.spec.top_k
-            routed = self.shared(flat) * (1.0 / (k + 1)) + routed * (k / (k + 1))
-        return routed.reshape(shape)
+        self.last_route = route
+        routed = self.impl.forward(flat, route, self.experts)
+        return self.mix(flat, routed).reshape(shape)

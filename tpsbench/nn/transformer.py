@@ -14,7 +14,7 @@ from tpsbench.nn.moe import MoEFeedForward
 class Block(nn.Module):
     """Pre-norm llama block, or OLMo-2's reordered norm (``h = x + norm(f(x))``) when the spec says so."""
 
-    def __init__(self, spec: ModelSpec, *, device: torch.device | str | None = None) -> None:
+    def __init__(self, spec: ModelSpec, *, impl: str = "loop", device: torch.device | str | None = None) -> None:
         super().__init__()
         d = spec.d_model
         self.reordered_norm = spec.reordered_norm
@@ -22,7 +22,7 @@ class Block(nn.Module):
                                    device=device)
         self.attention_norm = RMSNorm(d, device=device)
         if spec.moe is not None:
-            self.feed_forward: nn.Module = MoEFeedForward(d, spec.moe, device=device)
+            self.feed_forward: nn.Module = MoEFeedForward(d, spec.moe, impl=impl, device=device)
         else:
             assert spec.ffn_hidden is not None
             self.feed_forward = SwiGLU(d, spec.ffn_hidden, device=device)
@@ -37,11 +37,11 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, spec: ModelSpec, *, device: torch.device | str | None = None) -> None:
+    def __init__(self, spec: ModelSpec, *, impl: str = "loop", device: torch.device | str | None = None) -> None:
         super().__init__()
         self.spec = spec
         self.embeddings = nn.Embedding(spec.vocab_size, spec.d_model, device=device)
-        self.blocks = nn.ModuleList(Block(spec, device=device) for _ in range(spec.n_layers))
+        self.blocks = nn.ModuleList(Block(spec, impl=impl, device=device) for _ in range(spec.n_layers))
         self.final_norm = RMSNorm(spec.d_model, device=device)
         self.lm_head = nn.Linear(spec.d_model, spec.vocab_size, bias=False, device=device)
         if device is None or torch.device(device).type != "meta":
@@ -73,8 +73,13 @@ class Transformer(nn.Module):
         return loss if aux is None else loss + aux
 
 
-def build_model(spec: ModelSpec, *, device: torch.device | str | None = None) -> Transformer:
-    return Transformer(spec, device=device)
+def build_model(spec: ModelSpec, *, impl: str = "loop", device: torch.device | str | None = None) -> Transformer:
+    """The model of ``spec``; ``impl`` picks the MoE expert implementation (ignored for dense models)."""
+    return Transformer(spec, impl=impl, device=device)
+
+
+def moe_layers(model: nn.Module) -> list[MoEFeedForward]:
+    return [m for m in model.modules() if isinstance(m, MoEFeedForward)]
 
 
 def count_parameters(module: nn.Module) -> int:

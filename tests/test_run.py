@@ -1,0 +1,105 @@
+"""`tpsbench run` on the CPU: a full sweep, its results file, interruption, OOM handling, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tpsbench.bench import micro, runner
+from tpsbench.cli import main
+from tpsbench.costmodel import POLICIES
+from tpsbench.models import get_model
+from tpsbench.results import load_dataframe, load_results
+
+
+@pytest.mark.parametrize("model", ["moe_tiny", "dense_tiny"])
+def test_cpu_run_writes_loadable_results(model, tmp_path, capsys):
+    out = tmp_path / "run.json"
+    assert main(["run", "--device", "cpu", "--model", model, "--out", str(out)]) == 0
+    doc = load_results(out)
+    assert doc["status"] == "complete"
+    df = load_dataframe(out)
+    assert len(df) == len(doc["points"]) > 0
+    assert set(df["status"]) == {"ok"}
+    assert (df["stats.median"] > 0).all()
+    assert (df["derived.tokens_per_s"] > 0).all()
+    e2e = df[df["kind"] == "e2e"]
+    assert len(e2e) == (5 if model == "moe_tiny" else 1)
+    assert e2e["prediction"].isna().all()  # no GPU profile on the CPU: prediction is null, not a guess
+    if model == "moe_tiny":
+        moe = df[(df["layer"] == "moe") & (df["mode"] == "fwd_bwd")]
+        assert set(moe["impl"]) == {"loop", "grouped", "capacity"}
+        assert (moe["raw.tokens_per_expert_max"] >= moe["raw.tokens_per_expert_mean"]).all()
+        stages = df[df["mode"].str.startswith("stage:")]
+        assert len(stages) == 3 * len(micro.STAGES)
+    assert "results:" in capsys.readouterr().out
+
+
+def test_run_without_gpu_says_what_to_do(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main(["run", "--model", "moe_tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "--device cpu" in err and "tpsbench predict" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--impl", "groupd"], "did you mean grouped"),
+    (["--batch", "100"], "closest valid choices: 64, 128"),
+    (["--gpu", "h100"], "does not apply"),
+    (["--dtype", "amp_bf16"], "needs a GPU"),
+    (["--global-batch", "300"], "not a multiple"),
+])
+def test_run_bad_input(argv, needle, capsys):
+    assert main(["run", "--device", "cpu", "--model", "moe_tiny", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+
+
+def test_oom_point_is_recorded_and_sweep_goes_on(tmp_path, monkeypatch):
+    real_run = micro.MicroBench.run
+
+    def flaky(self, case):
+        if case.layer == "attention" and case.mode == "bwd":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_run(self, case)
+
+    monkeypatch.setattr(micro.MicroBench, "run", flaky)
+    cfg = runner.RunConfig(model=get_model("dense_tiny"), profile=None, device="cpu", batches=[128], seq_len=64,
+                           impls=[], mode="micro", routing="learned", skew=1.2, policy=POLICIES["fp32"],
+                           micro_timing=runner.TimingConfig(0, 2, 0.0))
+    out = tmp_path / "r.json"
+    runner.execute(cfg, out)
+    points = load_results(out)["points"]
+    statuses = {(p["layer"], p["mode"]): p["status"] for p in points}
+    assert statuses[("attention", "bwd")] == "oom"
+    assert statuses[("mlp", "fwd_bwd")] == "ok"  # later points still measured
+    assert len(points) == 6
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_killed_sweep_keeps_finished_points(tmp_path, sig):
+    out = tmp_path / "r.json"
+    cmd = [sys.executable, "-m", "tpsbench", "run", "--device", "cpu", "--model", "moe_tiny", "--out", str(out),
+           "--min-time", "0.3", "--reps", "5"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if out.exists() and len(json.loads(out.read_text())["points"]) >= 2:
+            break
+        time.sleep(0.1)
+    os.kill(proc.pid, sig)
+    code = proc.wait(timeout=60)
+    doc = load_results(out)  # valid JSON, right schema
+    assert 2 <= len(doc["points"]) < 41
+    assert all(p["status"] == "ok" for p in doc["points"])
+    if sig == signal.SIGINT:
+        assert code == 130 and doc["status"] == "interrupted"
+    else:
+        assert doc["status"] == "running"
+    assert len(load_dataframe(out)) == len(doc["points"])

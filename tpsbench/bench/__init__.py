@@ -1,0 +1,1 @@
+"""Measurement: timers, statistics, micro (layer) and end-to-end (training step) benchmarks."""

@@ -1,0 +1,127 @@
+"""End-to-end benchmark: a real training step of a zoo model.
+
+One step = ``accumulation`` microbatches of forward + backward (bf16 autocast over fp32 master weights
+by default), then one AdamW step (fused on CUDA) and ``zero_grad(set_to_none=True)``. Optional
+``torch.compile``. Random token ids (never zeros). Reported: step time samples, tokens/s, MFU under each
+FLOP convention against the profile's datasheet peak, peak memory, and the optimizer step's share of the
+step (its own timing, measured in the same run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from tpsbench.bench.timing import TimingConfig, time_fn
+from tpsbench.costmodel import DTypePolicy, FlopConvention, Workload, flops_per_token
+from tpsbench.models import BRACKETS, ModelSpec, bracket_spec
+from tpsbench.nn.transformer import build_model, moe_layers
+from tpsbench.profiles import GPUProfile
+from tpsbench.roofline import predict
+
+
+@dataclass(frozen=True, slots=True)
+class E2ECase:
+    impl: str  # MoE implementation, a bracket, or "dense"
+    tokens: int  # per microbatch
+    global_tokens: int
+
+    @property
+    def accumulation(self) -> int:
+        return self.global_tokens // self.tokens
+
+    @property
+    def label(self) -> str:
+        return f"train step/{self.impl} @ {self.tokens} x{self.accumulation}"
+
+
+def e2e_cases(spec: ModelSpec, impls: list[str], batches: list[int], global_batch: int | None) -> list[E2ECase]:
+    names = ["dense"] if spec.moe is None else list(impls)
+    return [E2ECase(i, t, global_batch or t) for t in batches for i in names]
+
+
+def case_spec(spec: ModelSpec, impl: str) -> ModelSpec:
+    return bracket_spec(spec, impl) if impl in BRACKETS else spec
+
+
+def cost_workload(spec: ModelSpec, case: E2ECase, policy: DTypePolicy, capacity_factor: float | None) -> Workload:
+    s = case_spec(spec, case.impl)
+    impl = case.impl if s.moe is not None else "dropless"
+    return Workload(model=s, tokens=case.tokens, seq_len=min(s.seq_len, case.tokens), impl=impl,
+                    capacity_factor=capacity_factor, policy=policy)
+
+
+def run_e2e(
+    spec: ModelSpec, case: E2ECase, *, device: torch.device, policy: DTypePolicy, routing: str, skew: float,
+    timing: TimingConfig, profile: GPUProfile | None, compile_model: bool = False, seed: int = 0,
+) -> dict[str, object]:
+    torch.manual_seed(seed)
+    s = case_spec(spec, case.impl)
+    impl = case.impl if s.moe is not None else "loop"
+    model = build_model(s, impl=impl, device=device)
+    for layer in moe_layers(model):
+        layer.router.set_routing(routing, skew, seed)
+    if compile_model:
+        model.compile()  # in place: training_loss's self(...) runs the compiled forward
+    cuda = device.type == "cuda"
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=cuda or None)
+    seq = min(s.seq_len, case.tokens)
+    g = torch.Generator(device=device).manual_seed(seed + 1)
+    ids = torch.randint(1, s.vocab_size, (case.tokens // seq, seq), generator=g, device=device)
+    labels = torch.randint(1, s.vocab_size, (case.tokens // seq, seq), generator=g, device=device)
+    def autocast() -> contextlib.AbstractContextManager[None]:
+        return torch.autocast(device.type, dtype=torch.bfloat16) if policy.autocast else contextlib.nullcontext()
+
+    def microbatches() -> None:
+        for _ in range(case.accumulation):
+            with autocast():
+                loss = model.training_loss(ids, labels)
+            (loss / case.accumulation).backward()
+
+    def step() -> None:
+        microbatches()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    # The working set (weights, grads, optimizer state, activations) is far larger than L2: no flush.
+    step_cfg = TimingConfig(warmup=timing.warmup, min_reps=timing.min_reps, min_time_s=timing.min_time_s,
+                            max_reps=timing.max_reps, flush_l2=False)
+    step_t = time_fn(step, device=device, config=step_cfg)
+    peak = torch.cuda.max_memory_allocated(device) if cuda else None
+    microbatches()  # leave gradients in place so the optimizer step is timed on real gradients
+    opt_t = time_fn(opt.step, device=device, config=step_cfg)
+    opt.zero_grad(set_to_none=True)
+    return {
+        "samples_s": step_t.samples_s, "warmup": step_t.warmup, "l2_flushed": False, "timer": step_t.timer,
+        "optimizer_samples_s": opt_t.samples_s, "peak_memory_bytes": peak, "accumulation_steps": case.accumulation,
+        "compiled": compile_model, "params": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def e2e_metrics(spec: ModelSpec, case: E2ECase, median_s: float, optimizer_median_s: float,
+                policy: DTypePolicy, profile: GPUProfile | None,
+                capacity_factor: float | None) -> tuple[dict[str, object], dict[str, object] | None]:
+    w = cost_workload(spec, case, policy, capacity_factor)
+    tokens_per_s = case.global_tokens / median_s
+    derived: dict[str, object] = {
+        "tokens_per_s": tokens_per_s,
+        "optimizer_share": optimizer_median_s / median_s,
+        "flops_per_token": {c.value: flops_per_token(w, c) for c in FlopConvention},
+    }
+    if profile is None:
+        derived["mfu"] = None
+        return derived, None
+    peak = (profile.bf16_tflops if policy.matmul_math == "bf16" else profile.fp32_tflops).value * 1e12
+    derived["mfu"] = {c.value: flops_per_token(w, c) * tokens_per_s / peak for c in FlopConvention}
+    p = predict(w, profile, global_batch_tokens=case.global_tokens)
+    derived["achieved_tflops"] = flops_per_token(w, FlopConvention.EXACT) * tokens_per_s / 1e12
+    prediction = {
+        "profile": profile.name, "ceilings": "spec", "predicted_s": p.global_step_s,
+        "predicted_tokens_per_s": p.global_tokens_per_s, "memory_bound_share": p.memory_bound_share,
+        "achieved_fraction": p.global_step_s / median_s,
+    }
+    return derived, prediction

@@ -1,0 +1,140 @@
+"""The machine a measurement ran on, and which GPU profile matches it."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+from tpsbench import __version__
+from tpsbench.profiles import GPUProfile, load_all_profiles
+
+
+class DeviceError(ValueError):
+    """The requested device or GPU is not the one present."""
+
+
+def cuda_device_name() -> str | None:
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def detect_profile(device_name: str) -> GPUProfile | None:
+    """The profile whose ``match`` substrings occur in the device name (longest match wins)."""
+    best: tuple[int, GPUProfile] | None = None
+    for p in load_all_profiles():
+        for pattern in p.match:
+            if pattern.lower() in device_name.lower() and (best is None or len(pattern) > best[0]):
+                best = (len(pattern), p)
+    return None if best is None else best[1]
+
+
+def resolve_gpu(requested: str | None, device: str) -> GPUProfile | None:
+    """Check ``--gpu`` against the hardware. On the CPU a named profile is only used for predictions."""
+    from tpsbench.profiles import load_profile
+
+    if device == "cpu":
+        if requested not in (None, "auto"):
+            load_profile(requested)  # an unknown name still gets its closest-choices error
+            raise DeviceError(f"--device cpu measures this CPU, so --gpu {requested} does not apply; for that GPU's "
+                              f"roofline use `tpsbench predict --gpu {requested} --model MODEL`")
+        return None
+    name = cuda_device_name()
+    if name is None:
+        raise DeviceError(
+            "no CUDA GPU found: measure on the CPU with --device cpu (small models, e.g. --model moe_tiny), "
+            "or predict without hardware with `tpsbench predict --gpu GPU --model MODEL`"
+        )
+    present = detect_profile(name)
+    if requested in (None, "auto"):
+        if present is None:
+            raise DeviceError(f"no profile matches the present GPU '{name}': add one to profiles/ "
+                              "(see profiles/h100_sxm.toml) or pass --gpu PROFILE to use a similar one")
+        return present
+    wanted = load_profile(requested)
+    if present is None or present.name != wanted.name:
+        hint = f"--gpu {present.name}" if present else "--gpu auto"
+        raise DeviceError(f"--gpu {requested} asked for {wanted.display_name}, but the present GPU is '{name}'; "
+                          f"use {hint}")
+    return wanted
+
+
+def git_commit() -> str | None:
+    """HEAD of the checkout (``-dirty`` if tracked files changed); $TPSBENCH_GIT_COMMIT where the copy
+    has no .git (e.g. a working tree shipped to a GPU machine)."""
+    if os.environ.get("TPSBENCH_GIT_COMMIT"):
+        return os.environ["TPSBENCH_GIT_COMMIT"]
+    root = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=True)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def _nvml_info() -> dict[str, object]:
+    try:
+        import pynvml  # nvidia-ml-py
+    except ImportError:
+        return {"nvml": None, "nvml_reason": "nvidia-ml-py not installed"}
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        return {"nvml": None, "nvml_reason": f"NVML unavailable: {exc}"}
+    try:
+        h = pynvml.nvmlDeviceGetHandleByIndex(int(os.environ.get("TPSBENCH_NVML_INDEX", "0")))
+        info: dict[str, object] = {"driver": pynvml.nvmlSystemGetDriverVersion()}
+        for key, clock in (("sm_clock_mhz", pynvml.NVML_CLOCK_SM), ("mem_clock_mhz", pynvml.NVML_CLOCK_MEM)):
+            try:
+                info[key] = pynvml.nvmlDeviceGetClockInfo(h, clock)
+                info[f"max_{key}"] = pynvml.nvmlDeviceGetMaxClockInfo(h, clock)
+            except pynvml.NVMLError as exc:
+                info[key] = None
+                info[f"{key}_reason"] = str(exc)
+        try:
+            info["power_limit_w"] = pynvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000
+        except pynvml.NVMLError as exc:
+            info["power_limit_w"] = None
+            info["power_limit_reason"] = str(exc)
+        return info
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def machine_info(device: str, profile: GPUProfile | None) -> dict[str, object]:
+    try:
+        import triton
+
+        triton_version: str | None = triton.__version__
+    except ImportError:
+        triton_version = None
+    info: dict[str, object] = {
+        "device": device,
+        "hostname": platform.node(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "tpsbench": __version__,
+        "profile": None if profile is None else profile.name,
+    }
+    if device == "cuda" and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info.update({
+            "gpu_name": props.name,
+            "compute_capability": f"{props.major}.{props.minor}",
+            "sm_count": props.multi_processor_count,
+            "gpu_memory_gb": props.total_memory / 1e9,
+            "l2_bytes": getattr(props, "L2_cache_size", None),
+            "cuda": torch.version.cuda,
+        })
+        info.update(_nvml_info())
+    else:
+        info.update({"gpu_name": None, "cuda": torch.version.cuda})
+    return info

@@ -1,0 +1,148 @@
+"""A sweep: plan the points of a run, measure each, write each to the results file as soon as it is done.
+
+A point that runs out of memory is recorded with status ``oom`` and the sweep goes on; any other
+exception is recorded as ``error`` with its message. Ctrl-C stops the sweep; every finished point is
+already on disk, and the run is marked ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import gc
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from tpsbench import __version__
+from tpsbench.bench import e2e, micro
+from tpsbench.bench.env import git_commit, machine_info
+from tpsbench.bench.stats import summarize
+from tpsbench.bench.timing import TimingConfig
+from tpsbench.costmodel import DTypePolicy
+from tpsbench.models import ModelSpec
+from tpsbench.profiles import GPUProfile
+from tpsbench.results import ResultsWriter
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    model: ModelSpec
+    profile: GPUProfile | None
+    device: str
+    batches: list[int]
+    seq_len: int
+    impls: list[str]
+    mode: str  # micro | e2e | all
+    routing: str
+    skew: float
+    policy: DTypePolicy
+    compile_model: bool = False
+    global_batch: int | None = None
+    micro_timing: TimingConfig = field(default_factory=TimingConfig)
+    e2e_timing: TimingConfig = field(default_factory=lambda: TimingConfig(warmup=2, min_reps=5, min_time_s=1.0))
+    stages: bool = True
+    seed: int = 0
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "model": self.model.name, "gpu_profile": None if self.profile is None else self.profile.name,
+            "device": self.device, "batches": self.batches, "seq_len": self.seq_len, "impls": self.impls,
+            "mode": self.mode, "routing": self.routing, "skew": self.skew if self.routing == "skewed" else None,
+            "dtype_policy": self.policy.name, "compile": self.compile_model, "global_batch": self.global_batch,
+            "micro_timing": asdict(self.micro_timing), "e2e_timing": asdict(self.e2e_timing),
+            "stages": self.stages, "seed": self.seed,
+        }
+
+
+Plan = list[micro.MicroCase | e2e.E2ECase]
+
+
+def plan(cfg: RunConfig) -> Plan:
+    spec = _seq_spec(cfg)
+    points: Plan = []
+    if cfg.mode in ("micro", "all"):
+        points += micro.micro_cases(spec, cfg.impls, cfg.batches, stages=cfg.stages)
+    if cfg.mode in ("e2e", "all"):
+        points += e2e.e2e_cases(spec, cfg.impls, cfg.batches, cfg.global_batch)
+    return points
+
+
+def _seq_spec(cfg: RunConfig) -> ModelSpec:
+    from dataclasses import replace
+
+    return replace(cfg.model, seq_len=cfg.seq_len)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _free() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def execute(cfg: RunConfig, out: Path, on_point: Callable[[int, int, dict[str, object]], None] | None = None
+            ) -> ResultsWriter:
+    """Measure every planned point; the results file is valid after each one."""
+    spec = _seq_spec(cfg)
+    device = torch.device(cfg.device)
+    writer = ResultsWriter(out, config=cfg.describe(), machine=machine_info(cfg.device, cfg.profile),
+                           git_commit=git_commit(), tool_version=__version__)
+    points = plan(cfg)
+    bench = micro.MicroBench(spec, device=device, policy=cfg.policy, routing=cfg.routing, skew=cfg.skew,
+                             timing=cfg.micro_timing, profile=cfg.profile, seed=cfg.seed)
+    cap = spec.moe.capacity_factor if spec.moe else None
+    try:
+        for i, case in enumerate(points):
+            record = _measure(case, spec, bench, cfg, device, cap)
+            writer.add(record)
+            if on_point is not None:
+                on_point(i + 1, len(points), record)
+    except KeyboardInterrupt:
+        writer.finish("interrupted")
+        raise
+    writer.finish("complete")
+    return writer
+
+
+def _measure(case: micro.MicroCase | e2e.E2ECase, spec: ModelSpec, bench: micro.MicroBench, cfg: RunConfig,
+             device: torch.device, cap: float | None) -> dict[str, object]:
+    record: dict[str, object]
+    if isinstance(case, micro.MicroCase):
+        record = {"kind": "micro", "layer": case.layer, "impl": case.impl, "tokens": case.tokens, "mode": case.mode,
+                  "label": case.label}
+    else:
+        record = {"kind": "e2e", "layer": "model", "impl": case.impl, "tokens": case.tokens, "mode": "train_step",
+                  "global_tokens": case.global_tokens, "label": case.label}
+    record["routing"] = cfg.routing if spec.moe is not None else None
+    try:
+        if isinstance(case, micro.MicroCase):
+            raw = bench.run(case)
+            stats = summarize(raw["samples_s"])  # type: ignore[arg-type]
+            ops = micro.case_ops(spec, case, cfg.policy, "flash" if device.type == "cuda" else "math", cap)
+            derived, prediction = micro.derived_metrics(ops, case.tokens, stats.median, cfg.profile, cfg.policy)
+        else:
+            raw = e2e.run_e2e(spec, case, device=device, policy=cfg.policy, routing=cfg.routing, skew=cfg.skew,
+                              timing=cfg.e2e_timing, profile=cfg.profile, compile_model=cfg.compile_model,
+                              seed=cfg.seed)
+            stats = summarize(raw["samples_s"])  # type: ignore[arg-type]
+            opt_stats = summarize(raw["optimizer_samples_s"])  # type: ignore[arg-type]
+            raw["optimizer_stats"] = opt_stats.to_dict()
+            derived, prediction = e2e.e2e_metrics(spec, case, stats.median, opt_stats.median, cfg.policy,
+                                                  cfg.profile, cap)
+        record.update({"status": "ok", "stats": stats.to_dict(), "derived": derived, "prediction": prediction,
+                       "counters": None, "raw": raw})
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # recorded, and the sweep goes on
+        status = "oom" if _is_oom(exc) else "error"
+        record.update({"status": status, "error": f"{type(exc).__name__}: {exc}".strip()[:2000],
+                       "traceback": traceback.format_exc(limit=6)[-4000:] if status == "error" else None,
+                       "stats": None, "derived": None, "prediction": None, "counters": None, "raw": None})
+    finally:
+        _free()
+    return record

@@ -1,0 +1,114 @@
+"""Timers: CUDA events on a GPU, a synchronised high-resolution clock on the CPU.
+
+Protocol (device tool METHOD.md): warm up first so compilation, allocation and handle creation stay out
+of the numbers; then at least ``min_reps`` repetitions and at least ``min_time_s`` of measured time;
+on a GPU the L2 cache is flushed before every repetition by overwriting a buffer twice its size, so each
+repetition reads its inputs from DRAM as a training step would. Every raw sample is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+DEFAULT_L2_BYTES = 128 * 1024 * 1024  # flush size when the device does not report its L2 (largest known L2)
+
+
+@dataclass(frozen=True, slots=True)
+class TimingConfig:
+    warmup: int = 3
+    min_reps: int = 10
+    min_time_s: float = 0.5
+    max_reps: int = 200
+    flush_l2: bool = True
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0 or self.min_reps < 1 or self.max_reps < self.min_reps or self.min_time_s < 0:
+            raise ValueError(f"invalid timing config {self}")
+
+
+@dataclass(frozen=True, slots=True)
+class Timed:
+    samples_s: list[float]
+    warmup: int
+    l2_flushed: bool
+    timer: str  # "cuda_event" or "perf_counter"
+
+
+class L2Flusher:
+    """Overwrites a buffer of twice the L2 size (sized from the device's properties)."""
+
+    def __init__(self, device: torch.device) -> None:
+        l2 = DEFAULT_L2_BYTES
+        props = torch.cuda.get_device_properties(device)
+        l2 = getattr(props, "L2_cache_size", 0) or l2
+        self.bytes = 2 * l2
+        self.buffer = torch.empty(self.bytes // 4, dtype=torch.int32, device=device)
+
+    def __call__(self) -> None:
+        self.buffer.fill_(0x5A5A5A5A)
+
+
+def time_fn(
+    fn: Callable[[], object],
+    *,
+    device: torch.device,
+    config: TimingConfig = TimingConfig(),
+    setup: Callable[[], object] | None = None,
+) -> Timed:
+    """Time ``fn`` repeatedly; ``setup`` (untimed) runs before each call, e.g. a forward before a
+    backward-only measurement, or clearing gradients."""
+    cuda = device.type == "cuda"
+    flusher = L2Flusher(device) if cuda and config.flush_l2 else None
+    for _ in range(config.warmup):
+        if setup is not None:
+            setup()
+        fn()
+    if cuda:
+        torch.cuda.synchronize(device)
+    samples: list[float] = []
+    while len(samples) < config.max_reps:
+        batch = config.min_reps if not samples else _more_reps(samples, config)
+        if batch <= 0:
+            break
+        samples += _time_batch(fn, setup, batch, cuda, device, flusher)
+    return Timed(samples, config.warmup, flusher is not None, "cuda_event" if cuda else "perf_counter")
+
+
+def _more_reps(samples: list[float], config: TimingConfig) -> int:
+    spent = sum(samples)
+    if spent >= config.min_time_s:
+        return 0
+    per = max(spent / len(samples), 1e-9)
+    return min(config.max_reps - len(samples), max(1, int((config.min_time_s - spent) / per) + 1))
+
+
+def _time_batch(
+    fn: Callable[[], object], setup: Callable[[], object] | None, reps: int, cuda: bool,
+    device: torch.device, flusher: L2Flusher | None,
+) -> list[float]:
+    if not cuda:
+        out = []
+        for _ in range(reps):
+            if setup is not None:
+                setup()
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+        return out
+    events = []
+    for _ in range(reps):
+        if setup is not None:
+            setup()
+        if flusher is not None:
+            flusher()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        events.append((start, end))
+    torch.cuda.synchronize(device)
+    return [s.elapsed_time(e) / 1e3 for s, e in events]

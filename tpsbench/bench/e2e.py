@@ -95,7 +95,16 @@ def run_e2e(
     microbatches()  # leave gradients in place so the optimizer step is timed on real gradients
     opt_t = time_fn(opt.step, device=device, config=step_cfg)
     opt.zero_grad(set_to_none=True)
+    routing_info: dict[str, object] = {}
+    layers = [m.last_route for m in moe_layers(model) if m.last_route is not None]
+    if layers:
+        counts = torch.stack([r.tokens_per_expert.float() for r in layers])  # [layers, E]
+        ratio = counts.max(dim=1).values / counts.mean(dim=1)
+        routing_info = {"tokens_per_expert_max": float(counts.max()), "tokens_per_expert_mean": float(counts.mean()),
+                        "tokens_per_expert_max_over_mean": float(ratio.max()),
+                        "tokens_per_expert_max_over_mean_per_layer": [float(v) for v in ratio]}
     return {
+        **routing_info,
         "samples_s": step_t.samples_s, "warmup": step_t.warmup, "l2_flushed": False, "timer": step_t.timer,
         "optimizer_samples_s": opt_t.samples_s, "peak_memory_bytes": peak, "accumulation_steps": case.accumulation,
         "compiled": compile_model, "params": sum(p.numel() for p in model.parameters()),

@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                     f"(default {DEFAULT_MICROBATCH} on a GPU, 4 sequences on the CPU)")
     rn.add_argument("--seq", type=_positive_int, default=None, help="sequence length (default: the model's)")
     rn.add_argument("--impl", default=None, help="comma-separated MoE implementations and brackets "
-                    f"(default: all: {', '.join(RUN_IMPLS)})")
+                    f"(default: all: {', '.join(RUN_IMPLS)}; triton only on a GPU)")
     rn.add_argument("--mode", default="all", choices=["micro", "e2e", "all"])
     rn.add_argument("--routing", default="learned", choices=list(ROUTING_MODES))
     rn.add_argument("--skew", type=_positive_float, default=DEFAULT_SKEW, help="Zipf exponent for --routing skewed")
@@ -208,7 +208,9 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
     profile = resolve_gpu(args.gpu, device)
     seq = args.seq or model.seq_len
     batches = parse_batches(args.batch or str(DEFAULT_MICROBATCH if device == "cuda" else 4 * seq), seq)
-    impls = [i.strip() for i in (args.impl or ",".join(RUN_IMPLS)).split(",") if i.strip()]
+    # Triton kernels need a GPU (or TRITON_INTERPRET=1, far too slow to benchmark): not a CPU default.
+    defaults = [i for i in RUN_IMPLS if device == "cuda" or i != "triton"]
+    impls = [i.strip() for i in (args.impl or ",".join(defaults)).split(",") if i.strip()]
     for impl in impls:
         if impl not in RUN_IMPLS:
             raise UsageError(closest_choices_message("MoE implementation", impl, list(RUN_IMPLS)))

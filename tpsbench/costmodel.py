@@ -104,6 +104,8 @@ MOE_IMPLS: dict[str, str] = {
     "grouped": "same as dropless (torch._grouped_mm over expert-sorted tokens)",
     "loop": "dropless; one GEMM launch per expert per stage (same bytes and FLOPs, E times the launches)",
     "capacity": "token dropping: each expert padded to C = round_up(cf * T*k/E, 8) rows, batched GEMM",
+    "triton": "dropless, fused: GEMMs gather token rows and scatter-add (fp32 atomics) outputs; no permuted "
+    "copies (SwiGLU traffic counted as unfused)",
 }
 CAPACITY_MULTIPLE = 8  # capacity rounded up to a multiple of 8 rows (tensor-core friendly)
 DEFAULT_CAPACITY_FACTOR = 1.2
@@ -411,11 +413,14 @@ def moe_ops(w: Workload) -> list[OpCost]:
     gathered = r.kept_assignments * d * c
     written = r.expert_rows * d * c
     sort = 3 * t * k * 8
+    fused = w.impl == "triton"
     ops += _elementwise(
         "moe.permute", "moe", kind=OpKind.MEMORY,
-        fwd_flops=0.0, fwd=Traffic(activations=gathered + written + sort),
-        bwd_flops=1.0 * r.kept_assignments * d,
-        bwd=Traffic(gradients=r.kept_assignments * d * c + t * d * c), launches=per_expert,
+        fwd_flops=0.0, fwd=Traffic(activations=sort if fused else gathered + written + sort),
+        bwd_flops=0.0 if fused else 1.0 * r.kept_assignments * d,
+        # fused: dX is scatter-added (fp32 read-modify-write) by the data-gradient GEMM, then cast
+        bwd=Traffic(gradients=(2 * r.kept_assignments * d * 4 + t * d * (4 + c)) if fused
+                    else r.kept_assignments * d * c + t * d * c), launches=per_expert,
     )
     ops += linear_ops("moe.expert_up_gate", "moe", rows=r.expert_rows, k=d, n=h, pol=pol, matrices=2,
                       weight_sets=r.experts_touched, launches=per_expert)
@@ -423,10 +428,12 @@ def moe_ops(w: Workload) -> list[OpCost]:
     ops += linear_ops("moe.expert_down", "moe", rows=r.expert_rows, k=h, n=d, pol=pol,
                       weight_sets=r.experts_touched, launches=per_expert)
     # Unpermute: weight each expert output by its router probability and sum the k rows per token.
+    unpermute_fwd = (Traffic(activations=2 * r.kept_assignments * d * 4 + t * k * 4 + t * d * (4 + 4 + c)) if fused
+                     else Traffic(activations=r.kept_assignments * d * c + t * k * 4 + t * d * c))
     ops += _elementwise(
         "moe.unpermute", "moe", kind=OpKind.MEMORY,
         fwd_flops=2.0 * r.kept_assignments * d,
-        fwd=Traffic(activations=r.kept_assignments * d * c + t * k * 4 + t * d * c),
+        fwd=unpermute_fwd,
         bwd_flops=4.0 * r.kept_assignments * d,
         bwd=Traffic(activations=r.kept_assignments * d * c,
                     gradients=t * d * c + r.expert_rows * d * c + t * k * 4),

@@ -35,7 +35,7 @@ from tpsbench.costmodel import (
     total_flops,
 )
 from tpsbench.models import BRACKETS, ModelSpec, bracket_hidden
-from tpsbench.nn.experts import GroupedExperts, grouped_mm_path, make_impl
+from tpsbench.nn.experts import EXPERT_IMPLS, GroupedExperts, grouped_mm_path, make_impl
 from tpsbench.nn.layers import Attention, SwiGLU
 from tpsbench.nn.moe import MoEFeedForward
 from tpsbench.profiles import GPUProfile
@@ -56,7 +56,7 @@ STAGE_OPS: dict[str, tuple[str, ...]] = {
     "down": ("moe.expert_down",),
     "unpermute": ("moe.unpermute",),
 }
-MOE_LAYER_IMPLS = ("capacity", "loop", "grouped")
+MOE_LAYER_IMPLS = ("capacity", "loop", "grouped", "triton")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +83,7 @@ def micro_cases(spec: ModelSpec, impls: list[str], batches: list[int], stages: b
             layers += [(b, None) for b in BRACKETS if b in impls]
         for layer, impl in layers:
             cases += [MicroCase(layer, impl, tokens, mode) for mode in MODES]
-            if stages and layer == "moe":
+            if stages and layer == "moe" and impl is not None and EXPERT_IMPLS[impl].staged:
                 cases += [MicroCase(layer, impl, tokens, f"stage:{s}") for s in STAGES]
     return cases
 

@@ -58,6 +58,7 @@ def _sort_by_expert(expert_indices: torch.Tensor, expert_weights: torch.Tensor) 
 class ExpertImpl:
     name: str = ""
     dropless: bool = True
+    staged: bool = True  # permute / up_gate / act / down / unpermute can be timed one by one
     description: str = ""
 
     def permute(self, x: torch.Tensor, route, experts) -> Permuted:
@@ -195,10 +196,34 @@ class CapacityExperts(ExpertImpl):
         return torch.zeros(x.shape, dtype=weighted.dtype, device=x.device).index_add(0, p.token_index, weighted)
 
 
+class TritonExperts(ExpertImpl):
+    name = "triton"
+    staged = False  # one fused pipeline: its stages cannot be timed apart
+    description = "dropless; fused gather -> grouped GEMM -> scatter Triton kernels (kernels/moe_experts.py)"
+
+    def permute(self, x, route, experts):
+        _, token_of, weights, _ = _sort_by_expert(route.expert_indices, route.expert_weights)
+        counts = route.tokens_per_expert
+        offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)]).to(torch.int32)
+        return Permuted(rows=x, token_index=token_of.to(torch.int32), weights=weights, counts=counts,
+                        offsets=offsets)
+
+    def forward(self, x, route, experts):
+        from tpsbench.kernels.moe_experts import moe_swiglu
+
+        p = self.permute(x, route, experts)
+        assert p.offsets is not None
+        dt = _compute_dtype(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return moe_swiglu(x.to(dt), p.token_index, p.weights, p.offsets, experts.w1.to(dt),
+                              experts.w3.to(dt), experts.w2.to(dt))
+
+
 EXPERT_IMPLS: dict[str, type[ExpertImpl]] = {
     "loop": LoopExperts,  # baseline: the simplest correct version
     "grouped": GroupedExperts,
     "capacity": CapacityExperts,
+    "triton": TritonExperts,
 }
 BASELINE_IMPL = "loop"
 

@@ -1,0 +1,339 @@
+"""Fused MoE expert MLP (SwiGLU) in Triton: gather -> grouped GEMM -> scatter, forward and backward.
+
+Rows are token-expert assignments sorted by expert (``tok[r]`` is the token of row ``r``, expert ``e``
+owns rows ``offsets[e]:offsets[e+1]``). The kernels read token rows of ``x`` through ``tok`` and add
+their weighted output rows into ``out[tok[r]]``, so neither the permuted copy of the tokens nor the
+permuted output is ever written. Saved for backward: ``a = x W1`` and ``b = x W3`` (``[A, h]`` each);
+``silu(a) * b`` is recomputed where it is read.
+
+Forward:  ``_up_gate_kernel`` (a, b) -> ``_down_scatter_kernel`` (out += gate * silu(a)*b W2).
+Backward: ``_down_bwd_kernel`` (dH = gate * dOut[tok] W2^T fused with the SwiGLU backward and the
+router-weight gradient) -> ``_dx_kernel`` (dX[tok] += da W1^T + db W3^T) -> ``_wgrad_kernel`` (per expert
+``X^T dY`` for W1, W3 and W2). Outputs that several rows add into (out, dX, the router-weight gradient)
+accumulate in fp32 with atomics.
+
+File order (Liger-Kernel style): private ``@triton.jit`` kernels, their launchers, the autograd.Function.
+Imports only torch and triton.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+# The interpreter (TRITON_INTERPRET=1) runs kernels on the CPU with numpy: small fixed blocks, no
+# autotuning. It gets bf16 tl.dot wrong (../shared/NOTES.md): tests there use fp16 and fp32.
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+# --------------------------------------------------------------------------------------------------
+# kernels
+# --------------------------------------------------------------------------------------------------
+@triton.jit
+def _tile_rows(tile_e_ptr, tile_r_ptr, off_ptr, pid_m, BM: tl.constexpr):
+    e = tl.load(tile_e_ptr + pid_m)
+    row0 = tl.load(tile_r_ptr + pid_m)
+    row_end = tl.load(off_ptr + e + 1)
+    rows = row0 + tl.arange(0, BM)
+    return e, rows, rows < row_end
+
+
+@triton.jit
+def _up_gate_kernel(
+    x_ptr, tok_ptr, w1_ptr, w3_ptr, a_ptr, b_ptr, tile_e_ptr, tile_r_ptr, off_ptr,
+    E, D, H, stride_x, stride_we, stride_a,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    if tl.load(tile_e_ptr + pid_m) >= E:
+        return
+    e, rows, rmask = _tile_rows(tile_e_ptr, tile_r_ptr, off_ptr, pid_m, BM)
+    tok = tl.load(tok_ptr + rows, mask=rmask, other=0).to(tl.int64)
+    cols = pid_n * BN + tl.arange(0, BN)
+    cmask = cols < H
+    acc1 = tl.zeros((BM, BN), dtype=tl.float32)
+    acc3 = tl.zeros((BM, BN), dtype=tl.float32)
+    w_base = e.to(tl.int64) * stride_we
+    for k0 in range(0, D, BK):
+        ks = k0 + tl.arange(0, BK)
+        kmask = ks < D
+        xa = tl.load(x_ptr + tok[:, None] * stride_x + ks[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)
+        wmask = kmask[:, None] & cmask[None, :]
+        w1 = tl.load(w1_ptr + w_base + ks[:, None] * H + cols[None, :], mask=wmask, other=0.0)
+        w3 = tl.load(w3_ptr + w_base + ks[:, None] * H + cols[None, :], mask=wmask, other=0.0)
+        acc1 = tl.dot(xa, w1, acc1)
+        acc3 = tl.dot(xa, w3, acc3)
+    omask = rmask[:, None] & cmask[None, :]
+    optr = rows[:, None].to(tl.int64) * stride_a + cols[None, :]
+    tl.store(a_ptr + optr, acc1.to(a_ptr.dtype.element_ty), mask=omask)
+    tl.store(b_ptr + optr, acc3.to(b_ptr.dtype.element_ty), mask=omask)
+
+
+@triton.jit
+def _down_scatter_kernel(
+    a_ptr, b_ptr, w2_ptr, tok_ptr, gate_ptr, out_ptr, tile_e_ptr, tile_r_ptr, off_ptr,
+    E, H, D, stride_a, stride_we, stride_out,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    if tl.load(tile_e_ptr + pid_m) >= E:
+        return
+    e, rows, rmask = _tile_rows(tile_e_ptr, tile_r_ptr, off_ptr, pid_m, BM)
+    tok = tl.load(tok_ptr + rows, mask=rmask, other=0).to(tl.int64)
+    gate = tl.load(gate_ptr + rows, mask=rmask, other=0.0)
+    cols = pid_n * BN + tl.arange(0, BN)
+    cmask = cols < D
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    w_base = e.to(tl.int64) * stride_we
+    for k0 in range(0, H, BK):
+        ks = k0 + tl.arange(0, BK)
+        kmask = ks < H
+        amask = rmask[:, None] & kmask[None, :]
+        aptr = rows[:, None].to(tl.int64) * stride_a + ks[None, :]
+        a = tl.load(a_ptr + aptr, mask=amask, other=0.0).to(tl.float32)
+        b = tl.load(b_ptr + aptr, mask=amask, other=0.0).to(tl.float32)
+        h = (a / (1.0 + tl.exp(-a)) * b).to(w2_ptr.dtype.element_ty)
+        w = tl.load(w2_ptr + w_base + ks[:, None] * D + cols[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0)
+        acc = tl.dot(h, w, acc)
+    acc = acc * gate[:, None]
+    tl.atomic_add(out_ptr + tok[:, None] * stride_out + cols[None, :], acc, mask=rmask[:, None] & cmask[None, :])
+
+
+@triton.jit
+def _down_bwd_kernel(
+    dout_ptr, tok_ptr, gate_ptr, w2_ptr, a_ptr, b_ptr, da_ptr, db_ptr, dgate_ptr, tile_e_ptr, tile_r_ptr, off_ptr,
+    E, D, H, stride_dout, stride_we, stride_a,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    if tl.load(tile_e_ptr + pid_m) >= E:
+        return
+    e, rows, rmask = _tile_rows(tile_e_ptr, tile_r_ptr, off_ptr, pid_m, BM)
+    tok = tl.load(tok_ptr + rows, mask=rmask, other=0).to(tl.int64)
+    gate = tl.load(gate_ptr + rows, mask=rmask, other=0.0)
+    cols = pid_n * BN + tl.arange(0, BN)  # over H
+    cmask = cols < H
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    w_base = e.to(tl.int64) * stride_we
+    for k0 in range(0, D, BK):
+        ks = k0 + tl.arange(0, BK)
+        kmask = ks < D
+        g = tl.load(dout_ptr + tok[:, None] * stride_dout + ks[None, :], mask=rmask[:, None] & kmask[None, :],
+                    other=0.0)
+        # W2[e] is [H, D]; its transpose [D, H] read through strides.
+        wt = tl.load(w2_ptr + w_base + ks[:, None] + cols[None, :] * D, mask=kmask[:, None] & cmask[None, :],
+                     other=0.0)
+        acc = tl.dot(g.to(wt.dtype), wt, acc)
+    omask = rmask[:, None] & cmask[None, :]
+    aptr = rows[:, None].to(tl.int64) * stride_a + cols[None, :]
+    a = tl.load(a_ptr + aptr, mask=omask, other=0.0).to(tl.float32)
+    b = tl.load(b_ptr + aptr, mask=omask, other=0.0).to(tl.float32)
+    sig = 1.0 / (1.0 + tl.exp(-a))
+    silu = a * sig
+    # Router-weight gradient: dGate[r] = <dOut[tok[r]] W2^T, silu(a)*b>, summed over the H tiles.
+    tl.atomic_add(dgate_ptr + rows, tl.sum(acc * silu * b, axis=1), mask=rmask)
+    dh = acc * gate[:, None]
+    da = dh * b * sig * (1.0 + a * (1.0 - sig))
+    db = dh * silu
+    tl.store(da_ptr + aptr, da.to(da_ptr.dtype.element_ty), mask=omask)
+    tl.store(db_ptr + aptr, db.to(db_ptr.dtype.element_ty), mask=omask)
+
+
+@triton.jit
+def _dx_kernel(
+    da_ptr, db_ptr, w1_ptr, w3_ptr, tok_ptr, dx_ptr, tile_e_ptr, tile_r_ptr, off_ptr,
+    E, H, D, stride_a, stride_we, stride_dx,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    if tl.load(tile_e_ptr + pid_m) >= E:
+        return
+    e, rows, rmask = _tile_rows(tile_e_ptr, tile_r_ptr, off_ptr, pid_m, BM)
+    tok = tl.load(tok_ptr + rows, mask=rmask, other=0).to(tl.int64)
+    cols = pid_n * BN + tl.arange(0, BN)  # over D
+    cmask = cols < D
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    w_base = e.to(tl.int64) * stride_we
+    for k0 in range(0, H, BK):
+        ks = k0 + tl.arange(0, BK)
+        kmask = ks < H
+        amask = rmask[:, None] & kmask[None, :]
+        aptr = rows[:, None].to(tl.int64) * stride_a + ks[None, :]
+        da = tl.load(da_ptr + aptr, mask=amask, other=0.0)
+        db = tl.load(db_ptr + aptr, mask=amask, other=0.0)
+        # W1[e], W3[e] are [D, H]; transposes [H, D] read through strides.
+        wmask = kmask[:, None] & cmask[None, :]
+        w1t = tl.load(w1_ptr + w_base + ks[:, None] + cols[None, :] * H, mask=wmask, other=0.0)
+        w3t = tl.load(w3_ptr + w_base + ks[:, None] + cols[None, :] * H, mask=wmask, other=0.0)
+        acc = tl.dot(da, w1t, acc)
+        acc = tl.dot(db, w3t, acc)
+    tl.atomic_add(dx_ptr + tok[:, None] * stride_dx + cols[None, :], acc, mask=rmask[:, None] & cmask[None, :])
+
+
+@triton.jit
+def _wgrad_kernel(
+    x_ptr, xb_ptr, tok_ptr, y_ptr, gate_ptr, dw_ptr, off_ptr,
+    K, N, stride_x, stride_y, stride_dwe,
+    X_MODE: tl.constexpr, Y_MODE: tl.constexpr,
+    BKO: tl.constexpr, BN: tl.constexpr, BR: tl.constexpr,
+):
+    """dW[e] = X_e^T Y_e over the rows of expert e. X_MODE 1: X = x[tok] (gathered); X_MODE 2:
+    X = silu(x) * xb (the SwiGLU output, recomputed). Y_MODE 0: Y = y rows; Y_MODE 1: Y = gate * y[tok]."""
+    pid = tl.program_id(0)
+    e = tl.program_id(1)
+    n_tiles = tl.cdiv(N, BN)
+    ks = (pid // n_tiles) * BKO + tl.arange(0, BKO)
+    ns = (pid % n_tiles) * BN + tl.arange(0, BN)
+    kmask = ks < K
+    nmask = ns < N
+    start = tl.load(off_ptr + e)
+    end = tl.load(off_ptr + e + 1)
+    acc = tl.zeros((BKO, BN), dtype=tl.float32)
+    for r0 in range(start, end, BR):
+        rows = r0 + tl.arange(0, BR)
+        rmask = rows < end
+        if X_MODE == 1:  # noqa: SIM108 - a constexpr branch, resolved at compile time
+            xrow = tl.load(tok_ptr + rows, mask=rmask, other=0).to(tl.int64)
+        else:
+            xrow = rows.to(tl.int64)
+        xmask = rmask[:, None] & kmask[None, :]
+        xt = tl.load(x_ptr + xrow[:, None] * stride_x + ks[None, :], mask=xmask, other=0.0)
+        if X_MODE == 2:
+            xf = xt.to(tl.float32)
+            xbf = tl.load(xb_ptr + xrow[:, None] * stride_x + ks[None, :], mask=xmask, other=0.0).to(tl.float32)
+            xt = (xf / (1.0 + tl.exp(-xf)) * xbf).to(xb_ptr.dtype.element_ty)
+        ymask = rmask[:, None] & nmask[None, :]
+        if Y_MODE == 1:
+            yrow = tl.load(tok_ptr + rows, mask=rmask, other=0).to(tl.int64)
+            gate = tl.load(gate_ptr + rows, mask=rmask, other=0.0)
+            yt = tl.load(y_ptr + yrow[:, None] * stride_y + ns[None, :], mask=ymask, other=0.0)
+            yt = (yt.to(tl.float32) * gate[:, None]).to(xt.dtype)
+        else:
+            yt = tl.load(y_ptr + rows[:, None].to(tl.int64) * stride_y + ns[None, :], mask=ymask, other=0.0)
+        acc = tl.dot(tl.trans(xt), yt.to(xt.dtype), acc)
+    dw = dw_ptr + e.to(tl.int64) * stride_dwe + ks[:, None] * N + ns[None, :]
+    tl.store(dw, acc.to(dw_ptr.dtype.element_ty), mask=kmask[:, None] & nmask[None, :])
+
+
+# --------------------------------------------------------------------------------------------------
+# launchers
+# --------------------------------------------------------------------------------------------------
+def block_config(rows_per_expert: float, n: int, k: int) -> dict[str, int]:
+    """Tile sizes. Interpreter: the smallest tiles tl.dot accepts. GPU: BM from the expected rows per
+    expert (a 128-row tile half empty wastes half the tensor-core work), BN/BK for the widths."""
+    if INTERPRET:
+        return {"BM": 16, "BN": 16, "BK": 16, "num_warps": 4, "num_stages": 1}
+    bm = 64 if rows_per_expert <= 96 else 128
+    bn = 128 if n >= 128 else 64
+    bk = 64 if k >= 64 else 32
+    return {"BM": bm, "BN": bn, "BK": bk, "num_warps": 8 if bm * bn >= 128 * 128 else 4, "num_stages": 3}
+
+
+def wgrad_config(k: int, n: int) -> dict[str, int]:
+    if INTERPRET:
+        return {"BKO": 16, "BN": 16, "BR": 16, "num_warps": 4, "num_stages": 1}
+    return {"BKO": 128 if k >= 128 else 64, "BN": 128 if n >= 128 else 64, "BR": 64, "num_warps": 8,
+            "num_stages": 3}
+
+
+def tile_schedule(offsets: torch.Tensor, rows: int, block_m: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Map row-tile program ids to (expert, first row) on the device, without a host sync. The grid
+    has an upper bound of tiles, cdiv(rows, BM) + E; programs past the real count see expert E and exit."""
+    e = offsets.numel() - 1
+    counts = offsets[1:] - offsets[:-1]
+    tiles = (counts + block_m - 1) // block_m
+    cum = torch.cumsum(tiles, 0)
+    bound = triton.cdiv(rows, block_m) + e
+    ids = torch.arange(bound, device=offsets.device, dtype=cum.dtype)
+    tile_e = torch.searchsorted(cum, ids, right=True)
+    ec = tile_e.clamp(max=e - 1)
+    tile_r = offsets[:-1].to(cum.dtype)[ec] + (ids - (cum - tiles)[ec]) * block_m
+    return tile_e.to(torch.int32), tile_r.to(torch.int32), bound
+
+
+def _launch_rows(kernel, args: tuple, rows: int, n: int, k: int, offsets: torch.Tensor,
+                 rows_per_expert: float) -> None:
+    cfg = block_config(rows_per_expert, n, k)
+    tile_e, tile_r, bound = tile_schedule(offsets, rows, cfg["BM"])
+    grid = (bound, triton.cdiv(n, cfg["BN"]))
+    kernel[grid](*args[:-1], tile_e, tile_r, offsets, *args[-1], BM=cfg["BM"], BN=cfg["BN"], BK=cfg["BK"],
+                 num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+
+
+def _wgrad(x, xb, tok, y, gate, offsets, k: int, n: int, e: int, x_mode: int, y_mode: int, out_dtype) -> torch.Tensor:
+    cfg = wgrad_config(k, n)
+    dw = torch.empty(e, k, n, device=x.device, dtype=out_dtype)
+    grid = (triton.cdiv(k, cfg["BKO"]) * triton.cdiv(n, cfg["BN"]), e)
+    _wgrad_kernel[grid](x, xb if xb is not None else x, tok, y, gate, dw, offsets, k, n, x.stride(0), y.stride(0),
+                        dw.stride(0), X_MODE=x_mode, Y_MODE=y_mode, BKO=cfg["BKO"], BN=cfg["BN"], BR=cfg["BR"],
+                        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    return dw
+
+
+def moe_swiglu_forward(x, tok, gate, offsets, w1, w3, w2):
+    """out[T, d] (fp32) and the saved a, b. ``x`` [T, d]; ``tok`` [A] int32; ``gate`` [A] fp32;
+    ``offsets`` [E+1] int32; ``w1, w3`` [E, d, h]; ``w2`` [E, h, d]; all contiguous."""
+    t, d = x.shape
+    e, _, h = w1.shape
+    rows = tok.numel()
+    rpe = rows / e
+    a = torch.empty(rows, h, device=x.device, dtype=x.dtype)
+    b = torch.empty_like(a)
+    _launch_rows(_up_gate_kernel, (x, tok, w1, w3, a, b, (e, d, h, x.stride(0), w1.stride(0), a.stride(0))),
+                 rows, h, d, offsets, rpe)
+    out = torch.zeros(t, d, device=x.device, dtype=torch.float32)
+    _launch_rows(_down_scatter_kernel, (a, b, w2, tok, gate, out, (e, h, d, a.stride(0), w2.stride(0), out.stride(0))),
+                 rows, d, h, offsets, rpe)
+    return out, a, b
+
+
+def moe_swiglu_backward(dout, x, tok, gate, offsets, w1, w3, w2, a, b):
+    t, d = x.shape
+    e, _, h = w1.shape
+    rows = tok.numel()
+    rpe = rows / e
+    dout = dout.contiguous()
+    da = torch.empty_like(a)
+    db = torch.empty_like(b)
+    dgate = torch.zeros(rows, device=x.device, dtype=torch.float32)
+    _launch_rows(_down_bwd_kernel, (dout, tok, gate, w2, a, b, da, db, dgate,
+                                    (e, d, h, dout.stride(0), w2.stride(0), a.stride(0))), rows, h, d, offsets, rpe)
+    dx = torch.zeros(t, d, device=x.device, dtype=torch.float32)
+    _launch_rows(_dx_kernel, (da, db, w1, w3, tok, dx, (e, h, d, da.stride(0), w1.stride(0), dx.stride(0))),
+                 rows, d, h, offsets, rpe)
+    dw1 = _wgrad(x, None, tok, da, gate, offsets, d, h, e, 1, 0, w1.dtype)
+    dw3 = _wgrad(x, None, tok, db, gate, offsets, d, h, e, 1, 0, w3.dtype)
+    dw2 = _wgrad(a, b, tok, dout, gate, offsets, h, d, e, 2, 1, w2.dtype)
+    return dx, dgate, dw1, dw3, dw2
+
+
+# --------------------------------------------------------------------------------------------------
+# autograd
+# --------------------------------------------------------------------------------------------------
+class MoESwiGLUFunction(torch.autograd.Function):
+    """``out[t] = sum_r in rows of t  gate[r] * SwiGLU_{e(r)}(x[t])`` for expert-sorted rows."""
+
+    @staticmethod
+    def forward(ctx, x, tok, gate, offsets, w1, w3, w2):
+        x, w1, w3, w2 = x.contiguous(), w1.contiguous(), w3.contiguous(), w2.contiguous()
+        gate = gate.float().contiguous()
+        out, a, b = moe_swiglu_forward(x, tok, gate, offsets, w1, w3, w2)
+        ctx.save_for_backward(x, tok, gate, offsets, w1, w3, w2, a, b)
+        return out.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, tok, gate, offsets, w1, w3, w2, a, b = ctx.saved_tensors
+        dx, dgate, dw1, dw3, dw2 = moe_swiglu_backward(dout.to(x.dtype), x, tok, gate, offsets, w1, w3, w2, a, b)
+        return dx.to(x.dtype), None, dgate, None, dw1, dw3, dw2
+
+
+def moe_swiglu(x, tok, gate, offsets, w1, w3, w2):
+    return MoESwiGLUFunction.apply(x, tok, gate, offsets, w1, w3, w2)

@@ -1,0 +1,32 @@
+"""Triton MoE kernels against the torch reference: forward and every gradient.
+
+On the CPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1 must be set before triton is
+imported, hence a subprocess) with fp32 and fp16 inputs; bf16 is checked on a GPU, because the
+interpreter's bf16 tl.dot is wrong (../shared/NOTES.md).
+"""
+
+import os
+import subprocess
+import sys
+
+import kernel_check
+import pytest
+import torch
+
+HERE = os.path.dirname(__file__)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype_name", ["float32", "float16"])
+def test_triton_kernels_match_reference_in_interpreter(dtype_name):
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, os.path.join(HERE, "kernel_check.py"), dtype_name], capture_output=True,
+                         text=True, env=env, timeout=1200)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert out.stdout.strip().endswith("ALL OK")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", kernel_check.CASES)
+def test_triton_kernels_bf16_on_gpu(case):
+    kernel_check.run_case(*case, dtype=torch.bfloat16, device="cuda")

@@ -196,6 +196,16 @@ class CapacityExperts(ExpertImpl):
         return torch.zeros(x.shape, dtype=weighted.dtype, device=x.device).index_add(0, p.token_index, weighted)
 
 
+def _kernels():
+    """The Triton kernels module: installed as tpsbench.kernels; in a source checkout on PYTHONPATH
+    (e.g. a GPU machine where nothing is installed) the top-level kernels/ folder."""
+    try:
+        from tpsbench.kernels import moe_experts
+    except ModuleNotFoundError:
+        from kernels import moe_experts  # type: ignore[no-redef]
+    return moe_experts
+
+
 class TritonExperts(ExpertImpl):
     name = "triton"
     staged = False  # one fused pipeline: its stages cannot be timed apart
@@ -209,8 +219,7 @@ class TritonExperts(ExpertImpl):
                         offsets=offsets)
 
     def forward(self, x, route, experts):
-        from tpsbench.kernels.moe_experts import moe_swiglu
-
+        moe_swiglu = _kernels().moe_swiglu
         p = self.permute(x, route, experts)
         assert p.offsets is not None
         dt = _compute_dtype(x)

@@ -225,6 +225,30 @@ def _wgrad_kernel(
 # --------------------------------------------------------------------------------------------------
 # launchers
 # --------------------------------------------------------------------------------------------------
+# GPU tile candidates, tried once per (D, H, BM) by triton.autotune. BM is not tuned: the host-side tile
+# schedule depends on it (block_config picks it from the rows per expert). Kernels that add into their
+# output with atomics reset it before every trial, or the trials would add up.
+_ROW_CONFIGS = [
+    triton.Config({"BN": bn, "BK": bk}, num_warps=w, num_stages=s)
+    for bn, bk, w, s in [(128, 64, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3), (128, 32, 4, 4), (64, 32, 4, 4),
+                         (256, 64, 8, 3)]
+]
+_WGRAD_CONFIGS = [
+    triton.Config({"BKO": bko, "BN": bn, "BR": br}, num_warps=w, num_stages=s)
+    for bko, bn, br, w, s in [(128, 128, 64, 8, 3), (128, 128, 32, 8, 3), (64, 128, 64, 4, 3), (128, 64, 64, 4, 3),
+                              (64, 64, 64, 4, 4), (128, 256, 32, 8, 3)]
+]
+_TUNED = {}
+if not INTERPRET:
+    _TUNED = {
+        _up_gate_kernel: triton.autotune(_ROW_CONFIGS, key=["D", "H", "BM"])(_up_gate_kernel),
+        _down_scatter_kernel: triton.autotune(_ROW_CONFIGS, key=["D", "H", "BM"], reset_to_zero=["out_ptr"])(
+            _down_scatter_kernel),
+        _down_bwd_kernel: triton.autotune(_ROW_CONFIGS, key=["D", "H", "BM"], reset_to_zero=["dgate_ptr"])(
+            _down_bwd_kernel),
+        _dx_kernel: triton.autotune(_ROW_CONFIGS, key=["D", "H", "BM"], reset_to_zero=["dx_ptr"])(_dx_kernel),
+        _wgrad_kernel: triton.autotune(_WGRAD_CONFIGS, key=["K", "N", "X_MODE", "Y_MODE"])(_wgrad_kernel),
+    }
 def block_config(rows_per_expert: float, n: int, k: int) -> dict[str, int]:
     """Tile sizes. Interpreter: the smallest tiles tl.dot accepts. GPU: BM from the expected rows per
     expert (a 128-row tile half empty wastes half the tensor-core work), BN/BK for the widths."""
@@ -262,6 +286,10 @@ def _launch_rows(kernel, args: tuple, rows: int, n: int, k: int, offsets: torch.
                  rows_per_expert: float) -> None:
     cfg = block_config(rows_per_expert, n, k)
     tile_e, tile_r, bound = tile_schedule(offsets, rows, cfg["BM"])
+    if kernel in _TUNED:
+        _TUNED[kernel][lambda meta: (bound, triton.cdiv(n, meta["BN"]))](
+            *args[:-1], tile_e, tile_r, offsets, *args[-1], BM=cfg["BM"])
+        return
     grid = (bound, triton.cdiv(n, cfg["BN"]))
     kernel[grid](*args[:-1], tile_e, tile_r, offsets, *args[-1], BM=cfg["BM"], BN=cfg["BN"], BK=cfg["BK"],
                  num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
@@ -270,6 +298,11 @@ def _launch_rows(kernel, args: tuple, rows: int, n: int, k: int, offsets: torch.
 def _wgrad(x, xb, tok, y, gate, offsets, k: int, n: int, e: int, x_mode: int, y_mode: int, out_dtype) -> torch.Tensor:
     cfg = wgrad_config(k, n)
     dw = torch.empty(e, k, n, device=x.device, dtype=out_dtype)
+    if _wgrad_kernel in _TUNED:
+        _TUNED[_wgrad_kernel][lambda meta: (triton.cdiv(k, meta["BKO"]) * triton.cdiv(n, meta["BN"]), e)](
+            x, xb if xb is not None else x, tok, y, gate, dw, offsets, k, n, x.stride(0), y.stride(0), dw.stride(0),
+            X_MODE=x_mode, Y_MODE=y_mode)
+        return dw
     grid = (triton.cdiv(k, cfg["BKO"]) * triton.cdiv(n, cfg["BN"]), e)
     _wgrad_kernel[grid](x, xb if xb is not None else x, tok, y, gate, dw, offsets, k, n, x.stride(0), y.stride(0),
                         dw.stride(0), X_MODE=x_mode, Y_MODE=y_mode, BKO=cfg["BKO"], BN=cfg["BN"], BR=cfg["BR"],

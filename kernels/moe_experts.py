@@ -179,13 +179,15 @@ def _dx_kernel(
 
 @triton.jit
 def _wgrad_kernel(
-    x_ptr, xb_ptr, tok_ptr, y_ptr, gate_ptr, dw_ptr, off_ptr,
+    x_ptr, xb_ptr, tok_ptr, y_ptr, y2_ptr, gate_ptr, dw_ptr, dw2_ptr, off_ptr,
     K, N, stride_x, stride_y, stride_dwe,
-    X_MODE: tl.constexpr, Y_MODE: tl.constexpr,
+    X_MODE: tl.constexpr, Y_MODE: tl.constexpr, DUAL: tl.constexpr,
     BKO: tl.constexpr, BN: tl.constexpr, BR: tl.constexpr,
 ):
-    """dW[e] = X_e^T Y_e over the rows of expert e. X_MODE 1: X = x[tok] (gathered); X_MODE 2:
-    X = silu(x) * xb (the SwiGLU output, recomputed). Y_MODE 0: Y = y rows; Y_MODE 1: Y = gate * y[tok]."""
+    """dW[e] = X_e^T Y_e over the rows of expert e (and dW2[e] = X_e^T Y2_e when DUAL, sharing the X
+    loads: dW1 and dW3 both read the gathered tokens). X_MODE 1: X = x[tok] (gathered); X_MODE 2:
+    X = silu(x) * xb (the SwiGLU output, recomputed). Y_MODE 0: Y = y rows; Y_MODE 1: Y = gate * y[tok].
+    X is loaded already transposed ([BKO, BR]) so the dot needs no register transpose."""
     pid = tl.program_id(0)
     e = tl.program_id(1)
     n_tiles = tl.cdiv(N, BN)
@@ -196,6 +198,7 @@ def _wgrad_kernel(
     start = tl.load(off_ptr + e)
     end = tl.load(off_ptr + e + 1)
     acc = tl.zeros((BKO, BN), dtype=tl.float32)
+    acc2 = tl.zeros((BKO, BN), dtype=tl.float32)
     for r0 in range(start, end, BR):
         rows = r0 + tl.arange(0, BR)
         rmask = rows < end
@@ -203,11 +206,12 @@ def _wgrad_kernel(
             xrow = tl.load(tok_ptr + rows, mask=rmask, other=0).to(tl.int64)
         else:
             xrow = rows.to(tl.int64)
-        xmask = rmask[:, None] & kmask[None, :]
-        xt = tl.load(x_ptr + xrow[:, None] * stride_x + ks[None, :], mask=xmask, other=0.0)
+        xmask = kmask[:, None] & rmask[None, :]
+        xptr = xrow[None, :] * stride_x + ks[:, None]
+        xt = tl.load(x_ptr + xptr, mask=xmask, other=0.0)  # [BKO, BR]
         if X_MODE == 2:
             xf = xt.to(tl.float32)
-            xbf = tl.load(xb_ptr + xrow[:, None] * stride_x + ks[None, :], mask=xmask, other=0.0).to(tl.float32)
+            xbf = tl.load(xb_ptr + xptr, mask=xmask, other=0.0).to(tl.float32)
             xt = (xf / (1.0 + tl.exp(-xf)) * xbf).to(xb_ptr.dtype.element_ty)
         ymask = rmask[:, None] & nmask[None, :]
         if Y_MODE == 1:
@@ -217,9 +221,15 @@ def _wgrad_kernel(
             yt = (yt.to(tl.float32) * gate[:, None]).to(xt.dtype)
         else:
             yt = tl.load(y_ptr + rows[:, None].to(tl.int64) * stride_y + ns[None, :], mask=ymask, other=0.0)
-        acc = tl.dot(tl.trans(xt), yt.to(xt.dtype), acc)
-    dw = dw_ptr + e.to(tl.int64) * stride_dwe + ks[:, None] * N + ns[None, :]
-    tl.store(dw, acc.to(dw_ptr.dtype.element_ty), mask=kmask[:, None] & nmask[None, :])
+        acc = tl.dot(xt, yt.to(xt.dtype), acc)
+        if DUAL:
+            y2 = tl.load(y2_ptr + rows[:, None].to(tl.int64) * stride_y + ns[None, :], mask=ymask, other=0.0)
+            acc2 = tl.dot(xt, y2.to(xt.dtype), acc2)
+    wmask = kmask[:, None] & nmask[None, :]
+    woff = e.to(tl.int64) * stride_dwe + ks[:, None] * N + ns[None, :]
+    tl.store(dw_ptr + woff, acc.to(dw_ptr.dtype.element_ty), mask=wmask)
+    if DUAL:
+        tl.store(dw2_ptr + woff, acc2.to(dw2_ptr.dtype.element_ty), mask=wmask)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -228,17 +238,16 @@ def _wgrad_kernel(
 # GPU tile candidates, tried once per (D, H, BM) by triton.autotune. BM is not tuned: the host-side tile
 # schedule depends on it (block_config picks it from the rows per expert). Kernels that add into their
 # output with atomics reset it before every trial, or the trials would add up.
+# Four candidates each keep the first-call autotuning to about a minute per shape on an H100.
 _ROW_CONFIGS = [
     triton.Config({"BN": bn, "BK": bk}, num_warps=w, num_stages=s)
-    for bn, bk, w, s in [(128, 64, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3), (128, 32, 4, 4), (64, 32, 4, 4),
-                         (256, 64, 8, 3)]
+    for bn, bk, w, s in [(128, 64, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3), (128, 32, 4, 4)]
 ]
 _WGRAD_CONFIGS = [
     triton.Config({"BKO": bko, "BN": bn, "BR": br}, num_warps=w, num_stages=s)
-    for bko, bn, br, w, s in [(128, 128, 64, 8, 3), (128, 128, 32, 8, 3), (64, 128, 64, 4, 3), (128, 64, 64, 4, 3),
-                              (64, 64, 64, 4, 4), (128, 256, 32, 8, 3)]
+    for bko, bn, br, w, s in [(128, 128, 64, 8, 3), (128, 128, 32, 8, 3), (64, 128, 64, 4, 3), (128, 64, 64, 4, 3)]
 ]
-_TUNED = {}
+_TUNED: dict = {}
 if not INTERPRET:
     _TUNED = {
         _up_gate_kernel: triton.autotune(_ROW_CONFIGS, key=["D", "H", "BM"])(_up_gate_kernel),
@@ -247,7 +256,7 @@ if not INTERPRET:
         _down_bwd_kernel: triton.autotune(_ROW_CONFIGS, key=["D", "H", "BM"], reset_to_zero=["dgate_ptr"])(
             _down_bwd_kernel),
         _dx_kernel: triton.autotune(_ROW_CONFIGS, key=["D", "H", "BM"], reset_to_zero=["dx_ptr"])(_dx_kernel),
-        _wgrad_kernel: triton.autotune(_WGRAD_CONFIGS, key=["K", "N", "X_MODE", "Y_MODE"])(_wgrad_kernel),
+        _wgrad_kernel: triton.autotune(_WGRAD_CONFIGS, key=["K", "N", "X_MODE", "Y_MODE", "DUAL"])(_wgrad_kernel),
     }
 def block_config(rows_per_expert: float, n: int, k: int) -> dict[str, int]:
     """Tile sizes. Interpreter: the smallest tiles tl.dot accepts. GPU: BM from the expected rows per
@@ -282,10 +291,9 @@ def tile_schedule(offsets: torch.Tensor, rows: int, block_m: int) -> tuple[torch
     return tile_e.to(torch.int32), tile_r.to(torch.int32), bound
 
 
-def _launch_rows(kernel, args: tuple, rows: int, n: int, k: int, offsets: torch.Tensor,
-                 rows_per_expert: float) -> None:
-    cfg = block_config(rows_per_expert, n, k)
-    tile_e, tile_r, bound = tile_schedule(offsets, rows, cfg["BM"])
+def _launch_rows(kernel, args: tuple, n: int, k: int, offsets: torch.Tensor, schedule: tuple) -> None:
+    bm, tile_e, tile_r, bound = schedule
+    cfg = {**block_config(0, n, k), "BM": bm}
     if kernel in _TUNED:
         _TUNED[kernel][lambda meta: (bound, triton.cdiv(n, meta["BN"]))](
             *args[:-1], tile_e, tile_r, offsets, *args[-1], BM=cfg["BM"])
@@ -295,19 +303,29 @@ def _launch_rows(kernel, args: tuple, rows: int, n: int, k: int, offsets: torch.
                  num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
 
 
-def _wgrad(x, xb, tok, y, gate, offsets, k: int, n: int, e: int, x_mode: int, y_mode: int, out_dtype) -> torch.Tensor:
-    cfg = wgrad_config(k, n)
+def _wgrad(x, xb, tok, y, y2, gate, offsets, k: int, n: int, e: int, x_mode: int, y_mode: int,
+           out_dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-expert ``X^T Y`` (and ``X^T Y2`` sharing the X loads when ``y2`` is given)."""
     dw = torch.empty(e, k, n, device=x.device, dtype=out_dtype)
+    dw2 = torch.empty_like(dw) if y2 is not None else None
+    args = (x, xb if xb is not None else x, tok, y, y2 if y2 is not None else y, gate, dw,
+            dw2 if dw2 is not None else dw, offsets, k, n, x.stride(0), y.stride(0), dw.stride(0))
+    flags = {"X_MODE": x_mode, "Y_MODE": y_mode, "DUAL": y2 is not None}
     if _wgrad_kernel in _TUNED:
         _TUNED[_wgrad_kernel][lambda meta: (triton.cdiv(k, meta["BKO"]) * triton.cdiv(n, meta["BN"]), e)](
-            x, xb if xb is not None else x, tok, y, gate, dw, offsets, k, n, x.stride(0), y.stride(0), dw.stride(0),
-            X_MODE=x_mode, Y_MODE=y_mode)
-        return dw
+            *args, **flags)
+        return dw, dw2
+    cfg = wgrad_config(k, n)
     grid = (triton.cdiv(k, cfg["BKO"]) * triton.cdiv(n, cfg["BN"]), e)
-    _wgrad_kernel[grid](x, xb if xb is not None else x, tok, y, gate, dw, offsets, k, n, x.stride(0), y.stride(0),
-                        dw.stride(0), X_MODE=x_mode, Y_MODE=y_mode, BKO=cfg["BKO"], BN=cfg["BN"], BR=cfg["BR"],
-                        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-    return dw
+    _wgrad_kernel[grid](*args, **flags, BKO=cfg["BKO"], BN=cfg["BN"], BR=cfg["BR"], num_warps=cfg["num_warps"],
+                        num_stages=cfg["num_stages"])
+    return dw, dw2
+
+
+def _schedule(offsets: torch.Tensor, rows: int, experts: int) -> tuple:
+    """BM for the expected rows per expert and its tile schedule, shared by a direction's launches."""
+    bm = block_config(rows / experts, 128, 128)["BM"]
+    return (bm, *tile_schedule(offsets, rows, bm))
 
 
 def moe_swiglu_forward(x, tok, gate, offsets, w1, w3, w2):
@@ -316,14 +334,14 @@ def moe_swiglu_forward(x, tok, gate, offsets, w1, w3, w2):
     t, d = x.shape
     e, _, h = w1.shape
     rows = tok.numel()
-    rpe = rows / e
+    sched = _schedule(offsets, rows, e)
     a = torch.empty(rows, h, device=x.device, dtype=x.dtype)
     b = torch.empty_like(a)
     _launch_rows(_up_gate_kernel, (x, tok, w1, w3, a, b, (e, d, h, x.stride(0), w1.stride(0), a.stride(0))),
-                 rows, h, d, offsets, rpe)
+                 h, d, offsets, sched)
     out = torch.zeros(t, d, device=x.device, dtype=torch.float32)
     _launch_rows(_down_scatter_kernel, (a, b, w2, tok, gate, out, (e, h, d, a.stride(0), w2.stride(0), out.stride(0))),
-                 rows, d, h, offsets, rpe)
+                 d, h, offsets, sched)
     return out, a, b
 
 
@@ -331,19 +349,18 @@ def moe_swiglu_backward(dout, x, tok, gate, offsets, w1, w3, w2, a, b):
     t, d = x.shape
     e, _, h = w1.shape
     rows = tok.numel()
-    rpe = rows / e
+    sched = _schedule(offsets, rows, e)
     dout = dout.contiguous()
     da = torch.empty_like(a)
     db = torch.empty_like(b)
     dgate = torch.zeros(rows, device=x.device, dtype=torch.float32)
     _launch_rows(_down_bwd_kernel, (dout, tok, gate, w2, a, b, da, db, dgate,
-                                    (e, d, h, dout.stride(0), w2.stride(0), a.stride(0))), rows, h, d, offsets, rpe)
+                                    (e, d, h, dout.stride(0), w2.stride(0), a.stride(0))), h, d, offsets, sched)
     dx = torch.zeros(t, d, device=x.device, dtype=torch.float32)
     _launch_rows(_dx_kernel, (da, db, w1, w3, tok, dx, (e, h, d, da.stride(0), w1.stride(0), dx.stride(0))),
-                 rows, d, h, offsets, rpe)
-    dw1 = _wgrad(x, None, tok, da, gate, offsets, d, h, e, 1, 0, w1.dtype)
-    dw3 = _wgrad(x, None, tok, db, gate, offsets, d, h, e, 1, 0, w3.dtype)
-    dw2 = _wgrad(a, b, tok, dout, gate, offsets, h, d, e, 2, 1, w2.dtype)
+                 d, h, offsets, sched)
+    dw1, dw3 = _wgrad(x, None, tok, da, db, gate, offsets, d, h, e, 1, 0, w1.dtype)
+    dw2, _ = _wgrad(a, b, tok, dout, None, gate, offsets, h, d, e, 2, 1, w2.dtype)
     return dx, dgate, dw1, dw3, dw2
 
 

@@ -41,6 +41,7 @@ DEFAULT_GLOBAL_BATCH = 1_048_576  # the users' global batch (tokens)
 
 CEILING_CHOICES = [c.value for c in CeilingSource]
 RUN_IMPLS = (*EXPERT_IMPLS, *BRACKETS)
+LAYER_CHOICES = ("attention", "mlp", "moe", *BRACKETS)
 
 
 class UsageError(ValueError):
@@ -143,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--global-batch", type=_positive_int, default=None,
                     help="e2e: tokens per optimizer step via gradient accumulation (default: one microbatch)")
     rn.add_argument("--no-stages", action="store_true", help="skip the per-stage MoE timings")
+    rn.add_argument("--layers", default=None, help="micro: only these layers, comma-separated "
+                    f"(from {', '.join(LAYER_CHOICES)}; default all)")
     rn.add_argument("--reps", type=_positive_int, default=None, help="minimum timed repetitions per point")
     rn.add_argument("--min-time", type=_positive_float, default=None, help="minimum measured seconds per point")
     rn.add_argument("--out", default=None, help="results file (default results/<time>-<gpu>-<model>.json)")
@@ -229,7 +232,14 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
                                max(micro_t.max_reps, args.reps or 0))
         e2e_t = TimingConfig(e2e_t.warmup, args.reps or e2e_t.min_reps, args.min_time or e2e_t.min_time_s,
                              max(e2e_t.max_reps, args.reps or 0))
+    layers = None
+    if args.layers:
+        layers = [name.strip() for name in args.layers.split(",") if name.strip()]
+        for name in layers:
+            if name not in LAYER_CHOICES:
+                raise UsageError(closest_choices_message("layer", name, list(LAYER_CHOICES)))
     return RunConfig(model=model, profile=profile, device=device, batches=batches, seq_len=seq, impls=impls,
+                     layers=layers,
                      mode=args.mode, routing=args.routing, skew=args.skew, policy=policy,
                      compile_model=args.compile, global_batch=args.global_batch, micro_timing=micro_t,
                      e2e_timing=e2e_t, stages=not args.no_stages)

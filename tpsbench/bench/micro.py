@@ -72,16 +72,19 @@ class MicroCase:
         return f"{self.layer}{impl} {self.mode} @ {self.tokens}"
 
 
-def micro_cases(spec: ModelSpec, impls: list[str], batches: list[int], stages: bool = True) -> list[MicroCase]:
+def micro_cases(spec: ModelSpec, impls: list[str], batches: list[int], stages: bool = True,
+                layers: list[str] | None = None) -> list[MicroCase]:
     cases = []
     for tokens in batches:
-        layers: list[tuple[str, str | None]] = [("attention", None)]
+        chosen: list[tuple[str, str | None]] = [("attention", None)]
         if spec.moe is None:
-            layers.append(("mlp", None))
+            chosen.append(("mlp", None))
         else:
-            layers += [("moe", i) for i in impls if i in MOE_LAYER_IMPLS]
-            layers += [(b, None) for b in BRACKETS if b in impls]
-        for layer, impl in layers:
+            chosen += [("moe", i) for i in impls if i in MOE_LAYER_IMPLS]
+            chosen += [(b, None) for b in BRACKETS if b in impls]
+        if layers is not None:
+            chosen = [(name, impl) for name, impl in chosen if name in layers]
+        for layer, impl in chosen:
             cases += [MicroCase(layer, impl, tokens, mode) for mode in MODES]
             if stages and layer == "moe" and impl is not None and EXPERT_IMPLS[impl].staged:
                 cases += [MicroCase(layer, impl, tokens, f"stage:{s}") for s in STAGES]

@@ -43,6 +43,7 @@ class RunConfig:
     micro_timing: TimingConfig = field(default_factory=TimingConfig)
     e2e_timing: TimingConfig = field(default_factory=lambda: TimingConfig(warmup=2, min_reps=5, min_time_s=1.0))
     stages: bool = True
+    layers: list[str] | None = None  # micro layers to run (None: all)
     seed: int = 0
 
     def describe(self) -> dict[str, object]:
@@ -52,7 +53,7 @@ class RunConfig:
             "mode": self.mode, "routing": self.routing, "skew": self.skew if self.routing == "skewed" else None,
             "dtype_policy": self.policy.name, "compile": self.compile_model, "global_batch": self.global_batch,
             "micro_timing": asdict(self.micro_timing), "e2e_timing": asdict(self.e2e_timing),
-            "stages": self.stages, "seed": self.seed,
+            "stages": self.stages, "layers": self.layers, "seed": self.seed,
         }
 
 
@@ -63,7 +64,7 @@ def plan(cfg: RunConfig) -> Plan:
     spec = _seq_spec(cfg)
     points: Plan = []
     if cfg.mode in ("micro", "all"):
-        points += micro.micro_cases(spec, cfg.impls, cfg.batches, stages=cfg.stages)
+        points += micro.micro_cases(spec, cfg.impls, cfg.batches, stages=cfg.stages, layers=cfg.layers)
     if cfg.mode in ("e2e", "all"):
         points += e2e.e2e_cases(spec, cfg.impls, cfg.batches, cfg.global_batch)
     return points

@@ -25,7 +25,6 @@ from tpsbench.costmodel import (
     FWD_BWD,
     DTypePolicy,
     OpCost,
-    OpKind,
     Phase,
     Workload,
     attention_layer_ops,
@@ -351,4 +350,4 @@ def count_host_syncs(fn: Callable[[], object], autocast: Callable[[], contextlib
     return len(caught)
 
 
-__all__ = ["MODES", "STAGES", "MicroBench", "MicroCase", "OpKind", "case_ops", "derived_metrics", "micro_cases"]
+__all__ = ["MODES", "STAGES", "MicroBench", "MicroCase", "case_ops", "derived_metrics", "micro_cases"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -71,8 +71,6 @@ def plan(cfg: RunConfig) -> Plan:
 
 
 def _seq_spec(cfg: RunConfig) -> ModelSpec:
-    from dataclasses import replace
-
     return replace(cfg.model, seq_len=cfg.seq_len)
 
 

@@ -236,7 +236,7 @@ EXPERT_IMPLS: dict[str, type[ExpertImpl]] = {
 }
 BASELINE_IMPL = "loop"
 
-__all__ = ["BASELINE_IMPL", "CAPACITY_MULTIPLE", "EXPERT_IMPLS", "make_impl"]
+__all__ = ["BASELINE_IMPL", "CAPACITY_MULTIPLE", "EXPERT_IMPLS", "TritonExperts", "grouped_mm_path", "make_impl"]
 
 
 def make_impl(name: str, *, capacity_factor: float | None = None) -> ExpertImpl:

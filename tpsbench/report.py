@@ -153,13 +153,15 @@ def run_table(doc: dict) -> Table:
     """Summary of a results document: one row per point."""
     machine = doc["machine"]
     where = machine.get("gpu_name") or f"CPU ({machine.get('cpu_count')} cores)"
-    t = Table(title=f"{doc['config']['model']} on {where} ({doc['config']['dtype_policy']}); "
-                    "roofline = predicted floor / measured")
+    t = Table(title=f"{doc['config']['model']} on {where} ({doc['config']['dtype_policy']}); GB/s = cost-model "
+                    "bytes / time, DRAM GB/s = GPM counter (* throttled); roofline = predicted floor / measured")
     for col in ("point", "impl", "tokens", "mode", "median ms", "IQR %", "n", "tokens/s", "TFLOP/s", "GB/s",
-                "pred. ms", "roofline", "status"):
+                "DRAM GB/s", "pred. ms", "roofline", "status"):
         t.add_column(col, justify="left" if col in {"point", "impl", "mode", "status"} else "right")
     for p in doc["points"]:
         stats, derived, pred = p.get("stats"), p.get("derived") or {}, p.get("prediction") or {}
+        counters = (p.get("counters") or {}).get("values") or {}
+        throttled = (p.get("counters") or {}).get("throttled")
         med = stats["median"] if stats else None
         iqr = (100 * stats["iqr"] / stats["median"]) if stats and stats["median"] else None
         flag = f" ({len(stats['outliers'])} outl.)" if stats and stats["outliers"] else ""
@@ -167,6 +169,7 @@ def run_table(doc: dict) -> Table:
                   p["mode"], _fmt(med * 1e3 if med else None, "{:.3f}"), _fmt(iqr, "{:.1f}") + flag,
                   _fmt(stats["n"] if stats else None, "{}"), _fmt(derived.get("tokens_per_s"), "{:,.0f}"),
                   _fmt(derived.get("achieved_tflops"), "{:.1f}"), _fmt(derived.get("achieved_gbs"), "{:.0f}"),
+                  _fmt(counters.get("dram_gbs"), "{:.0f}") + ("*" if throttled else ""),
                   _fmt(pred.get("predicted_s") * 1e3 if pred.get("predicted_s") else None, "{:.3f}"),
                   _fmt(100 * pred["achieved_fraction"] if pred.get("achieved_fraction") else None, "{:.0f}%"),
                   p["status"])
@@ -196,6 +199,15 @@ def run_notes(doc: dict) -> list[str]:
                     val = raw[key]
                     extra.append(f"{key} {val:.3f}" if isinstance(val, float) else f"{key} {val}")
             lines.append(f"{p['label']}: " + ", ".join(extra))
+    throttled = [p for p in doc["points"] if (p.get("counters") or {}).get("throttled")]
+    if throttled:
+        reasons = sorted({r for p in throttled for r in p["counters"]["clock_events"]})
+        lines.append(f"WARNING: clocks were throttled during {len(throttled)} point(s) ({', '.join(reasons)}), "
+                     f"e.g. '{throttled[0]['label']}': their times are not the GPU's steady state")
+    counted = [p for p in doc["points"] if p.get("counters")]
+    if counted and all(p["counters"]["values"].get("dram_gbs") is None for p in counted):
+        reason = counted[0]["counters"]["reasons"].get("dram_gbs", "unknown")
+        lines.append(f"DRAM GB/s from counters: n/a ({reason})")
     flagged = [p for p in doc["points"] if (p.get("stats") or {}).get("outliers")]
     if flagged:
         worst = max(flagged, key=lambda p: len(p["stats"]["outliers"]) / p["stats"]["n"])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tpsbench.bench.timing import TimingConfig, time_fn
+from tpsbench.bench.timing import TimingConfig, WindowHook, time_fn
 from tpsbench.costmodel import DTypePolicy, FlopConvention, Workload, flops_per_token
 from tpsbench.models import BRACKETS, ModelSpec, bracket_spec
 from tpsbench.nn.transformer import build_model, moe_layers
@@ -56,6 +56,7 @@ def cost_workload(spec: ModelSpec, case: E2ECase, policy: DTypePolicy, capacity_
 def run_e2e(
     spec: ModelSpec, case: E2ECase, *, device: torch.device, policy: DTypePolicy, routing: str, skew: float,
     timing: TimingConfig, profile: GPUProfile | None, compile_model: bool = False, seed: int = 0,
+    window: WindowHook | None = None,
 ) -> dict[str, object]:
     torch.manual_seed(seed)
     s = case_spec(spec, case.impl)
@@ -90,7 +91,7 @@ def run_e2e(
     # The working set (weights, grads, optimizer state, activations) is far larger than L2: no flush.
     step_cfg = TimingConfig(warmup=timing.warmup, min_reps=timing.min_reps, min_time_s=timing.min_time_s,
                             max_reps=timing.max_reps, flush_l2=False)
-    step_t = time_fn(step, device=device, config=step_cfg)
+    step_t = time_fn(step, device=device, config=step_cfg, window=window)
     peak = torch.cuda.max_memory_allocated(device) if cuda else None
     microbatches()  # leave gradients in place so the optimizer step is timed on real gradients
     opt_t = time_fn(opt.step, device=device, config=step_cfg)
@@ -106,6 +107,7 @@ def run_e2e(
     return {
         **routing_info,
         "samples_s": step_t.samples_s, "warmup": step_t.warmup, "l2_flushed": False, "timer": step_t.timer,
+        "window": step_t.window,
         "optimizer_samples_s": opt_t.samples_s, "peak_memory_bytes": peak, "accumulation_steps": case.accumulation,
         "compiled": compile_model, "params": sum(p.numel() for p in model.parameters()),
     }

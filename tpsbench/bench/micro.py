@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tpsbench.bench.timing import TimingConfig, time_fn
+from tpsbench.bench.timing import TimingConfig, WindowHook, time_fn
 from tpsbench.costmodel import (
     FWD_BWD,
     DTypePolicy,
@@ -163,8 +163,10 @@ class MicroBench:
     """Builds each layer once (real widths, on the device) and times the cases asked for."""
 
     def __init__(self, spec: ModelSpec, *, device: torch.device, policy: DTypePolicy, routing: str, skew: float,
-                 timing: TimingConfig, profile: GPUProfile | None, seed: int = 0) -> None:
+                 timing: TimingConfig, profile: GPUProfile | None, seed: int = 0,
+                 window: WindowHook | None = None) -> None:
         self.spec, self.device, self.policy = spec, device, policy
+        self.window = window  # counter sampler around the timed repetitions
         self.routing, self.skew, self.timing, self.profile, self.seed = routing, skew, timing, profile, seed
         self._layers: dict[str, torch.nn.Module] = {}
 
@@ -216,14 +218,14 @@ class MicroBench:
         info: dict[str, object] = {}
         if case.mode.startswith("stage:"):
             fn = self._stage_fn(layer, x, case.mode.split(":", 1)[1])
-            timed = time_fn(fn, device=self.device, config=self.timing)
+            timed = time_fn(fn, device=self.device, config=self.timing, window=self.window)
         else:
             fn, setup = self._layer_fns(layer, x, case.mode)
-            timed = time_fn(fn, device=self.device, config=self.timing, setup=setup)
+            timed = time_fn(fn, device=self.device, config=self.timing, setup=setup, window=self.window)
         if isinstance(layer, MoEFeedForward):
             info.update(self._routing_info(layer, x))
         return {"samples_s": timed.samples_s, "warmup": timed.warmup, "l2_flushed": timed.l2_flushed,
-                "timer": timed.timer, **info}
+                "timer": timed.timer, "window": timed.window, **info}
 
     def _layer_fns(self, layer: torch.nn.Module, x: torch.Tensor,
                    mode: str) -> tuple[Callable[[], object], Callable[[], object]]:

@@ -21,6 +21,7 @@ from tpsbench.bench.env import git_commit, machine_info
 from tpsbench.bench.stats import summarize
 from tpsbench.bench.timing import TimingConfig
 from tpsbench.costmodel import DTypePolicy
+from tpsbench.counters.sampler import DEFAULT_INTERVAL_S, NullSource, Sampler, open_source
 from tpsbench.models import ModelSpec
 from tpsbench.profiles import GPUProfile
 from tpsbench.results import ResultsWriter
@@ -44,6 +45,8 @@ class RunConfig:
     e2e_timing: TimingConfig = field(default_factory=lambda: TimingConfig(warmup=2, min_reps=5, min_time_s=1.0))
     stages: bool = True
     layers: list[str] | None = None  # micro layers to run (None: all)
+    counters: bool = True  # NVML/GPM sampling around every measured window (GPU runs)
+    counter_interval_s: float = DEFAULT_INTERVAL_S
     seed: int = 0
 
     def describe(self) -> dict[str, object]:
@@ -53,7 +56,8 @@ class RunConfig:
             "mode": self.mode, "routing": self.routing, "skew": self.skew if self.routing == "skewed" else None,
             "dtype_policy": self.policy.name, "compile": self.compile_model, "global_batch": self.global_batch,
             "micro_timing": asdict(self.micro_timing), "e2e_timing": asdict(self.e2e_timing),
-            "stages": self.stages, "layers": self.layers, "seed": self.seed,
+            "stages": self.stages, "layers": self.layers, "seed": self.seed, "counters": self.counters,
+            "counter_interval_s": self.counter_interval_s,
         }
 
 
@@ -92,24 +96,37 @@ def execute(cfg: RunConfig, out: Path, on_point: Callable[[int, int, dict[str, o
     writer = ResultsWriter(out, config=cfg.describe(), machine=machine_info(cfg.device, cfg.profile),
                            git_commit=git_commit(), tool_version=__version__)
     points = plan(cfg)
+    sampler = make_sampler(cfg)
     bench = micro.MicroBench(spec, device=device, policy=cfg.policy, routing=cfg.routing, skew=cfg.skew,
-                             timing=cfg.micro_timing, profile=cfg.profile, seed=cfg.seed)
+                             timing=cfg.micro_timing, profile=cfg.profile, seed=cfg.seed, window=sampler)
     cap = spec.moe.capacity_factor if spec.moe else None
     try:
         for i, case in enumerate(points):
-            record = _measure(case, spec, bench, cfg, device, cap)
+            record = _measure(case, spec, bench, cfg, device, cap, sampler)
             writer.add(record)
             if on_point is not None:
                 on_point(i + 1, len(points), record)
     except KeyboardInterrupt:
         writer.finish("interrupted")
         raise
+    finally:
+        if sampler is not None:
+            sampler.source.close()
     writer.finish("complete")
     return writer
 
 
+def make_sampler(cfg: RunConfig) -> Sampler | None:
+    """A counter sampler for GPU runs; on the CPU, or with counters off, every point's counters are null."""
+    if not cfg.counters:
+        return None
+    source = open_source() if cfg.device == "cuda" else NullSource("CPU run: no GPU counters")
+    bandwidth = cfg.profile.mem_bandwidth_gbs.value if cfg.profile is not None else None
+    return Sampler(source, interval_s=cfg.counter_interval_s, bandwidth_gbs=bandwidth)
+
+
 def _measure(case: micro.MicroCase | e2e.E2ECase, spec: ModelSpec, bench: micro.MicroBench, cfg: RunConfig,
-             device: torch.device, cap: float | None) -> dict[str, object]:
+             device: torch.device, cap: float | None, sampler: Sampler | None) -> dict[str, object]:
     record: dict[str, object]
     if isinstance(case, micro.MicroCase):
         record = {"kind": "micro", "layer": case.layer, "impl": case.impl, "tokens": case.tokens, "mode": case.mode,
@@ -127,14 +144,15 @@ def _measure(case: micro.MicroCase | e2e.E2ECase, spec: ModelSpec, bench: micro.
         else:
             raw = e2e.run_e2e(spec, case, device=device, policy=cfg.policy, routing=cfg.routing, skew=cfg.skew,
                               timing=cfg.e2e_timing, profile=cfg.profile, compile_model=cfg.compile_model,
-                              seed=cfg.seed)
+                              seed=cfg.seed, window=sampler)
             stats = summarize(raw["samples_s"])  # type: ignore[arg-type]
             opt_stats = summarize(raw["optimizer_samples_s"])  # type: ignore[arg-type]
             raw["optimizer_stats"] = opt_stats.to_dict()
             derived, prediction = e2e.e2e_metrics(spec, case, stats.median, opt_stats.median, cfg.policy,
                                                   cfg.profile, cap)
+        window = raw.pop("window", None)
         record.update({"status": "ok", "stats": stats.to_dict(), "derived": derived, "prediction": prediction,
-                       "counters": None, "raw": raw})
+                       "counters": window.to_dict() if window is not None else None, "raw": raw})
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # recorded, and the sweep goes on

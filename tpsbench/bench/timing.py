@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -36,6 +37,15 @@ class Timed:
     warmup: int
     l2_flushed: bool
     timer: str  # "cuda_event" or "perf_counter"
+    window: object | None = None  # what the window hook's stop() returned (counter summary)
+
+
+class WindowHook(Protocol):
+    """Started after the warm-up, stopped after the last timed repetition is synchronised."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> object: ...
 
 
 class L2Flusher:
@@ -58,6 +68,7 @@ def time_fn(
     device: torch.device,
     config: TimingConfig = TimingConfig(),
     setup: Callable[[], object] | None = None,
+    window: WindowHook | None = None,
 ) -> Timed:
     """Time ``fn`` repeatedly; ``setup`` (untimed) runs before each call, e.g. a forward before a
     backward-only measurement, or clearing gradients."""
@@ -70,12 +81,17 @@ def time_fn(
     if cuda:
         torch.cuda.synchronize(device)
     samples: list[float] = []
-    while len(samples) < config.max_reps:
-        batch = config.min_reps if not samples else _more_reps(samples, config)
-        if batch <= 0:
-            break
-        samples += _time_batch(fn, setup, batch, cuda, device, flusher)
-    return Timed(samples, config.warmup, flusher is not None, "cuda_event" if cuda else "perf_counter")
+    if window is not None:
+        window.start()
+    try:
+        while len(samples) < config.max_reps:
+            batch = config.min_reps if not samples else _more_reps(samples, config)
+            if batch <= 0:
+                break
+            samples += _time_batch(fn, setup, batch, cuda, device, flusher)
+    finally:
+        summary = window.stop() if window is not None else None
+    return Timed(samples, config.warmup, flusher is not None, "cuda_event" if cuda else "perf_counter", summary)
 
 
 def _more_reps(samples: list[float], config: TimingConfig) -> int:

@@ -1,0 +1,1 @@
+"""Hardware counters (NVML, and GPM where the GPU has it) sampled during each measured window."""

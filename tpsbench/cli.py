@@ -15,15 +15,25 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tpsbench import __version__
+from tpsbench.bench.calibrate import (
+    CalibrationError,
+    best_ceilings,
+    default_calibration_path,
+    latest_calibration,
+    load_calibration,
+    run_calibration,
+)
 from tpsbench.bench.env import DeviceError, resolve_gpu
 from tpsbench.bench.runner import RunConfig, execute, plan
 from tpsbench.bench.timing import TimingConfig
 from tpsbench.costmodel import MOE_IMPLS, POLICIES, Workload, get_policy
+from tpsbench.counters.sampler import DEFAULT_INTERVAL_S
 from tpsbench.models import BRACKETS, MODELS, UnknownNameError, closest_choices_message, get_model
 from tpsbench.nn.experts import EXPERT_IMPLS
 from tpsbench.nn.moe import DEFAULT_SKEW, ROUTING_MODES
-from tpsbench.profiles import ProfileError, load_all_profiles, load_profile
+from tpsbench.profiles import GPUProfile, ProfileError, load_all_profiles, load_profile
 from tpsbench.report import (
+    calibration_table,
     gpus_table,
     impls_table,
     models_table,
@@ -32,7 +42,7 @@ from tpsbench.report import (
     run_table,
     summary_table,
 )
-from tpsbench.results import default_path
+from tpsbench.results import atomic_write_json, default_path
 from tpsbench.roofline import CeilingError, CeilingSource, predict
 
 DEFAULT_MICROBATCH = 32768  # the users' microbatch (tokens), ../shared/DESIGN.md
@@ -123,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="capacity factor for --impl capacity (default: the model's, else 1.2)")
     pr.add_argument("--dtype", default="amp_bf16", help=f"dtype policy: {', '.join(POLICIES)}")
     pr.add_argument("--ceilings", default="spec", help=f"roofline ceilings: {', '.join(CEILING_CHOICES)}")
+    pr.add_argument("--calibration", default=None, help="calibration file for --ceilings calibrated (default: the "
+                    "newest results/calibration/*-GPU.json)")
     pr.add_argument("--summary", action="store_true", help="totals only, no per-op table")
     pr.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
@@ -148,8 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
                     f"(from {', '.join(LAYER_CHOICES)}; default all)")
     rn.add_argument("--reps", type=_positive_int, default=None, help="minimum timed repetitions per point")
     rn.add_argument("--min-time", type=_positive_float, default=None, help="minimum measured seconds per point")
+    rn.add_argument("--ceilings", default="spec", help=f"ceilings of the predictions: {', '.join(CEILING_CHOICES)}")
+    rn.add_argument("--calibration", default=None, help="calibration file for --ceilings calibrated")
+    rn.add_argument("--no-counters", action="store_true", help="do not sample NVML/GPM counters")
+    rn.add_argument("--counter-interval", type=_positive_float, default=DEFAULT_INTERVAL_S,
+                    help=f"counter sampling interval in seconds (default {DEFAULT_INTERVAL_S})")
     rn.add_argument("--out", default=None, help="results file (default results/<time>-<gpu>-<model>.json)")
     rn.add_argument("--json", action="store_true", help="print the results document instead of tables")
+
+    cb = sub.add_parser("calibrate", help="measure this GPU's matmul TFLOP/s and memory GB/s (and the counter "
+                        "sampler's overhead)")
+    cb.add_argument("--gpu", default="auto", help="profile of the present GPU, or auto (default)")
+    cb.add_argument("--quick", action="store_true", help="two matmul shapes instead of five")
+    cb.add_argument("--counter-interval", type=_positive_float, default=DEFAULT_INTERVAL_S)
+    cb.add_argument("--out", default=None, help="default results/calibration/<time>-<gpu>.json")
+    cb.add_argument("--json", action="store_true", help="print the calibration document")
 
     ls = sub.add_parser("list", help="list models, GPU profiles or MoE implementations")
     ls.add_argument("what", nargs="?", default="models", choices=["models", "gpus", "impls"])
@@ -157,12 +182,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _calibration(args: argparse.Namespace, profile: GPUProfile | None) -> dict[str, object] | None:
+    """Best ceilings of the calibration file that --ceilings calibrated asks for (None otherwise)."""
+    if args.ceilings not in CEILING_CHOICES:
+        raise UsageError(f"--ceilings '{args.ceilings}': choose one of {', '.join(CEILING_CHOICES)}")
+    if args.ceilings != "calibrated" or profile is None:
+        return None
+    path = Path(args.calibration) if args.calibration else latest_calibration(Path("results"), profile.name)
+    if path is None:
+        raise UsageError(f"no results/calibration/*-{profile.name}.json: run `tpsbench calibrate` on that GPU, "
+                         "pass --calibration FILE, or use --ceilings spec")
+    best = best_ceilings(load_calibration(path))
+    return {**best, "path": str(path)}
+
+
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     model = get_model(args.model)
     profile = load_profile(args.gpu)
     policy = get_policy(args.dtype)
-    if args.ceilings not in CEILING_CHOICES:
-        raise UsageError(f"--ceilings '{args.ceilings}': choose one of {', '.join(CEILING_CHOICES)}")
+    calibration = _calibration(args, profile)
     if args.impl not in MOE_IMPLS:
         raise UnknownNameError(f"unknown MoE implementation '{args.impl}': choose one of {', '.join(MOE_IMPLS)}")
     seq = args.seq or model.seq_len
@@ -181,7 +219,8 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
             global_batch = max(tokens, DEFAULT_GLOBAL_BATCH // tokens * tokens)
         work = Workload(model=model, tokens=tokens, seq_len=seq, impl=args.impl,
                         capacity_factor=args.capacity_factor, policy=policy)
-        preds.append(predict(work, profile, ceilings=args.ceilings, global_batch_tokens=global_batch))
+        preds.append(predict(work, profile, ceilings=args.ceilings, global_batch_tokens=global_batch,
+                             calibration=calibration))
     if args.json:
         doc = {
             "tool": "tpsbench", "version": __version__, "command": "predict",
@@ -238,8 +277,12 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         for name in layers:
             if name not in LAYER_CHOICES:
                 raise UsageError(closest_choices_message("layer", name, list(LAYER_CHOICES)))
+    calibration = _calibration(args, profile)
+    if args.ceilings != "spec" and profile is None:
+        raise UsageError("--ceilings applies to GPU predictions; a CPU run has none")
     return RunConfig(model=model, profile=profile, device=device, batches=batches, seq_len=seq, impls=impls,
-                     layers=layers,
+                     layers=layers, ceilings=args.ceilings, calibration=calibration, counters=not args.no_counters,
+                     counter_interval_s=args.counter_interval,
                      mode=args.mode, routing=args.routing, skew=args.skew, policy=policy,
                      compile_model=args.compile, global_batch=args.global_batch, micro_timing=micro_t,
                      e2e_timing=e2e_t, stages=not args.no_stages)
@@ -279,6 +322,24 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
+    if not torch.cuda.is_available():
+        raise DeviceError("calibrate measures a GPU and none is present; for datasheet ceilings use "
+                          "`tpsbench predict --ceilings spec`, for a profile's cited measurements --ceilings measured")
+    profile = resolve_gpu(args.gpu, "cuda")
+    assert profile is not None
+    out = Path(args.out) if args.out else default_calibration_path(Path("results"), profile.name)
+    doc = run_calibration(profile, quick=args.quick, interval_s=args.counter_interval,
+                          log=lambda msg: console.print(msg, highlight=False) if not args.json else None)
+    atomic_write_json(out, doc)
+    if args.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        console.print(calibration_table(doc, profile))
+        console.print(f"calibration: {out}", highlight=False)
+    return 0
+
+
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     if args.what == "models":
         models = list(MODELS.values())
@@ -312,8 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_predict(args, console)
         if args.command == "run":
             return cmd_run(args, console)
+        if args.command == "calibrate":
+            return cmd_calibrate(args, console)
         return cmd_list(args, console)
-    except (UsageError, UnknownNameError, ProfileError, CeilingError, DeviceError) as exc:
+    except (UsageError, UnknownNameError, ProfileError, CeilingError, DeviceError, CalibrationError) as exc:
         print(f"tpsbench {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

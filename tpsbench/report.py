@@ -215,3 +215,28 @@ def run_notes(doc: dict) -> list[str]:
                      f"kept in the file, most in '{worst['label']}': {len(worst['stats']['outliers'])} of "
                      f"{worst['stats']['n']}); medians are robust to them, rerun on a quiet machine if the IQR matters")
     return lines
+
+
+def calibration_table(doc: dict, profile: GPUProfile) -> Table:
+    """Measured ceilings next to the profile's datasheet numbers."""
+    t = Table(title=f"Calibration of {doc['machine'].get('gpu_name')} against profile {profile.name}")
+    for col in ("ceiling", "measured", "where", "datasheet", "measured / datasheet"):
+        t.add_column(col, justify="left" if col in {"ceiling", "where"} else "right")
+    spec = {"bf16": profile.bf16_tflops.value, "fp16": profile.bf16_tflops.value, "tf32": profile.tf32_tflops.value,
+            "fp32": profile.fp32_tflops.value}
+    for name, entry in doc["matmul"].items():
+        t.add_row(f"{name} matmul TFLOP/s", f"{entry['best_tflops']:.1f}", "x".join(map(str, entry["best_shape"])),
+                  f"{spec[name]:g}", f"{entry['best_tflops'] / spec[name]:.2f}")
+    bw = profile.mem_bandwidth_gbs.value
+    for size, entry in doc["bandwidth"].items():
+        for lib in ("torch", "cupy"):
+            for kind in ("copy", "triad"):
+                val = (entry.get(lib) or {}).get(kind)
+                gbs = val["gbs"] if val else None
+                ratio = "n/a" if gbs is None or size != "large" else f"{gbs / bw:.2f}"
+                t.add_row(f"{kind} GB/s ({lib}, {size})", _fmt(gbs, "{:.0f}"),
+                          f"{entry['array_bytes'] >> 20} MiB/array" + ("" if val else f": {entry[lib].get('reason')}"),
+                          f"{bw:g}" if size == "large" else "-", ratio)
+    ov = doc["sampler_overhead"]
+    t.add_row("counter sampler overhead", f"{100 * ov['overhead_fraction']:+.2f}%", ov["workload"], "-", "-")
+    return t

@@ -9,8 +9,10 @@ far below roofline, and one close to it at the bound named here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from tpsbench.costmodel import (
     FWD_BWD,
@@ -34,7 +36,8 @@ class Bound(StrEnum):
 
 class CeilingSource(StrEnum):
     SPEC = "spec"  # datasheet peaks
-    MEASURED = "measured"  # the profile's measured achievable matmul TFLOP/s and copy GB/s
+    MEASURED = "measured"  # the profile's cited measured achievable matmul TFLOP/s and copy GB/s
+    CALIBRATED = "calibrated"  # this GPU's own, from `tpsbench calibrate`
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +57,25 @@ class CeilingError(ValueError):
     """Measured ceilings asked for but the profile has none."""
 
 
-def ceilings_for(profile: GPUProfile, matmul_math: str, source: CeilingSource | str = CeilingSource.SPEC) -> Ceilings:
+def ceilings_for(profile: GPUProfile, matmul_math: str, source: CeilingSource | str = CeilingSource.SPEC,
+                 calibration: Mapping[str, Any] | None = None) -> Ceilings:
+    """``calibration``: best ceilings of a `tpsbench calibrate` file (bf16_tflops, fp32_tflops, copy_gbs,
+    path), needed for ``calibrated``."""
     src = CeilingSource(source)
     vector = profile.fp32_tflops.value * 1e12
     peak = profile.bf16_tflops.value if matmul_math == "bf16" else profile.fp32_tflops.value
+    if src is CeilingSource.CALIBRATED:
+        if calibration is None:
+            raise CeilingError(f"no calibration of '{profile.name}' found: run `tpsbench calibrate` on that GPU, "
+                               "or pass --calibration FILE, or use --ceilings spec")
+        mm = calibration.get("bf16_tflops" if matmul_math == "bf16" else "fp32_tflops")
+        bw = calibration.get("copy_gbs")
+        if not mm or not bw:
+            raise CeilingError(f"calibration {calibration.get('path')} lacks a {matmul_math} matmul or copy "
+                               "bandwidth; rerun `tpsbench calibrate` or use --ceilings spec")
+        return Ceilings(mm * 1e12, vector, bw * 1e9, "calibrated",
+                        f"{matmul_math} matmul {mm:.1f} TFLOP/s, copy {bw:.0f} GB/s (calibrated: "
+                        f"{calibration.get('path')})")
     if src is CeilingSource.SPEC:
         return Ceilings(peak * 1e12, vector, profile.mem_bandwidth_gbs.value * 1e9, "spec",
                         f"{matmul_math} tensor peak {peak:g} TFLOP/s, DRAM {profile.mem_bandwidth_gbs.value:g} GB/s "
@@ -221,12 +239,13 @@ def predict(
     *,
     ceilings: CeilingSource | str = CeilingSource.SPEC,
     global_batch_tokens: int | None = None,
+    calibration: Mapping[str, Any] | None = None,
 ) -> Prediction:
     """Roofline prediction of one training step; ``global_batch_tokens`` (a multiple of the
     microbatch) adds gradient accumulation, default one microbatch per step."""
     gbt = workload.tokens if global_batch_tokens is None else global_batch_tokens
     if gbt <= 0 or gbt % workload.tokens:
         raise ValueError(f"global batch {gbt} must be a positive multiple of the microbatch {workload.tokens}")
-    ceil = ceilings_for(profile, workload.policy.matmul_math, ceilings)
+    ceil = ceilings_for(profile, workload.policy.matmul_math, ceilings, calibration)
     rows = tuple(op_time(op, ceil) for op in step_ops(workload))
     return Prediction(workload, profile, ceil, rows, gbt)

@@ -114,8 +114,9 @@ def run_e2e(
 
 
 def e2e_metrics(spec: ModelSpec, case: E2ECase, median_s: float, optimizer_median_s: float,
-                policy: DTypePolicy, profile: GPUProfile | None,
-                capacity_factor: float | None) -> tuple[dict[str, object], dict[str, object] | None]:
+                policy: DTypePolicy, profile: GPUProfile | None, capacity_factor: float | None,
+                ceilings: str = "spec",
+                calibration: dict[str, object] | None = None) -> tuple[dict[str, object], dict[str, object] | None]:
     w = cost_workload(spec, case, policy, capacity_factor)
     tokens_per_s = case.global_tokens / median_s
     derived: dict[str, object] = {
@@ -128,10 +129,10 @@ def e2e_metrics(spec: ModelSpec, case: E2ECase, median_s: float, optimizer_media
         return derived, None
     peak = (profile.bf16_tflops if policy.matmul_math == "bf16" else profile.fp32_tflops).value * 1e12
     derived["mfu"] = {c.value: flops_per_token(w, c) * tokens_per_s / peak for c in FlopConvention}
-    p = predict(w, profile, global_batch_tokens=case.global_tokens)
+    p = predict(w, profile, global_batch_tokens=case.global_tokens, ceilings=ceilings, calibration=calibration)
     derived["achieved_tflops"] = flops_per_token(w, FlopConvention.EXACT) * tokens_per_s / 1e12
     prediction = {
-        "profile": profile.name, "ceilings": "spec", "predicted_s": p.global_step_s,
+        "profile": profile.name, "ceilings": p.ceilings.source, "predicted_s": p.global_step_s,
         "predicted_tokens_per_s": p.global_tokens_per_s, "memory_bound_share": p.memory_bound_share,
         "achieved_fraction": p.global_step_s / median_s,
     }

@@ -129,7 +129,8 @@ def case_ops(spec: ModelSpec, case: MicroCase, policy: DTypePolicy, attention_ba
 
 
 def derived_metrics(ops: list[OpCost], tokens: int, median_s: float, profile: GPUProfile | None,
-                    policy: DTypePolicy) -> tuple[dict[str, object], dict[str, object] | None]:
+                    policy: DTypePolicy, ceilings: str = "spec",
+                    calibration: dict[str, object] | None = None) -> tuple[dict[str, object], dict[str, object] | None]:
     flops = total_flops(ops, kinds=None)
     matmul_flops = total_flops(ops)
     nbytes = sum(op.bytes for op in ops)
@@ -143,13 +144,13 @@ def derived_metrics(ops: list[OpCost], tokens: int, median_s: float, profile: GP
     }
     if profile is None:
         return derived, None
-    ceil = ceilings_for(profile, policy.matmul_math)
+    ceil = ceilings_for(profile, policy.matmul_math, ceilings, calibration)
     times = [op_time(op, ceil) for op in ops]
     predicted = sum(t.seconds for t in times)
     memory_s = sum(t.seconds for t in times if t.bound.value == "memory")
     prediction = {
         "profile": profile.name,
-        "ceilings": "spec",
+        "ceilings": ceil.source,
         "predicted_s": predicted,
         "memory_bound_share": memory_s / predicted if predicted else None,
         "achieved_fraction": predicted / median_s,

@@ -46,6 +46,8 @@ class RunConfig:
     stages: bool = True
     layers: list[str] | None = None  # micro layers to run (None: all)
     counters: bool = True  # NVML/GPM sampling around every measured window (GPU runs)
+    ceilings: str = "spec"  # roofline ceilings of the predictions: spec | measured | calibrated
+    calibration: dict[str, object] | None = None  # best ceilings of a calibration file, for "calibrated"
     counter_interval_s: float = DEFAULT_INTERVAL_S
     seed: int = 0
 
@@ -57,7 +59,8 @@ class RunConfig:
             "dtype_policy": self.policy.name, "compile": self.compile_model, "global_batch": self.global_batch,
             "micro_timing": asdict(self.micro_timing), "e2e_timing": asdict(self.e2e_timing),
             "stages": self.stages, "layers": self.layers, "seed": self.seed, "counters": self.counters,
-            "counter_interval_s": self.counter_interval_s,
+            "counter_interval_s": self.counter_interval_s, "ceilings": self.ceilings,
+            "calibration": None if self.calibration is None else self.calibration.get("path"),
         }
 
 
@@ -140,7 +143,8 @@ def _measure(case: micro.MicroCase | e2e.E2ECase, spec: ModelSpec, bench: micro.
             raw = bench.run(case)
             stats = summarize(raw["samples_s"])  # type: ignore[arg-type]
             ops = micro.case_ops(spec, case, cfg.policy, "flash" if device.type == "cuda" else "math", cap)
-            derived, prediction = micro.derived_metrics(ops, case.tokens, stats.median, cfg.profile, cfg.policy)
+            derived, prediction = micro.derived_metrics(ops, case.tokens, stats.median, cfg.profile, cfg.policy,
+                                                        cfg.ceilings, cfg.calibration)
         else:
             raw = e2e.run_e2e(spec, case, device=device, policy=cfg.policy, routing=cfg.routing, skew=cfg.skew,
                               timing=cfg.e2e_timing, profile=cfg.profile, compile_model=cfg.compile_model,
@@ -149,7 +153,7 @@ def _measure(case: micro.MicroCase | e2e.E2ECase, spec: ModelSpec, bench: micro.
             opt_stats = summarize(raw["optimizer_samples_s"])  # type: ignore[arg-type]
             raw["optimizer_stats"] = opt_stats.to_dict()
             derived, prediction = e2e.e2e_metrics(spec, case, stats.median, opt_stats.median, cfg.policy,
-                                                  cfg.profile, cap)
+                                                  cfg.profile, cap, cfg.ceilings, cfg.calibration)
         window = raw.pop("window", None)
         record.update({"status": "ok", "stats": stats.to_dict(), "derived": derived, "prediction": prediction,
                        "counters": window.to_dict() if window is not None else None, "raw": raw})

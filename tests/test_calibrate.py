@@ -1,0 +1,94 @@
+"""Calibration arithmetic, documents and their use as roofline ceilings; the GPU-only command refuses on the CPU."""
+
+import json
+
+import pytest
+import torch
+
+from tpsbench.bench.calibrate import (
+    SCHEMA,
+    CalibrationError,
+    best_ceilings,
+    calibrate_bandwidth,
+    calibrate_matmul,
+    matmul_tflops,
+    stream_gbs,
+)
+from tpsbench.bench.timing import TimingConfig
+from tpsbench.cli import main
+from tpsbench.profiles import load_profile
+from tpsbench.report import calibration_table
+
+QUICK = TimingConfig(warmup=1, min_reps=3, min_time_s=0.0)
+
+
+def test_rates():
+    assert matmul_tflops(8192, 8192, 8192, 1.4e-3) == pytest.approx(2 * 8192**3 / 1.4e-3 / 1e12)
+    assert stream_gbs(1 << 28, 4, 2, 0.5e-3) == pytest.approx(2 * 4 * (1 << 28) / 0.5e-3 / 1e9)  # copy: read + write
+
+
+def _doc(bf16=780.0, fp32=51.0, torch_copy=2950.0, cupy_copy=3010.0):
+    return {
+        "schema": SCHEMA,
+        "machine": {"gpu_name": "NVIDIA H100 80GB HBM3"},
+        "matmul": {"bf16": {"best_tflops": bf16, "best_shape": [8192, 8192, 8192]},
+                   "fp16": {"best_tflops": bf16, "best_shape": [8192, 8192, 8192]},
+                   "tf32": {"best_tflops": 400.0, "best_shape": [8192, 8192, 8192]},
+                   "fp32": {"best_tflops": fp32, "best_shape": [4096, 4096, 4096]}},
+        "bandwidth": {
+            "large": {"array_bytes": 1 << 30, "torch": {"copy": {"gbs": torch_copy}, "triad": {"gbs": 3000.0}},
+                      "cupy": ({"copy": {"gbs": cupy_copy}, "triad": {"gbs": 3050.0}} if cupy_copy else
+                               {"copy": None, "triad": None, "reason": "ImportError: no cupy"})},
+            "l2_resident": {"array_bytes": 4 << 20, "torch": {"copy": {"gbs": 9000.0}, "triad": {"gbs": 9500.0}},
+                            "cupy": {"copy": None, "triad": None, "reason": "ImportError: no cupy"}},
+        },
+        "sampler_overhead": {"overhead_fraction": 0.003, "workload": "bf16 matmul 8192^3"},
+    }
+
+
+def test_best_ceilings_take_the_best_large_copy():
+    assert best_ceilings(_doc()) == {"bf16_tflops": 780.0, "fp32_tflops": 51.0, "copy_gbs": 3010.0}
+    assert best_ceilings(_doc(cupy_copy=None))["copy_gbs"] == 2950.0  # CuPy missing: torch's, not a guess
+
+
+def test_wrong_schema():
+    with pytest.raises(CalibrationError, match="schema"):
+        best_ceilings({"schema": "x"})
+
+
+def test_predict_with_calibrated_ceilings(tmp_path, capsys):
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(_doc()))
+    assert main(["predict", "--gpu", "h100_sxm", "--model", "moe_1b", "--ceilings", "calibrated",
+                 "--calibration", str(path), "--json"]) == 0
+    ceil = json.loads(capsys.readouterr().out)["predictions"][0]["ceilings"]
+    assert ceil["source"] == "calibrated"
+    assert ceil["matmul_tflops"] == pytest.approx(780.0) and ceil["bandwidth_gbs"] == pytest.approx(3010.0)
+
+
+def test_calibrated_without_a_file_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", "--gpu", "h100_sxm", "--model", "moe_1b", "--ceilings", "calibrated"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "run `tpsbench calibrate`" in err and len(err.splitlines()) == 1
+
+
+def test_calibrate_refuses_without_gpu(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main(["calibrate"]) == 2
+    assert "none is present" in capsys.readouterr().err
+
+
+def test_matmul_and_bandwidth_sweeps_run_on_the_cpu():
+    mm = calibrate_matmul(torch.device("cpu"), QUICK, [(64, 64, 64), (128, 64, 32)], ["fp32"])
+    assert mm["fp32"]["best_shape"] in ([64, 64, 64], [128, 64, 32])
+    assert mm["fp32"]["best_tflops"] == max(p["tflops"] for p in mm["fp32"]["points"]) > 0
+    bw = calibrate_bandwidth(torch.device("cpu"), QUICK, large_bytes=1 << 22, l2_bytes=1 << 16)
+    assert bw["large"]["torch"]["copy"]["gbs"] > 0 and bw["large"]["torch"]["triad"]["gbs"] > 0
+    assert bw["large"]["cupy"]["copy"] is None and bw["large"]["cupy"]["reason"]  # no GPU: why, not a number
+
+
+def test_calibration_table_renders():
+    table = calibration_table(_doc(), load_profile("h100_sxm"))
+    assert table.row_count == 4 + 2 * 2 * 2 + 1

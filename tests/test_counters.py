@@ -198,3 +198,12 @@ def test_bad_interval():
 
 def test_default_interval_is_positive():
     assert sampler_mod.DEFAULT_INTERVAL_S > 0
+
+
+def test_old_nvml_without_a_call(monkeypatch):
+    fake = _fake_nvml()
+    del fake.nvmlDeviceGetCurrentClocksEventReasons
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    src = open_source()
+    assert "has no nvmlDeviceGetCurrentClocksEventReasons" in src.unavailable["clock_event_reasons"]
+    assert src.read_basic().gpu_busy_pct == 99.0

@@ -87,30 +87,37 @@ class NvmlSource:
             if getattr(sample, name) is None and name not in self.unavailable:
                 self.unavailable[name] = self._errors.get(name, "not reported by NVML")
 
-    def _try(self, name: str, fn: Any, *args: Any) -> Any:
+    def _try(self, name: str, function: str, *args: Any) -> Any:
         if name in self.unavailable:
+            return None
+        fn = getattr(self.nvml, function, None)
+        if fn is None:
+            self._errors[name] = f"this nvidia-ml-py has no {function}"
             return None
         try:
             return fn(*args)
         except self.nvml.NVMLError as exc:
             self._errors[name] = f"NVML: {exc}"
             return None
+        except (AttributeError, TypeError) as exc:  # an nvidia-ml-py too old for this call
+            self._errors[name] = f"nvidia-ml-py: {exc}"
+            return None
 
     def read_basic(self) -> BasicSample:
         nvml, h = self.nvml, self.handle
         t = time.perf_counter()
-        util = self._try("gpu_busy_pct", nvml.nvmlDeviceGetUtilizationRates, h)
-        power = self._try("power_w", nvml.nvmlDeviceGetPowerUsage, h)
+        util = self._try("gpu_busy_pct", "nvmlDeviceGetUtilizationRates", h)
+        power = self._try("power_w", "nvmlDeviceGetPowerUsage", h)
         return BasicSample(
             t=t,
             gpu_busy_pct=None if util is None else float(util.gpu),
             mem_busy_pct=None if util is None else float(util.memory),
-            sm_clock_mhz=self._try("sm_clock_mhz", nvml.nvmlDeviceGetClockInfo, h, nvml.NVML_CLOCK_SM),
-            mem_clock_mhz=self._try("mem_clock_mhz", nvml.nvmlDeviceGetClockInfo, h, nvml.NVML_CLOCK_MEM),
+            sm_clock_mhz=self._try("sm_clock_mhz", "nvmlDeviceGetClockInfo", h, nvml.NVML_CLOCK_SM),
+            mem_clock_mhz=self._try("mem_clock_mhz", "nvmlDeviceGetClockInfo", h, nvml.NVML_CLOCK_MEM),
             power_w=None if power is None else power / 1000.0,
-            energy_mj=self._try("energy_mj", nvml.nvmlDeviceGetTotalEnergyConsumption, h),
-            temperature_c=self._try("temperature_c", nvml.nvmlDeviceGetTemperature, h, nvml.NVML_TEMPERATURE_GPU),
-            clock_event_reasons=self._try("clock_event_reasons", nvml.nvmlDeviceGetCurrentClocksEventReasons, h),
+            energy_mj=self._try("energy_mj", "nvmlDeviceGetTotalEnergyConsumption", h),
+            temperature_c=self._try("temperature_c", "nvmlDeviceGetTemperature", h, nvml.NVML_TEMPERATURE_GPU),
+            clock_event_reasons=self._try("clock_event_reasons", "nvmlDeviceGetCurrentClocksEventReasons", h),
         )
 
     def gpm_sample(self) -> Any:

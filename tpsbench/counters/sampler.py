@@ -210,22 +210,21 @@ class Sampler:
     def _run(self) -> None:
         previous = self.source.gpm_sample()
         self.basic.append(self.source.read_basic())
-        while not self._stop.wait(self.interval_s):
+        stopping = False
+        while not stopping:
+            # the last pass runs after stop(): a window shorter than one interval still gets two readings
+            stopping = self._stop.wait(self.interval_s)
             self.basic.append(self.source.read_basic())
             current = self.source.gpm_sample()
             self.gpm.append(self.source.gpm_metrics(previous, current, time.perf_counter()))
-            free = getattr(self.source, "free", None)
-            if free is not None:
-                free(previous)
+            self._free(previous)
             previous = current
-        # a last reading so a window shorter than one interval still has two energy readings
-        self.basic.append(self.source.read_basic())
-        current = self.source.gpm_sample()
-        self.gpm.append(self.source.gpm_metrics(previous, current, time.perf_counter()))
+        self._free(previous)
+
+    def _free(self, sample: Any) -> None:
         free = getattr(self.source, "free", None)
-        if free is not None:
-            free(previous)
-            free(current)
+        if free is not None and sample is not None:
+            free(sample)
 
     def stop(self) -> WindowSummary:
         stop_s = time.perf_counter()

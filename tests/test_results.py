@@ -48,3 +48,10 @@ def test_not_a_results_file(tmp_path):
     p.write_text('{"schema": "other"}')
     with pytest.raises(ResultsError, match="schema"):
         load_results(p)
+
+
+def test_non_finite_numbers_become_null(tmp_path):
+    w = _writer(tmp_path / "r.json")
+    w.add({"status": "ok", "derived": {"tokens_per_s": float("inf"), "x": [1.0, float("nan")]}})
+    p = load_results(tmp_path / "r.json")["points"][0]
+    assert p["derived"] == {"tokens_per_s": None, "x": [1.0, None]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -23,8 +24,21 @@ def default_path(results_dir: Path, gpu: str, model: str) -> Path:
     return results_dir / f"{stamp}-{gpu}-{model}.json"
 
 
+def finite(value: Any) -> Any:
+    """The document with every NaN or infinity replaced by None: JSON has no such numbers, and an
+    undefined value is unknown, not a number."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
 def atomic_write_json(path: Path, doc: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    doc = finite(doc)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

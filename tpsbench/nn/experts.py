@@ -55,6 +55,12 @@ def _sort_by_expert(expert_indices: torch.Tensor, expert_weights: torch.Tensor) 
     return order, order // k, expert_weights.flatten()[order], flat[order]
 
 
+def _dropless_permute(x: torch.Tensor, route) -> Permuted:
+    """Every assignment kept: token rows gathered in expert order."""
+    _, token_of, weights, _ = _sort_by_expert(route.expert_indices, route.expert_weights)
+    return Permuted(rows=x[token_of], token_index=token_of, weights=weights, counts=route.tokens_per_expert)
+
+
 class ExpertImpl:
     name: str = ""
     dropless: bool = True
@@ -89,10 +95,9 @@ class LoopExperts(ExpertImpl):
     description = "dropless; one matmul per expert in Python; per-expert counts copied to the host"
 
     def permute(self, x, route, experts):
-        _, token_of, weights, _ = _sort_by_expert(route.expert_indices, route.expert_weights)
-        counts = route.tokens_per_expert
-        return Permuted(rows=x[token_of], token_index=token_of, weights=weights, counts=counts,
-                        host_counts=counts.tolist())  # the host sync this implementation is known for
+        p = _dropless_permute(x, route)
+        p.host_counts = p.counts.tolist()  # the host sync this implementation is known for
+        return p
 
     def _per_expert(self, rows: torch.Tensor, p: Permuted) -> list[tuple[int, torch.Tensor]]:
         assert p.host_counts is not None
@@ -132,10 +137,9 @@ class GroupedExperts(ExpertImpl):
     description = "dropless; tokens sorted by expert; torch._grouped_mm with device-side offsets"
 
     def permute(self, x, route, experts):
-        _, token_of, weights, _ = _sort_by_expert(route.expert_indices, route.expert_weights)
-        counts = route.tokens_per_expert
-        offsets = torch.cumsum(counts, 0).to(torch.int32)
-        return Permuted(rows=x[token_of], token_index=token_of, weights=weights, counts=counts, offsets=offsets)
+        p = _dropless_permute(x, route)
+        p.offsets = torch.cumsum(p.counts, 0).to(torch.int32)
+        return p
 
     @staticmethod
     def _gmm(rows: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:

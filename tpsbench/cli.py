@@ -15,6 +15,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tpsbench import __version__
+from tpsbench.analysis.check import DEFAULT_THRESHOLD, check
+from tpsbench.analysis.compare import compare
+from tpsbench.analysis.explain import MeasuredCsvError, explain, read_measured_csv
+from tpsbench.analysis.points import entries_from_doc, load_entries
 from tpsbench.bench.calibrate import (
     CalibrationError,
     best_ceilings,
@@ -24,13 +28,14 @@ from tpsbench.bench.calibrate import (
     run_calibration,
 )
 from tpsbench.bench.env import DeviceError, resolve_gpu
-from tpsbench.bench.runner import RunConfig, execute, plan
+from tpsbench.bench.runner import RunConfig, execute, plan, run_config_from_doc
 from tpsbench.bench.timing import TimingConfig
 from tpsbench.costmodel import MOE_IMPLS, POLICIES, Workload, get_policy
 from tpsbench.counters.sampler import DEFAULT_INTERVAL_S
 from tpsbench.models import BRACKETS, MODELS, UnknownNameError, closest_choices_message, get_model
 from tpsbench.nn.experts import EXPERT_IMPLS
 from tpsbench.nn.moe import DEFAULT_SKEW, ROUTING_MODES
+from tpsbench.plot import PlotError, plot_results
 from tpsbench.profiles import GPUProfile, ProfileError, load_all_profiles, load_profile
 from tpsbench.report import (
     calibration_table,
@@ -42,7 +47,16 @@ from tpsbench.report import (
     run_table,
     summary_table,
 )
-from tpsbench.results import atomic_write_json, default_path
+from tpsbench.report_analysis import (
+    TableData,
+    check_summary,
+    check_table,
+    compare_tables,
+    explain_tables,
+    to_markdown,
+    to_rich,
+)
+from tpsbench.results import ResultsError, atomic_write_json, default_path, finite, load_results
 from tpsbench.roofline import CeilingError, CeilingSource, predict
 
 DEFAULT_MICROBATCH = 32768  # the users' microbatch (tokens), ../shared/DESIGN.md
@@ -163,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--ceilings", default="spec", help=f"ceilings of the predictions: {', '.join(CEILING_CHOICES)}")
     rn.add_argument("--calibration", default=None, help="calibration file for --ceilings calibrated")
     rn.add_argument("--no-counters", action="store_true", help="do not sample NVML/GPM counters")
+    rn.add_argument("--no-gpu-time", action="store_true",
+                    help="do not profile extra calls for GPU busy/idle time (the overhead-bound evidence)")
     rn.add_argument("--counter-interval", type=_positive_float, default=DEFAULT_INTERVAL_S,
                     help=f"counter sampling interval in seconds (default {DEFAULT_INTERVAL_S})")
     rn.add_argument("--out", default=None, help="results file (default results/<time>-<gpu>-<model>.json)")
@@ -175,6 +191,40 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--counter-interval", type=_positive_float, default=DEFAULT_INTERVAL_S)
     cb.add_argument("--out", default=None, help="default results/calibration/<time>-<gpu>.json")
     cb.add_argument("--json", action="store_true", help="print the calibration document")
+
+    cp = sub.add_parser("compare", help="results side by side across GPUs, models and implementations, with verdicts")
+    cp.add_argument("results", nargs="+", help="results JSON files written by `tpsbench run`")
+    cp.add_argument("--all-points", action="store_true", help="every point (default: train steps and layer fwd_bwd)")
+    cp.add_argument("--markdown", default=None, help="also write the tables as markdown to this file")
+    cp.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    ex = sub.add_parser("explain", help="tokens/s measured elsewhere (CSV) against tpsbench's predictions")
+    ex.add_argument("--measured", required=True, help="CSV with columns model, gpu, tokens_per_s [, tokens, impl]")
+    ex.add_argument("--ceilings", default="spec", choices=["spec", "measured"],
+                    help="roofline ceilings of the predictions (default: datasheet)")
+    ex.add_argument("--markdown", default=None, help="also write the tables as markdown to this file")
+    ex.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    pl = sub.add_parser("plot", help="roofline chart and tokens/s versus batch size from results files")
+    pl.add_argument("results", nargs="+", help="results JSON files written by `tpsbench run`")
+    pl.add_argument("-o", "--out", required=True, help="output image: .png, .svg or .pdf")
+    pl.add_argument("--all-points", action="store_true", help="every point (default: train steps and layer fwd_bwd)")
+
+    ck = sub.add_parser("check", help="regression check against a baseline run; exit 1 on a regression")
+    ck.add_argument("--baseline", required=True, help="baseline results JSON (e.g. results/baselines/...)")
+    ck.add_argument("--current", default=None,
+                    help="results JSON to check; without it, the baseline's configuration is run on this machine")
+    ck.add_argument("--threshold", type=_positive_float, default=DEFAULT_THRESHOLD * 100,
+                    help=f"smallest change in percent that counts (default {DEFAULT_THRESHOLD * 100:g})")
+    ck.add_argument("--device", default=None, choices=["cuda", "cpu"], help="device of the run (default: the "
+                    "baseline's)")
+    ck.add_argument("--reps", type=_positive_int, default=None, help="minimum timed repetitions per point")
+    ck.add_argument("--min-time", type=_positive_float, default=None, help="minimum measured seconds per point")
+    ck.add_argument("--out", default=None, help="results file of the run (default results/<time>-<gpu>-<model>.json)")
+    ck.add_argument("--allow-gpu-mismatch", action="store_true",
+                    help="compare runs from different GPUs (normally an error: the numbers are not comparable)")
+    ck.add_argument("--markdown", default=None, help="also write the summary to this file (e.g. a CI job summary)")
+    ck.add_argument("--json", action="store_true", help="print JSON instead of markdown")
 
     ls = sub.add_parser("list", help="list models, GPU profiles or MoE implementations")
     ls.add_argument("what", nargs="?", default="models", choices=["models", "gpus", "impls"])
@@ -282,7 +332,7 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         raise UsageError("--ceilings applies to GPU predictions; a CPU run has none")
     return RunConfig(model=model, profile=profile, device=device, batches=batches, seq_len=seq, impls=impls,
                      layers=layers, ceilings=args.ceilings, calibration=calibration, counters=not args.no_counters,
-                     counter_interval_s=args.counter_interval,
+                     counter_interval_s=args.counter_interval, gpu_time=not args.no_gpu_time,
                      mode=args.mode, routing=args.routing, skew=args.skew, policy=policy,
                      compile_model=args.compile, global_batch=args.global_batch, micro_timing=micro_t,
                      e2e_timing=e2e_t, stages=not args.no_stages)
@@ -340,6 +390,85 @@ def cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _emit_tables(tables: list[TableData], console: Console, markdown: str | None, preamble: str = "") -> None:
+    for t in tables:
+        console.print(to_rich(t))
+    if markdown:
+        text = (preamble + "\n\n" if preamble else "") + "\n".join(to_markdown(t) for t in tables)
+        Path(markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(markdown).write_text(text, encoding="utf-8")
+        console.print(f"markdown: {markdown}", highlight=False)
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    comparison = compare(load_entries(args.results), all_points=args.all_points)
+    if args.json:
+        print(json.dumps(finite(comparison.to_dict()), indent=1))
+        return 0
+    _emit_tables(compare_tables(comparison), console, args.markdown)
+    for note in comparison.notes:
+        console.print(f"note: {note}", highlight=False)
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace, console: Console) -> int:
+    result = explain(read_measured_csv(args.measured), ceilings=args.ceilings)
+    if args.json:
+        print(json.dumps(finite(result.to_dict()), indent=1))
+        return 0
+    _emit_tables(explain_tables(result), console, args.markdown, preamble=f"**Summary:** {result.summary}")
+    console.print(f"summary: {result.summary}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace, console: Console) -> int:
+    out = plot_results(load_entries(args.results), args.out, all_points=args.all_points)
+    console.print(f"plot: {out}", highlight=False)
+    return 0
+
+
+def _baseline_run(args: argparse.Namespace, baseline: dict[str, object], console: Console) -> dict[str, object]:
+    """Run the baseline's configuration on this machine and return the new results document."""
+    try:
+        cfg = run_config_from_doc(baseline, device=args.device, reps=args.reps, min_time=args.min_time,
+                                  allow_gpu_mismatch=args.allow_gpu_mismatch)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    gpu_tag = cfg.profile.name if cfg.profile and cfg.device == "cuda" else cfg.device
+    out = Path(args.out) if args.out else default_path(Path("results"), gpu_tag, cfg.model.name)
+    Console(stderr=True).print(f"tpsbench check: running the baseline's {len(plan(cfg))} points of "
+                               f"{cfg.model.name} on {gpu_tag} -> {out}", highlight=False)
+    return execute(cfg, out).doc
+
+
+def cmd_check(args: argparse.Namespace, console: Console) -> int:
+    base_doc = load_results(args.baseline)
+    if args.current:
+        cur_doc, cur_name = load_results(args.current), args.current
+    else:
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+        cur_doc = _baseline_run(args, base_doc, console)
+        cur_name = "this run"
+    if base_doc["config"].get("model") != cur_doc["config"].get("model"):
+        raise UsageError(f"baseline measures {base_doc['config'].get('model')}, current "
+                         f"{cur_doc['config'].get('model')}: check a run of the same model")
+    gpus = [d["machine"].get("profile") if d["config"].get("device") == "cuda" else "cpu" for d in (base_doc, cur_doc)]
+    if gpus[0] != gpus[1] and not args.allow_gpu_mismatch:
+        raise UsageError(f"baseline ran on {gpus[0]}, current on {gpus[1]}: times are not comparable across "
+                         "devices; use a baseline of this GPU, or pass --allow-gpu-mismatch")
+    report = check(entries_from_doc(base_doc, args.baseline), entries_from_doc(cur_doc, cur_name),
+                   threshold=args.threshold / 100, baseline_name=args.baseline, current_name=cur_name)
+    summary = check_summary(report)
+    if args.json:
+        print(json.dumps(finite(report.to_dict()), indent=1))
+    else:
+        md = f"### tpsbench check: {summary}\n\n" + to_markdown(check_table(report))
+        print(md)
+        if args.markdown:
+            Path(args.markdown).write_text(md, encoding="utf-8")
+    return 1 if report.failed else 0
+
+
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     if args.what == "models":
         models = list(MODELS.values())
@@ -363,6 +492,9 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+COMMANDS = {"compare": cmd_compare, "explain": cmd_explain, "plot": cmd_plot, "check": cmd_check}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -375,8 +507,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args, console)
         if args.command == "calibrate":
             return cmd_calibrate(args, console)
+        if args.command in COMMANDS:
+            return COMMANDS[args.command](args, console)
         return cmd_list(args, console)
-    except (UsageError, UnknownNameError, ProfileError, CeilingError, DeviceError, CalibrationError) as exc:
+    except (UsageError, UnknownNameError, ProfileError, CeilingError, DeviceError, CalibrationError, ResultsError,
+            MeasuredCsvError, PlotError) as exc:
         print(f"tpsbench {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from tpsbench.models import ModelSpec, UnknownNameError, closest_choices_message
+from tpsbench.models import BRACKETS, ModelSpec, UnknownNameError, bracket_spec, closest_choices_message
 
 
 class Phase(StrEnum):
@@ -585,6 +585,28 @@ def total_traffic(ops: Iterable[OpCost], *, phases: Iterable[Phase] | None = Non
 
 
 FWD_BWD = (Phase.FWD, Phase.BWD_DGRAD, Phase.BWD_WGRAD)
+
+
+def train_workload(spec: ModelSpec, impl: str, tokens: int, policy: DTypePolicy,
+                   capacity_factor: float | None = None) -> Workload:
+    """The workload of an end-to-end point: ``impl`` is an MoE implementation, a dense bracket (the MoE
+    FFN replaced by a dense SwiGLU of that width) or "dense" for a dense model."""
+    s = bracket_spec(spec, impl) if impl in BRACKETS else spec
+    return Workload(model=s, tokens=tokens, seq_len=min(s.seq_len, tokens),
+                    impl=impl if s.moe is not None else "dropless", capacity_factor=capacity_factor, policy=policy)
+
+
+def grad_accumulation_bytes(w: Workload, accumulation_steps: int) -> float:
+    """Adding each later microbatch's gradients into the existing .grad: read both, write one."""
+    return (accumulation_steps - 1) * 3 * w.model.total_params * w.policy.grad_bytes
+
+
+def global_step_bytes(w: Workload, accumulation_steps: int) -> float:
+    """DRAM bytes of one optimizer step over ``accumulation_steps`` microbatches."""
+    ops = step_ops(w)
+    per_micro = sum(op.bytes for op in ops if op.phase in FWD_BWD)
+    optim = sum(op.bytes for op in ops if op.phase is Phase.OPTIM)
+    return accumulation_steps * per_micro + grad_accumulation_bytes(w, accumulation_steps) + optim
 
 
 def flops_per_token(w: Workload, convention: FlopConvention | str) -> float:

@@ -154,9 +154,10 @@ def run_table(doc: dict) -> Table:
     machine = doc["machine"]
     where = machine.get("gpu_name") or f"CPU ({machine.get('cpu_count')} cores)"
     t = Table(title=f"{doc['config']['model']} on {where} ({doc['config']['dtype_policy']}); GB/s = cost-model "
-                    "bytes / time, DRAM GB/s = GPM counter (* throttled); roofline = predicted floor / measured")
+                    "bytes / time, DRAM GB/s = GPM counter (* throttled); idle = GPU idle share of the time "
+                    "(profiler); roofline = predicted floor / measured")
     for col in ("point", "impl", "tokens", "mode", "median ms", "IQR %", "n", "tokens/s", "TFLOP/s", "GB/s",
-                "DRAM GB/s", "pred. ms", "roofline", "status"):
+                "DRAM GB/s", "idle", "pred. ms", "roofline", "status"):
         t.add_column(col, justify="left" if col in {"point", "impl", "mode", "status"} else "right")
     for p in doc["points"]:
         stats, derived, pred = p.get("stats"), p.get("derived") or {}, p.get("prediction") or {}
@@ -165,11 +166,13 @@ def run_table(doc: dict) -> Table:
         med = stats["median"] if stats else None
         iqr = (100 * stats["iqr"] / stats["median"]) if stats and stats["median"] else None
         flag = f" ({len(stats['outliers'])} outl.)" if stats and stats["outliers"] else ""
+        idle = ((p.get("raw") or {}).get("gpu_time") or {}).get("idle_share")
         t.add_row(p["layer"] if p["kind"] == "micro" else "train step", p.get("impl") or "-", f"{p['tokens']:,}",
                   p["mode"], _fmt(med * 1e3 if med else None, "{:.3f}"), _fmt(iqr, "{:.1f}") + flag,
                   _fmt(stats["n"] if stats else None, "{}"), _fmt(derived.get("tokens_per_s"), "{:,.0f}"),
                   _fmt(derived.get("achieved_tflops"), "{:.1f}"), _fmt(derived.get("achieved_gbs"), "{:.0f}"),
                   _fmt(counters.get("dram_gbs"), "{:.0f}") + ("*" if throttled else ""),
+                  _fmt(100 * idle if idle is not None else None, "{:.0f}%"),
                   _fmt(pred.get("predicted_s") * 1e3 if pred.get("predicted_s") else None, "{:.3f}"),
                   _fmt(100 * pred["achieved_fraction"] if pred.get("achieved_fraction") else None, "{:.0f}%"),
                   p["status"])
@@ -208,6 +211,9 @@ def run_notes(doc: dict) -> list[str]:
     if counted and all(p["counters"]["values"].get("dram_gbs") is None for p in counted):
         reason = counted[0]["counters"]["reasons"].get("dram_gbs", "unknown")
         lines.append(f"DRAM GB/s from counters: n/a ({reason})")
+    timed = [p["raw"]["gpu_time"] for p in doc["points"] if (p.get("raw") or {}).get("gpu_time")]
+    if timed and all(g.get("idle_share") is None for g in timed):
+        lines.append(f"GPU idle share: n/a ({timed[0].get('reason')})")
     flagged = [p for p in doc["points"] if (p.get("stats") or {}).get("outliers")]
     if flagged:
         worst = max(flagged, key=lambda p: len(p["stats"]["outliers"]) / p["stats"]["n"])

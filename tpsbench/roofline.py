@@ -22,6 +22,7 @@ from tpsbench.costmodel import (
     Phase,
     Workload,
     flops_per_token,
+    grad_accumulation_bytes,
     routing,
     step_ops,
     total_flops,
@@ -146,9 +147,7 @@ class Prediction:
     @property
     def grad_accumulation_s(self) -> float:
         """Adding each later microbatch's gradients into the fp32 .grad: read both, write one."""
-        m, pol = self.workload.model, self.workload.policy
-        extra = (self.accumulation_steps - 1) * 3 * m.total_params * pol.grad_bytes
-        return extra / self.ceilings.bandwidth
+        return grad_accumulation_bytes(self.workload, self.accumulation_steps) / self.ceilings.bandwidth
 
     @property
     def global_step_s(self) -> float:

@@ -10,12 +10,24 @@ step (its own timing, measured in the same run).
 from __future__ import annotations
 
 import contextlib
+import statistics
 from dataclasses import dataclass
 
 import torch
 
+from tpsbench.bench.gpu_busy import measure_gpu_time
 from tpsbench.bench.timing import TimingConfig, WindowHook, time_fn
-from tpsbench.costmodel import DTypePolicy, FlopConvention, Workload, flops_per_token
+from tpsbench.costmodel import (
+    FWD_BWD,
+    DTypePolicy,
+    FlopConvention,
+    Workload,
+    flops_per_token,
+    global_step_bytes,
+    step_ops,
+    total_flops,
+    train_workload,
+)
 from tpsbench.models import BRACKETS, ModelSpec, bracket_spec
 from tpsbench.nn.transformer import build_model, moe_layers
 from tpsbench.profiles import GPUProfile
@@ -47,16 +59,13 @@ def case_spec(spec: ModelSpec, impl: str) -> ModelSpec:
 
 
 def cost_workload(spec: ModelSpec, case: E2ECase, policy: DTypePolicy, capacity_factor: float | None) -> Workload:
-    s = case_spec(spec, case.impl)
-    impl = case.impl if s.moe is not None else "dropless"
-    return Workload(model=s, tokens=case.tokens, seq_len=min(s.seq_len, case.tokens), impl=impl,
-                    capacity_factor=capacity_factor, policy=policy)
+    return train_workload(spec, case.impl, case.tokens, policy, capacity_factor)
 
 
 def run_e2e(
     spec: ModelSpec, case: E2ECase, *, device: torch.device, policy: DTypePolicy, routing: str, skew: float,
     timing: TimingConfig, profile: GPUProfile | None, compile_model: bool = False, seed: int = 0,
-    window: WindowHook | None = None,
+    window: WindowHook | None = None, measure_idle: bool = True,
 ) -> dict[str, object]:
     torch.manual_seed(seed)
     s = case_spec(spec, case.impl)
@@ -93,6 +102,8 @@ def run_e2e(
                             max_reps=timing.max_reps, flush_l2=False)
     step_t = time_fn(step, device=device, config=step_cfg, window=window)
     peak = torch.cuda.max_memory_allocated(device) if cuda else None
+    gpu_time = (measure_gpu_time(step, device=device, median_s=statistics.median(step_t.samples_s))
+                if measure_idle else None)
     microbatches()  # leave gradients in place so the optimizer step is timed on real gradients
     opt_t = time_fn(opt.step, device=device, config=step_cfg)
     opt.zero_grad(set_to_none=True)
@@ -109,7 +120,7 @@ def run_e2e(
         "samples_s": step_t.samples_s, "warmup": step_t.warmup, "l2_flushed": False, "timer": step_t.timer,
         "window": step_t.window,
         "optimizer_samples_s": opt_t.samples_s, "peak_memory_bytes": peak, "accumulation_steps": case.accumulation,
-        "compiled": compile_model, "params": sum(p.numel() for p in model.parameters()),
+        "compiled": compile_model, "params": sum(p.numel() for p in model.parameters()), "gpu_time": gpu_time,
     }
 
 
@@ -119,8 +130,14 @@ def e2e_metrics(spec: ModelSpec, case: E2ECase, median_s: float, optimizer_media
                 calibration: dict[str, object] | None = None) -> tuple[dict[str, object], dict[str, object] | None]:
     w = cost_workload(spec, case, policy, capacity_factor)
     tokens_per_s = case.global_tokens / median_s
+    matmul_flops = case.accumulation * total_flops(step_ops(w), phases=FWD_BWD)
+    nbytes = global_step_bytes(w, case.accumulation)
     derived: dict[str, object] = {
         "tokens_per_s": tokens_per_s,
+        "matmul_flops": matmul_flops,  # per optimizer step, cost model (matches FlopCounterMode)
+        "bytes": nbytes,  # per optimizer step, cost model (minimum DRAM traffic of fused elementwise chains)
+        "achieved_gbs": nbytes / median_s / 1e9,
+        "achieved_tflops": matmul_flops / median_s / 1e12,
         "optimizer_share": optimizer_median_s / median_s,
         "flops_per_token": {c.value: flops_per_token(w, c) for c in FlopConvention},
     }
@@ -130,7 +147,6 @@ def e2e_metrics(spec: ModelSpec, case: E2ECase, median_s: float, optimizer_media
     peak = (profile.bf16_tflops if policy.matmul_math == "bf16" else profile.fp32_tflops).value * 1e12
     derived["mfu"] = {c.value: flops_per_token(w, c) * tokens_per_s / peak for c in FlopConvention}
     p = predict(w, profile, global_batch_tokens=case.global_tokens, ceilings=ceilings, calibration=calibration)
-    derived["achieved_tflops"] = flops_per_token(w, FlopConvention.EXACT) * tokens_per_s / 1e12
     prediction = {
         "profile": profile.name, "ceilings": p.ceilings.source, "predicted_s": p.global_step_s,
         "predicted_tokens_per_s": p.global_tokens_per_s, "memory_bound_share": p.memory_bound_share,

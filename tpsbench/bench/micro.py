@@ -15,12 +15,14 @@ GPU's profile, and the achieved fraction of that floor.
 from __future__ import annotations
 
 import contextlib
+import statistics
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 
-from tpsbench.bench.timing import TimingConfig, WindowHook, time_fn
+from tpsbench.bench.gpu_busy import measure_gpu_time
+from tpsbench.bench.timing import L2Flusher, TimingConfig, WindowHook, time_fn
 from tpsbench.costmodel import (
     FWD_BWD,
     DTypePolicy,
@@ -165,8 +167,9 @@ class MicroBench:
 
     def __init__(self, spec: ModelSpec, *, device: torch.device, policy: DTypePolicy, routing: str, skew: float,
                  timing: TimingConfig, profile: GPUProfile | None, seed: int = 0,
-                 window: WindowHook | None = None) -> None:
+                 window: WindowHook | None = None, gpu_time: bool = True) -> None:
         self.spec, self.device, self.policy = spec, device, policy
+        self.gpu_time = gpu_time  # profile a few extra calls for GPU busy/idle time
         self.window = window  # counter sampler around the timed repetitions
         self.routing, self.skew, self.timing, self.profile, self.seed = routing, skew, timing, profile, seed
         self._layers: dict[str, torch.nn.Module] = {}
@@ -217,16 +220,32 @@ class MicroBench:
         layer = self._layer(case)
         x = self._input(case)
         info: dict[str, object] = {}
+        setup: Callable[[], object] | None = None
         if case.mode.startswith("stage:"):
             fn = self._stage_fn(layer, x, case.mode.split(":", 1)[1])
-            timed = time_fn(fn, device=self.device, config=self.timing, window=self.window)
         else:
             fn, setup = self._layer_fns(layer, x, case.mode)
-            timed = time_fn(fn, device=self.device, config=self.timing, setup=setup, window=self.window)
+        timed = time_fn(fn, device=self.device, config=self.timing, setup=setup, window=self.window)
+        if self.gpu_time:
+            info["gpu_time"] = measure_gpu_time(fn, device=self.device, median_s=statistics.median(timed.samples_s),
+                                                setup=self._profiled_setup(setup, timed.l2_flushed))
         if isinstance(layer, MoEFeedForward):
             info.update(self._routing_info(layer, x))
         return {"samples_s": timed.samples_s, "warmup": timed.warmup, "l2_flushed": timed.l2_flushed,
                 "timer": timed.timer, "window": timed.window, **info}
+
+    def _profiled_setup(self, setup: Callable[[], object] | None, flush: bool) -> Callable[[], object] | None:
+        """The untimed work before each profiled call, including the L2 flush the timer did, so the
+        kernels read from DRAM as they did when timed."""
+        if not flush:
+            return setup
+        flusher = L2Flusher(self.device)
+
+        def before() -> None:
+            if setup is not None:
+                setup()
+            flusher()
+        return before
 
     def _layer_fns(self, layer: torch.nn.Module, x: torch.Tensor,
                    mode: str) -> tuple[Callable[[], object], Callable[[], object]]:

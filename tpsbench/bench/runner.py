@@ -49,6 +49,7 @@ class RunConfig:
     ceilings: str = "spec"  # roofline ceilings of the predictions: spec | measured | calibrated
     calibration: dict[str, object] | None = None  # best ceilings of a calibration file, for "calibrated"
     counter_interval_s: float = DEFAULT_INTERVAL_S
+    gpu_time: bool = True  # profile a few extra calls per point for GPU busy/idle time (GPU runs)
     seed: int = 0
 
     def describe(self) -> dict[str, object]:
@@ -59,7 +60,7 @@ class RunConfig:
             "dtype_policy": self.policy.name, "compile": self.compile_model, "global_batch": self.global_batch,
             "micro_timing": asdict(self.micro_timing), "e2e_timing": asdict(self.e2e_timing),
             "stages": self.stages, "layers": self.layers, "seed": self.seed, "counters": self.counters,
-            "counter_interval_s": self.counter_interval_s, "ceilings": self.ceilings,
+            "counter_interval_s": self.counter_interval_s, "ceilings": self.ceilings, "gpu_time": self.gpu_time,
             "calibration": None if self.calibration is None else self.calibration.get("path"),
         }
 
@@ -101,7 +102,8 @@ def execute(cfg: RunConfig, out: Path, on_point: Callable[[int, int, dict[str, o
     points = plan(cfg)
     sampler = make_sampler(cfg)
     bench = micro.MicroBench(spec, device=device, policy=cfg.policy, routing=cfg.routing, skew=cfg.skew,
-                             timing=cfg.micro_timing, profile=cfg.profile, seed=cfg.seed, window=sampler)
+                             timing=cfg.micro_timing, profile=cfg.profile, seed=cfg.seed, window=sampler,
+                             gpu_time=cfg.gpu_time)
     cap = spec.moe.capacity_factor if spec.moe else None
     try:
         for i, case in enumerate(points):
@@ -148,7 +150,7 @@ def _measure(case: micro.MicroCase | e2e.E2ECase, spec: ModelSpec, bench: micro.
         else:
             raw = e2e.run_e2e(spec, case, device=device, policy=cfg.policy, routing=cfg.routing, skew=cfg.skew,
                               timing=cfg.e2e_timing, profile=cfg.profile, compile_model=cfg.compile_model,
-                              seed=cfg.seed, window=sampler)
+                              seed=cfg.seed, window=sampler, measure_idle=cfg.gpu_time)
             stats = summarize(raw["samples_s"])  # type: ignore[arg-type]
             opt_stats = summarize(raw["optimizer_samples_s"])  # type: ignore[arg-type]
             raw["optimizer_stats"] = opt_stats.to_dict()
@@ -167,3 +169,47 @@ def _measure(case: micro.MicroCase | e2e.E2ECase, spec: ModelSpec, bench: micro.
     finally:
         _free()
     return record
+
+
+def run_config_from_doc(doc: dict[str, object], *, device: str | None = None, reps: int | None = None,
+                        min_time: float | None = None, allow_gpu_mismatch: bool = False) -> RunConfig:
+    """The configuration a results document was measured with, to measure it again on this machine
+    (``tpsbench check`` without ``--current``). Timing can be tightened or loosened; nothing else changes,
+    so the two runs measure the same points."""
+    from tpsbench.bench.env import DeviceError, resolve_gpu
+    from tpsbench.costmodel import get_policy
+    from tpsbench.models import get_model
+    from tpsbench.nn.moe import DEFAULT_SKEW
+
+    cfg = doc["config"]
+    assert isinstance(cfg, dict)
+    dev = device or str(cfg.get("device") or "cuda")
+    if dev == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("the baseline ran on a GPU and none is present: run the check on that GPU, or pass "
+                          "--current FILE to compare two results files")
+    profile = resolve_gpu("auto", dev)
+    base_gpu = cfg.get("gpu_profile")
+    if dev == "cuda" and profile is not None and base_gpu and base_gpu != profile.name and not allow_gpu_mismatch:
+        raise DeviceError(f"the baseline ran on {base_gpu}, this GPU is {profile.name}: use a baseline of this GPU "
+                          "or pass --allow-gpu-mismatch")
+
+    def timing(d: object, fallback: TimingConfig) -> TimingConfig:
+        t = TimingConfig(**d) if isinstance(d, dict) else fallback
+        if reps or min_time:
+            t = replace(t, min_reps=reps or t.min_reps, min_time_s=min_time or t.min_time_s,
+                        max_reps=max(t.max_reps, reps or 0))
+        return t
+
+    defaults = RunConfig.__dataclass_fields__
+    return RunConfig(
+        model=get_model(str(cfg["model"])), profile=profile, device=dev, batches=[int(b) for b in cfg["batches"]],
+        seq_len=int(cfg["seq_len"]), impls=list(cfg["impls"]), mode=str(cfg["mode"]),
+        routing=str(cfg.get("routing") or "learned"), skew=float(cfg.get("skew") or DEFAULT_SKEW),
+        policy=get_policy(str(cfg.get("dtype_policy") or ("amp_bf16" if dev == "cuda" else "fp32"))),
+        compile_model=bool(cfg.get("compile")), global_batch=cfg.get("global_batch"),  # type: ignore[arg-type]
+        micro_timing=timing(cfg.get("micro_timing"), defaults["micro_timing"].default_factory()),  # type: ignore
+        e2e_timing=timing(cfg.get("e2e_timing"), defaults["e2e_timing"].default_factory()),  # type: ignore
+        stages=bool(cfg.get("stages", True)), layers=cfg.get("layers"),  # type: ignore[arg-type]
+        counters=bool(cfg.get("counters", True)), gpu_time=bool(cfg.get("gpu_time", True)),
+        counter_interval_s=float(cfg.get("counter_interval_s") or DEFAULT_INTERVAL_S), seed=int(cfg.get("seed") or 0),
+    )

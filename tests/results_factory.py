@@ -1,0 +1,60 @@
+"""Synthetic results documents (schema tpsbench.results/1) with chosen numbers, for the analysis tests."""
+
+from __future__ import annotations
+
+from tpsbench.results import SCHEMA
+
+H100_PEAK = 989.4e12  # profiles/h100_sxm.toml bf16 dense
+H100_BW = 3350e9  # profiles/h100_sxm.toml
+
+
+def point(*, kind: str = "e2e", layer: str = "model", impl: str | None = "dense", mode: str = "train_step",
+          tokens: int = 32768, median: float = 0.1, iqr_rel: float = 0.01, n: int = 20,
+          matmul_flops: float | None = None, nbytes: float | None = None, predicted_s: float | None = None,
+          memory_share: float | None = None, dram_pct: float | None = None, dram_gbs: float | None = None,
+          idle: float | None = None, status: str = "ok", throttled: bool = False) -> dict:
+    if status != "ok":
+        return {"kind": kind, "layer": layer, "impl": impl, "mode": mode, "tokens": tokens, "status": status,
+                "error": "CUDA out of memory" if status == "oom" else "boom", "stats": None, "derived": None,
+                "prediction": None, "counters": None, "raw": None, "label": f"{layer}/{impl}",
+                **({"global_tokens": tokens} if kind == "e2e" else {})}
+    samples = [median * (1 + iqr_rel * (i / (n - 1) - 0.5) * 2) for i in range(n)]  # IQR = iqr_rel * median
+    stats = {"median": median, "iqr": iqr_rel * median, "q1": median * (1 - iqr_rel / 2),
+             "q3": median * (1 + iqr_rel / 2), "min": min(samples), "max": max(samples), "n": n, "outliers": []}
+    derived = {"tokens_per_s": tokens / median, "matmul_flops": matmul_flops, "bytes": nbytes}
+    prediction = None
+    if predicted_s is not None:
+        prediction = {"profile": "h100_sxm", "ceilings": "spec", "predicted_s": predicted_s,
+                      "memory_bound_share": memory_share, "achieved_fraction": predicted_s / median}
+    counters = None
+    if dram_pct is not None or throttled:
+        counters = {"values": {"dram_bw_util_pct_mean": dram_pct, "dram_gbs": dram_gbs}, "reasons": {},
+                    "throttled": throttled, "clock_events": ["sw_thermal_slowdown"] if throttled else []}
+    raw = {"samples_s": samples,
+           "gpu_time": {"busy_s": None if idle is None else median * (1 - idle), "idle_share": idle}}
+    p = {"kind": kind, "layer": layer, "impl": impl, "mode": mode, "tokens": tokens, "status": "ok",
+         "stats": stats, "derived": derived, "prediction": prediction, "counters": counters, "raw": raw,
+         "label": f"{layer}/{impl}"}
+    if kind == "e2e":
+        p["global_tokens"] = tokens
+    return p
+
+
+def doc(model: str, points: list[dict], *, gpu: str | None = "h100_sxm", device: str = "cuda",
+        compile_model: bool = False) -> dict:
+    return {
+        "schema": SCHEMA, "tool": "tpsbench", "tool_version": "test", "created_utc": "2026-11-22T00:00:00+00:00",
+        "finished_utc": "2026-11-22T00:01:00+00:00", "status": "complete", "git_commit": None,
+        "machine": {"device": device, "profile": gpu, "gpu_name": None if gpu is None else f"GPU {gpu}"},
+        "config": {"model": model, "gpu_profile": gpu, "device": device, "batches": [32768], "seq_len": 2048,
+                   "impls": ["capacity"], "mode": "all", "dtype_policy": "amp_bf16", "compile": compile_model},
+        "points": points,
+    }
+
+
+def utilisation_point(*, tensor: float, bw: float, idle: float | None, dram_pct: float | None = None,
+                      median: float = 0.01, **kw: object) -> dict:
+    """An e2e point whose exact matmul FLOPs and cost-model bytes give the wanted utilisations of the H100
+    datasheet ceilings over the whole measured time."""
+    return point(median=median, matmul_flops=tensor * H100_PEAK * median, nbytes=bw * H100_BW * median,
+                 idle=idle, dram_pct=dram_pct, **kw)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Analyses of results: comparisons across runs and GPUs, verdicts, regression checks (pure)."""

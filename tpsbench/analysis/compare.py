@@ -1,0 +1,201 @@
+"""`tpsbench compare`: results of several runs side by side, across GPUs, models and implementations.
+
+Four views, all computed from the results files (nothing is estimated that was not measured or predicted):
+- throughput: tokens/s of every point on every GPU, with the share of the roofline floor reached;
+- MoE/dense ratios on each GPU: whole training steps of a dense model over an MoE model at the same
+  microbatch (measured and roofline-predicted), and, within one MoE run, the MoE layer over its dense
+  bracket of equal active width (time, and DRAM GB/s where counters exist);
+- speedups from one GPU to another next to the compute ratio, bandwidth ratio and roofline prediction,
+  with a verdict (see ``verdict.speedup_verdict``);
+- a verdict per workload on each GPU (see ``verdict.workload_verdict``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import combinations
+
+from tpsbench.analysis.points import Entry, profile_named
+from tpsbench.analysis.verdict import Finding, speedup_verdict, workload_verdict
+from tpsbench.costmodel import get_policy
+
+
+@dataclass(frozen=True, slots=True)
+class GpuInfo:
+    name: str
+    display_name: str
+    matmul_tflops: float | None  # datasheet, for the runs' dtype policy
+    bandwidth_gbs: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ThroughputRow:
+    label: str
+    key: tuple[object, ...]
+    per_gpu: dict[str, Entry]  # gpu -> entry
+
+
+@dataclass(frozen=True, slots=True)
+class RatioRow:
+    gpu: str
+    dense: str  # what runs dense: a dense model, or a bracket of the MoE model
+    moe: str
+    impl: str
+    tokens: int
+    compiled: bool
+    measured: float | None  # MoE time / dense time (> 1: the MoE is slower)
+    predicted: float | None
+    moe_dram_gbs: float | None = None
+    dense_dram_gbs: float | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeedupRow:
+    label: str
+    from_gpu: str
+    to_gpu: str
+    speedup: float
+    compute_ratio: float
+    bandwidth_ratio: float
+    predicted: float | None
+    finding: Finding
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictRow:
+    gpu: str
+    label: str
+    entry: Entry
+    finding: Finding
+
+
+@dataclass(slots=True)
+class Comparison:
+    gpus: list[GpuInfo]
+    throughput: list[ThroughputRow] = field(default_factory=list)
+    ratios: list[RatioRow] = field(default_factory=list)
+    speedups: list[SpeedupRow] = field(default_factory=list)
+    verdicts: list[VerdictRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        def entry(e: Entry) -> dict[str, object]:
+            return {"tokens_per_s": e.tokens_per_s, "median_s": e.median_s, "status": e.status,
+                    "roofline_fraction": e.roofline_fraction, "dram_gbs": e.dram_gbs, "idle_share": e.idle_share,
+                    "predicted_tokens_per_s": e.predicted_tokens_per_s, "source": e.source}
+
+        return {
+            "gpus": [vars_(g) for g in self.gpus],
+            "throughput": [{"point": r.label, "per_gpu": {g: entry(e) for g, e in r.per_gpu.items()}}
+                           for r in self.throughput],
+            "moe_dense_ratios": [vars_(r) for r in self.ratios],
+            "speedups": [{**{k: v for k, v in vars_(r).items() if k != "finding"}, **r.finding.to_dict()}
+                         for r in self.speedups],
+            "verdicts": [{"gpu": r.gpu, "point": r.label, **r.finding.to_dict()} for r in self.verdicts],
+            "notes": self.notes,
+        }
+
+
+def vars_(obj: object) -> dict[str, object]:
+    return {k: getattr(obj, k) for k in obj.__slots__}  # type: ignore[attr-defined]
+
+
+def _gpu_info(gpu: str, policy: str) -> GpuInfo:
+    entry_profile = profile_named(gpu)
+    if entry_profile is None:
+        return GpuInfo(gpu, "CPU" if gpu == "cpu" else gpu, None, None)
+    peak = entry_profile.bf16_tflops if get_policy(policy).matmul_math == "bf16" else entry_profile.fp32_tflops
+    return GpuInfo(gpu, entry_profile.display_name, peak.value, entry_profile.mem_bandwidth_gbs.value)
+
+
+def _ok(e: Entry | None) -> bool:
+    return e is not None and e.status == "ok" and e.median_s is not None
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return num / den if num is not None and den else None
+
+
+def compare(entries: list[Entry], *, all_points: bool = False) -> Comparison:
+    """Everything `tpsbench compare` shows, as data. Later files win when two hold the same point."""
+    gpus: list[str] = []
+    for e in entries:
+        if e.gpu not in gpus:
+            gpus.append(e.gpu)
+    policy = entries[0].policy if entries else "amp_bf16"
+    out = Comparison(gpus=[_gpu_info(g, policy) for g in gpus])
+    if len({e.policy for e in entries}) > 1:
+        out.notes.append("runs use different dtype policies: " + ", ".join(sorted({e.policy for e in entries})))
+    table: dict[tuple[object, ...], dict[str, Entry]] = {}
+    for e in entries:
+        if all_points or e.is_headline:
+            table.setdefault(e.key, {})[e.gpu] = e
+    labels = {e.key: e.label for e in entries}
+    out.throughput = [ThroughputRow(labels[k], k, v) for k, v in table.items()]
+    out.ratios = _e2e_ratios(table, gpus) + _layer_ratios(entries)
+    out.speedups = _speedups(table, out.gpus)
+    for row in out.throughput:
+        for g, e in row.per_gpu.items():
+            if _ok(e) and g != "cpu":
+                out.verdicts.append(VerdictRow(g, row.label, e, workload_verdict(e.evidence())))
+    if any(e.throttled for e in entries):
+        out.notes.append("some points ran with throttled clocks (marked * in the throughput table)")
+    return out
+
+
+def _e2e_ratios(table: dict[tuple[object, ...], dict[str, Entry]], gpus: list[str]) -> list[RatioRow]:
+    """Every dense model against every MoE model measured on the same GPU at the same microbatch, global
+    batch and compile setting, per MoE implementation."""
+    rows = []
+    steps = [(k, v) for k, v in table.items() if k[1] == "e2e"]
+    for gpu in gpus:
+        dense = [v[gpu] for k, v in steps if gpu in v and k[3] == "dense" and _ok(v[gpu])]
+        moe = [v[gpu] for k, v in steps if gpu in v and k[3] not in ("dense", "dense_active", "dense_total")
+               and _ok(v[gpu])]
+        for d in dense:
+            for m in moe:
+                if (d.tokens, d.global_tokens, d.compiled) != (m.tokens, m.global_tokens, m.compiled):
+                    continue
+                rows.append(RatioRow(gpu, d.model, m.model, m.impl, m.tokens, m.compiled,
+                                     _ratio(d.tokens_per_s, m.tokens_per_s),
+                                     _ratio(d.predicted_tokens_per_s, m.predicted_tokens_per_s),
+                                     note="train step, dense tokens/s / MoE tokens/s"))
+    return rows
+
+
+def _layer_ratios(entries: list[Entry]) -> list[RatioRow]:
+    """Within one MoE run: the MoE layer (each implementation) against ``dense_active``, the dense SwiGLU
+    of the same active width, forward+backward."""
+    rows = []
+    by_key = {(e.gpu, e.model, e.kind, e.layer, e.impl, e.mode, e.tokens): e for e in entries}
+    for e in entries:
+        if e.kind != "micro" or e.layer != "moe" or e.mode != "fwd_bwd" or not _ok(e):
+            continue
+        d = by_key.get((e.gpu, e.model, "micro", "dense_active", "-", "fwd_bwd", e.tokens))
+        if not _ok(d):
+            continue
+        assert d is not None
+        rows.append(RatioRow(e.gpu, f"{e.model}:dense_active layer", e.model, e.impl, e.tokens, False,
+                             _ratio(e.median_s, d.median_s), _ratio(e.predicted_s, d.predicted_s),
+                             moe_dram_gbs=e.dram_gbs, dense_dram_gbs=d.dram_gbs,
+                             note="layer fwd+bwd, MoE time / dense-active time"))
+    return rows
+
+
+def _speedups(table: dict[tuple[object, ...], dict[str, Entry]], gpus: list[GpuInfo]) -> list[SpeedupRow]:
+    rows = []
+    known = [g for g in gpus if g.matmul_tflops and g.bandwidth_gbs]
+    for a, b in combinations(known, 2):
+        assert a.matmul_tflops and b.matmul_tflops and a.bandwidth_gbs and b.bandwidth_gbs
+        for per_gpu in table.values():
+            ea, eb = per_gpu.get(a.name), per_gpu.get(b.name)
+            if not (_ok(ea) and _ok(eb)):
+                continue
+            assert ea is not None and eb is not None and ea.median_s and eb.median_s
+            speedup = ea.median_s / eb.median_s
+            compute, bandwidth = b.matmul_tflops / a.matmul_tflops, b.bandwidth_gbs / a.bandwidth_gbs
+            predicted = _ratio(ea.predicted_s, eb.predicted_s)
+            rows.append(SpeedupRow(ea.label, a.name, b.name, speedup, compute, bandwidth, predicted,
+                                   speedup_verdict(speedup, compute, bandwidth, predicted)))
+    return rows

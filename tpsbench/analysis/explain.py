@@ -1,0 +1,285 @@
+"""`tpsbench explain --measured FILE.csv`: tokens/s measured elsewhere, held against tpsbench's predictions.
+
+The CSV has one row per measurement: ``model``, ``gpu``, ``tokens_per_s`` (a training step's throughput),
+and optionally ``tokens`` (microbatch tokens, default 32768, the users' microbatch) and ``impl`` (the MoE
+implementation, default ``capacity``: what the users trained with; empty for dense models).
+
+What comes out:
+- each row against its roofline prediction (the floor of the step time on that GPU's datasheet ceilings,
+  at the users' global batch of 1,048,576 tokens): the fraction of the bound reached, and the tensor and
+  (cost-model) bandwidth utilisation the measured rate implies;
+- each model measured on two GPUs: the speedup next to the compute ratio, bandwidth ratio, 1x and the
+  roofline's prediction, with a verdict;
+- each dense/MoE pair on one GPU: the measured gap next to the predicted one; and across GPUs, how the
+  measured gap changes against how the roofline says it should;
+- a fit: for each explanation, the RMS error of the speedups it predicts (bandwidth: the bandwidth ratio,
+  compute: the compute ratio, overhead: 1x, roofline: both combined per op), the best first.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+
+from tpsbench.analysis.verdict import Evidence, Finding, Verdict, speedup_verdict, workload_verdict
+from tpsbench.costmodel import (
+    MOE_IMPLS,
+    FlopConvention,
+    flops_per_token,
+    get_policy,
+    global_step_bytes,
+    train_workload,
+)
+from tpsbench.models import ModelSpec, UnknownNameError, get_model
+from tpsbench.profiles import GPUProfile, ProfileError, load_profile
+from tpsbench.roofline import CeilingError, predict
+
+DEFAULT_TOKENS = 32768  # the users' microbatch, ../shared/DESIGN.md
+DEFAULT_GLOBAL_TOKENS = 1_048_576  # the users' global batch
+DEFAULT_MOE_IMPL = "capacity"  # what the users trained with
+REQUIRED = ("model", "gpu", "tokens_per_s")
+OPTIONAL = ("tokens", "impl")
+
+
+class MeasuredCsvError(ValueError):
+    """A CSV that cannot be read as measurements; the message says which row and what to change."""
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    row: int  # line number in the file
+    model: ModelSpec
+    profile: GPUProfile
+    tokens_per_s: float
+    tokens: int
+    impl: str  # MoE implementation, or "dense"
+
+
+@dataclass(frozen=True, slots=True)
+class RowResult:
+    m: Measured
+    predicted_tokens_per_s: float
+    fraction_of_bound: float  # measured / predicted (> 1: faster than the floor allows: check the inputs)
+    tensor_util: float  # exact matmul FLOP/s implied by the measured rate / datasheet peak
+    bw_util: float  # cost-model bytes/s implied / datasheet bandwidth (a lower bound)
+    predicted_memory_share: float
+    finding: Finding
+
+
+@dataclass(frozen=True, slots=True)
+class SpeedupResult:
+    model: str
+    impl: str
+    tokens: int
+    from_gpu: str
+    to_gpu: str
+    speedup: float
+    compute_ratio: float
+    bandwidth_ratio: float
+    predicted: float
+    finding: Finding
+
+
+@dataclass(frozen=True, slots=True)
+class GapResult:
+    gpu: str
+    dense: str
+    moe: str
+    impl: str
+    tokens: int
+    measured: float  # dense tokens/s / MoE tokens/s
+    predicted: float
+    excess: float  # measured / predicted: > 1 is slowdown the roofline does not account for
+
+
+@dataclass(frozen=True, slots=True)
+class GapTrend:
+    dense: str
+    moe: str
+    impl: str
+    from_gpu: str
+    to_gpu: str
+    measured_change: float  # gap on to_gpu / gap on from_gpu
+    predicted_change: float
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    explanation: str
+    rms_error: float  # exp(RMS of ln(measured / predicted speedup)) - 1
+    pairs: int
+
+
+@dataclass(slots=True)
+class Explanation:
+    rows: list[RowResult] = field(default_factory=list)
+    speedups: list[SpeedupResult] = field(default_factory=list)
+    gaps: list[GapResult] = field(default_factory=list)
+    trends: list[GapTrend] = field(default_factory=list)
+    fits: list[Fit] = field(default_factory=list)
+    summary: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "rows": [{"row": r.m.row, "model": r.m.model.name, "gpu": r.m.profile.name, "impl": r.m.impl,
+                      "tokens": r.m.tokens, "tokens_per_s": r.m.tokens_per_s,
+                      "predicted_tokens_per_s": r.predicted_tokens_per_s, "fraction_of_bound": r.fraction_of_bound,
+                      "tensor_util": r.tensor_util, "bw_util": r.bw_util,
+                      "predicted_memory_share": r.predicted_memory_share, **r.finding.to_dict()} for r in self.rows],
+            "speedups": [{"model": s.model, "impl": s.impl, "tokens": s.tokens, "from_gpu": s.from_gpu,
+                          "to_gpu": s.to_gpu, "speedup": s.speedup, "compute_ratio": s.compute_ratio,
+                          "bandwidth_ratio": s.bandwidth_ratio, "predicted": s.predicted, **s.finding.to_dict()}
+                         for s in self.speedups],
+            "gaps": [vars_(g) for g in self.gaps],
+            "gap_trends": [vars_(t) for t in self.trends],
+            "fits": [vars_(f) for f in self.fits],
+            "summary": self.summary,
+        }
+
+
+def vars_(obj: object) -> dict[str, object]:
+    return {k: getattr(obj, k) for k in obj.__slots__}  # type: ignore[attr-defined]
+
+
+def read_measured_csv(path: str | Path) -> list[Measured]:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise MeasuredCsvError(f"cannot read {p}: {exc.strerror or exc}") from None
+    reader = csv.DictReader(text.splitlines())
+    header = [h.strip().lower() for h in reader.fieldnames or []]
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise MeasuredCsvError(f"{p}: missing column(s) {', '.join(missing)}; the header must name "
+                               f"{', '.join(REQUIRED)} (optional: {', '.join(OPTIONAL)})")
+    out = []
+    for i, raw in enumerate(reader, start=2):
+        row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
+        if not any(row.values()):
+            continue
+        out.append(_parse_row(p, i, row))
+    if not out:
+        raise MeasuredCsvError(f"{p}: no data rows; add one line per measurement under the header")
+    return out
+
+
+def _parse_row(p: Path, i: int, row: dict[str, str]) -> Measured:
+    where = f"{p}:{i}"
+    try:
+        model = get_model(row["model"])
+        profile = load_profile(row["gpu"])
+    except (UnknownNameError, ProfileError) as exc:
+        raise MeasuredCsvError(f"{where}: {exc}") from None
+    try:
+        tps = float(row["tokens_per_s"].replace("_", ""))
+    except ValueError:
+        raise MeasuredCsvError(f"{where}: tokens_per_s '{row['tokens_per_s']}' is not a number") from None
+    if not (tps > 0 and math.isfinite(tps)):
+        raise MeasuredCsvError(f"{where}: tokens_per_s must be a positive number, got {row['tokens_per_s']}")
+    tokens_text = row.get("tokens") or str(DEFAULT_TOKENS)
+    try:
+        tokens = int(tokens_text)
+    except ValueError:
+        raise MeasuredCsvError(f"{where}: tokens '{tokens_text}' is not a whole number of tokens") from None
+    if tokens <= 0 or tokens % min(model.seq_len, tokens):
+        raise MeasuredCsvError(f"{where}: tokens {tokens} must be a positive multiple of the sequence length "
+                               f"{model.seq_len}")
+    impl = row.get("impl") or ""
+    if model.moe is None:
+        if impl not in ("", "dense"):
+            raise MeasuredCsvError(f"{where}: {model.name} is dense; leave impl empty (got '{impl}')")
+        impl = "dense"
+    else:
+        impl = impl or DEFAULT_MOE_IMPL
+        if impl not in MOE_IMPLS:
+            raise MeasuredCsvError(f"{where}: impl '{impl}' is not one of {', '.join(MOE_IMPLS)}")
+    return Measured(i, model, profile, tps, tokens, impl)
+
+
+def _row_result(m: Measured, ceilings: str) -> RowResult:
+    policy = get_policy("amp_bf16")  # the users' training: bf16 autocast over fp32 master weights
+    cap = m.model.moe.capacity_factor if m.model.moe else None
+    w = train_workload(m.model, m.impl, m.tokens, policy, cap)
+    global_tokens = max(m.tokens, DEFAULT_GLOBAL_TOKENS // m.tokens * m.tokens)
+    p = predict(w, m.profile, ceilings=ceilings, global_batch_tokens=global_tokens)
+    tensor = flops_per_token(w, FlopConvention.EXACT) * m.tokens_per_s / (m.profile.bf16_tflops.value * 1e12)
+    bytes_per_token = global_step_bytes(w, global_tokens // m.tokens) / global_tokens
+    bw = bytes_per_token * m.tokens_per_s / (m.profile.mem_bandwidth_gbs.value * 1e9)
+    fraction = m.tokens_per_s / p.global_tokens_per_s
+    ev = Evidence(model_bw_util=bw, tensor_util=tensor, roofline_fraction=fraction,
+                  predicted_memory_share=p.memory_bound_share)
+    return RowResult(m, p.global_tokens_per_s, fraction, tensor, bw, p.memory_bound_share, workload_verdict(ev))
+
+
+def _rms(values: list[float]) -> float:
+    return math.exp(math.sqrt(sum(v * v for v in values) / len(values))) - 1
+
+
+def explain(measured: list[Measured], *, ceilings: str = "spec") -> Explanation:
+    try:
+        rows = [_row_result(m, ceilings) for m in measured]
+    except CeilingError as exc:
+        raise MeasuredCsvError(str(exc)) from None
+    out = Explanation(rows=rows)
+    by_model: dict[tuple[str, str, int], list[RowResult]] = {}
+    for r in rows:
+        by_model.setdefault((r.m.model.name, r.m.impl, r.m.tokens), []).append(r)
+    for (model, impl, tokens), group in by_model.items():
+        for a, b in combinations(group, 2):
+            if a.m.profile.name == b.m.profile.name:
+                continue
+            speedup = b.m.tokens_per_s / a.m.tokens_per_s
+            compute = b.m.profile.bf16_tflops.value / a.m.profile.bf16_tflops.value
+            bandwidth = b.m.profile.mem_bandwidth_gbs.value / a.m.profile.mem_bandwidth_gbs.value
+            predicted = b.predicted_tokens_per_s / a.predicted_tokens_per_s
+            out.speedups.append(SpeedupResult(model, impl, tokens, a.m.profile.name, b.m.profile.name, speedup,
+                                              compute, bandwidth, predicted,
+                                              speedup_verdict(speedup, compute, bandwidth, predicted)))
+    for a in rows:
+        for b in rows:
+            if (a.m.model.moe is None and b.m.model.moe is not None and a.m.profile.name == b.m.profile.name
+                    and a.m.tokens == b.m.tokens):
+                measured_gap = a.m.tokens_per_s / b.m.tokens_per_s
+                predicted_gap = a.predicted_tokens_per_s / b.predicted_tokens_per_s
+                out.gaps.append(GapResult(a.m.profile.name, a.m.model.name, b.m.model.name, b.m.impl, b.m.tokens,
+                                          measured_gap, predicted_gap, measured_gap / predicted_gap))
+    for g1, g2 in combinations(out.gaps, 2):
+        if (g1.dense, g1.moe, g1.impl, g1.tokens) == (g2.dense, g2.moe, g2.impl, g2.tokens) and g1.gpu != g2.gpu:
+            out.trends.append(GapTrend(g1.dense, g1.moe, g1.impl, g1.gpu, g2.gpu, g2.measured / g1.measured,
+                                       g2.predicted / g1.predicted))
+    if out.speedups:
+        hyps = {
+            "bandwidth (speedup = bandwidth ratio)": [math.log(s.speedup / s.bandwidth_ratio) for s in out.speedups],
+            "compute (speedup = compute ratio)": [math.log(s.speedup / s.compute_ratio) for s in out.speedups],
+            "overhead (speedup = 1x)": [math.log(s.speedup) for s in out.speedups],
+            "roofline (per-op mix of both)": [math.log(s.speedup / s.predicted) for s in out.speedups],
+        }
+        out.fits = sorted((Fit(name, _rms(errs), len(errs)) for name, errs in hyps.items()),
+                          key=lambda f: f.rms_error)
+    out.summary = _summary(out)
+    return out
+
+
+def _summary(e: Explanation) -> str:
+    parts = []
+    if e.fits:
+        best = e.fits[0]
+        parts.append(f"cross-GPU speedups fit {best.explanation} best (RMS error {100 * best.rms_error:.0f}% over "
+                     f"{best.pairs} pair(s); next: {e.fits[1].explanation} {100 * e.fits[1].rms_error:.0f}%)")
+        verdicts = {s.finding.verdict for s in e.speedups}
+        if verdicts == {Verdict.INCONCLUSIVE}:
+            parts.append("no single pair separates the explanations")
+    if e.gaps:
+        worst = max(e.gaps, key=lambda g: g.excess)
+        parts.append(f"largest dense/MoE gap beyond the roofline: {worst.moe}/{worst.impl} on {worst.gpu}, measured "
+                     f"{worst.measured:.2f}x vs predicted {worst.predicted:.2f}x ({worst.excess:.2f}x unexplained by "
+                     "bandwidth or compute: overhead or kernels below roofline)")
+    if not parts:
+        low = min(e.rows, key=lambda r: r.fraction_of_bound)
+        parts.append(f"one GPU per model: no speedup to test; lowest share of the roofline bound: {low.m.model.name} "
+                     f"on {low.m.profile.name} at {100 * low.fraction_of_bound:.0f}%")
+    return "; ".join(parts)

@@ -1,0 +1,156 @@
+"""Results documents flattened into comparable entries: one per measured point, with the numbers the
+analyses need (measured, predicted, counters, idle time) under one name whatever the point's kind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from tpsbench.analysis.verdict import Evidence
+from tpsbench.costmodel import FWD_BWD, get_policy, global_step_bytes, step_ops, total_flops, train_workload
+from tpsbench.models import get_model
+from tpsbench.profiles import GPUProfile, load_profile
+from tpsbench.results import load_results
+
+# Points a cross-run comparison shows by default: whole training steps and whole layers forward+backward
+# (stages and single directions stay in the files and in `--all-points`).
+HEADLINE_MODES = ("train_step", "fwd_bwd")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    source: str
+    gpu: str  # profile name, or "cpu"
+    gpu_name: str | None
+    model: str
+    kind: str  # micro | e2e
+    layer: str  # attention, mlp, moe, a bracket, or "model" for e2e
+    impl: str  # MoE implementation, a bracket, "dense", or "-" (attention, mlp)
+    mode: str
+    tokens: int
+    global_tokens: int | None
+    compiled: bool
+    routing: str | None
+    policy: str
+    status: str
+    median_s: float | None = None
+    iqr_rel: float | None = None  # IQR / median of the timed samples
+    samples_s: tuple[float, ...] = ()
+    tokens_per_s: float | None = None
+    matmul_flops: float | None = None
+    bytes: float | None = None
+    predicted_s: float | None = None
+    predicted_memory_share: float | None = None
+    roofline_fraction: float | None = None
+    dram_util: float | None = None  # GPM, fraction of peak
+    dram_gbs: float | None = None
+    throttled: bool = False
+    idle_share: float | None = None
+    error: str | None = None
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        """What a point is, independent of where and when it ran."""
+        return (self.model, self.kind, self.layer, self.impl, self.mode, self.tokens, self.global_tokens,
+                self.compiled)
+
+    @property
+    def label(self) -> str:
+        what = "train step" if self.kind == "e2e" else f"{self.layer} {self.mode}"
+        impl = "" if self.impl in ("-", "dense") else f"/{self.impl}"
+        comp = " compiled" if self.compiled else ""
+        return f"{self.model} {what}{impl} @ {self.tokens:,}{comp}"
+
+    @property
+    def predicted_tokens_per_s(self) -> float | None:
+        if self.predicted_s is None:
+            return None
+        return (self.global_tokens or self.tokens) / self.predicted_s
+
+    @property
+    def is_headline(self) -> bool:
+        return self.mode in HEADLINE_MODES
+
+    def evidence(self) -> Evidence:
+        """Utilisations against the datasheet ceilings of this entry's GPU profile (None on the CPU)."""
+        profile = profile_named(self.gpu)
+        model_bw = tensor = None
+        if profile is not None and self.median_s:
+            peak = profile.bf16_tflops if get_policy(self.policy).matmul_math == "bf16" else profile.fp32_tflops
+            if self.matmul_flops is not None:
+                tensor = self.matmul_flops / self.median_s / (peak.value * 1e12)
+            if self.bytes is not None:
+                model_bw = self.bytes / self.median_s / (profile.mem_bandwidth_gbs.value * 1e9)
+        return Evidence(idle_share=self.idle_share, dram_util=self.dram_util, model_bw_util=model_bw,
+                        tensor_util=tensor, roofline_fraction=self.roofline_fraction,
+                        predicted_memory_share=self.predicted_memory_share)
+
+
+@lru_cache(maxsize=64)
+def profile_named(name: str) -> GPUProfile | None:
+    """The profile of a run's GPU label; None for the CPU or a profile no longer known."""
+    if name == "cpu":
+        return None
+    try:
+        return load_profile(name)
+    except (ValueError, OSError):
+        return None
+
+
+def _e2e_costs(model: str, seq_len: int, impl: str, tokens: int, global_tokens: int, policy: str
+               ) -> tuple[float, float]:
+    """Matmul FLOPs and bytes of one optimizer step, for result files written before they were stored."""
+    spec = replace(get_model(model), seq_len=seq_len)
+    cap = spec.moe.capacity_factor if spec.moe else None
+    w = train_workload(spec, impl, tokens, get_policy(policy), cap)
+    steps = global_tokens // tokens
+    return steps * total_flops(step_ops(w), phases=FWD_BWD), global_step_bytes(w, steps)
+
+
+def entries_from_doc(doc: dict[str, Any], source: str = "") -> list[Entry]:
+    cfg, machine = doc["config"], doc["machine"]
+    gpu = machine.get("profile") if cfg.get("device") == "cuda" and machine.get("profile") else "cpu"
+    out = []
+    for p in doc["points"]:
+        is_e2e = p["kind"] == "e2e"
+        impl = p.get("impl") or "-"
+        base = Entry(source=source, gpu=gpu, gpu_name=machine.get("gpu_name"), model=cfg["model"], kind=p["kind"],
+                     layer=p["layer"], impl=impl, mode=p["mode"], tokens=int(p["tokens"]),
+                     global_tokens=int(p.get("global_tokens") or p["tokens"]) if is_e2e else None,
+                     compiled=bool(cfg.get("compile")) and is_e2e, routing=p.get("routing"),
+                     policy=cfg.get("dtype_policy", "amp_bf16"), status=p["status"], error=p.get("error"))
+        if p["status"] != "ok":
+            out.append(base)
+            continue
+        stats, derived = p["stats"], p.get("derived") or {}
+        pred, counters = p.get("prediction") or {}, p.get("counters") or {}
+        raw = p.get("raw") or {}
+        values = counters.get("values") or {}
+        dram_pct = values.get("dram_bw_util_pct_mean")
+        matmul_flops, nbytes = derived.get("matmul_flops"), derived.get("bytes")
+        if is_e2e and (matmul_flops is None or nbytes is None):
+            try:
+                matmul_flops, nbytes = _e2e_costs(cfg["model"], cfg.get("seq_len") or get_model(cfg["model"]).seq_len,
+                                                  impl, base.tokens, base.global_tokens or base.tokens, base.policy)
+            except ValueError:  # a model or implementation this version does not know: unknown, not guessed
+                matmul_flops = nbytes = None
+        median = stats["median"]
+        out.append(replace(
+            base, median_s=median, iqr_rel=stats["iqr"] / median if median else None,
+            samples_s=tuple(raw.get("samples_s") or ()), tokens_per_s=derived.get("tokens_per_s"),
+            matmul_flops=matmul_flops, bytes=nbytes, predicted_s=pred.get("predicted_s"),
+            predicted_memory_share=pred.get("memory_bound_share"), roofline_fraction=pred.get("achieved_fraction"),
+            dram_util=dram_pct / 100 if dram_pct is not None else None, dram_gbs=values.get("dram_gbs"),
+            throttled=bool(counters.get("throttled")), idle_share=(raw.get("gpu_time") or {}).get("idle_share"),
+        ))
+    return out
+
+
+def load_entries(paths: list[str | Path]) -> list[Entry]:
+    """Entries of every results file, in the order given (raises ResultsError on a bad file)."""
+    out: list[Entry] = []
+    for path in paths:
+        out += entries_from_doc(load_results(path), str(path))
+    return out

@@ -1,0 +1,164 @@
+"""Tables of the analyses (compare, explain, check), rendered for the terminal (rich) or as markdown.
+
+Each view is built once as a :class:`TableData` (title, columns, rows of strings); the two renderers only
+lay it out, so the terminal and the markdown report always show the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rich.table import Table
+
+from tpsbench.analysis.check import CheckReport, Outcome
+from tpsbench.analysis.compare import Comparison
+from tpsbench.analysis.explain import Explanation
+
+
+@dataclass(slots=True)
+class TableData:
+    title: str
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    left: set[str] = field(default_factory=set)  # left-aligned columns (the rest are numbers)
+
+
+def to_rich(td: TableData) -> Table:
+    t = Table(title=td.title)
+    for c in td.columns:
+        t.add_column(c, justify="left" if c in td.left else "right")
+    for r in td.rows:
+        t.add_row(*r)
+    return t
+
+
+def to_markdown(td: TableData) -> str:
+    def cell(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    lines = [f"**{td.title}**", "", "| " + " | ".join(td.columns) + " |",
+             "|" + "|".join(":---" if c in td.left else "---:" for c in td.columns) + "|"]
+    lines += ["| " + " | ".join(cell(x) for x in r) + " |" for r in td.rows]
+    return "\n".join(lines) + "\n"
+
+
+def _f(x: float | None, fmt: str) -> str:
+    return "n/a" if x is None else fmt.format(x)
+
+
+def _pct(x: float | None) -> str:
+    return _f(None if x is None else 100 * x, "{:.0f}%")
+
+
+# --- compare -------------------------------------------------------------------------------------------
+def compare_tables(c: Comparison) -> list[TableData]:
+    gpus = [g.name for g in c.gpus]
+    t = TableData("Throughput: tokens/s (share of the roofline floor reached; * = throttled clocks)",
+                  ["point", *gpus], left={"point"})
+    for row in c.throughput:
+        cells = []
+        for g in gpus:
+            e = row.per_gpu.get(g)
+            if e is None:
+                cells.append("-")
+            elif e.status != "ok":
+                cells.append(e.status)
+            else:
+                roof = f" ({_pct(e.roofline_fraction)})" if e.roofline_fraction is not None else ""
+                cells.append(_f(e.tokens_per_s, "{:,.0f}") + roof + ("*" if e.throttled else ""))
+        t.rows.append([row.label, *cells])
+    out = [t]
+    if c.ratios:
+        r = TableData("MoE vs dense on each GPU: how many times slower the MoE is (time ratio; > 1: MoE slower)",
+                      ["gpu", "dense", "MoE", "impl", "tokens", "compiled", "measured", "roofline",
+                       "measured / roofline",
+                       "MoE DRAM GB/s", "dense DRAM GB/s"], left={"gpu", "dense", "MoE", "impl", "compiled"})
+        for x in c.ratios:
+            excess = x.measured / x.predicted if x.measured is not None and x.predicted else None
+            r.rows.append([x.gpu, x.dense, x.moe, x.impl, f"{x.tokens:,}", "yes" if x.compiled else "no",
+                           _f(x.measured, "{:.2f}x"), _f(x.predicted, "{:.2f}x"), _f(excess, "{:.2f}"),
+                           _f(x.moe_dram_gbs, "{:,.0f}"), _f(x.dense_dram_gbs, "{:,.0f}")])
+        out.append(r)
+    if c.speedups:
+        s = TableData("Speedup between GPUs, next to what each explanation predicts",
+                      ["point", "from", "to", "measured", "compute", "bandwidth", "roofline", "verdict", "evidence"],
+                      left={"point", "from", "to", "verdict", "evidence"})
+        for x in c.speedups:
+            s.rows.append([x.label, x.from_gpu, x.to_gpu, f"{x.speedup:.2f}x", f"{x.compute_ratio:.2f}x",
+                           f"{x.bandwidth_ratio:.2f}x", _f(x.predicted, "{:.2f}x"), str(x.finding.verdict),
+                           x.finding.evidence])
+        out.append(s)
+    if c.verdicts:
+        v = TableData("Verdict per workload (evidence: profiler idle time, DRAM and tensor use while busy)",
+                      ["gpu", "point", "verdict", "evidence"], left={"gpu", "point", "verdict", "evidence"})
+        for x in c.verdicts:
+            v.rows.append([x.gpu, x.label, str(x.finding.verdict), x.finding.evidence])
+        out.append(v)
+    return out
+
+
+# --- explain -------------------------------------------------------------------------------------------
+def explain_tables(e: Explanation) -> list[TableData]:
+    rows = TableData("Measured tokens/s against the roofline (datasheet ceilings, global batch 1,048,576 tokens)",
+                     ["row", "model", "gpu", "impl", "tokens", "measured", "roofline bound", "share of bound",
+                      "tensor use", "DRAM use (min)", "verdict"],
+                     left={"model", "gpu", "impl", "verdict"})
+    for r in e.rows:
+        rows.rows.append([str(r.m.row), r.m.model.name, r.m.profile.name, r.m.impl, f"{r.m.tokens:,}",
+                          f"{r.m.tokens_per_s:,.0f}", f"{r.predicted_tokens_per_s:,.0f}", _pct(r.fraction_of_bound),
+                          _pct(r.tensor_util), _pct(r.bw_util), str(r.finding.verdict)])
+    out = [rows]
+    if e.speedups:
+        s = TableData("Speedups between GPUs", ["model", "impl", "from", "to", "measured", "compute", "bandwidth",
+                                                "roofline", "verdict", "evidence"],
+                      left={"model", "impl", "from", "to", "verdict", "evidence"})
+        for x in e.speedups:
+            s.rows.append([x.model, x.impl, x.from_gpu, x.to_gpu, f"{x.speedup:.2f}x", f"{x.compute_ratio:.2f}x",
+                           f"{x.bandwidth_ratio:.2f}x", f"{x.predicted:.2f}x", str(x.finding.verdict),
+                           x.finding.evidence])
+        out.append(s)
+    if e.gaps:
+        g = TableData("Dense / MoE gap on each GPU (dense tokens/s over MoE tokens/s)",
+                      ["gpu", "dense", "MoE", "impl", "measured", "roofline", "unexplained"],
+                      left={"gpu", "dense", "MoE", "impl"})
+        for x in e.gaps:
+            g.rows.append([x.gpu, x.dense, x.moe, x.impl, f"{x.measured:.2f}x", f"{x.predicted:.2f}x",
+                           f"{x.excess:.2f}x"])
+        out.append(g)
+    if e.trends:
+        t = TableData("How the gap changes from one GPU to another", ["dense", "MoE", "impl", "from", "to",
+                                                                       "measured change", "roofline change"],
+                      left={"dense", "MoE", "impl", "from", "to"})
+        for x in e.trends:
+            t.rows.append([x.dense, x.moe, x.impl, x.from_gpu, x.to_gpu, f"{x.measured_change:.2f}x",
+                           f"{x.predicted_change:.2f}x"])
+        out.append(t)
+    if e.fits:
+        f = TableData("Which explanation fits the speedups (RMS error, best first)",
+                      ["explanation", "RMS error", "pairs"], left={"explanation"})
+        for x in e.fits:
+            f.rows.append([x.explanation, f"{100 * x.rms_error:.0f}%", str(x.pairs)])
+        out.append(f)
+    return out
+
+
+# --- check ---------------------------------------------------------------------------------------------
+def check_table(r: CheckReport) -> TableData:
+    t = TableData(f"Regression check: {r.current} vs {r.baseline} (threshold {100 * r.threshold:.0f}%, "
+                  "noise = larger relative IQR)",
+                  ["point", "metric", "baseline", "current", "change", "noise", "outcome"],
+                  left={"point", "metric", "outcome"})
+    for x in r.rows:
+        fmt = "{:,.0f}" if x.metric == "tokens_per_s" else "{:.4f}"
+        change = _f(None if x.change is None else 100 * x.change, "{:+.1f}%")
+        mark = " ✗" if x.outcome.fails else (" ✓" if x.outcome is Outcome.IMPROVEMENT else "")
+        t.rows.append([x.label, x.metric + (" ↑" if x.higher_is_better else " ↓"), _f(x.baseline, fmt),
+                       _f(x.current, fmt), change, _pct(x.noise),
+                       str(x.outcome) + mark + (f" ({x.detail})" if x.detail else "")])
+    return t
+
+
+def check_summary(r: CheckReport) -> str:
+    counts = ", ".join(f"{r.count(o)} {o}" for o in Outcome if r.count(o))
+    head = "FAIL" if r.failed else "PASS"
+    return f"{head}: {len(r.rows)} points: {counts}"

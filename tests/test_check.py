@@ -111,3 +111,11 @@ def test_check_reruns_the_baseline_configuration(tmp_path, capsys, monkeypatch):
     assert "PASS: 3 points: 3 unchanged" in out
     cur = json.loads((tmp_path / "cur.json").read_text())
     assert [p["mode"] for p in cur["points"]] == ["fwd", "bwd", "fwd_bwd"]
+
+
+def test_allow_missing_reports_but_passes():
+    base = [_micro(0.01), _micro(0.01, tokens=16384)]
+    cur = [_micro(0.0101)]
+    assert _check(base, cur).failed
+    r = check(entries_from_doc(doc("moe_1b", base)), entries_from_doc(doc("moe_1b", cur)), allow_missing=True)
+    assert not r.failed and r.count(Outcome.MISSING) == 1

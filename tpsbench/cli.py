@@ -221,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--reps", type=_positive_int, default=None, help="minimum timed repetitions per point")
     ck.add_argument("--min-time", type=_positive_float, default=None, help="minimum measured seconds per point")
     ck.add_argument("--out", default=None, help="results file of the run (default results/<time>-<gpu>-<model>.json)")
+    ck.add_argument("--allow-missing", action="store_true",
+                    help="baseline points the current run did not measure are listed but do not fail the check")
     ck.add_argument("--allow-gpu-mismatch", action="store_true",
                     help="compare runs from different GPUs (normally an error: the numbers are not comparable)")
     ck.add_argument("--markdown", default=None, help="also write the summary to this file (e.g. a CI job summary)")
@@ -457,7 +459,8 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
         raise UsageError(f"baseline ran on {gpus[0]}, current on {gpus[1]}: times are not comparable across "
                          "devices; use a baseline of this GPU, or pass --allow-gpu-mismatch")
     report = check(entries_from_doc(base_doc, args.baseline), entries_from_doc(cur_doc, cur_name),
-                   threshold=args.threshold / 100, baseline_name=args.baseline, current_name=cur_name)
+                   threshold=args.threshold / 100, baseline_name=args.baseline, current_name=cur_name,
+                   allow_missing=args.allow_missing)
     summary = check_summary(report)
     if args.json:
         print(json.dumps(finite(report.to_dict()), indent=1))

@@ -6,8 +6,8 @@ time (lower is better). A change is a regression or an improvement only when it 
 threshold *and* larger than the noise of the repeated samples, taken as the larger of the two runs'
 relative interquartile ranges: the IQR is the spread a single repetition shows, so a median that moved
 less than that is not a change a rerun would confirm.
-A point that ran in the baseline but failed (oom, error) or is missing now counts as a regression: the
-check cannot vouch for it.
+A point that ran in the baseline but failed now (oom, error) counts as a regression, and so does one
+missing now unless missing points are allowed (a run of a subset): the check cannot vouch for them.
 """
 
 from __future__ import annotations
@@ -54,17 +54,18 @@ class CheckReport:
     baseline: str
     current: str
     rows: list[MetricCheck] = field(default_factory=list)
+    allow_missing: bool = False  # a baseline point not measured now is reported but does not fail
 
     @property
     def failed(self) -> bool:
-        return any(r.outcome.fails for r in self.rows)
+        return any(r.outcome.fails and not (self.allow_missing and r.outcome is Outcome.MISSING) for r in self.rows)
 
     def count(self, outcome: Outcome) -> int:
         return sum(r.outcome is outcome for r in self.rows)
 
     def to_dict(self) -> dict[str, object]:
         return {"threshold": self.threshold, "baseline": self.baseline, "current": self.current,
-                "failed": self.failed,
+                "failed": self.failed, "allow_missing": self.allow_missing,
                 "rows": [{"point": r.label, "metric": r.metric, "higher_is_better": r.higher_is_better,
                           "baseline": r.baseline, "current": r.current, "change": r.change, "noise": r.noise,
                           "outcome": str(r.outcome), "detail": r.detail} for r in self.rows]}
@@ -88,10 +89,10 @@ def judge(base: float, cur: float, higher_is_better: bool, noise: float, thresho
 
 
 def check(baseline: list[Entry], current: list[Entry], *, threshold: float = DEFAULT_THRESHOLD,
-          baseline_name: str = "baseline", current_name: str = "current") -> CheckReport:
+          baseline_name: str = "baseline", current_name: str = "current", allow_missing: bool = False) -> CheckReport:
     if threshold < 0:
         raise ValueError(f"threshold {threshold} must be >= 0")
-    report = CheckReport(threshold, baseline_name, current_name)
+    report = CheckReport(threshold, baseline_name, current_name, allow_missing=allow_missing)
     now = {e.key: e for e in current}
     seen = set()
     for b in baseline:

@@ -1,12 +1,13 @@
 """`tpsbench explain --measured FILE.csv`: tokens/s measured elsewhere, held against tpsbench's predictions.
 
 The CSV has one row per measurement: ``model``, ``gpu``, ``tokens_per_s`` (a training step's throughput),
-and optionally ``tokens`` (microbatch tokens, default 32768, the users' microbatch) and ``impl`` (the MoE
-implementation, default ``capacity``: what the users trained with; empty for dense models).
+and optionally ``tokens`` (microbatch tokens, default 32768, the users' microbatch), ``impl`` (the MoE
+implementation, default ``capacity``: what the users trained with; empty for dense models) and
+``global_tokens`` (tokens per optimizer step, default 1,048,576, the users' global batch).
 
 What comes out:
 - each row against its roofline prediction (the floor of the step time on that GPU's datasheet ceilings,
-  at the users' global batch of 1,048,576 tokens): the fraction of the bound reached, and the tensor and
+  at the row's global batch): the fraction of the bound reached, and the tensor and
   (cost-model) bandwidth utilisation the measured rate implies;
 - each model measured on two GPUs: the speedup next to the compute ratio, bandwidth ratio, 1x and the
   roofline's prediction, with a verdict;
@@ -41,7 +42,7 @@ DEFAULT_TOKENS = 32768  # the users' microbatch, ../shared/DESIGN.md
 DEFAULT_GLOBAL_TOKENS = 1_048_576  # the users' global batch
 DEFAULT_MOE_IMPL = "capacity"  # what the users trained with
 REQUIRED = ("model", "gpu", "tokens_per_s")
-OPTIONAL = ("tokens", "impl")
+OPTIONAL = ("tokens", "impl", "global_tokens")
 
 
 class MeasuredCsvError(ValueError):
@@ -56,6 +57,7 @@ class Measured:
     tokens_per_s: float
     tokens: int
     impl: str  # MoE implementation, or "dense"
+    global_tokens: int  # tokens per optimizer step
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +127,7 @@ class Explanation:
     def to_dict(self) -> dict[str, object]:
         return {
             "rows": [{"row": r.m.row, "model": r.m.model.name, "gpu": r.m.profile.name, "impl": r.m.impl,
-                      "tokens": r.m.tokens, "tokens_per_s": r.m.tokens_per_s,
+                      "tokens": r.m.tokens, "global_tokens": r.m.global_tokens, "tokens_per_s": r.m.tokens_per_s,
                       "predicted_tokens_per_s": r.predicted_tokens_per_s, "fraction_of_bound": r.fraction_of_bound,
                       "tensor_util": r.tensor_util, "bw_util": r.bw_util,
                       "predicted_memory_share": r.predicted_memory_share, **r.finding.to_dict()} for r in self.rows],
@@ -197,14 +199,22 @@ def _parse_row(p: Path, i: int, row: dict[str, str]) -> Measured:
         impl = impl or DEFAULT_MOE_IMPL
         if impl not in MOE_IMPLS:
             raise MeasuredCsvError(f"{where}: impl '{impl}' is not one of {', '.join(MOE_IMPLS)}")
-    return Measured(i, model, profile, tps, tokens, impl)
+    default_global = max(tokens, DEFAULT_GLOBAL_TOKENS // tokens * tokens)
+    global_text = row.get("global_tokens") or str(default_global)
+    try:
+        global_tokens = int(global_text)
+    except ValueError:
+        raise MeasuredCsvError(f"{where}: global_tokens '{global_text}' is not a whole number of tokens") from None
+    if global_tokens <= 0 or global_tokens % tokens:
+        raise MeasuredCsvError(f"{where}: global_tokens {global_tokens} must be a positive multiple of tokens {tokens}")
+    return Measured(i, model, profile, tps, tokens, impl, global_tokens)
 
 
 def _row_result(m: Measured, ceilings: str) -> RowResult:
     policy = get_policy("amp_bf16")  # the users' training: bf16 autocast over fp32 master weights
     cap = m.model.moe.capacity_factor if m.model.moe else None
     w = train_workload(m.model, m.impl, m.tokens, policy, cap)
-    global_tokens = max(m.tokens, DEFAULT_GLOBAL_TOKENS // m.tokens * m.tokens)
+    global_tokens = m.global_tokens
     p = predict(w, m.profile, ceilings=ceilings, global_batch_tokens=global_tokens)
     tensor = flops_per_token(w, FlopConvention.EXACT) * m.tokens_per_s / (m.profile.bf16_tflops.value * 1e12)
     bytes_per_token = global_step_bytes(w, global_tokens // m.tokens) / global_tokens

@@ -283,3 +283,57 @@ def test_gpu_time_on_the_cpu_is_null_with_the_reason():
 
     s = measure_gpu_time(lambda: None, device=torch.device("cpu"), median_s=0.1)
     assert s["idle_share"] is None and "CPU run" in s["reason"]
+
+
+def test_gpu_time_from_a_kernel_timeline(monkeypatch):
+    """The CUDA path on a recorded timeline: per call, the union of device intervals (overlaps once),
+    CPU-side events ignored, averaged over the calls."""
+    import torch
+    from torch.autograd import DeviceType
+
+    from tpsbench.bench import gpu_busy
+
+    class Evt:
+        def __init__(self, dev, start_us, end_us, annotation=False):
+            self.device_type, self.is_user_annotation = dev, annotation
+            self.time_range = type("R", (), {"start": start_us, "end": end_us})()
+
+    timelines = iter([
+        [Evt(DeviceType.CUDA, 0, 400), Evt(DeviceType.CUDA, 300, 600), Evt(DeviceType.CPU, 0, 900)],  # 600 us
+        [Evt(DeviceType.CUDA, 100, 300), Evt(DeviceType.CUDA, 500, 700),
+         Evt(DeviceType.CUDA, 100, 700, annotation=True)],  # 400 us: the annotation spans a gap, not work
+    ])
+
+    class FakeProfile:
+        def __init__(self, activities):
+            self._events = next(timelines)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def events(self):
+            return self._events
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+    monkeypatch.setattr(torch.profiler, "profile", FakeProfile)
+    calls = []
+    s = gpu_busy.measure_gpu_time(lambda: calls.append(1), device=torch.device("cuda"), median_s=1e-3, calls=2)
+    assert len(calls) == 2
+    assert s["busy_s"] == pytest.approx(500e-6)  # (600 + 400) / 2 us
+    assert s["idle_share"] == pytest.approx(0.5)
+    assert s["kernels_per_call"] == pytest.approx(2.0)
+
+
+def test_gpu_time_survives_a_profiler_failure(monkeypatch):
+    import torch
+
+    def broken(*a, **k):
+        raise RuntimeError("CUPTI_ERROR_NOT_INITIALIZED")
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+    monkeypatch.setattr(torch.profiler, "profile", broken)
+    s = measure_gpu_time(lambda: None, device=torch.device("cuda"), median_s=1e-3)
+    assert s["idle_share"] is None and "CUPTI_ERROR_NOT_INITIALIZED" in s["reason"]

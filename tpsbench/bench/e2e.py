@@ -102,7 +102,8 @@ def run_e2e(
                             max_reps=timing.max_reps, flush_l2=False)
     step_t = time_fn(step, device=device, config=step_cfg, window=window)
     peak = torch.cuda.max_memory_allocated(device) if cuda else None
-    gpu_time = (measure_gpu_time(step, device=device, median_s=statistics.median(step_t.samples_s))
+    # two profiled steps: a loop-implementation step has ~10^5 kernels, and parsing the trace is slow
+    gpu_time = (measure_gpu_time(step, device=device, median_s=statistics.median(step_t.samples_s), calls=2)
                 if measure_idle else None)
     microbatches()  # leave gradients in place so the optimizer step is timed on real gradients
     opt_t = time_fn(opt.step, device=device, config=step_cfg)

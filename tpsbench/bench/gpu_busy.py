@@ -59,6 +59,10 @@ def _device_intervals(prof: torch.profiler.profile) -> list[tuple[float, float]]
     for evt in prof.events():
         if getattr(evt, "device_type", None) != DeviceType.CUDA:
             continue
+        # record_function ranges (torch.compile wraps its regions in them) are projected onto the GPU
+        # timeline from their first to their last kernel, gaps included: not GPU work
+        if getattr(evt, "is_user_annotation", False):
+            continue
         tr = evt.time_range  # microseconds
         out.append((tr.start / 1e6, tr.end / 1e6))
     return out

@@ -169,6 +169,8 @@ def test_compare_cli_markdown_and_json(tmp_path, capsys):
     assert main(["compare", str(a), str(b), "--markdown", str(md)]) == 0
     text = md.read_text()
     assert "| point | h100_sxm | h200 |" in text and "bandwidth-bound" in text
+    assert "DRAM" not in text.split("| point |")[1].split("\n")[2]  # no dram_gbs in these points: not shown
+    assert "idle 2%" in text
     capsys.readouterr()
     assert main(["compare", str(a), str(b), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

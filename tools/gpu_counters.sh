@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU validation of counters and calibration: `tpsbench calibrate`, then runs of moe_1b and dense_135m with
-# counters (micro + e2e at 32,768 tokens). Writes JSON, console logs and nvidia-smi to $OUT.
+# counters and GPU idle time (micro + e2e at 32,768 tokens), then compare and plot them. Writes JSON, console
+# logs, nvidia-smi, the compare report and the roofline plot to $OUT (9 files).
 set -uo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 COLUMNS=170
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -11,3 +12,7 @@ for model in dense_135m moe_1b; do
     --ceilings calibrated --calibration "$OUT/calibration.json" --out "$OUT/counters-$model.json" 2>&1 \
     | tee "$OUT/counters-$model.log" | tail -25
 done
+# The answers from these runs (counters and profiler idle time now present): verdicts, ratios, the plot.
+python3 -m tpsbench compare "$OUT"/counters-*.json --markdown "$OUT/compare.md" > "$OUT/compare.log" 2>&1
+python3 -m tpsbench plot "$OUT"/counters-*.json -o "$OUT/roofline.png" >> "$OUT/compare.log" 2>&1
+tail -40 "$OUT/compare.md"

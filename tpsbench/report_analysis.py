@@ -53,7 +53,8 @@ def _pct(x: float | None) -> str:
 # --- compare -------------------------------------------------------------------------------------------
 def compare_tables(c: Comparison) -> list[TableData]:
     gpus = [g.name for g in c.gpus]
-    t = TableData("Throughput: tokens/s (share of the roofline floor reached; * = throttled clocks)",
+    t = TableData("Throughput: tokens/s (share of the roofline floor reached, DRAM GB/s from counters, GPU idle "
+                  "share; * = throttled clocks)",
                   ["point", *gpus], left={"point"})
     for row in c.throughput:
         cells = []
@@ -64,8 +65,13 @@ def compare_tables(c: Comparison) -> list[TableData]:
             elif e.status != "ok":
                 cells.append(e.status)
             else:
-                roof = f" ({_pct(e.roofline_fraction)})" if e.roofline_fraction is not None else ""
-                cells.append(_f(e.tokens_per_s, "{:,.0f}") + roof + ("*" if e.throttled else ""))
+                extra = [_pct(e.roofline_fraction)] if e.roofline_fraction is not None else []
+                if e.dram_gbs is not None:
+                    extra.append(f"DRAM {e.dram_gbs:,.0f} GB/s")
+                if e.idle_share is not None:
+                    extra.append(f"idle {_pct(e.idle_share)}")
+                more = f" ({', '.join(extra)})" if extra else ""
+                cells.append(_f(e.tokens_per_s, "{:,.0f}") + more + ("*" if e.throttled else ""))
         t.rows.append([row.label, *cells])
     out = [t]
     if c.ratios:

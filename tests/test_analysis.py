@@ -339,3 +339,14 @@ def test_gpu_time_survives_a_profiler_failure(monkeypatch):
     monkeypatch.setattr(torch.profiler, "profile", broken)
     s = measure_gpu_time(lambda: None, device=torch.device("cuda"), median_s=1e-3)
     assert s["idle_share"] is None and "CUPTI_ERROR_NOT_INITIALIZED" in s["reason"]
+
+
+def test_unwritable_output_is_one_line(tmp_path, capsys):
+    res = tmp_path / "a.json"
+    res.write_text(json.dumps(doc("dense_135m", [utilisation_point(**BANDWIDTH)])))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["compare", str(res), "--markdown", str(blocker / "x.md")]) == 2
+    assert main(["plot", str(res), "-o", str(blocker / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "cannot write" in err

@@ -429,7 +429,7 @@ def cmd_plot(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _baseline_run(args: argparse.Namespace, baseline: dict[str, object], console: Console) -> dict[str, object]:
+def _baseline_run(args: argparse.Namespace, baseline: dict[str, object]) -> dict[str, object]:
     """Run the baseline's configuration on this machine and return the new results document."""
     try:
         cfg = run_config_from_doc(baseline, device=args.device, reps=args.reps, min_time=args.min_time,
@@ -449,7 +449,7 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
         cur_doc, cur_name = load_results(args.current), args.current
     else:
         os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-        cur_doc = _baseline_run(args, base_doc, console)
+        cur_doc = _baseline_run(args, base_doc)
         cur_name = "this run"
     if base_doc["config"].get("model") != cur_doc["config"].get("model"):
         raise UsageError(f"baseline measures {base_doc['config'].get('model')}, current "
@@ -511,7 +511,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "calibrate":
             return cmd_calibrate(args, console)
         if args.command in COMMANDS:
-            return COMMANDS[args.command](args, console)
+            try:
+                return COMMANDS[args.command](args, console)
+            except OSError as exc:  # an output path that cannot be written (the inputs were read already)
+                raise UsageError(f"cannot write {exc.filename}: {exc.strerror}; choose a writable path") from None
         return cmd_list(args, console)
     except (UsageError, UnknownNameError, ProfileError, CeilingError, DeviceError, CalibrationError, ResultsError,
             MeasuredCsvError, PlotError) as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import combinations
 
-from tpsbench.analysis.points import Entry, profile_named
+from tpsbench.analysis.points import Entry, profile_named, slots_dict
 from tpsbench.analysis.verdict import Finding, speedup_verdict, workload_verdict
 from tpsbench.costmodel import get_policy
 
@@ -86,19 +86,15 @@ class Comparison:
                     "predicted_tokens_per_s": e.predicted_tokens_per_s, "source": e.source}
 
         return {
-            "gpus": [vars_(g) for g in self.gpus],
+            "gpus": [slots_dict(g) for g in self.gpus],
             "throughput": [{"point": r.label, "per_gpu": {g: entry(e) for g, e in r.per_gpu.items()}}
                            for r in self.throughput],
-            "moe_dense_ratios": [vars_(r) for r in self.ratios],
-            "speedups": [{**{k: v for k, v in vars_(r).items() if k != "finding"}, **r.finding.to_dict()}
+            "moe_dense_ratios": [slots_dict(r) for r in self.ratios],
+            "speedups": [{**{k: v for k, v in slots_dict(r).items() if k != "finding"}, **r.finding.to_dict()}
                          for r in self.speedups],
             "verdicts": [{"gpu": r.gpu, "point": r.label, **r.finding.to_dict()} for r in self.verdicts],
             "notes": self.notes,
         }
-
-
-def vars_(obj: object) -> dict[str, object]:
-    return {k: getattr(obj, k) for k in obj.__slots__}  # type: ignore[attr-defined]
 
 
 def _gpu_info(gpu: str, policy: str) -> GpuInfo:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 
+from tpsbench.analysis.points import slots_dict
 from tpsbench.analysis.verdict import Evidence, Finding, Verdict, speedup_verdict, workload_verdict
 from tpsbench.costmodel import (
     MOE_IMPLS,
@@ -135,15 +136,11 @@ class Explanation:
                           "to_gpu": s.to_gpu, "speedup": s.speedup, "compute_ratio": s.compute_ratio,
                           "bandwidth_ratio": s.bandwidth_ratio, "predicted": s.predicted, **s.finding.to_dict()}
                          for s in self.speedups],
-            "gaps": [vars_(g) for g in self.gaps],
-            "gap_trends": [vars_(t) for t in self.trends],
-            "fits": [vars_(f) for f in self.fits],
+            "gaps": [slots_dict(g) for g in self.gaps],
+            "gap_trends": [slots_dict(t) for t in self.trends],
+            "fits": [slots_dict(f) for f in self.fits],
             "summary": self.summary,
         }
-
-
-def vars_(obj: object) -> dict[str, object]:
-    return {k: getattr(obj, k) for k in obj.__slots__}  # type: ignore[attr-defined]
 
 
 def read_measured_csv(path: str | Path) -> list[Measured]:

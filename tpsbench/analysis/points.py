@@ -88,6 +88,11 @@ class Entry:
                         predicted_memory_share=self.predicted_memory_share)
 
 
+def slots_dict(obj: object) -> dict[str, object]:
+    """A slotted dataclass as a dict of its fields (``dataclasses.asdict`` would recurse into nested ones)."""
+    return {k: getattr(obj, k) for k in obj.__slots__}  # type: ignore[attr-defined]
+
+
 @lru_cache(maxsize=64)
 def profile_named(name: str) -> GPUProfile | None:
     """The profile of a run's GPU label; None for the CPU or a profile no longer known."""

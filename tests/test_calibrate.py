@@ -92,3 +92,16 @@ def test_matmul_and_bandwidth_sweeps_run_on_the_cpu():
 def test_calibration_table_renders():
     table = calibration_table(_doc(), load_profile("h100_sxm"))
     assert table.row_count == 4 + 2 * 2 * 2 + 1
+
+
+def test_sampler_overhead_is_the_median_paired_ratio():
+    from tpsbench.bench.calibrate import overhead_from_pairs
+
+    # windows drift from 1.0 to 1.3 ms (clocks), the sampler adds 1% to each: the pairing removes the drift
+    without = [1.0e-3, 1.1e-3, 1.2e-3, 1.3e-3]
+    with_ = [t * 1.01 for t in without]
+    out = overhead_from_pairs(without, with_)
+    assert out["overhead_fraction"] == pytest.approx(0.01)
+    assert out["min_fraction"] == pytest.approx(0.01) and out["max_fraction"] == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="same number"):
+        overhead_from_pairs([1.0], [])

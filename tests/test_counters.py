@@ -35,6 +35,38 @@ def test_window_summary_exact():
     assert s.n_basic == 2 and s.n_gpm == 2 and s.reasons == {}
 
 
+def test_gpm_means_weigh_intervals_by_length():
+    # 0.3 s at 90% and 0.1 s at 10%: the window's DRAM use is (0.3*90 + 0.1*10) / 0.4 = 70%, not 50%
+    gpm = [GpmSample(t=0.3, t_start=0.0, dram_bw_util_pct=90.0), GpmSample(t=0.4, t_start=0.3, dram_bw_util_pct=10.0)]
+    s = summarize_window([], gpm, start_s=0.0, stop_s=0.4, bandwidth_gbs=1000.0)
+    assert s.values["dram_bw_util_pct_mean"] == pytest.approx(70.0)
+    assert s.values["dram_gbs"] == pytest.approx(700.0)
+    assert [i["length_s"] for i in s.gpm_intervals] == pytest.approx([0.3, 0.1])
+
+
+def test_gpm_nan_values_are_dropped_and_counted():
+    nan = float("nan")
+    gpm = [GpmSample(t=0.1, t_start=0.0, dram_bw_util_pct=nan, sm_util_pct=50.0),
+           GpmSample(t=0.2, t_start=0.1, dram_bw_util_pct=40.0, sm_util_pct=70.0),
+           GpmSample(t=0.3, t_start=0.2, dram_bw_util_pct=float("inf"), sm_util_pct=130.0)]
+    s = summarize_window([], gpm, start_s=0.0, stop_s=0.3, bandwidth_gbs=3350.0)
+    assert s.values["dram_bw_util_pct_mean"] == pytest.approx(40.0)
+    assert s.values["sm_util_pct_mean"] == pytest.approx(60.0)  # 130% is not a utilisation: dropped
+    assert s.n_gpm_invalid == {"dram_bw_util_pct": 2, "sm_util_pct": 1}
+    assert s.gpm_intervals[0]["dram_bw_util_pct"] == "nan"  # raw evidence kept, JSON-safe
+    only_nan = summarize_window([], gpm[:1], start_s=0.0, stop_s=0.1, bandwidth_gbs=3350.0)
+    assert only_nan.values["dram_bw_util_pct_mean"] is None and only_nan.values["dram_gbs"] is None
+    assert "NaN" in only_nan.reasons["dram_bw_util_pct_mean"] and "NaN" in only_nan.reasons["dram_gbs"]
+
+
+def test_short_gpm_interval_left_out_unless_alone():
+    gpm = [GpmSample(t=0.1, t_start=0.0, sm_util_pct=80.0), GpmSample(t=0.103, t_start=0.1, sm_util_pct=0.0)]
+    s = summarize_window([], gpm, start_s=0.0, stop_s=0.103, bandwidth_gbs=None)
+    assert s.values["sm_util_pct_mean"] == pytest.approx(80.0) and s.n_gpm == 1 and s.n_gpm_skipped == 1
+    alone = summarize_window([], gpm[1:], start_s=0.1, stop_s=0.103, bandwidth_gbs=None)
+    assert alone.values["sm_util_pct_mean"] == 0.0 and alone.n_gpm == 1
+
+
 def test_not_throttled_when_only_idle():
     s = summarize_window([BasicSample(t=0, clock_event_reasons=0x1)], [], start_s=0, stop_s=1, bandwidth_gbs=None)
     assert s.clock_events == ["gpu_idle"] and not s.throttled
@@ -173,7 +205,7 @@ def test_sampler_with_gpm(monkeypatch):
     assert s.values["energy_j"] > 0
 
 
-def test_timer_window_covers_timed_reps_only():
+def test_timer_window_follows_the_timed_reps():
     events = []
 
     class Hook:
@@ -186,9 +218,10 @@ def test_timer_window_covers_timed_reps_only():
 
     calls = []
     t = time_fn(lambda: calls.append(1), device=torch.device("cpu"),
-                config=TimingConfig(warmup=3, min_reps=4, min_time_s=0.0), window=Hook())
-    assert events == [("start", 3), ("stop", 7)]  # after the 3 warm-ups, after the 4 timed calls
-    assert t.window == "summary"
+                config=TimingConfig(warmup=3, min_reps=4, min_time_s=0.0, counter_window_s=0.0), window=Hook())
+    # after the 3 warm-ups and the 4 timed calls; the window holds its own repetitions (one: 0 s asked)
+    assert events == [("start", 7), ("stop", 8)]
+    assert t.window == "summary" and t.window_info["reps"] == 1
 
 
 def test_bad_interval():

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # GPU validation of counters and calibration: `tpsbench calibrate`, then runs of moe_1b and dense_135m with
 # counters and GPU idle time (micro + e2e at 32,768 tokens), then compare and plot them. Writes to $OUT the
-# 8 files the device tool brings back: nvidia-smi.txt, calibration.json, calibrate.log, counters-<model>.json
-# (2), counters.log (both runs' console output), compare.md, roofline.png.
+# 7 files (the device tool brings back 8): nvidia-smi.txt, calibration.json, counters-<model>.json (2),
+# counters.log (the console output of calibrate and both runs), compare.md, roofline.png.
 set -uo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 COLUMNS=170
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-python3 -m tpsbench calibrate --out "$OUT/calibration.json" 2>&1 | tee "$OUT/calibrate.log"
+python3 -m tpsbench calibrate --out "$OUT/calibration.json" 2>&1 | tee "$OUT/counters.log"
 for model in dense_135m moe_1b; do
   python3 -m tpsbench run --model "$model" --batch 32768 --impl grouped,capacity,triton,dense_active \
     --ceilings calibrated --calibration "$OUT/calibration.json" --out "$OUT/counters-$model.json" 2>&1 \

@@ -17,7 +17,7 @@ import torch
 from tpsbench.bench.stats import summarize
 from tpsbench.bench.timing import TimingConfig, time_fn
 from tpsbench.models import get_model
-from tpsbench.nn.experts import TritonExperts, _kernels
+from tpsbench.nn.experts import TritonExperts, _kernels, make_impl
 from tpsbench.nn.moe import MoEFeedForward
 
 
@@ -26,6 +26,8 @@ def main() -> None:
     ap.add_argument("--model", default="olmoe_1b_7b")
     ap.add_argument("--tokens", type=int, default=32768)
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--trace", default="", help="comma-separated implementations (triton,grouped,...): then the whole "
+                    "MoE layer fwd+bwd of each under the PyTorch profiler, top kernels by GPU time")
     args = ap.parse_args()
     k = _kernels()
     spec = get_model(args.model)
@@ -84,6 +86,48 @@ def main() -> None:
         print(f"  {name:28s} {t * 1e3:9.3f} ms {share:>6s} {flops / t / 1e12:8.1f} TFLOP/s")
     print(f"  {'sum of Triton kernels':28s} {total * 1e3:9.3f} ms")
     del out
+    if args.trace:
+        trace_layer(args.model, args.tokens, device, args.trace.split(","))
+
+
+def trace_layer(model: str, tokens: int, device: torch.device, impls: list[str], top: int = 14) -> None:
+    """Where the layer's GPU time goes: one profiled fwd+bwd (bf16 autocast) after warm-up, per implementation."""
+    from torch.profiler import ProfilerActivity, profile
+
+    spec = get_model(model)
+    assert spec.moe is not None
+    torch.manual_seed(0)
+    layer = MoEFeedForward(spec.d_model, spec.moe, device=device)
+    x = torch.randn(tokens, spec.d_model, device=device, requires_grad=True)
+    dy = torch.randn(tokens, spec.d_model, device=device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    for impl in impls:
+        layer.set_impl(make_impl(impl, capacity_factor=spec.moe.capacity_factor))
+
+        def step() -> None:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                y = layer(x)
+            y.float().backward(dy)
+
+        for _ in range(3):
+            step()
+        sync()
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            for _ in range(3):
+                step()
+            sync()
+        kernels = [e for e in prof.key_averages() if e.device_type.name == "CUDA" or device.type == "cpu"]
+        key = "device_time_total" if device.type == "cuda" else "cpu_time_total"
+        kernels.sort(key=lambda e: getattr(e, key), reverse=True)
+        total = sum(getattr(e, key) for e in kernels) / 3
+        print(f"{model} {impl} tokens={tokens}: GPU kernel time per fwd+bwd {total / 1e3:.3f} ms")
+        for e in kernels[:top]:
+            t = getattr(e, key) / 3
+            print(f"  {t / 1e3:8.3f} ms {100 * t / total:5.1f}%  x{e.count // 3:<4d} {e.key[:90]}")
 
 
 if __name__ == "__main__":

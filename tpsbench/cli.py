@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -181,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="do not profile extra calls for GPU busy/idle time (the overhead-bound evidence)")
     rn.add_argument("--counter-interval", type=_positive_float, default=DEFAULT_INTERVAL_S,
                     help=f"counter sampling interval in seconds (default {DEFAULT_INTERVAL_S})")
+    rn.add_argument("--counter-window", type=_positive_float, default=TimingConfig().counter_window_s,
+                    help="seconds of back-to-back repetitions per point read by the counters, after the timed "
+                         f"ones (default {TimingConfig().counter_window_s})")
     rn.add_argument("--out", default=None, help="results file (default results/<time>-<gpu>-<model>.json)")
     rn.add_argument("--json", action="store_true", help="print the results document instead of tables")
 
@@ -323,6 +327,8 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
                                max(micro_t.max_reps, args.reps or 0))
         e2e_t = TimingConfig(e2e_t.warmup, args.reps or e2e_t.min_reps, args.min_time or e2e_t.min_time_s,
                              max(e2e_t.max_reps, args.reps or 0))
+    micro_t = dataclasses.replace(micro_t, counter_window_s=args.counter_window)
+    e2e_t = dataclasses.replace(e2e_t, counter_window_s=args.counter_window)
     layers = None
     if args.layers:
         layers = [name.strip() for name in args.layers.split(",") if name.strip()]

@@ -3,6 +3,7 @@ beyond formatting and grouping of numbers computed elsewhere."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 from rich.console import Console
@@ -146,7 +147,9 @@ def print_prediction(console: Console, p: Prediction, *, ops: bool = True) -> No
 
 
 def _fmt(x: object, fmt: str) -> str:
-    return "n/a" if x is None else fmt.format(x)
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return fmt.format(x)
 
 
 def run_table(doc: dict) -> Table:
@@ -240,9 +243,16 @@ def calibration_table(doc: dict, profile: GPUProfile) -> Table:
                 val = (entry.get(lib) or {}).get(kind)
                 gbs = val["gbs"] if val else None
                 ratio = "n/a" if gbs is None or size != "large" else f"{gbs / bw:.2f}"
-                t.add_row(f"{kind} GB/s ({lib}, {size})", _fmt(gbs, "{:.0f}"),
-                          f"{entry['array_bytes'] >> 20} MiB/array" + ("" if val else f": {entry[lib].get('reason')}"),
+                calls = entry.get("calls_per_sample", 1)
+                how = f", {calls} launches/{'graph' if val.get('launch') == 'cuda_graph' else 'loop'}" if (
+                    val and calls > 1) else ""
+                reason = "" if val else f": {entry[lib].get('reason')}"
+                where = f"{entry['array_bytes'] >> 20} MiB/array{how}{reason}"
+                t.add_row(f"{kind} GB/s ({lib}, {size})", _fmt(gbs, "{:.0f}"), where,
                           f"{bw:g}" if size == "large" else "-", ratio)
     ov = doc["sampler_overhead"]
-    t.add_row("counter sampler overhead", f"{100 * ov['overhead_fraction']:+.2f}%", ov["workload"], "-", "-")
+    for name, w in (ov.get("workloads") or {ov["workload"]: ov}).items():
+        spread = (f" ({100 * w['min_fraction']:+.2f}..{100 * w['max_fraction']:+.2f}%)"
+                  if "min_fraction" in w else "")
+        t.add_row("counter sampler overhead", f"{100 * w['overhead_fraction']:+.2f}%", name + spread, "-", "-")
     return t

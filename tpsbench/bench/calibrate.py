@@ -4,8 +4,14 @@
   flushed); the best rate and the shape that reached it are reported per dtype.
 * Memory bandwidth for copy (``b = a``, 2 N words) and triad (``a = b + s*c``, 3 N words), counting bytes
   read plus written, with torch and with CuPy raw kernels (16-byte vector accesses, grid-stride loop), at
-  1 GiB per array (far above any L2) and separately at an L2-resident size (4 MiB per array, no flush).
-* The counter sampler's overhead: the same matmul timed with and without sampling, interleaved.
+  1 GiB per array (far above any L2) and separately at an L2-resident size (4 MiB per array, no flush, the
+  kernel launched L2_CALLS_PER_SAMPLE times from one CUDA graph between the events: one 4 MiB copy alone
+  measured launch and event latency, 337 GB/s on the H100 on 2026-11-22, and 100 launches from Python
+  still 693 GB/s).
+* The counter sampler's overhead: the counter window (timing.counter_window) of three workloads (a
+  compute-bound matmul, a DRAM-bound copy, a launch-bound stream of tiny kernels) with and without sampling,
+  in A-B-B-A order so a drift in clocks or temperature cancels; the overhead is the median of the paired
+  ratios. (Three A/B rounds of timed matmuls varied 1.42-1.66 ms from power capping alone.)
 
 Results go to ``results/calibration/<time>-<gpu>.json`` and feed ``--ceilings calibrated``.
 """
@@ -35,6 +41,8 @@ MATMUL_SHAPES = [(4096, 4096, 4096), (8192, 8192, 8192), (16384, 8192, 8192), (8
 QUICK_SHAPES = [(4096, 4096, 4096), (8192, 8192, 8192)]
 LARGE_ARRAY_BYTES = 1 << 30
 L2_ARRAY_BYTES = 4 << 20
+L2_CALLS_PER_SAMPLE = 100
+OVERHEAD_PAIRS = 4
 
 
 class CalibrationError(ValueError):
@@ -111,14 +119,16 @@ def _cupy_kernels(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> dict[str
     n4 = cupy.int64(a.numel() // 4)
     sms = torch.cuda.get_device_properties(a.device).multi_processor_count
     grid, block = (sms * 8,), (256,)
-    stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(a.device).cuda_stream)
+
+    def stream() -> Any:  # torch's current stream at call time (a graph capture has its own)
+        return cupy.cuda.ExternalStream(torch.cuda.current_stream(a.device).cuda_stream)
 
     def copy() -> None:
-        with stream:
+        with stream():
             copy4(grid, block, (ca, cb, n4))
 
     def triad() -> None:
-        with stream:
+        with stream():
             triad4(grid, block, (ca, cb, cc, cupy.float32(3.0), n4))
 
     return {"copy": copy, "triad": triad}
@@ -127,11 +137,12 @@ def _cupy_kernels(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> dict[str
 def calibrate_bandwidth(device: torch.device, timing: TimingConfig, large_bytes: int = LARGE_ARRAY_BYTES,
                         l2_bytes: int = L2_ARRAY_BYTES) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for size_name, nbytes, flush in (("large", large_bytes, True), ("l2_resident", l2_bytes, False)):
+    for size_name, nbytes, flush, calls in (("large", large_bytes, True, 1),
+                                            ("l2_resident", l2_bytes, False, L2_CALLS_PER_SAMPLE)):
         words = nbytes // 4
         a, b, c = (torch.rand(words, device=device) + 1.0 for _ in range(3))
         cfg = TimingConfig(timing.warmup, timing.min_reps, timing.min_time_s, timing.max_reps, flush_l2=flush)
-        results: dict[str, Any] = {"array_bytes": nbytes}
+        results: dict[str, Any] = {"array_bytes": nbytes, "calls_per_sample": calls}
         for lib, factory in (("torch", _torch_kernels), ("cupy", _cupy_kernels)):
             try:
                 kernels = factory(a, b, c)
@@ -140,9 +151,10 @@ def calibrate_bandwidth(device: torch.device, timing: TimingConfig, large_bytes:
                 continue
             entry: dict[str, Any] = {}
             for kind, touched in (("copy", 2), ("triad", 3)):
-                timed = time_fn(kernels[kind], device=device, config=cfg)
-                med = _median(timed.samples_s)
-                entry[kind] = {"gbs": stream_gbs(words, 4, touched, med), "median_s": med,
+                fn, launch = (kernels[kind], "python") if calls == 1 else _graphed(kernels[kind], calls, device)
+                timed = time_fn(fn, device=device, config=cfg)
+                med = _median(timed.samples_s) / calls
+                entry[kind] = {"gbs": stream_gbs(words, 4, touched, med), "median_s": med, "launch": launch,
                                "samples_s": timed.samples_s}
             results[lib] = entry
         out[size_name] = results
@@ -150,23 +162,88 @@ def calibrate_bandwidth(device: torch.device, timing: TimingConfig, large_bytes:
     return out
 
 
-def sampler_overhead(device: torch.device, timing: TimingConfig, interval_s: float, rounds: int = 3) -> dict[str, Any]:
-    """Median time of an 8192^3 bf16 matmul with and without the sampler, A/B interleaved ``rounds`` times."""
+def _repeated(fn: Callable[[], object], calls: int) -> Callable[[], None]:
+    if calls == 1:
+        return fn  # type: ignore[return-value]
+
+    def many() -> None:
+        for _ in range(calls):
+            fn()
+    return many
+
+
+def _graphed(fn: Callable[[], object], calls: int, device: torch.device) -> tuple[Callable[[], object], str]:
+    """``calls`` launches of ``fn`` replayed from one CUDA graph, or from Python when capture fails."""
+    try:
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            fn()  # warm-up outside the capture (lazy initialisation, module loading)
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(calls):
+                fn()
+        return graph.replay, "cuda_graph"
+    except Exception as exc:  # capture unsupported for this kernel or library: Python launches, said so in the file
+        return _repeated(fn, calls), f"python (graph capture failed: {str(exc)[:120]})"
+
+
+class _NoCounters:
+    """The counter window without a sampler: the same repetitions, nothing read."""
+
+    measures = True
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        return None
+
+
+def overhead_from_pairs(without_s: list[float], with_s: list[float]) -> dict[str, float]:
+    """Per-repetition times of paired windows -> the overhead as the median paired ratio, with its range."""
+    if len(without_s) != len(with_s) or not without_s:
+        raise ValueError("need the same number (>0) of windows with and without sampling")
+    ratios = [on / off - 1.0 for off, on in zip(without_s, with_s, strict=True)]
+    return {"overhead_fraction": summarize(ratios).median, "min_fraction": min(ratios), "max_fraction": max(ratios)}
+
+
+def _overhead_workloads(device: torch.device) -> dict[str, Callable[[], object]]:
     a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
     b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    src = torch.rand(LARGE_ARRAY_BYTES // 4, device=device)
+    dst = torch.empty_like(src)
+    tiny = torch.rand(1024, device=device)
+    return {"bf16 matmul 8192^3": lambda: a @ b, "copy 1 GiB": lambda: dst.copy_(src),
+            "tiny add x100 (launch-bound)": _repeated(lambda: tiny.add_(1.0), 100)}
+
+
+def sampler_overhead(device: torch.device, timing: TimingConfig, interval_s: float,
+                     pairs: int = OVERHEAD_PAIRS) -> dict[str, Any]:
+    """Each workload's counter window with and without the sampler, ``pairs`` times in A-B-B-A order."""
     source = open_source()
     sampler = Sampler(source, interval_s=interval_s)
-    with_s, without_s = [], []
+    quiet = _NoCounters()
+    cfg = TimingConfig(warmup=timing.warmup, min_reps=5, min_time_s=0.1, max_reps=50, flush_l2=False,
+                       counter_window_s=timing.counter_window_s)
+    workloads: dict[str, Any] = {}
     try:
-        for _ in range(rounds):
-            without_s.append(_median(time_fn(lambda: a @ b, device=device, config=timing).samples_s))
-            with_s.append(_median(time_fn(lambda: a @ b, device=device, config=timing, window=sampler).samples_s))
+        for name, fn in _overhead_workloads(device).items():
+            with_s: list[float] = []
+            without_s: list[float] = []
+            for i in range(pairs):
+                order = ((quiet, without_s), (sampler, with_s))
+                for hook, sink in order if i % 2 == 0 else order[::-1]:
+                    info = time_fn(fn, device=device, config=cfg, window=hook).window_info or {}
+                    sink.append(float(info["per_rep_s"]))  # type: ignore[arg-type]
+            workloads[name] = {**overhead_from_pairs(without_s, with_s), "without_s": without_s, "with_s": with_s}
     finally:
         source.close()
-    off, on = summarize(without_s).median, summarize(with_s).median
-    return {"workload": "bf16 matmul 8192^3", "interval_s": interval_s, "median_without_s": off,
-            "median_with_s": on, "overhead_fraction": on / off - 1.0, "rounds": rounds,
-            "without_s": without_s, "with_s": with_s, "source_unavailable": dict(source.unavailable)}
+    worst = max(workloads, key=lambda n: workloads[n]["overhead_fraction"])
+    return {"interval_s": interval_s, "window_s": cfg.counter_window_s, "pairs": pairs, "workloads": workloads,
+            "workload": worst, "overhead_fraction": workloads[worst]["overhead_fraction"],
+            "source_unavailable": dict(source.unavailable)}
 
 
 def best_ceilings(doc: dict[str, Any]) -> dict[str, float | None]:

@@ -119,7 +119,7 @@ def run_e2e(
     return {
         **routing_info,
         "samples_s": step_t.samples_s, "warmup": step_t.warmup, "l2_flushed": False, "timer": step_t.timer,
-        "window": step_t.window,
+        "window": step_t.window, "window_info": step_t.window_info,
         "optimizer_samples_s": opt_t.samples_s, "peak_memory_bytes": peak, "accumulation_steps": case.accumulation,
         "compiled": compile_model, "params": sum(p.numel() for p in model.parameters()), "gpu_time": gpu_time,
     }

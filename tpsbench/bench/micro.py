@@ -232,7 +232,7 @@ class MicroBench:
         if isinstance(layer, MoEFeedForward):
             info.update(self._routing_info(layer, x))
         return {"samples_s": timed.samples_s, "warmup": timed.warmup, "l2_flushed": timed.l2_flushed,
-                "timer": timed.timer, "window": timed.window, **info}
+                "timer": timed.timer, "window": timed.window, "window_info": timed.window_info, **info}
 
     def _profiled_setup(self, setup: Callable[[], object] | None, flush: bool) -> Callable[[], object] | None:
         """The untimed work before each profiled call, including the L2 flush the timer did, so the

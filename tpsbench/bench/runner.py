@@ -156,9 +156,12 @@ def _measure(case: micro.MicroCase | e2e.E2ECase, spec: ModelSpec, bench: micro.
             raw["optimizer_stats"] = opt_stats.to_dict()
             derived, prediction = e2e.e2e_metrics(spec, case, stats.median, opt_stats.median, cfg.policy,
                                                   cfg.profile, cap, cfg.ceilings, cfg.calibration)
-        window = raw.pop("window", None)
+        window, window_info = raw.pop("window", None), raw.pop("window_info", None)
+        counters = window.to_dict() if window is not None else None
+        if counters is not None:
+            counters["window"] = window_info  # back-to-back repetitions after the timed ones (timing.py)
         record.update({"status": "ok", "stats": stats.to_dict(), "derived": derived, "prediction": prediction,
-                       "counters": window.to_dict() if window is not None else None, "raw": raw})
+                       "counters": counters, "raw": raw})
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # recorded, and the sweep goes on

@@ -32,7 +32,7 @@ class CounterSource(Protocol):
 
     def gpm_sample(self) -> Any: ...
 
-    def gpm_metrics(self, first: Any, second: Any, t: float) -> GpmSample: ...
+    def gpm_metrics(self, first: Any, second: Any, t: float, t_start: float | None = None) -> GpmSample: ...
 
     def close(self) -> None: ...
 
@@ -52,8 +52,8 @@ class NullSource:
     def gpm_sample(self) -> None:
         return None
 
-    def gpm_metrics(self, first: Any, second: Any, t: float) -> GpmSample:
-        return GpmSample(t=t)
+    def gpm_metrics(self, first: Any, second: Any, t: float, t_start: float | None = None) -> GpmSample:
+        return GpmSample(t=t, t_start=t_start)
 
     def close(self) -> None:
         pass
@@ -127,8 +127,8 @@ class NvmlSource:
         self.nvml.nvmlGpmSampleGet(self.handle, sample)
         return sample
 
-    def gpm_metrics(self, first: Any, second: Any, t: float) -> GpmSample:
-        out = GpmSample(t=t)
+    def gpm_metrics(self, first: Any, second: Any, t: float, t_start: float | None = None) -> GpmSample:
+        out = GpmSample(t=t, t_start=t_start)
         if first is None or second is None:
             return out
         nvml = self.nvml
@@ -199,6 +199,8 @@ class Sampler:
         self.gpm: list[GpmSample] = []
         self.last: WindowSummary | None = None
         self._start_s = 0.0
+        # no counters to read (CPU run, NVML missing): the timer then skips the window's repetitions
+        self.measures = not isinstance(source, NullSource)
 
     def start(self) -> None:
         self.basic, self.gpm = [], []
@@ -208,17 +210,17 @@ class Sampler:
         self._thread.start()
 
     def _run(self) -> None:
-        previous = self.source.gpm_sample()
+        previous, previous_t = self.source.gpm_sample(), time.perf_counter()
         self.basic.append(self.source.read_basic())
         stopping = False
         while not stopping:
             # the last pass runs after stop(): a window shorter than one interval still gets two readings
             stopping = self._stop.wait(self.interval_s)
             self.basic.append(self.source.read_basic())
-            current = self.source.gpm_sample()
-            self.gpm.append(self.source.gpm_metrics(previous, current, time.perf_counter()))
+            current, now = self.source.gpm_sample(), time.perf_counter()
+            self.gpm.append(self.source.gpm_metrics(previous, current, now, previous_t))
             self._free(previous)
-            previous = current
+            previous, previous_t = current, now
         self._free(previous)
 
     def _free(self, sample: Any) -> None:

@@ -8,6 +8,7 @@ bandwidth (NVML defines the metric against the device's own peak, which the prof
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -29,6 +30,11 @@ THROTTLE_REASONS = frozenset({"sw_power_cap", "hw_slowdown", "sw_thermal_slowdow
 BASIC_FIELDS = ("gpu_busy_pct", "mem_busy_pct", "sm_clock_mhz", "mem_clock_mhz", "power_w", "energy_mj",
                 "temperature_c", "clock_event_reasons")
 GPM_FIELDS = ("dram_bw_util_pct", "sm_util_pct", "sm_occupancy_pct", "tensor_util_pct")
+# A GPM interval shorter than this is left out of the means when longer ones exist. Measured on the H100
+# (driver 580, 2026-11-22), windows of 14-30 ms (one GPM interval each) read 0% SM utilisation while NVML's
+# busy time said 16-43%; and the DRAM metric was NaN in at least one interval of 22 of 38 windows (the other
+# GPM metrics never), so non-finite values are dropped and counted, never averaged.
+MIN_GPM_INTERVAL_S = 0.02
 
 
 @dataclass(slots=True)
@@ -48,9 +54,10 @@ class BasicSample:
 
 @dataclass(slots=True)
 class GpmSample:
-    """GPM metrics over the interval between two GPM samples ending at ``t``."""
+    """GPM metrics over the interval between two GPM samples, from ``t_start`` to ``t``."""
 
     t: float
+    t_start: float | None = None  # None: interval length unknown (each sample then weighs the same)
     dram_bw_util_pct: float | None = None
     sm_util_pct: float | None = None
     sm_occupancy_pct: float | None = None
@@ -61,7 +68,10 @@ class GpmSample:
 class WindowSummary:
     duration_s: float
     n_basic: int
-    n_gpm: int
+    n_gpm: int  # GPM intervals used in the means
+    n_gpm_skipped: int = 0  # intervals shorter than MIN_GPM_INTERVAL_S, left out
+    n_gpm_invalid: dict[str, int] = field(default_factory=dict)  # per metric: values NaN/inf/out of range, dropped
+    gpm_intervals: list[dict[str, float | None]] = field(default_factory=list)  # raw: start/length (s), values
     values: dict[str, float | None] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)  # why a value is None
     clock_events: list[str] = field(default_factory=list)
@@ -83,6 +93,20 @@ def decode_reasons(mask: int) -> list[str]:
     return names
 
 
+def _json_number(value: float | None) -> float | str | None:
+    """A raw value kept as evidence: NaN and infinities as strings (JSON has no such numbers)."""
+    return value if value is None or math.isfinite(value) else str(value)
+
+
+def _usable_intervals(gpm: Sequence[GpmSample]) -> list[tuple[GpmSample, float]]:
+    """GPM samples with their weight (interval length; 1 when unknown). Intervals shorter than
+    MIN_GPM_INTERVAL_S are dropped unless nothing longer exists."""
+    weighted = [(s, (s.t - s.t_start) if s.t_start is not None else None) for s in gpm]
+    long_enough = [(s, w) for s, w in weighted if w is None or w >= MIN_GPM_INTERVAL_S]
+    chosen = long_enough or weighted
+    return [(s, 1.0 if w is None else max(w, 0.0)) for s, w in chosen]
+
+
 def summarize_window(
     basic: Sequence[BasicSample], gpm: Sequence[GpmSample], *, start_s: float, stop_s: float,
     bandwidth_gbs: float | None, unavailable: dict[str, str] | None = None,
@@ -93,7 +117,7 @@ def summarize_window(
     metric unsupported); such fields are None with that reason. A field that was readable but has no sample
     in the window is None with reason "no sample in window"."""
     unavailable = dict(unavailable or {})
-    out = WindowSummary(duration_s=stop_s - start_s, n_basic=len(basic), n_gpm=len(gpm))
+    out = WindowSummary(duration_s=stop_s - start_s, n_basic=len(basic), n_gpm=0)
 
     def put(name: str, value: float | None, source: str) -> None:
         out.values[name] = value
@@ -115,9 +139,21 @@ def summarize_window(
     else:
         put("energy_j", None, "energy_mj")
         put("power_w_from_energy", None, "energy_mj")
+    out.gpm_intervals = [{"start_s": None if g.t_start is None else g.t_start - start_s,
+                          "length_s": None if g.t_start is None else g.t - g.t_start,
+                          **{name: _json_number(getattr(g, name)) for name in GPM_FIELDS}} for g in gpm]
+    intervals = _usable_intervals(gpm)
+    out.n_gpm, out.n_gpm_skipped = len(intervals), len(gpm) - len(intervals)
     for name in GPM_FIELDS:
-        vals = [getattr(s, name) for s in gpm if getattr(s, name) is not None]
-        put(f"{name}_mean", _mean(vals), name)
+        pairs = [(getattr(s, name), w) for s, w in intervals if getattr(s, name) is not None]
+        valid = [(v, w) for v, w in pairs if math.isfinite(v) and 0.0 <= v <= 100.0]
+        if len(valid) < len(pairs):
+            out.n_gpm_invalid[name] = len(pairs) - len(valid)
+        weight = sum(w for _, w in valid)
+        mean = sum(v * w for v, w in valid) / weight if valid and weight > 0 else None
+        put(f"{name}_mean", mean, name)
+        if mean is None and pairs:
+            out.reasons[f"{name}_mean"] = f"all {len(pairs)} GPM values NaN, infinite or outside 0-100%"
     dram = out.values.get("dram_bw_util_pct_mean")
     if dram is not None and bandwidth_gbs is not None:
         out.values["dram_gbs"] = dram / 100.0 * bandwidth_gbs

@@ -3,7 +3,7 @@
     PYTHONPATH=. python3 tools/profile_moe_kernels.py --model olmoe_1b_7b --tokens 32768
     TRITON_INTERPRET=1 PYTHONPATH=. python3 tools/profile_moe_kernels.py --model moe_tiny --tokens 64 --device cpu
 
-Prints, per launcher (forward: up_gate, down_scatter; backward: down_bwd, dx, wgrad W1+W3, wgrad W2), the
+Prints, per launcher (forward: up_gate, down; backward: down_bwd, dx, wgrad W1+W3, wgrad W2), the
 median time, its share of the sum, and the TFLOP/s of its matmul work, next to the same work done by
 torch._grouped_mm on the permuted rows (where torch has it), so a slow kernel stands out before any change.
 """
@@ -42,10 +42,10 @@ def main() -> None:
         route = layer.router(x.float())
     impl = TritonExperts()
     p = impl.permute(x, route, layer.experts)
-    tok, gate, offs = p.token_index, p.weights.float().contiguous(), p.offsets
+    tok, gate, offs, row_of = p.token_index, p.weights.float().contiguous(), p.offsets, p.slots
     w1, w3, w2 = (w.detach().to(dt).contiguous() for w in (layer.experts.w1, layer.experts.w3, layer.experts.w2))
     rows, d, h, e = tok.numel(), spec.d_model, moe.expert_hidden, moe.num_experts
-    out, a, b = k.moe_swiglu_forward(x, tok, gate, offs, w1, w3, w2)
+    out, a, b = k.moe_swiglu_forward(x, tok, gate, offs, row_of, w1, w3, w2)
     dout = torch.randn(args.tokens, d, device=device).to(dt)
     sched = k._schedule(offs, rows, e)
     cfg = TimingConfig(warmup=2, min_reps=5, min_time_s=0.2 if device.type == "cuda" else 0.0, max_reps=50)
@@ -53,20 +53,21 @@ def main() -> None:
     def launch_rows(kernel, ptrs, scalars, n, kk):
         return lambda: k._launch_rows(kernel, (*ptrs, scalars), n, kk, offs, sched)
 
+    def token_rows(kernel, ptrs, scalars, n, kk):
+        return lambda: k._token_rows(kernel, (*ptrs, scalars), torch.empty_like(x), row_of, n, kk, offs, sched)
+
     da, db = torch.empty_like(a), torch.empty_like(b)
     dgate = torch.zeros(rows, device=device)
-    dx = torch.zeros(args.tokens, d, device=device)
-    out32 = torch.zeros(args.tokens, d, device=device)
     gemm = 2.0 * rows * d * h
     cases = {
         "fwd up_gate": (launch_rows(k._up_gate_kernel, (x, tok, w1, w3, a, b), (e, d, h, x.stride(0), w1.stride(0),
                                                                                  a.stride(0)), h, d), 2 * gemm),
-        "fwd down_scatter": (launch_rows(k._down_scatter_kernel, (a, b, w2, tok, gate, out32),
-                                         (e, h, d, a.stride(0), w2.stride(0), out32.stride(0)), d, h), gemm),
+        "fwd down (+gather-sum)": (token_rows(k._down_scatter_kernel, (a, b, w2, tok, gate),
+                                              (e, h, d, a.stride(0), w2.stride(0)), d, h), gemm),
         "bwd down_bwd": (launch_rows(k._down_bwd_kernel, (dout, tok, gate, w2, a, b, da, db, dgate),
                                      (e, d, h, dout.stride(0), w2.stride(0), a.stride(0)), h, d), gemm),
-        "bwd dx": (launch_rows(k._dx_kernel, (da, db, w1, w3, tok, dx), (e, h, d, da.stride(0), w1.stride(0),
-                                                                        dx.stride(0)), d, h), 2 * gemm),
+        "bwd dx (+gather-sum)": (token_rows(k._dx_kernel, (da, db, w1, w3, tok), (e, h, d, da.stride(0),
+                                                                                 w1.stride(0)), d, h), 2 * gemm),
         "bwd wgrad W1+W3": (lambda: k._wgrad(x, None, tok, da, db, gate, offs, d, h, e, 1, 0, w1.dtype), 2 * gemm),
         "bwd wgrad W2": (lambda: k._wgrad(a, b, tok, dout, None, gate, offs, h, d, e, 2, 1, w2.dtype), gemm),
     }

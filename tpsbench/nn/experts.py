@@ -37,7 +37,7 @@ class Permuted:
     counts: torch.Tensor  # [E] rows per expert (before dropping)
     offsets: torch.Tensor | None = None  # [E] int32 cumulative counts (grouped)
     host_counts: list[int] | None = None  # per-expert counts on the host (loop)
-    slots: torch.Tensor | None = None  # [A] flat slot e*C + position (capacity)
+    slots: torch.Tensor | None = None  # [A] flat slot e*C + position (capacity); row of each assignment (triton)
     kept: torch.Tensor | None = None  # number of kept assignments (capacity), a device scalar
 
 
@@ -216,19 +216,23 @@ class TritonExperts(ExpertImpl):
     description = "dropless; fused gather -> grouped GEMM -> scatter Triton kernels (kernels/moe_experts.py)"
 
     def permute(self, x, route, experts):
-        _, token_of, weights, _ = _sort_by_expert(route.expert_indices, route.expert_weights)
+        order, token_of, weights, _ = _sort_by_expert(route.expert_indices, route.expert_weights)
         counts = route.tokens_per_expert
         offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)]).to(torch.int32)
+        # row_of[assignment] = its row in expert order (the inverse permutation): how the kernels find a
+        # token's k rows when they add them up (kernels/moe_experts.py, _gather_sum_kernel)
+        row_of = torch.empty_like(order, dtype=torch.int32)
+        row_of[order] = torch.arange(order.numel(), device=order.device, dtype=torch.int32)
         return Permuted(rows=x, token_index=token_of.to(torch.int32), weights=weights, counts=counts,
-                        offsets=offsets)
+                        offsets=offsets, slots=row_of)
 
     def forward(self, x, route, experts):
         moe_swiglu = _kernels().moe_swiglu
         p = self.permute(x, route, experts)
-        assert p.offsets is not None
+        assert p.offsets is not None and p.slots is not None
         dt = _compute_dtype(x)
         with torch.autocast(x.device.type, enabled=False):
-            return moe_swiglu(x.to(dt), p.token_index, p.weights, p.offsets, experts.w1.to(dt),
+            return moe_swiglu(x.to(dt), p.token_index, p.weights, p.offsets, p.slots, experts.w1.to(dt),
                               experts.w3.to(dt), experts.w2.to(dt))
 
 

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Triton MoE kernels without output atomics (top-1 scatter stores, top-k row buffer + gather-sum):
+# bf16 correctness against the loop reference, each kernel timed alone on olmoe_1b_7b and moe_1b, the MoE
+# layer alone (fwd, bwd, fwd_bwd) of olmoe_1b_7b, moe_1b_a390m and moe_1b at 32,768 tokens for $IMPLS, and a
+# quick calibration (L2-resident bandwidth from CUDA graphs). Eight files to $OUT, the device tool's limit.
+set -uo pipefail
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 COLUMNS=170 TRITON_PRINT_AUTOTUNING=1
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+IMPLS=${IMPLS:-triton,grouped,capacity,loop}
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+python3 -m pytest -q -m gpu tests/test_kernels.py -p no:cacheprovider 2>&1 | tee "$OUT/kernels-correctness.log" | tail -2
+for model in olmoe_1b_7b moe_1b; do
+  python3 tools/profile_moe_kernels.py --model "$model" 2>&1 | grep -v Warning
+done > "$OUT/kernel-profile.log"
+for model in olmoe_1b_7b moe_1b_a390m moe_1b; do
+  python3 -m tpsbench run --model "$model" --batch 32768 --mode micro --layers moe --no-stages \
+    --impl "$IMPLS" --out "$OUT/kernels-$model.json" 2>&1 | tee -a "$OUT/kernels.log" | grep -E "^│ moe "
+done
+python3 -m tpsbench calibrate --quick --out "$OUT/calibration.json" 2>&1 | tee -a "$OUT/kernels.log" | grep -E "l2_|overhead"
+cat "$OUT/kernel-profile.log"

@@ -16,5 +16,5 @@ for model in olmoe_1b_7b moe_1b_a390m moe_1b; do
   python3 -m tpsbench run --model "$model" --batch 32768 --mode micro --layers moe --no-stages \
     --impl "$IMPLS" --out "$OUT/kernels-$model.json" 2>&1 | tee -a "$OUT/kernels.log" | grep -E "^│ moe "
 done
-python3 -m tpsbench calibrate --quick --out "$OUT/calibration.json" 2>&1 | tee -a "$OUT/kernels.log" | grep -E "l2_|overhead"
+[ -n "${NO_CALIBRATE:-}" ] || python3 -m tpsbench calibrate --quick --out "$OUT/calibration.json" 2>&1 | tee -a "$OUT/kernels.log" | grep -E "l2_|overhead"
 cat "$OUT/kernel-profile.log"

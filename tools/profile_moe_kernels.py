@@ -56,6 +56,7 @@ def main() -> None:
     def token_rows(kernel, ptrs, scalars, n, kk):
         return lambda: k._token_rows(kernel, (*ptrs, scalars), torch.empty_like(x), row_of, n, kk, offs, sched)
 
+    w2t, w1t, w3t = (w.transpose(1, 2).contiguous() for w in (w2, w1, w3))
     da, db = torch.empty_like(a), torch.empty_like(b)
     dgate = torch.zeros(rows, device=device)
     gemm = 2.0 * rows * d * h
@@ -64,10 +65,10 @@ def main() -> None:
                                                                                  a.stride(0)), h, d), 2 * gemm),
         "fwd down (+gather-sum)": (token_rows(k._down_scatter_kernel, (a, b, w2, tok, gate),
                                               (e, h, d, a.stride(0), w2.stride(0)), d, h), gemm),
-        "bwd down_bwd": (launch_rows(k._down_bwd_kernel, (dout, tok, gate, w2, a, b, da, db, dgate),
-                                     (e, d, h, dout.stride(0), w2.stride(0), a.stride(0)), h, d), gemm),
-        "bwd dx (+gather-sum)": (token_rows(k._dx_kernel, (da, db, w1, w3, tok), (e, h, d, da.stride(0),
-                                                                                 w1.stride(0)), d, h), 2 * gemm),
+        "bwd down_bwd": (launch_rows(k._down_bwd_kernel, (dout, tok, gate, w2t, a, b, da, db, dgate),
+                                     (e, d, h, dout.stride(0), w2t.stride(0), a.stride(0)), h, d), gemm),
+        "bwd dx (+gather-sum)": (token_rows(k._dx_kernel, (da, db, w1t, w3t, tok), (e, h, d, da.stride(0),
+                                                                                   w1t.stride(0)), d, h), 2 * gemm),
         "bwd wgrad W1+W3": (lambda: k._wgrad(x, None, tok, da, db, gate, offs, d, h, e, 1, 0, w1.dtype), 2 * gemm),
         "bwd wgrad W2": (lambda: k._wgrad(a, b, tok, dout, None, gate, offs, h, d, e, 2, 1, w2.dtype), gemm),
     }
@@ -89,6 +90,19 @@ def main() -> None:
     del out
     if args.trace:
         trace_layer(args.model, args.tokens, device, args.trace.split(","))
+
+
+def _wall_per_step(step, device: torch.device, reps: int = 20) -> float:
+    import time
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - t0) / reps
 
 
 def trace_layer(model: str, tokens: int, device: torch.device, impls: list[str], top: int = 14) -> None:
@@ -129,6 +143,14 @@ def trace_layer(model: str, tokens: int, device: torch.device, impls: list[str],
         for e in kernels[:top]:
             t = getattr(e, key) / 3
             print(f"  {t / 1e3:8.3f} ms {100 * t / total:5.1f}%  x{e.count // 3:<4d} {e.key[:90]}")
+        # the host side: a layer whose GPU sits idle is waiting for these (self time, per fwd+bwd)
+        host = sorted((e for e in prof.key_averages() if e.device_type.name == "CPU"),
+                      key=lambda e: e.self_cpu_time_total, reverse=True)
+        wall = _wall_per_step(step, device)
+        print(f"  host: {sum(e.self_cpu_time_total for e in host) / 3e3:.3f} ms of self CPU time per fwd+bwd "
+              f"(profiled); wall time per fwd+bwd unprofiled {wall * 1e3:.3f} ms")
+        for e in host[:top]:
+            print(f"  {e.self_cpu_time_total / 3e3:8.3f} ms cpu x{e.count // 3:<4d} {e.key[:90]}")
 
 
 if __name__ == "__main__":

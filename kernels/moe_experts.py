@@ -123,7 +123,7 @@ def _down_scatter_kernel(
 
 @triton.jit
 def _down_bwd_kernel(
-    dout_ptr, tok_ptr, gate_ptr, w2t_ptr, a_ptr, b_ptr, da_ptr, db_ptr, dgate_ptr, tile_e_ptr, tile_r_ptr, off_ptr,
+    dout_ptr, tok_ptr, gate_ptr, w2_ptr, a_ptr, b_ptr, da_ptr, db_ptr, dgate_ptr, tile_e_ptr, tile_r_ptr, off_ptr,
     E, D, H, stride_dout, stride_we, stride_a,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
 ):
@@ -143,8 +143,8 @@ def _down_bwd_kernel(
         kmask = ks < D
         g = tl.load(dout_ptr + tok[:, None] * stride_dout + ks[None, :], mask=rmask[:, None] & kmask[None, :],
                     other=0.0)
-        # w2t[e] = W2[e]^T, [D, H], transposed once by the launcher: read row-major like the forward's weights
-        wt = tl.load(w2t_ptr + w_base + ks[:, None] * H + cols[None, :], mask=kmask[:, None] & cmask[None, :],
+        # W2[e] is [H, D]; its transpose [D, H] read through strides.
+        wt = tl.load(w2_ptr + w_base + ks[:, None] + cols[None, :] * D, mask=kmask[:, None] & cmask[None, :],
                      other=0.0)
         acc = tl.dot(g.to(wt.dtype), wt, acc)
     omask = rmask[:, None] & cmask[None, :]
@@ -164,7 +164,7 @@ def _down_bwd_kernel(
 
 @triton.jit
 def _dx_kernel(
-    da_ptr, db_ptr, w1t_ptr, w3t_ptr, tok_ptr, dx_ptr, tile_e_ptr, tile_r_ptr, off_ptr,
+    da_ptr, db_ptr, w1_ptr, w3_ptr, tok_ptr, dx_ptr, tile_e_ptr, tile_r_ptr, off_ptr,
     E, H, D, stride_a, stride_we, stride_dx,
     SCATTER: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
 ):
@@ -184,10 +184,10 @@ def _dx_kernel(
         aptr = rows[:, None].to(tl.int64) * stride_a + ks[None, :]
         da = tl.load(da_ptr + aptr, mask=amask, other=0.0)
         db = tl.load(db_ptr + aptr, mask=amask, other=0.0)
-        # w1t[e], w3t[e] = W1[e]^T, W3[e]^T, [H, D], transposed once by the launcher
+        # W1[e], W3[e] are [D, H]; transposes [H, D] read through strides.
         wmask = kmask[:, None] & cmask[None, :]
-        w1t = tl.load(w1t_ptr + w_base + ks[:, None] * D + cols[None, :], mask=wmask, other=0.0)
-        w3t = tl.load(w3t_ptr + w_base + ks[:, None] * D + cols[None, :], mask=wmask, other=0.0)
+        w1t = tl.load(w1_ptr + w_base + ks[:, None] + cols[None, :] * H, mask=wmask, other=0.0)
+        w3t = tl.load(w3_ptr + w_base + ks[:, None] + cols[None, :] * H, mask=wmask, other=0.0)
         acc = tl.dot(da, w1t, acc)
         acc = tl.dot(db, w3t, acc)
     _store_rows(dx_ptr, acc, tok_ptr, rows, rmask, cols, cmask, stride_dx, SCATTER)
@@ -404,14 +404,10 @@ def moe_swiglu_backward(dout, x, tok, gate, offsets, row_of, w1, w3, w2, a, b):
     da = torch.empty_like(a)
     db = torch.empty_like(b)
     dgate = torch.zeros(rows, device=x.device, dtype=torch.float32)
-    # Transposed weights, written once (3 x E*d*h elements): the data-gradient kernels then read their
-    # B operand row-major. Read through strides instead, down_bwd ran at 169 TFLOP/s against the forward
-    # up_gate's 474 on olmoe_1b_7b (H100, tools/profile_moe_kernels.py, 2026-11-22).
-    w2t, w1t, w3t = (w.transpose(1, 2).contiguous() for w in (w2, w1, w3))
-    _launch_rows(_down_bwd_kernel, (dout, tok, gate, w2t, a, b, da, db, dgate,
-                                    (e, d, h, dout.stride(0), w2t.stride(0), a.stride(0))), h, d, offsets, sched)
+    _launch_rows(_down_bwd_kernel, (dout, tok, gate, w2, a, b, da, db, dgate,
+                                    (e, d, h, dout.stride(0), w2.stride(0), a.stride(0))), h, d, offsets, sched)
     dx = torch.empty(t, d, device=x.device, dtype=x.dtype)
-    _token_rows(_dx_kernel, (da, db, w1t, w3t, tok, (e, h, d, da.stride(0), w1t.stride(0))), dx, row_of, d, h,
+    _token_rows(_dx_kernel, (da, db, w1, w3, tok, (e, h, d, da.stride(0), w1.stride(0))), dx, row_of, d, h,
                 offsets, sched)
     dw1, dw3 = _wgrad(x, None, tok, da, db, gate, offsets, d, h, e, 1, 0, w1.dtype)
     dw2, _ = _wgrad(a, b, tok, dout, None, gate, offsets, h, d, e, 2, 1, w2.dtype)

@@ -130,9 +130,9 @@ def test_compare_speedups_between_gpus():
 
 
 def test_compare_moe_dense_ratios():
-    dense = doc("dense_135m", [point(median=0.10, predicted_s=0.05)])
+    dense = doc("dense_135m", [point(median=0.10, predicted_s=0.05, dram_pct=60, dram_gbs=2010.0)])
     moe = doc("moe_1b", [
-        point(impl="capacity", median=0.30, predicted_s=0.06),
+        point(impl="capacity", median=0.30, predicted_s=0.06, dram_pct=62, dram_gbs=2077.0),
         point(impl="grouped", status="oom"),
         point(kind="micro", layer="moe", impl="capacity", mode="fwd_bwd", median=0.006, predicted_s=0.002,
               dram_pct=50, dram_gbs=1675.0),
@@ -143,6 +143,7 @@ def test_compare_moe_dense_ratios():
     e2e = [r for r in c.ratios if r.dense == "dense_135m"]
     assert len(e2e) == 1  # the oom point has no ratio
     assert e2e[0].measured == pytest.approx(3.0) and e2e[0].predicted == pytest.approx(1.2)
+    assert (e2e[0].moe_dram_gbs, e2e[0].dense_dram_gbs) == (2077.0, 2010.0)
     (layer,) = [r for r in c.ratios if r.dense.endswith("dense_active layer")]
     assert layer.measured == pytest.approx(6.0) and layer.predicted == pytest.approx(4.0)
     assert (layer.moe_dram_gbs, layer.dense_dram_gbs) == (1675.0, 670.0)

@@ -56,7 +56,6 @@ def main() -> None:
     def token_rows(kernel, ptrs, scalars, n, kk):
         return lambda: k._token_rows(kernel, (*ptrs, scalars), torch.empty_like(x), row_of, n, kk, offs, sched)
 
-    w2t, w1t, w3t = (w.transpose(1, 2).contiguous() for w in (w2, w1, w3))
     da, db = torch.empty_like(a), torch.empty_like(b)
     dgate = torch.zeros(rows, device=device)
     gemm = 2.0 * rows * d * h
@@ -65,10 +64,10 @@ def main() -> None:
                                                                                  a.stride(0)), h, d), 2 * gemm),
         "fwd down (+gather-sum)": (token_rows(k._down_scatter_kernel, (a, b, w2, tok, gate),
                                               (e, h, d, a.stride(0), w2.stride(0)), d, h), gemm),
-        "bwd down_bwd": (launch_rows(k._down_bwd_kernel, (dout, tok, gate, w2t, a, b, da, db, dgate),
-                                     (e, d, h, dout.stride(0), w2t.stride(0), a.stride(0)), h, d), gemm),
-        "bwd dx (+gather-sum)": (token_rows(k._dx_kernel, (da, db, w1t, w3t, tok), (e, h, d, da.stride(0),
-                                                                                   w1t.stride(0)), d, h), 2 * gemm),
+        "bwd down_bwd": (launch_rows(k._down_bwd_kernel, (dout, tok, gate, w2, a, b, da, db, dgate),
+                                     (e, d, h, dout.stride(0), w2.stride(0), a.stride(0)), h, d), gemm),
+        "bwd dx (+gather-sum)": (token_rows(k._dx_kernel, (da, db, w1, w3, tok), (e, h, d, da.stride(0),
+                                                                                 w1.stride(0)), d, h), 2 * gemm),
         "bwd wgrad W1+W3": (lambda: k._wgrad(x, None, tok, da, db, gate, offs, d, h, e, 1, 0, w1.dtype), 2 * gemm),
         "bwd wgrad W2": (lambda: k._wgrad(a, b, tok, dout, None, gate, offs, h, d, e, 2, 1, w2.dtype), gemm),
     }

@@ -156,6 +156,7 @@ def _e2e_ratios(table: dict[tuple[object, ...], dict[str, Entry]], gpus: list[st
                 rows.append(RatioRow(gpu, d.model, m.model, m.impl, m.tokens, m.compiled,
                                      _ratio(d.tokens_per_s, m.tokens_per_s),
                                      _ratio(d.predicted_tokens_per_s, m.predicted_tokens_per_s),
+                                     moe_dram_gbs=m.dram_gbs, dense_dram_gbs=d.dram_gbs,
                                      note="train step, dense tokens/s / MoE tokens/s"))
     return rows
 

@@ -6,6 +6,11 @@ kernels read token rows of ``x`` through ``tok``, so the permuted copy of the to
 Saved for backward: ``a = x W1`` and ``b = x W3`` (``[A, h]`` each); ``silu(a) * b`` is recomputed where
 it is read.
 
+Routing plan (``_route_plan_kernel``, once per step, saved for the backward): the stable sort of the
+assignments by expert, ``row_of``, ``offsets`` and the row tiles in one launch, from the router's
+indices, weights and histogram; it replaced about 30 torch ops per fwd+bwd (argsort, gathers, cumsums, two
+tile schedules: tests/launch_count.py).
+
 Forward:  ``_up_gate_kernel`` (a, b) -> ``_down_scatter_kernel`` (gate * silu(a)*b W2).
 Backward: ``_down_bwd_kernel`` (dH = gate * dOut[tok] W2^T fused with the SwiGLU backward and the
 router-weight gradient) -> ``_dx_kernel`` (da W1^T + db W3^T) -> ``_wgrad_kernel`` (per expert
@@ -26,6 +31,7 @@ Imports only torch and triton.
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import torch
 import triton
@@ -39,6 +45,49 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # --------------------------------------------------------------------------------------------------
 # kernels
 # --------------------------------------------------------------------------------------------------
+@triton.jit
+def _route_plan_kernel(
+    idx_ptr, w_ptr, counts_ptr, tok_ptr, gate_ptr, src_ptr, row_of_ptr, off_ptr, tile_e_ptr, tile_r_ptr,
+    A, E, K, BOUND,
+    BM: tl.constexpr, BE: tl.constexpr, BA: tl.constexpr, BT: tl.constexpr,
+):
+    """The routing plan of expert ``e`` (one program per expert): a stable counting sort of the
+    token-expert assignments by expert, and the expert's row tiles. Program e starts its rows at
+    ``sum(counts[:e])`` and scans the assignments in order, numbering its own with a running prefix sum,
+    so the order equals a stable argsort. No host sync: the grid and every size are known on the host."""
+    e = tl.program_id(0)
+    es = tl.arange(0, BE)
+    counts = tl.load(counts_ptr + es, mask=es < E, other=0).to(tl.int32)
+    count = tl.sum(tl.where(es == e, counts, 0), axis=0)
+    start = tl.sum(tl.where(es < e, counts, 0), axis=0)
+    tiles = (counts + BM - 1) // BM
+    tile0 = tl.sum(tl.where(es < e, tiles, 0), axis=0)
+    tl.store(off_ptr + e, start)
+    if e == E - 1:
+        tl.store(off_ptr + E, start + count)
+        # Tiles past the real count (the grid is an upper bound) see expert E and exit. There are at most
+        # E of them: sum_e cdiv(c_e, BM) >= cdiv(A, BM) = BOUND - E.
+        spare = tl.sum(tiles, axis=0) + es
+        tl.store(tile_e_ptr + spare, tl.zeros([BE], dtype=tl.int32) + E, mask=spare < BOUND)
+        tl.store(tile_r_ptr + spare, tl.zeros([BE], dtype=tl.int32), mask=spare < BOUND)
+    for j0 in range(0, (count + BM - 1) // BM, BT):
+        js = j0 + tl.arange(0, BT)
+        jmask = js * BM < count
+        tl.store(tile_e_ptr + tile0 + js, tl.zeros([BT], dtype=tl.int32) + e, mask=jmask)
+        tl.store(tile_r_ptr + tile0 + js, start + js * BM, mask=jmask)
+    seen = count * 0
+    for i0 in range(0, tl.where(count > 0, A, 0), BA):  # experts without tokens skip the scan
+        ids = i0 + tl.arange(0, BA)
+        hit = tl.load(idx_ptr + ids, mask=ids < A, other=-1) == e
+        hit32 = hit.to(tl.int32)
+        pos = start + seen + tl.cumsum(hit32, axis=0) - hit32
+        tl.store(tok_ptr + pos, ids // K, mask=hit)
+        tl.store(src_ptr + pos, ids, mask=hit)
+        tl.store(gate_ptr + pos, tl.load(w_ptr + ids, mask=hit, other=0.0), mask=hit)
+        tl.store(row_of_ptr + ids, pos, mask=hit)
+        seen += tl.sum(hit32, axis=0)
+
+
 @triton.jit
 def _tile_rows(tile_e_ptr, tile_r_ptr, off_ptr, pid_m, BM: tl.constexpr):
     e = tl.load(tile_e_ptr + pid_m)
@@ -123,7 +172,8 @@ def _down_scatter_kernel(
 
 @triton.jit
 def _down_bwd_kernel(
-    dout_ptr, tok_ptr, gate_ptr, w2_ptr, a_ptr, b_ptr, da_ptr, db_ptr, dgate_ptr, tile_e_ptr, tile_r_ptr, off_ptr,
+    dout_ptr, tok_ptr, gate_ptr, src_ptr, w2_ptr, a_ptr, b_ptr, da_ptr, db_ptr, dgate_ptr, tile_e_ptr, tile_r_ptr,
+    off_ptr,
     E, D, H, stride_dout, stride_we, stride_a,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
 ):
@@ -153,8 +203,10 @@ def _down_bwd_kernel(
     b = tl.load(b_ptr + aptr, mask=omask, other=0.0).to(tl.float32)
     sig = 1.0 / (1.0 + tl.exp(-a))
     silu = a * sig
-    # Router-weight gradient: dGate[r] = <dOut[tok[r]] W2^T, silu(a)*b>, summed over the H tiles.
-    tl.atomic_add(dgate_ptr + rows, tl.sum(acc * silu * b, axis=1), mask=rmask)
+    # Router-weight gradient: dGate[r] = <dOut[tok[r]] W2^T, silu(a)*b>, summed over the H tiles, stored
+    # at the row's assignment (src[r] = t*k + j), the layout of the router's [T, k] weights.
+    src = tl.load(src_ptr + rows, mask=rmask, other=0)
+    tl.atomic_add(dgate_ptr + src, tl.sum(acc * silu * b, axis=1), mask=rmask)
     dh = acc * gate[:, None]
     da = dh * b * sig * (1.0 + a * (1.0 - sig))
     db = dh * silu
@@ -267,8 +319,8 @@ def _wgrad_kernel(
 # --------------------------------------------------------------------------------------------------
 # launchers
 # --------------------------------------------------------------------------------------------------
-# GPU tile candidates, tried once per (D, H, BM) by triton.autotune. BM is not tuned: the host-side tile
-# schedule depends on it (block_config picks it from the rows per expert). The kernel that adds into its
+# GPU tile candidates, tried once per (D, H, BM) by triton.autotune. BM is not tuned: the routing plan's
+# tiles depend on it (plan_block_m picks it from the rows per expert). The kernel that adds into its
 # output with atomics (the router-weight gradient) resets it before every trial, or the trials would add up.
 # Four candidates each keep the first-call autotuning to about a minute per shape on an H100.
 _ROW_CONFIGS = [
@@ -307,58 +359,92 @@ def wgrad_config(k: int, n: int) -> dict[str, int]:
             "num_stages": 3}
 
 
-def tile_schedule(offsets: torch.Tensor, rows: int, block_m: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Map row-tile program ids to (expert, first row) on the device, without a host sync. The grid
-    has an upper bound of tiles, cdiv(rows, BM) + E; programs past the real count see expert E and exit."""
-    e = offsets.numel() - 1
-    counts = offsets[1:] - offsets[:-1]
-    tiles = (counts + block_m - 1) // block_m
-    cum = torch.cumsum(tiles, 0)
-    bound = triton.cdiv(rows, block_m) + e
-    ids = torch.arange(bound, device=offsets.device, dtype=cum.dtype)
-    tile_e = torch.searchsorted(cum, ids, right=True)
-    ec = tile_e.clamp(max=e - 1)
-    tile_r = offsets[:-1].to(cum.dtype)[ec] + (ids - (cum - tiles)[ec]) * block_m
-    return tile_e.to(torch.int32), tile_r.to(torch.int32), bound
+class RoutePlan(NamedTuple):
+    """Token-expert assignments sorted by expert (stable), and the row tiles of the row kernels.
+    ``A = T*k`` rows; row ``r`` is assignment ``src[r] = t*k + j`` (token ``tok[r] = t``, router weight
+    ``gate[r]``); ``row_of`` is the inverse (``row_of[src[r]] = r``); expert ``e`` owns rows
+    ``offsets[e]:offsets[e+1]``; row-tile program ``i`` covers ``BM`` rows of expert ``tile_e[i]`` from row
+    ``tile_r[i]`` (``tile_e[i] = E``: no tile, exit); ``bound`` programs in all."""
+
+    tok: torch.Tensor
+    gate: torch.Tensor
+    src: torch.Tensor
+    row_of: torch.Tensor
+    offsets: torch.Tensor
+    tile_e: torch.Tensor
+    tile_r: torch.Tensor
+    block_m: int
+    bound: int
 
 
-def _launch_rows(kernel, args: tuple, n: int, k: int, offsets: torch.Tensor, schedule: tuple, **flags) -> None:
-    bm, tile_e, tile_r, bound = schedule
-    cfg = {**block_config(0, n, k), "BM": bm}
+def plan_block_m(rows: int, experts: int) -> int:
+    """BM of the row kernels for the expected rows per expert (known on the host: no sync)."""
+    return block_config(rows / max(experts, 1), 128, 128)["BM"]
+
+
+def route_plan(expert_indices: torch.Tensor, expert_weights: torch.Tensor, counts: torch.Tensor,
+               block_m: int | None = None) -> RoutePlan:
+    """One launch (``_route_plan_kernel``) for what argsort, a gather, a cumsum, an inverse permutation and
+    a tile schedule took about 30 torch ops for. ``expert_indices`` [T, k] (any integer dtype),
+    ``expert_weights`` [T, k] (read as fp32), ``counts`` [E] assignments per expert (the router's histogram:
+    they must agree with ``expert_indices``)."""
+    idx = expert_indices.reshape(-1).contiguous()
+    w = expert_weights.detach().reshape(-1).float().contiguous()
+    a, e = idx.numel(), counts.numel()
+    k = expert_indices.shape[-1] if expert_indices.dim() > 1 else 1
+    bm = block_m if block_m is not None else plan_block_m(a, e)
+    bound = triton.cdiv(a, bm) + e
+    dev = idx.device
+    tok, src, row_of = (torch.empty(a, device=dev, dtype=torch.int32) for _ in range(3))
+    gate = torch.empty(a, device=dev, dtype=torch.float32)
+    offsets = torch.empty(e + 1, device=dev, dtype=torch.int32)
+    tile_e, tile_r = (torch.empty(bound, device=dev, dtype=torch.int32) for _ in range(2))
+    ba, warps = (32, 4) if INTERPRET else (2048, 8)
+    _route_plan_kernel[(e,)](idx, w, counts.contiguous(), tok, gate, src, row_of, offsets, tile_e, tile_r, a, e, k,
+                             bound, BM=bm, BE=triton.next_power_of_2(e), BA=ba, BT=16 if INTERPRET else 64,
+                             num_warps=warps)
+    return RoutePlan(tok, gate, src, row_of, offsets, tile_e, tile_r, bm, bound)
+
+
+def _launch_rows(kernel, args: tuple, n: int, k: int, plan: RoutePlan, **flags) -> None:
+    """A row kernel over the plan's tiles: ``args`` holds the kernel's pointers before the tile schedule
+    and, last, its scalars."""
+    tiles = (plan.tile_e, plan.tile_r, plan.offsets)
     if kernel in _TUNED:
-        _TUNED[kernel][lambda meta: (bound, triton.cdiv(n, meta["BN"]))](
-            *args[:-1], tile_e, tile_r, offsets, *args[-1], **flags, BM=cfg["BM"])
+        _TUNED[kernel][lambda meta: (plan.bound, triton.cdiv(n, meta["BN"]))](
+            *args[:-1], *tiles, *args[-1], **flags, BM=plan.block_m)
         return
-    grid = (bound, triton.cdiv(n, cfg["BN"]))
-    kernel[grid](*args[:-1], tile_e, tile_r, offsets, *args[-1], **flags, BM=cfg["BM"], BN=cfg["BN"], BK=cfg["BK"],
+    cfg = block_config(0, n, k)
+    grid = (plan.bound, triton.cdiv(n, cfg["BN"]))
+    kernel[grid](*args[:-1], *tiles, *args[-1], **flags, BM=plan.block_m, BN=cfg["BN"], BK=cfg["BK"],
                  num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
 
 
-def _token_rows(kernel, args: tuple, out: torch.Tensor, row_of: torch.Tensor, n: int, k: int,
-                offsets: torch.Tensor, schedule: tuple) -> torch.Tensor:
+def _token_rows(kernel, args: tuple, out: torch.Tensor, n: int, k: int, plan: RoutePlan) -> torch.Tensor:
     """Run a row kernel whose rows add up per token into ``out`` [T, n]: straight into out with top-1,
     else into a row buffer summed by _gather_sum_kernel. ``args`` holds everything before the output
     pointer and, last, the scalars with the output's stride last."""
     t = out.shape[0]
-    top_k = row_of.numel() // t if t else 1
+    rows = plan.tok.numel()
+    top_k = rows // t if t else 1
     if top_k == 1:
-        _launch_rows(kernel, (*args[:-1], out, (*args[-1], out.stride(0))), n, k, offsets, schedule, SCATTER=True)
+        _launch_rows(kernel, (*args[:-1], out, (*args[-1], out.stride(0))), n, k, plan, SCATTER=True)
         return out
-    y = torch.empty(row_of.numel(), n, device=out.device, dtype=out.dtype)
-    _launch_rows(kernel, (*args[:-1], y, (*args[-1], y.stride(0))), n, k, offsets, schedule, SCATTER=False)
+    y = torch.empty(rows, n, device=out.device, dtype=out.dtype)
+    _launch_rows(kernel, (*args[:-1], y, (*args[-1], y.stride(0))), n, k, plan, SCATTER=False)
     bt, bd = (16, 16) if INTERPRET else (16, min(256, triton.next_power_of_2(n)))
-    _gather_sum_kernel[(triton.cdiv(t, bt), triton.cdiv(n, bd))](y, row_of, out, t, n, y.stride(0), out.stride(0),
-                                                                 K=top_k, BT=bt, BD=bd, num_warps=4)
+    _gather_sum_kernel[(triton.cdiv(t, bt), triton.cdiv(n, bd))](y, plan.row_of, out, t, n, y.stride(0),
+                                                                 out.stride(0), K=top_k, BT=bt, BD=bd, num_warps=4)
     return out
 
 
-def _wgrad(x, xb, tok, y, y2, gate, offsets, k: int, n: int, e: int, x_mode: int, y_mode: int,
+def _wgrad(x, xb, y, y2, plan: RoutePlan, k: int, n: int, e: int, x_mode: int, y_mode: int,
            out_dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-expert ``X^T Y`` (and ``X^T Y2`` sharing the X loads when ``y2`` is given)."""
     dw = torch.empty(e, k, n, device=x.device, dtype=out_dtype)
     dw2 = torch.empty_like(dw) if y2 is not None else None
-    args = (x, xb if xb is not None else x, tok, y, y2 if y2 is not None else y, gate, dw,
-            dw2 if dw2 is not None else dw, offsets, k, n, x.stride(0), y.stride(0), dw.stride(0))
+    args = (x, xb if xb is not None else x, plan.tok, y, y2 if y2 is not None else y, plan.gate, dw,
+            dw2 if dw2 is not None else dw, plan.offsets, k, n, x.stride(0), y.stride(0), dw.stride(0))
     flags = {"X_MODE": x_mode, "Y_MODE": y_mode, "DUAL": y2 is not None}
     if _wgrad_kernel in _TUNED:
         _TUNED[_wgrad_kernel][lambda meta: (triton.cdiv(k, meta["BKO"]) * triton.cdiv(n, meta["BN"]), e)](
@@ -371,46 +457,37 @@ def _wgrad(x, xb, tok, y, y2, gate, offsets, k: int, n: int, e: int, x_mode: int
     return dw, dw2
 
 
-def _schedule(offsets: torch.Tensor, rows: int, experts: int) -> tuple:
-    """BM for the expected rows per expert and its tile schedule, shared by a direction's launches."""
-    bm = block_config(rows / experts, 128, 128)["BM"]
-    return (bm, *tile_schedule(offsets, rows, bm))
-
-
-def moe_swiglu_forward(x, tok, gate, offsets, row_of, w1, w3, w2):
-    """out[T, d] (x's dtype) and the saved a, b. ``x`` [T, d]; ``tok`` [A] int32; ``gate`` [A] fp32;
-    ``offsets`` [E+1] int32; ``row_of`` [A] int32 (A = T*k); ``w1, w3`` [E, d, h]; ``w2`` [E, h, d];
+def moe_swiglu_forward(x, plan: RoutePlan, w1, w3, w2):
+    """out[T, d] (x's dtype) and the saved a, b. ``x`` [T, d]; ``w1, w3`` [E, d, h]; ``w2`` [E, h, d];
     all contiguous."""
     t, d = x.shape
     e, _, h = w1.shape
-    rows = tok.numel()
-    sched = _schedule(offsets, rows, e)
+    rows = plan.tok.numel()
     a = torch.empty(rows, h, device=x.device, dtype=x.dtype)
     b = torch.empty_like(a)
-    _launch_rows(_up_gate_kernel, (x, tok, w1, w3, a, b, (e, d, h, x.stride(0), w1.stride(0), a.stride(0))),
-                 h, d, offsets, sched)
+    _launch_rows(_up_gate_kernel, (x, plan.tok, w1, w3, a, b, (e, d, h, x.stride(0), w1.stride(0), a.stride(0))),
+                 h, d, plan)
     out = torch.empty(t, d, device=x.device, dtype=x.dtype)
-    _token_rows(_down_scatter_kernel, (a, b, w2, tok, gate, (e, h, d, a.stride(0), w2.stride(0))), out, row_of,
-                d, h, offsets, sched)
+    _token_rows(_down_scatter_kernel, (a, b, w2, plan.tok, plan.gate, (e, h, d, a.stride(0), w2.stride(0))), out,
+                d, h, plan)
     return out, a, b
 
 
-def moe_swiglu_backward(dout, x, tok, gate, offsets, row_of, w1, w3, w2, a, b):
+def moe_swiglu_backward(dout, x, plan: RoutePlan, w1, w3, w2, a, b):
+    """dx [T, d], dgate [A] fp32 in assignment order (``t*k + j``), dw1, dw3, dw2."""
     t, d = x.shape
     e, _, h = w1.shape
-    rows = tok.numel()
-    sched = _schedule(offsets, rows, e)
+    rows = plan.tok.numel()
     dout = dout.contiguous()
     da = torch.empty_like(a)
     db = torch.empty_like(b)
     dgate = torch.zeros(rows, device=x.device, dtype=torch.float32)
-    _launch_rows(_down_bwd_kernel, (dout, tok, gate, w2, a, b, da, db, dgate,
-                                    (e, d, h, dout.stride(0), w2.stride(0), a.stride(0))), h, d, offsets, sched)
+    _launch_rows(_down_bwd_kernel, (dout, plan.tok, plan.gate, plan.src, w2, a, b, da, db, dgate,
+                                    (e, d, h, dout.stride(0), w2.stride(0), a.stride(0))), h, d, plan)
     dx = torch.empty(t, d, device=x.device, dtype=x.dtype)
-    _token_rows(_dx_kernel, (da, db, w1, w3, tok, (e, h, d, da.stride(0), w1.stride(0))), dx, row_of, d, h,
-                offsets, sched)
-    dw1, dw3 = _wgrad(x, None, tok, da, db, gate, offsets, d, h, e, 1, 0, w1.dtype)
-    dw2, _ = _wgrad(a, b, tok, dout, None, gate, offsets, h, d, e, 2, 1, w2.dtype)
+    _token_rows(_dx_kernel, (da, db, w1, w3, plan.tok, (e, h, d, da.stride(0), w1.stride(0))), dx, d, h, plan)
+    dw1, dw3 = _wgrad(x, None, da, db, plan, d, h, e, 1, 0, w1.dtype)
+    dw2, _ = _wgrad(a, b, dout, None, plan, h, d, e, 2, 1, w2.dtype)
     return dx, dgate, dw1, dw3, dw2
 
 
@@ -418,24 +495,30 @@ def moe_swiglu_backward(dout, x, tok, gate, offsets, row_of, w1, w3, w2, a, b):
 # autograd
 # --------------------------------------------------------------------------------------------------
 class MoESwiGLUFunction(torch.autograd.Function):
-    """``out[t] = sum_r in rows of t  gate[r] * SwiGLU_{e(r)}(x[t])`` for expert-sorted rows."""
+    """``out[t] = sum_j weights[t, j] * SwiGLU_{indices[t, j]}(x[t])``; the routing plan is computed once
+    in the forward and reused by the backward."""
 
     @staticmethod
-    def forward(ctx, x, tok, gate, offsets, row_of, w1, w3, w2):
+    def forward(ctx, x, expert_indices, expert_weights, counts, w1, w3, w2):
         x, w1, w3, w2 = x.contiguous(), w1.contiguous(), w3.contiguous(), w2.contiguous()
-        gate = gate.float().contiguous()
-        out, a, b = moe_swiglu_forward(x, tok, gate, offsets, row_of, w1, w3, w2)
-        ctx.save_for_backward(x, tok, gate, offsets, row_of, w1, w3, w2, a, b)
+        plan = route_plan(expert_indices, expert_weights, counts)
+        out, a, b = moe_swiglu_forward(x, plan, w1, w3, w2)
+        ctx.save_for_backward(x, w1, w3, w2, a, b, *plan[:7])
+        ctx.plan_sizes = plan[7:]
+        ctx.weights_meta = (expert_weights.shape, expert_weights.dtype)
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        x, tok, gate, offsets, row_of, w1, w3, w2, a, b = ctx.saved_tensors
-        dx, dgate, dw1, dw3, dw2 = moe_swiglu_backward(dout.to(x.dtype), x, tok, gate, offsets, row_of, w1, w3, w2,
-                                                       a, b)
-        return dx, None, dgate, None, None, dw1, dw3, dw2
+        x, w1, w3, w2, a, b, *plan_tensors = ctx.saved_tensors
+        plan = RoutePlan(*plan_tensors, *ctx.plan_sizes)
+        dx, dgate, dw1, dw3, dw2 = moe_swiglu_backward(dout.to(x.dtype), x, plan, w1, w3, w2, a, b)
+        shape, dtype = ctx.weights_meta
+        return dx, None, dgate.view(shape).to(dtype), None, dw1, dw3, dw2
 
 
-def moe_swiglu(x, tok, gate, offsets, row_of, w1, w3, w2):
-    """``row_of[t*k + j]``: the expert-sorted row of token t's j-th choice (the inverse of the sort)."""
-    return MoESwiGLUFunction.apply(x, tok, gate, offsets, row_of, w1, w3, w2)
+def moe_swiglu(x, expert_indices, expert_weights, counts, w1, w3, w2):
+    """The routed SwiGLU experts of a MoE layer: ``x`` [T, d]; the router's ``expert_indices`` [T, k],
+    ``expert_weights`` [T, k] (differentiable) and ``counts`` [E] (its tokens-per-expert histogram);
+    ``w1, w3`` [E, d, h], ``w2`` [E, h, d]."""
+    return MoESwiGLUFunction.apply(x, expert_indices, expert_weights, counts, w1, w3, w2)

@@ -1,4 +1,5 @@
-"""Triton MoE kernels against the torch reference: forward and every gradient.
+"""Triton MoE kernels against the torch reference: the fused router, the routing plan, and the experts'
+forward and every gradient.
 
 On the CPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1 must be set before triton is
 imported, hence a subprocess) with fp32 and fp16 inputs; bf16 is checked on a GPU, because the
@@ -30,3 +31,16 @@ def test_triton_kernels_match_reference_in_interpreter(dtype_name):
 @pytest.mark.parametrize("case", kernel_check.CASES)
 def test_triton_kernels_bf16_on_gpu(case):
     kernel_check.run_case(*case, dtype=torch.bfloat16, device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", kernel_check.ROUTER_CASES)
+def test_fused_router_on_gpu(case):
+    kernel_check.check_router(*case, device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", kernel_check.PLAN_CASES)
+def test_routing_plan_on_gpu(case):
+    for block_m in (64, 128):
+        kernel_check.check_plan(*case, block_m=block_m, device="cuda")

@@ -17,7 +17,7 @@ import torch
 from tpsbench.bench.stats import summarize
 from tpsbench.bench.timing import TimingConfig, time_fn
 from tpsbench.models import get_model
-from tpsbench.nn.experts import TritonExperts, _kernels, make_impl
+from tpsbench.nn.experts import _kernels, make_impl
 from tpsbench.nn.moe import MoEFeedForward
 
 
@@ -40,36 +40,36 @@ def main() -> None:
     x = torch.randn(args.tokens, spec.d_model, device=device).to(dt)
     with torch.no_grad():
         route = layer.router(x.float())
-    impl = TritonExperts()
-    p = impl.permute(x, route, layer.experts)
-    tok, gate, offs, row_of = p.token_index, p.weights.float().contiguous(), p.offsets, p.slots
     w1, w3, w2 = (w.detach().to(dt).contiguous() for w in (layer.experts.w1, layer.experts.w3, layer.experts.w2))
+    plan = k.route_plan(route.expert_indices, route.expert_weights, route.tokens_per_expert)
+    tok, gate, src, offs = plan.tok, plan.gate, plan.src, plan.offsets
     rows, d, h, e = tok.numel(), spec.d_model, moe.expert_hidden, moe.num_experts
-    out, a, b = k.moe_swiglu_forward(x, tok, gate, offs, row_of, w1, w3, w2)
+    out, a, b = k.moe_swiglu_forward(x, plan, w1, w3, w2)
     dout = torch.randn(args.tokens, d, device=device).to(dt)
-    sched = k._schedule(offs, rows, e)
     cfg = TimingConfig(warmup=2, min_reps=5, min_time_s=0.2 if device.type == "cuda" else 0.0, max_reps=50)
 
     def launch_rows(kernel, ptrs, scalars, n, kk):
-        return lambda: k._launch_rows(kernel, (*ptrs, scalars), n, kk, offs, sched)
+        return lambda: k._launch_rows(kernel, (*ptrs, scalars), n, kk, plan)
 
     def token_rows(kernel, ptrs, scalars, n, kk):
-        return lambda: k._token_rows(kernel, (*ptrs, scalars), torch.empty_like(x), row_of, n, kk, offs, sched)
+        return lambda: k._token_rows(kernel, (*ptrs, scalars), torch.empty_like(x), n, kk, plan)
 
     da, db = torch.empty_like(a), torch.empty_like(b)
     dgate = torch.zeros(rows, device=device)
     gemm = 2.0 * rows * d * h
     cases = {
+        "route plan": (lambda: k.route_plan(route.expert_indices, route.expert_weights, route.tokens_per_expert),
+                       0.0),
         "fwd up_gate": (launch_rows(k._up_gate_kernel, (x, tok, w1, w3, a, b), (e, d, h, x.stride(0), w1.stride(0),
                                                                                  a.stride(0)), h, d), 2 * gemm),
         "fwd down (+gather-sum)": (token_rows(k._down_scatter_kernel, (a, b, w2, tok, gate),
                                               (e, h, d, a.stride(0), w2.stride(0)), d, h), gemm),
-        "bwd down_bwd": (launch_rows(k._down_bwd_kernel, (dout, tok, gate, w2, a, b, da, db, dgate),
+        "bwd down_bwd": (launch_rows(k._down_bwd_kernel, (dout, tok, gate, src, w2, a, b, da, db, dgate),
                                      (e, d, h, dout.stride(0), w2.stride(0), a.stride(0)), h, d), gemm),
         "bwd dx (+gather-sum)": (token_rows(k._dx_kernel, (da, db, w1, w3, tok), (e, h, d, da.stride(0),
                                                                                  w1.stride(0)), d, h), 2 * gemm),
-        "bwd wgrad W1+W3": (lambda: k._wgrad(x, None, tok, da, db, gate, offs, d, h, e, 1, 0, w1.dtype), 2 * gemm),
-        "bwd wgrad W2": (lambda: k._wgrad(a, b, tok, dout, None, gate, offs, h, d, e, 2, 1, w2.dtype), gemm),
+        "bwd wgrad W1+W3": (lambda: k._wgrad(x, None, da, db, plan, d, h, e, 1, 0, w1.dtype), 2 * gemm),
+        "bwd wgrad W2": (lambda: k._wgrad(a, b, dout, None, plan, h, d, e, 2, 1, w2.dtype), gemm),
     }
     if hasattr(torch, "_grouped_mm") and device.type == "cuda":
         xs = x[tok.long()]
@@ -84,7 +84,8 @@ def main() -> None:
     for name, (_, flops) in cases.items():
         t = times[name]
         share = "" if "reference" in name else f"{100 * t / total:5.1f}%"
-        print(f"  {name:28s} {t * 1e3:9.3f} ms {share:>6s} {flops / t / 1e12:8.1f} TFLOP/s")
+        rate = f"{flops / t / 1e12:8.1f} TFLOP/s" if flops else ""
+        print(f"  {name:28s} {t * 1e3:9.3f} ms {share:>6s} {rate}")
     print(f"  {'sum of Triton kernels':28s} {total * 1e3:9.3f} ms")
     del out
     if args.trace:

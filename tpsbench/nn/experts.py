@@ -18,6 +18,7 @@ Every implementation computes the routed-expert part of the MoE layer from the s
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +66,7 @@ class ExpertImpl:
     name: str = ""
     dropless: bool = True
     staged: bool = True  # permute / up_gate / act / down / unpermute can be timed one by one
+    fused_router: bool = False  # the MoE layer routes with the fused Triton router (kernels/moe_router.py)
     description: str = ""
 
     def permute(self, x: torch.Tensor, route, experts) -> Permuted:
@@ -200,40 +202,34 @@ class CapacityExperts(ExpertImpl):
         return torch.zeros(x.shape, dtype=weighted.dtype, device=x.device).index_add(0, p.token_index, weighted)
 
 
-def _kernels():
-    """The Triton kernels module: installed as tpsbench.kernels; in a source checkout on PYTHONPATH
+def _kernels(module: str = "moe_experts"):
+    """A Triton kernels module: installed as tpsbench.kernels; in a source checkout on PYTHONPATH
     (e.g. a GPU machine where nothing is installed) the top-level kernels/ folder."""
     try:
-        from tpsbench.kernels import moe_experts
+        return importlib.import_module(f"tpsbench.kernels.{module}")
     except ModuleNotFoundError:
-        from kernels import moe_experts  # type: ignore[no-redef]
-    return moe_experts
+        return importlib.import_module(f"kernels.{module}")
 
 
 class TritonExperts(ExpertImpl):
     name = "triton"
     staged = False  # one fused pipeline: its stages cannot be timed apart
-    description = "dropless; fused gather -> grouped GEMM -> scatter Triton kernels (kernels/moe_experts.py)"
+    fused_router = True
+    description = ("dropless; fused router (softmax/top-k/histogram), routing plan and gather -> grouped GEMM -> "
+                   "scatter Triton kernels (kernels/moe_router.py, kernels/moe_experts.py)")
 
     def permute(self, x, route, experts):
-        order, token_of, weights, _ = _sort_by_expert(route.expert_indices, route.expert_weights)
-        counts = route.tokens_per_expert
-        offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)]).to(torch.int32)
-        # row_of[assignment] = its row in expert order (the inverse permutation): how the kernels find a
-        # token's k rows when they add them up (kernels/moe_experts.py, _gather_sum_kernel)
-        row_of = torch.empty_like(order, dtype=torch.int32)
-        row_of[order] = torch.arange(order.numel(), device=order.device, dtype=torch.int32)
-        return Permuted(rows=x, token_index=token_of.to(torch.int32), weights=weights, counts=counts,
-                        offsets=offsets, slots=row_of)
+        """The kernels' routing plan as a Permuted (for inspection: forward plans inside the kernels)."""
+        plan = _kernels().route_plan(route.expert_indices, route.expert_weights, route.tokens_per_expert)
+        return Permuted(rows=x, token_index=plan.tok, weights=plan.gate, counts=route.tokens_per_expert,
+                        offsets=plan.offsets, slots=plan.row_of)
 
     def forward(self, x, route, experts):
         moe_swiglu = _kernels().moe_swiglu
-        p = self.permute(x, route, experts)
-        assert p.offsets is not None and p.slots is not None
         dt = _compute_dtype(x)
         with torch.autocast(x.device.type, enabled=False):
-            return moe_swiglu(x.to(dt), p.token_index, p.weights, p.offsets, p.slots, experts.w1.to(dt),
-                              experts.w3.to(dt), experts.w2.to(dt))
+            return moe_swiglu(x.to(dt), route.expert_indices, route.expert_weights, route.tokens_per_expert,
+                              experts.w1.to(dt), experts.w3.to(dt), experts.w2.to(dt))
 
 
 EXPERT_IMPLS: dict[str, type[ExpertImpl]] = {

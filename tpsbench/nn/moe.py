@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tpsbench.models import MoESpec
-from tpsbench.nn.experts import ExpertImpl, make_impl
+from tpsbench.nn.experts import ExpertImpl, _kernels, make_impl
 from tpsbench.nn.layers import SwiGLU
 
 ROUTING_MODES = ("learned", "uniform", "skewed")
@@ -79,9 +79,14 @@ class Router(nn.Module):
             return None
         return torch.Generator(device=device).manual_seed(self.seed)
 
-    def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> RouterOutput:
-        """``weight`` overrides the parameter (stage benchmarks pass a bf16 copy)."""
-        logits = F.linear(x, self.weight if weight is None else weight).float()  # [T, E]
+    def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None, *, fused: bool = False) -> RouterOutput:
+        """``weight`` overrides the parameter (stage benchmarks pass a bf16 copy). ``fused``: softmax, top-k,
+        histogram and both losses in one Triton kernel (kernels/moe_router.py; learned routing only)."""
+        logits = F.linear(x, self.weight if weight is None else weight)  # [T, E]
+        if fused and self.mode == "learned":
+            return RouterOutput(*_kernels("moe_router").softmax_topk_router(
+                logits, self.top_k, self.lb_loss_weight, self.z_loss_weight))
+        logits = logits.float()
         probs = logits.softmax(dim=-1)
         indices = choose_experts(probs, self.top_k, self.mode, self.skew, self._gen(x.device))
         weights = probs.gather(1, indices)
@@ -138,7 +143,7 @@ class MoEFeedForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
-        route = self.router(flat)
+        route = self.router(flat, fused=self.impl.fused_router)
         self.aux_loss = route.lb_loss + route.z_loss
         self.last_route = route
         routed = self.impl.forward(flat, route, self.experts)

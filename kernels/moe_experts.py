@@ -420,17 +420,18 @@ def _launch_rows(kernel, args: tuple, n: int, k: int, plan: RoutePlan, **flags) 
                  num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
 
 
-def _token_rows(kernel, args: tuple, out: torch.Tensor, n: int, k: int, plan: RoutePlan) -> torch.Tensor:
+def _token_rows(kernel, args: tuple, out: torch.Tensor, n: int, k: int, plan: RoutePlan,
+                buffer_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Run a row kernel whose rows add up per token into ``out`` [T, n]: straight into out with top-1,
-    else into a row buffer summed by _gather_sum_kernel. ``args`` holds everything before the output
-    pointer and, last, the scalars with the output's stride last."""
+    else into a row buffer (``buffer_dtype``, default out's) summed in fp32 by _gather_sum_kernel. ``args``
+    holds everything before the output pointer and, last, the scalars with the output's stride last."""
     t = out.shape[0]
     rows = plan.tok.numel()
     top_k = rows // t if t else 1
     if top_k == 1:
         _launch_rows(kernel, (*args[:-1], out, (*args[-1], out.stride(0))), n, k, plan, SCATTER=True)
         return out
-    y = torch.empty(rows, n, device=out.device, dtype=out.dtype)
+    y = torch.empty(rows, n, device=out.device, dtype=buffer_dtype or out.dtype)
     _launch_rows(kernel, (*args[:-1], y, (*args[-1], y.stride(0))), n, k, plan, SCATTER=False)
     bt, bd = (16, 16) if INTERPRET else (16, min(256, triton.next_power_of_2(n)))
     _gather_sum_kernel[(triton.cdiv(t, bt), triton.cdiv(n, bd))](y, plan.row_of, out, t, n, y.stride(0),
@@ -473,8 +474,10 @@ def moe_swiglu_forward(x, plan: RoutePlan, w1, w3, w2):
     return out, a, b
 
 
-def moe_swiglu_backward(dout, x, plan: RoutePlan, w1, w3, w2, a, b):
-    """dx [T, d], dgate [A] fp32 in assignment order (``t*k + j``), dw1, dw3, dw2."""
+def moe_swiglu_backward(dout, x, plan: RoutePlan, w1, w3, w2, a, b, dx_dtype=None, dw_dtype=None):
+    """dx [T, d] (``dx_dtype``), dgate [A] fp32 in assignment order (``t*k + j``), dw1, dw3, dw2
+    (``dw_dtype``); both default to the inputs' dtype. The kernels accumulate in fp32 and write these
+    dtypes directly: fp32 master weights get fp32 gradients without a bf16 round trip and cast kernel."""
     t, d = x.shape
     e, _, h = w1.shape
     rows = plan.tok.numel()
@@ -484,10 +487,11 @@ def moe_swiglu_backward(dout, x, plan: RoutePlan, w1, w3, w2, a, b):
     dgate = torch.zeros(rows, device=x.device, dtype=torch.float32)
     _launch_rows(_down_bwd_kernel, (dout, plan.tok, plan.gate, plan.src, w2, a, b, da, db, dgate,
                                     (e, d, h, dout.stride(0), w2.stride(0), a.stride(0))), h, d, plan)
-    dx = torch.empty(t, d, device=x.device, dtype=x.dtype)
-    _token_rows(_dx_kernel, (da, db, w1, w3, plan.tok, (e, h, d, da.stride(0), w1.stride(0))), dx, d, h, plan)
-    dw1, dw3 = _wgrad(x, None, da, db, plan, d, h, e, 1, 0, w1.dtype)
-    dw2, _ = _wgrad(a, b, dout, None, plan, h, d, e, 2, 1, w2.dtype)
+    dx = torch.empty(t, d, device=x.device, dtype=dx_dtype or x.dtype)
+    _token_rows(_dx_kernel, (da, db, w1, w3, plan.tok, (e, h, d, da.stride(0), w1.stride(0))), dx, d, h, plan,
+                buffer_dtype=x.dtype)
+    dw1, dw3 = _wgrad(x, None, da, db, plan, d, h, e, 1, 0, dw_dtype or w1.dtype)
+    dw2, _ = _wgrad(a, b, dout, None, plan, h, d, e, 2, 1, dw_dtype or w2.dtype)
     return dx, dgate, dw1, dw3, dw2
 
 
@@ -499,26 +503,33 @@ class MoESwiGLUFunction(torch.autograd.Function):
     in the forward and reused by the backward."""
 
     @staticmethod
-    def forward(ctx, x, expert_indices, expert_weights, counts, w1, w3, w2):
-        x, w1, w3, w2 = x.contiguous(), w1.contiguous(), w3.contiguous(), w2.contiguous()
+    def forward(ctx, x, expert_indices, expert_weights, counts, w1, w3, w2, compute_dtype):
+        # The casts to the compute dtype happen here, outside autograd: the gradients come back in the
+        # inputs' own dtypes straight from the kernels (fp32 master weights: fp32 dW, no cast kernels).
+        dt = compute_dtype or x.dtype
+        ctx.grad_dtypes = (x.dtype, w1.dtype, w3.dtype, w2.dtype, expert_weights.dtype)
+        x, w1, w3, w2 = (t.to(dt).contiguous() for t in (x, w1, w3, w2))
         plan = route_plan(expert_indices, expert_weights, counts)
         out, a, b = moe_swiglu_forward(x, plan, w1, w3, w2)
         ctx.save_for_backward(x, w1, w3, w2, a, b, *plan[:7])
         ctx.plan_sizes = plan[7:]
-        ctx.weights_meta = (expert_weights.shape, expert_weights.dtype)
+        ctx.weights_shape = expert_weights.shape
         return out
 
     @staticmethod
     def backward(ctx, dout):
         x, w1, w3, w2, a, b, *plan_tensors = ctx.saved_tensors
         plan = RoutePlan(*plan_tensors, *ctx.plan_sizes)
-        dx, dgate, dw1, dw3, dw2 = moe_swiglu_backward(dout.to(x.dtype), x, plan, w1, w3, w2, a, b)
-        shape, dtype = ctx.weights_meta
-        return dx, None, dgate.view(shape).to(dtype), None, dw1, dw3, dw2
+        x_dt, w1_dt, w3_dt, w2_dt, gate_dt = ctx.grad_dtypes
+        dx, dgate, dw1, dw3, dw2 = moe_swiglu_backward(dout.to(x.dtype), x, plan, w1, w3, w2, a, b, dx_dtype=x_dt,
+                                                       dw_dtype=w1_dt)
+        return (dx, None, dgate.view(ctx.weights_shape).to(gate_dt), None, dw1, dw3.to(w3_dt), dw2.to(w2_dt),
+                None)
 
 
-def moe_swiglu(x, expert_indices, expert_weights, counts, w1, w3, w2):
+def moe_swiglu(x, expert_indices, expert_weights, counts, w1, w3, w2, compute_dtype: torch.dtype | None = None):
     """The routed SwiGLU experts of a MoE layer: ``x`` [T, d]; the router's ``expert_indices`` [T, k],
     ``expert_weights`` [T, k] (differentiable) and ``counts`` [E] (its tokens-per-expert histogram);
-    ``w1, w3`` [E, d, h], ``w2`` [E, h, d]."""
-    return MoESwiGLUFunction.apply(x, expert_indices, expert_weights, counts, w1, w3, w2)
+    ``w1, w3`` [E, d, h], ``w2`` [E, h, d]. ``compute_dtype`` (default x's): the dtype of the GEMM operands
+    and of the output, e.g. bf16 under autocast; gradients come back in each input's own dtype."""
+    return MoESwiGLUFunction.apply(x, expert_indices, expert_weights, counts, w1, w3, w2, compute_dtype)

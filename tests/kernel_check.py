@@ -43,7 +43,25 @@ def _run(impl, x, route, weights, grad, dtype):
     return {"out": out, "dx": xx.grad, "dgate": ew.grad, "dw1": w.w1.grad, "dw3": w.w3.grad, "dw2": w.w2.grad}
 
 
-def run_case(tokens: int, d: int, e: int, k: int, h: int, routing: str, dtype: torch.dtype, device: str) -> dict:
+def _run_master(x, route, weights, grad, dtype, master):
+    """The kernels on ``master``-dtype leaves (values already rounded to ``dtype``) computing in ``dtype``,
+    as under autocast: the output in ``dtype``, every gradient in ``master``."""
+    xx = x.to(dtype).to(master).requires_grad_(True)
+    ew = route.expert_weights.float().clone().requires_grad_()
+    w = [t.to(dtype).to(master).requires_grad_(True) for t in weights]
+    out = _kernels().moe_swiglu(xx, route.expert_indices, ew, route.tokens_per_expert, *w, dtype)
+    assert out.dtype == dtype, out.dtype
+    out.backward(grad.to(out.dtype))
+    grads = {"dx": xx.grad, "dw1": w[0].grad, "dw3": w[1].grad, "dw2": w[2].grad}
+    for name, g in grads.items():
+        assert g.dtype == master, f"{name} is {g.dtype}, not the master dtype {master}"
+    return {"out": out, "dgate": ew.grad, **grads}
+
+
+def run_case(tokens: int, d: int, e: int, k: int, h: int, routing: str, dtype: torch.dtype, device: str,
+             master: torch.dtype | None = None) -> dict:
+    """Triton against the loop reference; ``master``: the Triton run holds its leaves in that dtype and
+    computes in ``dtype`` (fp32 master weights under bf16 autocast)."""
     torch.manual_seed(tokens * 100 + e)
     layer = MoEFeedForward(d, MoESpec(num_experts=e, top_k=k, expert_hidden=h, shared_hidden=None)).to(device)
     layer.router.set_routing(routing, skew=1.5, seed=1)
@@ -54,7 +72,10 @@ def run_case(tokens: int, d: int, e: int, k: int, h: int, routing: str, dtype: t
     grad = torch.randn(tokens, d, device=device).to(dtype)
     ref_dtype = torch.float64 if device == "cpu" else torch.float32
     ref = _run(LoopExperts(), x, route, weights, grad, ref_dtype)
-    got = _run(TritonExperts(), x, route, weights, grad, dtype)
+    if master is None:
+        got = _run(TritonExperts(), x, route, weights, grad, dtype)
+    else:
+        got = _run_master(x, route, weights, grad, dtype, master)
     errors = {}
     for name, r in ref.items():
         g = got[name]
@@ -166,6 +187,10 @@ def main(dtype_name: str) -> None:
         for block_m in (16, 64):
             check_plan(*case, block_m=block_m)
     print("routing plans OK", flush=True)
+    if dtype != torch.float32:
+        for case in CASES[:3]:
+            errors = run_case(*case, dtype=dtype, device="cpu", master=torch.float32)
+            print(case, dtype_name, "fp32 master", {k: f"{v:.1e}" for k, v in errors.items()}, flush=True)
     for case in CASES:
         errors = run_case(*case, dtype=dtype, device="cpu")
         print(case, dtype_name, {k: f"{v:.1e}" for k, v in errors.items()}, flush=True)

@@ -34,6 +34,12 @@ def test_triton_kernels_bf16_on_gpu(case):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("case", kernel_check.CASES[:3])
+def test_triton_kernels_bf16_with_fp32_master_weights_on_gpu(case):
+    kernel_check.run_case(*case, dtype=torch.bfloat16, device="cuda", master=torch.float32)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("case", kernel_check.ROUTER_CASES)
 def test_fused_router_on_gpu(case):
     kernel_check.check_router(*case, device="cuda")

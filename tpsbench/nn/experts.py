@@ -228,8 +228,8 @@ class TritonExperts(ExpertImpl):
         moe_swiglu = _kernels().moe_swiglu
         dt = _compute_dtype(x)
         with torch.autocast(x.device.type, enabled=False):
-            return moe_swiglu(x.to(dt), route.expert_indices, route.expert_weights, route.tokens_per_expert,
-                              experts.w1.to(dt), experts.w3.to(dt), experts.w2.to(dt))
+            return moe_swiglu(x, route.expert_indices, route.expert_weights, route.tokens_per_expert, experts.w1,
+                              experts.w3, experts.w2, dt)
 
 
 EXPERT_IMPLS: dict[str, type[ExpertImpl]] = {

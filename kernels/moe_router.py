@@ -32,10 +32,8 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # kernels
 # --------------------------------------------------------------------------------------------------
 @triton.jit
-def _router_fwd_kernel(
-    logits_ptr, idx_ptr, w_ptr, counts_ptr, psum_ptr, lse_ptr, lse2_ptr, T, E, stride_l,
-    K: tl.constexpr, BT: tl.constexpr, BE: tl.constexpr,
-):
+def _logits_block(logits_ptr, T, E, stride_l, BT: tl.constexpr, BE: tl.constexpr):
+    """This program's BT tokens x BE experts of the logits in fp32; -inf outside [T, E] (exp gives 0)."""
     ts = tl.program_id(0) * BT + tl.arange(0, BT)
     es = tl.arange(0, BE)
     tmask = ts < T
@@ -43,6 +41,15 @@ def _router_fwd_kernel(
     mask = tmask[:, None] & emask[None, :]
     logits = tl.load(logits_ptr + ts[:, None].to(tl.int64) * stride_l + es[None, :], mask=mask,
                      other=-float("inf")).to(tl.float32)
+    return ts, es, tmask, emask, mask, logits
+
+
+@triton.jit
+def _router_fwd_kernel(
+    logits_ptr, idx_ptr, w_ptr, counts_ptr, psum_ptr, lse_ptr, lse2_ptr, T, E, stride_l,
+    K: tl.constexpr, BT: tl.constexpr, BE: tl.constexpr,
+):
+    ts, es, tmask, emask, mask, logits = _logits_block(logits_ptr, T, E, stride_l, BT, BE)
     mx = tl.where(tmask, tl.max(logits, axis=1), 0.0)
     ex = tl.where(mask, tl.exp(logits - mx[:, None]), 0.0)
     total = tl.where(tmask, tl.sum(ex, axis=1), 1.0)
@@ -73,13 +80,7 @@ def _router_bwd_kernel(
 ):
     """dlogits = p * (dp - sum_e p dp) + dz * z_scale * 2 lse * p, with dp[t, e] = dweight[t, j] where
     e = idx[t, j], plus dlb * lb_scale * counts[e] (lb_scale = w_lb * E / (T k T), z_scale = w_z / T)."""
-    ts = tl.program_id(0) * BT + tl.arange(0, BT)
-    es = tl.arange(0, BE)
-    tmask = ts < T
-    emask = es < E
-    mask = tmask[:, None] & emask[None, :]
-    logits = tl.load(logits_ptr + ts[:, None].to(tl.int64) * stride_l + es[None, :], mask=mask,
-                     other=0.0).to(tl.float32)
+    ts, es, tmask, emask, mask, logits = _logits_block(logits_ptr, T, E, stride_l, BT, BE)
     lse = tl.load(lse_ptr + ts, mask=tmask, other=0.0)
     p = tl.where(mask, tl.exp(logits - lse[:, None]), 0.0)
     dp = tl.zeros((BT, BE), dtype=tl.float32)

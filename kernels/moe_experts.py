@@ -3,15 +3,22 @@
 Rows are token-expert assignments sorted by expert (``tok[r]`` is the token of row ``r``, expert ``e``
 owns rows ``offsets[e]:offsets[e+1]``; ``row_of[t*k + j]`` is the row of token t's j-th choice). The
 kernels read token rows of ``x`` through ``tok``, so the permuted copy of the tokens is never written.
-Saved for backward: ``a = x W1`` and ``b = x W3`` (``[A, h]`` each); ``silu(a) * b`` is recomputed where
-it is read.
+Saved for backward: ``a = x W1``, ``b = x W3`` and ``h = silu(a) * b`` (``[A, h]`` each; a forward
+without autograd writes only ``h``). ``h`` is computed once, in the up-projection's epilogue. It used to be
+recomputed inside the K loops of the down GEMM (once per output column tile: 16 times at olmoe_1b_7b) and
+of the W2 gradient: those two kernels ran at 157 and 175 TFLOP/s on the H100 against 474 for the
+up-projection (tools/profile_moe_kernels.py). Our reading, not yet timed: the exp and the division per
+operand element are two special-function (MUFU) ops at 16 per clock per SM, 1024 cycles for a 128x64
+operand tile, against 512 cycles for the 128x128x64 MMA it feeds at 2048 bf16 FMA per clock per SM, so
+those loops ran at the MUFU's speed. Storing h costs one [A, h] write (0.5 GB at olmoe_1b_7b, 32,768
+tokens) and that much more saved activation memory.
 
 Routing plan (``_route_plan_kernel``, once per step, saved for the backward): the stable sort of the
 assignments by expert, ``row_of``, ``offsets`` and the row tiles in one launch, from the router's
 indices, weights and histogram; it replaced about 30 torch ops per fwd+bwd (argsort, gathers, cumsums, two
 tile schedules: tests/launch_count.py).
 
-Forward:  ``_up_gate_kernel`` (a, b) -> ``_down_scatter_kernel`` (gate * silu(a)*b W2).
+Forward:  ``_up_gate_kernel`` (a, b, h) -> ``_down_scatter_kernel`` (gate * h W2).
 Backward: ``_down_bwd_kernel`` (dH = gate * dOut[tok] W2^T fused with the SwiGLU backward and the
 router-weight gradient) -> ``_dx_kernel`` (da W1^T + db W3^T) -> ``_wgrad_kernel`` (per expert
 ``X^T dY`` for W1, W3 and W2).
@@ -89,6 +96,20 @@ def _route_plan_kernel(
 
 
 @triton.jit
+def _tile_ids(N, BN: tl.constexpr):
+    """(row tile, column tile) of this program in a 1-D grid of row tiles x column tiles, column tiles
+    fastest. The column tiles of one row tile are consecutive programs and run together, so the tile's
+    operand rows (gathered tokens, dOut rows, a/b/h rows) come from L2 after the first read. With row tiles
+    fastest (a 2-D grid) each column tile was one pass over all the rows: at olmoe_1b_7b (262,144 rows)
+    the row operands of up_gate, down_bwd, down and dx came from DRAM 8, 8, 16 and 16 times, about 43 GB
+    per fwd+bwd against the 38 GB the whole layer's roofline counts. The weights stay L2-resident either
+    way: one expert's W1 and W3 are 8 MB, and its row tiles run together."""
+    pid = tl.program_id(0)
+    n_tiles = tl.cdiv(N, BN)
+    return pid // n_tiles, pid % n_tiles
+
+
+@triton.jit
 def _tile_rows(tile_e_ptr, tile_r_ptr, off_ptr, pid_m, BM: tl.constexpr):
     e = tl.load(tile_e_ptr + pid_m)
     row0 = tl.load(tile_r_ptr + pid_m)
@@ -110,12 +131,13 @@ def _store_rows(out_ptr, acc, tok_ptr, rows, rmask, cols, cmask, stride_out, SCA
 
 @triton.jit
 def _up_gate_kernel(
-    x_ptr, tok_ptr, w1_ptr, w3_ptr, a_ptr, b_ptr, tile_e_ptr, tile_r_ptr, off_ptr,
+    x_ptr, tok_ptr, w1_ptr, w3_ptr, a_ptr, b_ptr, h_ptr, tile_e_ptr, tile_r_ptr, off_ptr,
     E, D, H, stride_x, stride_we, stride_a,
-    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+    STORE_AB: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    """a = x[tok] W1, b = x[tok] W3 (saved for the backward when STORE_AB) and h = silu(a) * b, from the
+    fp32 accumulators, once per element: the down GEMM and the W2 gradient read h as a plain operand."""
+    pid_m, pid_n = _tile_ids(H, BN)
     if tl.load(tile_e_ptr + pid_m) >= E:
         return
     e, rows, rmask = _tile_rows(tile_e_ptr, tile_r_ptr, off_ptr, pid_m, BM)
@@ -136,18 +158,21 @@ def _up_gate_kernel(
         acc3 = tl.dot(xa, w3, acc3)
     omask = rmask[:, None] & cmask[None, :]
     optr = rows[:, None].to(tl.int64) * stride_a + cols[None, :]
-    tl.store(a_ptr + optr, acc1.to(a_ptr.dtype.element_ty), mask=omask)
-    tl.store(b_ptr + optr, acc3.to(b_ptr.dtype.element_ty), mask=omask)
+    if STORE_AB:
+        tl.store(a_ptr + optr, acc1.to(a_ptr.dtype.element_ty), mask=omask)
+        tl.store(b_ptr + optr, acc3.to(b_ptr.dtype.element_ty), mask=omask)
+    h = acc1 / (1.0 + tl.exp(-acc1)) * acc3
+    tl.store(h_ptr + optr, h.to(h_ptr.dtype.element_ty), mask=omask)
 
 
 @triton.jit
 def _down_scatter_kernel(
-    a_ptr, b_ptr, w2_ptr, tok_ptr, gate_ptr, out_ptr, tile_e_ptr, tile_r_ptr, off_ptr,
-    E, H, D, stride_a, stride_we, stride_out,
+    h_ptr, w2_ptr, tok_ptr, gate_ptr, out_ptr, tile_e_ptr, tile_r_ptr, off_ptr,
+    E, H, D, stride_h, stride_we, stride_out,
     SCATTER: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    """gate * h W2[e] per row, h read as stored by _up_gate_kernel."""
+    pid_m, pid_n = _tile_ids(D, BN)
     if tl.load(tile_e_ptr + pid_m) >= E:
         return
     e, rows, rmask = _tile_rows(tile_e_ptr, tile_r_ptr, off_ptr, pid_m, BM)
@@ -159,13 +184,10 @@ def _down_scatter_kernel(
     for k0 in range(0, H, BK):
         ks = k0 + tl.arange(0, BK)
         kmask = ks < H
-        amask = rmask[:, None] & kmask[None, :]
-        aptr = rows[:, None].to(tl.int64) * stride_a + ks[None, :]
-        a = tl.load(a_ptr + aptr, mask=amask, other=0.0).to(tl.float32)
-        b = tl.load(b_ptr + aptr, mask=amask, other=0.0).to(tl.float32)
-        h = (a / (1.0 + tl.exp(-a)) * b).to(w2_ptr.dtype.element_ty)
+        hh = tl.load(h_ptr + rows[:, None].to(tl.int64) * stride_h + ks[None, :],
+                     mask=rmask[:, None] & kmask[None, :], other=0.0)
         w = tl.load(w2_ptr + w_base + ks[:, None] * D + cols[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0)
-        acc = tl.dot(h, w, acc)
+        acc = tl.dot(hh, w, acc)
     acc = acc * gate[:, None]
     _store_rows(out_ptr, acc, tok_ptr, rows, rmask, cols, cmask, stride_out, SCATTER)
 
@@ -177,8 +199,7 @@ def _down_bwd_kernel(
     E, D, H, stride_dout, stride_we, stride_a,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    pid_m, pid_n = _tile_ids(H, BN)
     if tl.load(tile_e_ptr + pid_m) >= E:
         return
     e, rows, rmask = _tile_rows(tile_e_ptr, tile_r_ptr, off_ptr, pid_m, BM)
@@ -220,8 +241,7 @@ def _dx_kernel(
     E, H, D, stride_a, stride_we, stride_dx,
     SCATTER: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    pid_m, pid_n = _tile_ids(D, BN)
     if tl.load(tile_e_ptr + pid_m) >= E:
         return
     e, rows, rmask = _tile_rows(tile_e_ptr, tile_r_ptr, off_ptr, pid_m, BM)
@@ -263,14 +283,14 @@ def _gather_sum_kernel(y_ptr, row_of_ptr, out_ptr, T, D, stride_y, stride_out,
 
 @triton.jit
 def _wgrad_kernel(
-    x_ptr, xb_ptr, tok_ptr, y_ptr, y2_ptr, gate_ptr, dw_ptr, dw2_ptr, off_ptr,
+    x_ptr, tok_ptr, y_ptr, y2_ptr, gate_ptr, dw_ptr, dw2_ptr, off_ptr,
     K, N, stride_x, stride_y, stride_dwe,
     X_MODE: tl.constexpr, Y_MODE: tl.constexpr, DUAL: tl.constexpr,
     BKO: tl.constexpr, BN: tl.constexpr, BR: tl.constexpr,
 ):
     """dW[e] = X_e^T Y_e over the rows of expert e (and dW2[e] = X_e^T Y2_e when DUAL, sharing the X
-    loads: dW1 and dW3 both read the gathered tokens). X_MODE 1: X = x[tok] (gathered); X_MODE 2:
-    X = silu(x) * xb (the SwiGLU output, recomputed). Y_MODE 0: Y = y rows; Y_MODE 1: Y = gate * y[tok].
+    loads: dW1 and dW3 both read the gathered tokens). X_MODE 0: X = x rows (the SwiGLU output h);
+    X_MODE 1: X = x[tok] (gathered). Y_MODE 0: Y = y rows; Y_MODE 1: Y = gate * y[tok].
     X is loaded already transposed ([BKO, BR]) so the dot needs no register transpose."""
     pid = tl.program_id(0)
     e = tl.program_id(1)
@@ -293,10 +313,6 @@ def _wgrad_kernel(
         xmask = kmask[:, None] & rmask[None, :]
         xptr = xrow[None, :] * stride_x + ks[:, None]
         xt = tl.load(x_ptr + xptr, mask=xmask, other=0.0)  # [BKO, BR]
-        if X_MODE == 2:
-            xf = xt.to(tl.float32)
-            xbf = tl.load(xb_ptr + xptr, mask=xmask, other=0.0).to(tl.float32)
-            xt = (xf / (1.0 + tl.exp(-xf)) * xbf).to(xb_ptr.dtype.element_ty)
         ymask = rmask[:, None] & nmask[None, :]
         if Y_MODE == 1:
             yrow = tl.load(tok_ptr + rows, mask=rmask, other=0).to(tl.int64)
@@ -327,6 +343,11 @@ _ROW_CONFIGS = [
     triton.Config({"BN": bn, "BK": bk}, num_warps=w, num_stages=s)
     for bn, bk, w, s in [(128, 64, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3), (128, 32, 4, 4)]
 ]
+# Kernels with one accumulator (down, down_bwd) also try a 256-wide tile: a 128x128x64 step loads 32 KB for
+# 1 M FMAs (64 FLOP/B from L2/shared memory), a 128x256 step 48 KB for 2 M (85 FLOP/B), the intensity that
+# up_gate's two accumulators sharing one gathered x tile already have (474 TFLOP/s vs 169 for down_bwd on
+# the H100). The fp32 accumulator is then 128 registers per thread at 8 warps, as in up_gate.
+_WIDE_ROW_CONFIGS = [*_ROW_CONFIGS, triton.Config({"BN": 256, "BK": 64}, num_warps=8, num_stages=3)]
 _WGRAD_CONFIGS = [
     triton.Config({"BKO": bko, "BN": bn, "BR": br}, num_warps=w, num_stages=s)
     for bko, bn, br, w, s in [(128, 128, 64, 8, 3), (128, 128, 32, 8, 3), (64, 128, 64, 4, 3), (128, 64, 64, 4, 3)]
@@ -335,8 +356,9 @@ _TUNED: dict = {}
 if not INTERPRET:
     _TUNED = {
         _up_gate_kernel: triton.autotune(_ROW_CONFIGS, key=["D", "H", "BM"])(_up_gate_kernel),
-        _down_scatter_kernel: triton.autotune(_ROW_CONFIGS, key=["D", "H", "BM", "SCATTER"])(_down_scatter_kernel),
-        _down_bwd_kernel: triton.autotune(_ROW_CONFIGS, key=["D", "H", "BM"], reset_to_zero=["dgate_ptr"])(
+        _down_scatter_kernel: triton.autotune(_WIDE_ROW_CONFIGS, key=["D", "H", "BM", "SCATTER"])(
+            _down_scatter_kernel),
+        _down_bwd_kernel: triton.autotune(_WIDE_ROW_CONFIGS, key=["D", "H", "BM"], reset_to_zero=["dgate_ptr"])(
             _down_bwd_kernel),
         _dx_kernel: triton.autotune(_ROW_CONFIGS, key=["D", "H", "BM", "SCATTER"])(_dx_kernel),
         _wgrad_kernel: triton.autotune(_WGRAD_CONFIGS, key=["K", "N", "X_MODE", "Y_MODE", "DUAL"])(_wgrad_kernel),
@@ -411,11 +433,11 @@ def _launch_rows(kernel, args: tuple, n: int, k: int, plan: RoutePlan, **flags) 
     and, last, its scalars."""
     tiles = (plan.tile_e, plan.tile_r, plan.offsets)
     if kernel in _TUNED:
-        _TUNED[kernel][lambda meta: (plan.bound, triton.cdiv(n, meta["BN"]))](
+        _TUNED[kernel][lambda meta: (plan.bound * triton.cdiv(n, meta["BN"]),)](
             *args[:-1], *tiles, *args[-1], **flags, BM=plan.block_m)
         return
     cfg = block_config(0, n, k)
-    grid = (plan.bound, triton.cdiv(n, cfg["BN"]))
+    grid = (plan.bound * triton.cdiv(n, cfg["BN"]),)
     kernel[grid](*args[:-1], *tiles, *args[-1], **flags, BM=plan.block_m, BN=cfg["BN"], BK=cfg["BK"],
                  num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
 
@@ -439,12 +461,12 @@ def _token_rows(kernel, args: tuple, out: torch.Tensor, n: int, k: int, plan: Ro
     return out
 
 
-def _wgrad(x, xb, y, y2, plan: RoutePlan, k: int, n: int, e: int, x_mode: int, y_mode: int,
+def _wgrad(x, y, y2, plan: RoutePlan, k: int, n: int, e: int, x_mode: int, y_mode: int,
            out_dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-expert ``X^T Y`` (and ``X^T Y2`` sharing the X loads when ``y2`` is given)."""
     dw = torch.empty(e, k, n, device=x.device, dtype=out_dtype)
     dw2 = torch.empty_like(dw) if y2 is not None else None
-    args = (x, xb if xb is not None else x, plan.tok, y, y2 if y2 is not None else y, plan.gate, dw,
+    args = (x, plan.tok, y, y2 if y2 is not None else y, plan.gate, dw,
             dw2 if dw2 is not None else dw, plan.offsets, k, n, x.stride(0), y.stride(0), dw.stride(0))
     flags = {"X_MODE": x_mode, "Y_MODE": y_mode, "DUAL": y2 is not None}
     if _wgrad_kernel in _TUNED:
@@ -458,26 +480,31 @@ def _wgrad(x, xb, y, y2, plan: RoutePlan, k: int, n: int, e: int, x_mode: int, y
     return dw, dw2
 
 
-def moe_swiglu_forward(x, plan: RoutePlan, w1, w3, w2):
-    """out[T, d] (x's dtype) and the saved a, b. ``x`` [T, d]; ``w1, w3`` [E, d, h]; ``w2`` [E, h, d];
-    all contiguous."""
+def moe_swiglu_forward(x, plan: RoutePlan, w1, w3, w2, save_for_backward: bool = True):
+    """out [T, d] (x's dtype), and what the backward reads: ``a = x W1``, ``b = x W3`` (None unless
+    ``save_for_backward``) and ``h = silu(a) * b`` ([A, h] each, x's dtype). ``x`` [T, d];
+    ``w1, w3`` [E, d, h]; ``w2`` [E, h, d]; all contiguous."""
     t, d = x.shape
     e, _, h = w1.shape
     rows = plan.tok.numel()
-    a = torch.empty(rows, h, device=x.device, dtype=x.dtype)
-    b = torch.empty_like(a)
-    _launch_rows(_up_gate_kernel, (x, plan.tok, w1, w3, a, b, (e, d, h, x.stride(0), w1.stride(0), a.stride(0))),
-                 h, d, plan)
+    hid = torch.empty(rows, h, device=x.device, dtype=x.dtype)
+    a, b = (torch.empty_like(hid) for _ in range(2)) if save_for_backward else (hid, hid)
+    _launch_rows(_up_gate_kernel, (x, plan.tok, w1, w3, a, b, hid,
+                                   (e, d, h, x.stride(0), w1.stride(0), hid.stride(0))), h, d, plan,
+                 STORE_AB=save_for_backward)
     out = torch.empty(t, d, device=x.device, dtype=x.dtype)
-    _token_rows(_down_scatter_kernel, (a, b, w2, plan.tok, plan.gate, (e, h, d, a.stride(0), w2.stride(0))), out,
+    _token_rows(_down_scatter_kernel, (hid, w2, plan.tok, plan.gate, (e, h, d, hid.stride(0), w2.stride(0))), out,
                 d, h, plan)
-    return out, a, b
+    if not save_for_backward:
+        return out, None, None, hid
+    return out, a, b, hid
 
 
-def moe_swiglu_backward(dout, x, plan: RoutePlan, w1, w3, w2, a, b, dx_dtype=None, dw_dtype=None):
+def moe_swiglu_backward(dout, x, plan: RoutePlan, w1, w3, w2, a, b, hid, dx_dtype=None, dw_dtype=None):
     """dx [T, d] (``dx_dtype``), dgate [A] fp32 in assignment order (``t*k + j``), dw1, dw3, dw2
     (``dw_dtype``); both default to the inputs' dtype. The kernels accumulate in fp32 and write these
-    dtypes directly: fp32 master weights get fp32 gradients without a bf16 round trip and cast kernel."""
+    dtypes directly: fp32 master weights get fp32 gradients without a bf16 round trip and cast kernel.
+    ``a``, ``b``, ``hid``: the forward's (moe_swiglu_forward with save_for_backward)."""
     t, d = x.shape
     e, _, h = w1.shape
     rows = plan.tok.numel()
@@ -490,8 +517,8 @@ def moe_swiglu_backward(dout, x, plan: RoutePlan, w1, w3, w2, a, b, dx_dtype=Non
     dx = torch.empty(t, d, device=x.device, dtype=dx_dtype or x.dtype)
     _token_rows(_dx_kernel, (da, db, w1, w3, plan.tok, (e, h, d, da.stride(0), w1.stride(0))), dx, d, h, plan,
                 buffer_dtype=x.dtype)
-    dw1, dw3 = _wgrad(x, None, da, db, plan, d, h, e, 1, 0, dw_dtype or w1.dtype)
-    dw2, _ = _wgrad(a, b, dout, None, plan, h, d, e, 2, 1, dw_dtype or w2.dtype)
+    dw1, dw3 = _wgrad(x, da, db, plan, d, h, e, 1, 0, dw_dtype or w1.dtype)
+    dw2, _ = _wgrad(hid, dout, None, plan, h, d, e, 0, 1, dw_dtype or w2.dtype)
     return dx, dgate, dw1, dw3, dw2
 
 
@@ -503,28 +530,30 @@ class MoESwiGLUFunction(torch.autograd.Function):
     in the forward and reused by the backward."""
 
     @staticmethod
-    def forward(ctx, x, expert_indices, expert_weights, counts, w1, w3, w2, compute_dtype):
+    def forward(ctx, x, expert_indices, expert_weights, counts, w1, w3, w2, compute_dtype, grad):
         # The casts to the compute dtype happen here, outside autograd: the gradients come back in the
         # inputs' own dtypes straight from the kernels (fp32 master weights: fp32 dW, no cast kernels).
         dt = compute_dtype or x.dtype
         ctx.grad_dtypes = (x.dtype, w1.dtype, w3.dtype, w2.dtype, expert_weights.dtype)
         x, w1, w3, w2 = (t.to(dt).contiguous() for t in (x, w1, w3, w2))
         plan = route_plan(expert_indices, expert_weights, counts)
-        out, a, b = moe_swiglu_forward(x, plan, w1, w3, w2)
-        ctx.save_for_backward(x, w1, w3, w2, a, b, *plan[:7])
+        # grad False (no backward can follow): a and b are neither written nor kept, only h.
+        out, a, b, hid = moe_swiglu_forward(x, plan, w1, w3, w2, save_for_backward=grad)
+        if grad:
+            ctx.save_for_backward(x, w1, w3, w2, a, b, hid, *plan[:7])
         ctx.plan_sizes = plan[7:]
         ctx.weights_shape = expert_weights.shape
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        x, w1, w3, w2, a, b, *plan_tensors = ctx.saved_tensors
+        x, w1, w3, w2, a, b, hid, *plan_tensors = ctx.saved_tensors
         plan = RoutePlan(*plan_tensors, *ctx.plan_sizes)
         x_dt, w1_dt, w3_dt, w2_dt, gate_dt = ctx.grad_dtypes
-        dx, dgate, dw1, dw3, dw2 = moe_swiglu_backward(dout.to(x.dtype), x, plan, w1, w3, w2, a, b, dx_dtype=x_dt,
-                                                       dw_dtype=w1_dt)
+        dx, dgate, dw1, dw3, dw2 = moe_swiglu_backward(dout.to(x.dtype), x, plan, w1, w3, w2, a, b, hid,
+                                                       dx_dtype=x_dt, dw_dtype=w1_dt)
         return (dx, None, dgate.view(ctx.weights_shape).to(gate_dt), None, dw1, dw3.to(w3_dt), dw2.to(w2_dt),
-                None)
+                None, None)
 
 
 def moe_swiglu(x, expert_indices, expert_weights, counts, w1, w3, w2, compute_dtype: torch.dtype | None = None):
@@ -532,4 +561,6 @@ def moe_swiglu(x, expert_indices, expert_weights, counts, w1, w3, w2, compute_dt
     ``expert_weights`` [T, k] (differentiable) and ``counts`` [E] (its tokens-per-expert histogram);
     ``w1, w3`` [E, d, h], ``w2`` [E, h, d]. ``compute_dtype`` (default x's): the dtype of the GEMM operands
     and of the output, e.g. bf16 under autocast; gradients come back in each input's own dtype."""
-    return MoESwiGLUFunction.apply(x, expert_indices, expert_weights, counts, w1, w3, w2, compute_dtype)
+    # ctx.needs_input_grad is True under torch.no_grad() too: grad mode is read here, outside the Function.
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, expert_weights, w1, w3, w2))
+    return MoESwiGLUFunction.apply(x, expert_indices, expert_weights, counts, w1, w3, w2, compute_dtype, grad)

@@ -74,6 +74,9 @@ def run_case(tokens: int, d: int, e: int, k: int, h: int, routing: str, dtype: t
     ref = _run(LoopExperts(), x, route, weights, grad, ref_dtype)
     if master is None:
         got = _run(TritonExperts(), x, route, weights, grad, dtype)
+        with torch.no_grad():  # the forward-only path (h stored, a and b not) computes the same output
+            inference = TritonExperts().forward(x, route, _Weights(*weights))
+        assert torch.equal(inference, got["out"].detach()), "forward without autograd differs from the training one"
     else:
         got = _run_master(x, route, weights, grad, dtype, master)
     errors = {}

@@ -44,7 +44,7 @@ def main() -> None:
     plan = k.route_plan(route.expert_indices, route.expert_weights, route.tokens_per_expert)
     tok, gate, src, offs = plan.tok, plan.gate, plan.src, plan.offsets
     rows, d, h, e = tok.numel(), spec.d_model, moe.expert_hidden, moe.num_experts
-    out, a, b = k.moe_swiglu_forward(x, plan, w1, w3, w2)
+    out, a, b, hid = k.moe_swiglu_forward(x, plan, w1, w3, w2)
     dout = torch.randn(args.tokens, d, device=device).to(dt)
     cfg = TimingConfig(warmup=2, min_reps=5, min_time_s=0.2 if device.type == "cuda" else 0.0, max_reps=50)
 
@@ -60,16 +60,16 @@ def main() -> None:
     cases = {
         "route plan": (lambda: k.route_plan(route.expert_indices, route.expert_weights, route.tokens_per_expert),
                        0.0),
-        "fwd up_gate": (launch_rows(k._up_gate_kernel, (x, tok, w1, w3, a, b), (e, d, h, x.stride(0), w1.stride(0),
-                                                                                 a.stride(0)), h, d), 2 * gemm),
-        "fwd down (+gather-sum)": (token_rows(k._down_scatter_kernel, (a, b, w2, tok, gate),
-                                              (e, h, d, a.stride(0), w2.stride(0)), d, h), gemm),
+        "fwd up_gate": (lambda: k._launch_rows(k._up_gate_kernel, (x, tok, w1, w3, a, b, hid, (
+            e, d, h, x.stride(0), w1.stride(0), a.stride(0))), h, d, plan, STORE_AB=True), 2 * gemm),
+        "fwd down (+gather-sum)": (token_rows(k._down_scatter_kernel, (hid, w2, tok, gate),
+                                              (e, h, d, hid.stride(0), w2.stride(0)), d, h), gemm),
         "bwd down_bwd": (launch_rows(k._down_bwd_kernel, (dout, tok, gate, src, w2, a, b, da, db, dgate),
                                      (e, d, h, dout.stride(0), w2.stride(0), a.stride(0)), h, d), gemm),
         "bwd dx (+gather-sum)": (token_rows(k._dx_kernel, (da, db, w1, w3, tok), (e, h, d, da.stride(0),
                                                                                  w1.stride(0)), d, h), 2 * gemm),
-        "bwd wgrad W1+W3": (lambda: k._wgrad(x, None, da, db, plan, d, h, e, 1, 0, w1.dtype), 2 * gemm),
-        "bwd wgrad W2": (lambda: k._wgrad(a, b, dout, None, plan, h, d, e, 2, 1, w2.dtype), gemm),
+        "bwd wgrad W1+W3": (lambda: k._wgrad(x, da, db, plan, d, h, e, 1, 0, w1.dtype), 2 * gemm),
+        "bwd wgrad W2": (lambda: k._wgrad(hid, dout, None, plan, h, d, e, 0, 1, w2.dtype), gemm),
     }
     if hasattr(torch, "_grouped_mm") and device.type == "cuda":
         xs = x[tok.long()]

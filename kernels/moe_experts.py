@@ -102,8 +102,8 @@ def _tile_ids(N, BN: tl.constexpr):
     operand rows (gathered tokens, dOut rows, a/b/h rows) come from L2 after the first read. With row tiles
     fastest (a 2-D grid) each column tile was one pass over all the rows: at olmoe_1b_7b (262,144 rows)
     the row operands of up_gate, down_bwd, down and dx came from DRAM 8, 8, 16 and 16 times, 43 GB per
-    fwd+bwd (3.8 GB read once each) against the 38 GB the whole layer's roofline counts. The weights stay L2-resident either
-    way: one expert's W1 and W3 are 8 MB, and its row tiles run together."""
+    fwd+bwd (3.8 GB read once each) against the 21.9 GB the layer's roofline floor counts. The weights
+    stay L2-resident either way: one expert's W1 and W3 are 8 MB, and its row tiles run together."""
     pid = tl.program_id(0)
     n_tiles = tl.cdiv(N, BN)
     return pid // n_tiles, pid % n_tiles

@@ -14,6 +14,7 @@ from tpsbench.costmodel import (
     Workload,
     adamw_op,
     attention_core_ops,
+    autocast_ops,
     flops_per_token,
     linear_ops,
     moe_ops,
@@ -63,6 +64,61 @@ def test_moe_expert_down_reads_every_experts_weights():
     assert down.flops == 2 * 32768 * 128 * 768 == 6_442_450_944
     assert down.traffic.weights == 256 * 128 * 768 * 2 == 50_331_648
     assert down.traffic.activations == (32768 * 128 + 32768 * 768) * 2 == 58_720_256
+
+
+def _moe_layer(model: str, impl: str) -> dict:
+    w = Workload(model=get_model(model), tokens=32768, seq_len=2048, impl=impl)
+    ops: dict = {}
+    for op in moe_ops(w):
+        ops.setdefault((op.name, op.phase), []).append(op)
+    return ops
+
+
+def test_triton_experts_counted_as_its_kernels_move_data():
+    # olmoe_1b_7b at 32,768 tokens: 262,144 rows (top-8), d 2048, h 1024, 64 experts, bf16 operands
+    ops = _moe_layer("olmoe_1b_7b", "triton")
+    rows, nd, nh, weights = 262_144, 262_144 * 2048 * 2, 262_144 * 1024 * 2, 64 * 2048 * 1024 * 2
+    [up] = ops[("moe.expert_up_gate", Phase.FWD)]
+    # x's rows read once for both matrices, a and b written, tok + gate per row
+    assert up.traffic.weights == 2 * weights
+    assert up.traffic.activations == nd + 2 * nh + rows * 8
+    [act] = ops[("moe.expert_act", Phase.FWD)]
+    assert (act.bytes, act.launches) == (nh, 0)  # only h's write: a and b are not read back
+    [down] = ops[("moe.expert_down", Phase.FWD)]
+    assert down.traffic.activations == nh + nd + rows * 8  # h read, the row buffer written (top-8)
+    [gather_sum] = ops[("moe.unpermute", Phase.FWD)]
+    assert gather_sum.bytes == rows * 4 + nd + 32768 * 2048 * 2
+    # backward: dH is never written (the SwiGLU backward is the down data-gradient's epilogue)
+    [act_bwd] = ops[("moe.expert_act", Phase.BWD_DGRAD)]
+    assert (act_bwd.traffic.activations, act_bwd.traffic.gradients) == (2 * nh, 2 * nh)
+    # weight gradients leave the kernels in fp32: 4 bytes per weight, no grad cast for them
+    [wg] = ops[("moe.expert_up_gate", Phase.BWD_WGRAD)]
+    assert wg.traffic.gradients == 2 * nh + 2 * 64 * 2048 * 1024 * 4
+    grouped = _moe_layer("olmoe_1b_7b", "grouped")
+    flat = [op for group in ops.values() for op in group]
+    flat_grouped = [op for group in grouped.values() for op in group]
+    assert total_flops(flat) == total_flops(flat_grouped)  # the same GEMMs
+    assert sum(op.bytes for op in flat) < 0.7 * sum(op.bytes for op in flat_grouped)
+
+
+def test_triton_top1_writes_token_rows_directly():
+    ops = _moe_layer("moe_1b", "triton")  # top-1: no row buffer, no gather-sum
+    [down] = ops[("moe.expert_down", Phase.FWD)]
+    assert down.traffic.activations == 32768 * 128 * 2 + 32768 * 768 * 2 + 32768 * 8
+    [unpermute] = ops[("moe.unpermute", Phase.FWD)]
+    assert (unpermute.bytes, unpermute.launches) == (0, 0)
+    assert ("moe.permute", Phase.BWD_DGRAD) not in ops
+
+
+def test_triton_expert_gradients_skip_the_grad_cast():
+    spec = get_model("olmoe_1b_7b")
+    casts = {}
+    for impl in ("triton", "grouped"):
+        w = Workload(model=spec, tokens=32768, seq_len=2048, impl=impl)
+        casts[impl] = {op.name: op.bytes for op in autocast_ops(w)}
+    experts = spec.n_layers * 3 * 2048 * 1024 * 64
+    assert casts["triton"]["moe.weight_cast"] == casts["grouped"]["moe.weight_cast"]
+    assert casts["grouped"]["moe.grad_cast"] - casts["triton"]["moe.grad_cast"] == experts * (2 + 4)
 
 
 def test_adamw_step_bytes():

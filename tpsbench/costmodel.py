@@ -104,8 +104,8 @@ MOE_IMPLS: dict[str, str] = {
     "grouped": "same as dropless (torch._grouped_mm over expert-sorted tokens)",
     "loop": "dropless; one GEMM launch per expert per stage (same bytes and FLOPs, E times the launches)",
     "capacity": "token dropping: each expert padded to C = round_up(cf * T*k/E, 8) rows, batched GEMM",
-    "triton": "dropless, fused: GEMMs gather token rows and scatter-add (fp32 atomics) outputs; no permuted "
-    "copies (SwiGLU traffic counted as unfused)",
+    "triton": "dropless, fused (kernels/moe_experts.py): GEMMs gather token rows, SwiGLU in the GEMM epilogues, "
+    "top-k outputs summed per token from a row buffer, weight gradients written in the parameters' dtype",
 }
 CAPACITY_MULTIPLE = 8  # capacity rounded up to a multiple of 8 rows (tensor-core friendly)
 DEFAULT_CAPACITY_FACTOR = 1.2
@@ -408,37 +408,35 @@ def moe_ops(w: Workload) -> list[OpCost]:
         fwd_flops=10.0 * t * e, fwd=Traffic(activations=t * e * c + idx_bytes + e * 8),
         bwd_flops=6.0 * t * e, bwd=Traffic(activations=t * e * 4, gradients=t * k * 4 + t * e * c),
     )
-    # Permute: sort assignments by expert (T*k int64 keys) and gather token rows into expert order.
-    # Capacity writes the whole padded E*C buffer (zeros included).
-    gathered = r.kept_assignments * d * c
-    written = r.expert_rows * d * c
-    sort = 3 * t * k * 8
-    fused = w.impl == "triton"
-    ops += _elementwise(
-        "moe.permute", "moe", kind=OpKind.MEMORY,
-        fwd_flops=0.0, fwd=Traffic(activations=sort if fused else gathered + written + sort),
-        bwd_flops=0.0 if fused else 1.0 * r.kept_assignments * d,
-        # fused: dX is scatter-added (fp32 read-modify-write) by the data-gradient GEMM, then cast
-        bwd=Traffic(gradients=(2 * r.kept_assignments * d * 4 + t * d * (4 + c)) if fused
-                    else r.kept_assignments * d * c + t * d * c), launches=per_expert,
-    )
-    ops += linear_ops("moe.expert_up_gate", "moe", rows=r.expert_rows, k=d, n=h, pol=pol, matrices=2,
-                      weight_sets=r.experts_touched, launches=per_expert)
-    ops += swiglu_act_ops("moe.expert_act", "moe", rows=r.expert_rows, hidden=h, pol=pol, launches=per_expert)
-    ops += linear_ops("moe.expert_down", "moe", rows=r.expert_rows, k=h, n=d, pol=pol,
-                      weight_sets=r.experts_touched, launches=per_expert)
-    # Unpermute: weight each expert output by its router probability and sum the k rows per token.
-    unpermute_fwd = (Traffic(activations=2 * r.kept_assignments * d * 4 + t * k * 4 + t * d * (4 + 4 + c)) if fused
-                     else Traffic(activations=r.kept_assignments * d * c + t * k * 4 + t * d * c))
-    ops += _elementwise(
-        "moe.unpermute", "moe", kind=OpKind.MEMORY,
-        fwd_flops=2.0 * r.kept_assignments * d,
-        fwd=unpermute_fwd,
-        bwd_flops=4.0 * r.kept_assignments * d,
-        bwd=Traffic(activations=r.kept_assignments * d * c,
-                    gradients=t * d * c + r.expert_rows * d * c + t * k * 4),
-        launches=per_expert,
-    )
+    if w.impl == "triton":
+        ops += fused_expert_ops(w)
+    else:
+        # Permute: sort assignments by expert (T*k int64 keys) and gather token rows into expert order.
+        # Capacity writes the whole padded E*C buffer (zeros included).
+        gathered = r.kept_assignments * d * c
+        written = r.expert_rows * d * c
+        sort = 3 * t * k * 8
+        ops += _elementwise(
+            "moe.permute", "moe", kind=OpKind.MEMORY,
+            fwd_flops=0.0, fwd=Traffic(activations=gathered + written + sort),
+            bwd_flops=1.0 * r.kept_assignments * d,
+            bwd=Traffic(gradients=r.kept_assignments * d * c + t * d * c), launches=per_expert,
+        )
+        ops += linear_ops("moe.expert_up_gate", "moe", rows=r.expert_rows, k=d, n=h, pol=pol, matrices=2,
+                          weight_sets=r.experts_touched, launches=per_expert)
+        ops += swiglu_act_ops("moe.expert_act", "moe", rows=r.expert_rows, hidden=h, pol=pol, launches=per_expert)
+        ops += linear_ops("moe.expert_down", "moe", rows=r.expert_rows, k=h, n=d, pol=pol,
+                          weight_sets=r.experts_touched, launches=per_expert)
+        # Unpermute: weight each expert output by its router probability and sum the k rows per token.
+        ops += _elementwise(
+            "moe.unpermute", "moe", kind=OpKind.MEMORY,
+            fwd_flops=2.0 * r.kept_assignments * d,
+            fwd=Traffic(activations=r.kept_assignments * d * c + t * k * 4 + t * d * c),
+            bwd_flops=4.0 * r.kept_assignments * d,
+            bwd=Traffic(activations=r.kept_assignments * d * c,
+                        gradients=t * d * c + r.expert_rows * d * c + t * k * 4),
+            launches=per_expert,
+        )
     if moe.shared_hidden:
         ops += dense_mlp_ops(w, moe.shared_hidden, prefix="moe.shared", group="moe")
         # out = shared / (k+1) + routed * k / (k+1)
@@ -448,6 +446,71 @@ def moe_ops(w: Workload) -> list[OpCost]:
             fwd_flops=3.0 * n, fwd=Traffic(activations=3 * n * c),
             bwd_flops=2.0 * n, bwd=Traffic(gradients=3 * n * c),
         )
+    return ops
+
+
+def fused_expert_ops(w: Workload) -> list[OpCost]:
+    """The routed experts of ``--impl triton`` (kernels/moe_experts.py) as its kernels move data, each
+    operand read once and each output written once (the floor of that design; re-reads from DRAM are the
+    kernels' inefficiency, not part of it). Names match the unfused ops so tables line up:
+
+    fwd:  routing plan (``moe.permute``); up/gate GEMM reading x's rows through the plan, writing a and b
+          once for both matrices; ``h = silu(a)*b`` written by its epilogue (``moe.expert_act``); down GEMM
+          reading h, its rows scaled by the router weight and written to the token's output row (top-1) or
+          to a row buffer that a gather-sum adds per token (``moe.unpermute``, top-k > 1).
+    bwd:  down data-gradient reading dOut's rows through the plan, with the SwiGLU backward (a, b read,
+          da, db written: ``moe.expert_act``) and the router-weight gradient in its epilogue (dH never
+          written); dX from da and db in one GEMM, rows summed like the forward (``moe.permute``, top-k > 1);
+          weight gradients dW1 and dW3 in one pass over x's rows, dW2 from h, written in the parameters'
+          dtype (no separate cast of the experts' weight gradients: see cast_ops).
+    """
+    m, pol = w.model, w.policy
+    moe = m.moe
+    assert moe is not None
+    t, d, c, k, e, h = w.tokens, m.d_model, pol.compute_bytes, moe.top_k, moe.num_experts, moe.expert_hidden
+    rows = t * k
+    nd, nh = rows * d, rows * h
+    gemm = 2.0 * rows * d * h
+    weights = e * d * h * c  # one matrix of every expert, in the compute dtype
+    dw = e * d * h * pol.grad_bytes
+    # top-1: rows go straight to the token's row; top-k: a row buffer, read back by the gather-sum
+    row_out = t * d * c if k == 1 else nd * c
+    plan = rows * (8 + 4) + rows * 4 * 4  # int64 indices and fp32 weights in; tok, src, row_of, gate out
+    index = rows * 4 * 2  # tok and gate per row, read by each row kernel
+
+    def op(name: str, phase: Phase, kind: OpKind, flops: float, traffic: Traffic, launches: int = 1) -> OpCost:
+        return OpCost(name=name, group="moe", phase=phase, kind=kind, flops=flops, traffic=traffic,
+                      launches=launches)
+
+    fwd, dgrad, wgrad = Phase.FWD, Phase.BWD_DGRAD, Phase.BWD_WGRAD
+    mm, mem, ew = OpKind.MATMUL, OpKind.MEMORY, OpKind.ELEMENTWISE
+    # Elementwise FLOPs as the unfused ops count them, where the kernels do the same math: the SwiGLU
+    # (5 fwd, 10 bwd per element), the router-weight scaling and the k-row sum (2 per output element). The
+    # fused backward takes the router-weight gradient in h-space, <dOut[tok] W2^T, h> (2 per element of h)
+    # plus the scaling of dH (1), instead of the unfused <dOut, y> path. Epilogue work moves no bytes of
+    # its own: those ops have no launches and no traffic.
+    ops = [
+        op("moe.permute", fwd, mem, 0.0, Traffic(activations=plan)),
+        op("moe.expert_up_gate", fwd, mm, 2 * gemm,
+           Traffic(weights=2 * weights, activations=nd * c + 2 * nh * c + index)),
+        op("moe.expert_act", fwd, ew, 5.0 * nh, Traffic(activations=nh * c), launches=0),
+        op("moe.expert_down", fwd, mm, gemm, Traffic(weights=weights, activations=nh * c + row_out + index)),
+        op("moe.unpermute", fwd, mem, 2.0 * nd if k > 1 else float(nd),
+           Traffic(activations=rows * 4 + nd * c + t * d * c) if k > 1 else Traffic(), launches=int(k > 1)),
+        op("moe.expert_down", dgrad, mm, gemm, Traffic(weights=weights, activations=index,
+                                                       gradients=nd * c + rows * 4)),
+        op("moe.expert_act", dgrad, ew, 10.0 * nh, Traffic(activations=2 * nh * c, gradients=2 * nh * c),
+           launches=0),
+        op("moe.unpermute", dgrad, ew, 3.0 * nh, Traffic(), launches=0),
+        op("moe.expert_up_gate", dgrad, mm, 2 * gemm,
+           Traffic(weights=2 * weights, activations=rows * 4, gradients=2 * nh * c + row_out)),
+        op("moe.expert_up_gate", wgrad, mm, 2 * gemm,
+           Traffic(activations=nd * c + rows * 4, gradients=2 * nh * c + 2 * dw)),
+        op("moe.expert_down", wgrad, mm, gemm, Traffic(activations=nh * c + index, gradients=nd * c + dw)),
+    ]
+    if k > 1:  # the gather-sum of dX's rows per token
+        ops.append(op("moe.permute", dgrad, mem, float(nd),
+                      Traffic(activations=rows * 4, gradients=nd * c + t * d * c)))
     return ops
 
 
@@ -483,21 +546,36 @@ def matmul_params(m: ModelSpec) -> dict[str, int]:
     return out
 
 
-def cast_ops(group: str, params: int, pol: DTypePolicy) -> list[OpCost]:
+def cast_ops(group: str, params: int, pol: DTypePolicy, grad_cast_params: int | None = None) -> list[OpCost]:
     """Under autocast: ``params`` fp32 master weights cast to bf16 once per forward (all experts, used
-    or not), and their bf16 weight gradients cast back to fp32 in backward. Nothing otherwise."""
+    or not), and the bf16 weight gradients of ``grad_cast_params`` of them (default: all) cast back to
+    fp32 in backward. Nothing otherwise."""
     if not pol.autocast:
         return []
-    return [
-        OpCost(name=f"{group}.weight_cast", group=group, phase=Phase.FWD, kind=OpKind.MEMORY,
-               flops=0.0, traffic=Traffic(weights=params * (pol.param_bytes + pol.compute_bytes))),
-        OpCost(name=f"{group}.grad_cast", group=group, phase=Phase.BWD_WGRAD, kind=OpKind.MEMORY,
-               flops=0.0, traffic=Traffic(gradients=params * (pol.compute_bytes + pol.grad_bytes))),
-    ]
+    grads = params if grad_cast_params is None else grad_cast_params
+    ops = [OpCost(name=f"{group}.weight_cast", group=group, phase=Phase.FWD, kind=OpKind.MEMORY,
+                  flops=0.0, traffic=Traffic(weights=params * (pol.param_bytes + pol.compute_bytes)))]
+    if grads:
+        ops.append(OpCost(name=f"{group}.grad_cast", group=group, phase=Phase.BWD_WGRAD, kind=OpKind.MEMORY,
+                          flops=0.0, traffic=Traffic(gradients=grads * (pol.compute_bytes + pol.grad_bytes))))
+    return ops
+
+
+def expert_params_without_grad_cast(m: ModelSpec, impl: str) -> int:
+    """Routed-expert parameters per MoE layer whose gradients need no cast: the triton kernels write them
+    in the parameters' own dtype (fused_expert_ops)."""
+    if impl != "triton" or m.moe is None:
+        return 0
+    return 3 * m.d_model * m.moe.expert_hidden * m.moe.num_experts
 
 
 def autocast_ops(w: Workload) -> list[OpCost]:
-    return [op for group, params in matmul_params(w.model).items() for op in cast_ops(group, params, w.policy)]
+    m = w.model
+    ops: list[OpCost] = []
+    for group, params in matmul_params(m).items():
+        uncast = m.n_layers * expert_params_without_grad_cast(m, w.impl) if group == "moe" else 0
+        ops += cast_ops(group, params, w.policy, grad_cast_params=params - uncast)
+    return ops
 
 
 def embedding_ops(w: Workload) -> list[OpCost]:

@@ -32,6 +32,7 @@ from tpsbench.costmodel import (
     attention_layer_ops,
     cast_ops,
     dense_mlp_ops,
+    expert_params_without_grad_cast,
     moe_ops,
     total_flops,
 )
@@ -125,7 +126,9 @@ def case_ops(spec: ModelSpec, case: MicroCase, policy: DTypePolicy, attention_ba
         ops = dense_mlp_ops(w, bracket_hidden(spec, case.layer), prefix=case.layer, group="mlp")
     else:
         ops = moe_ops(w)
-    ops += cast_ops(case.layer, _layer_params(spec, case.layer), policy)
+    params = _layer_params(spec, case.layer)
+    uncast = expert_params_without_grad_cast(spec, w.impl) if case.layer == "moe" else 0
+    ops += cast_ops(case.layer, params, policy, grad_cast_params=params - uncast)
     phases = MODE_PHASES[case.mode]
     return [op for op in ops if op.phase in phases]
 

@@ -495,9 +495,7 @@ def moe_swiglu_forward(x, plan: RoutePlan, w1, w3, w2, save_for_backward: bool =
     out = torch.empty(t, d, device=x.device, dtype=x.dtype)
     _token_rows(_down_scatter_kernel, (hid, w2, plan.tok, plan.gate, (e, h, d, hid.stride(0), w2.stride(0))), out,
                 d, h, plan)
-    if not save_for_backward:
-        return out, None, None, hid
-    return out, a, b, hid
+    return (out, a, b, hid) if save_for_backward else (out, None, None, hid)
 
 
 def moe_swiglu_backward(dout, x, plan: RoutePlan, w1, w3, w2, a, b, hid, dx_dtype=None, dw_dtype=None):

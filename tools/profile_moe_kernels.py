@@ -48,8 +48,8 @@ def main() -> None:
     dout = torch.randn(args.tokens, d, device=device).to(dt)
     cfg = TimingConfig(warmup=2, min_reps=5, min_time_s=0.2 if device.type == "cuda" else 0.0, max_reps=50)
 
-    def launch_rows(kernel, ptrs, scalars, n, kk):
-        return lambda: k._launch_rows(kernel, (*ptrs, scalars), n, kk, plan)
+    def launch_rows(kernel, ptrs, scalars, n, kk, **flags):
+        return lambda: k._launch_rows(kernel, (*ptrs, scalars), n, kk, plan, **flags)
 
     def token_rows(kernel, ptrs, scalars, n, kk):
         return lambda: k._token_rows(kernel, (*ptrs, scalars), torch.empty_like(x), n, kk, plan)
@@ -60,8 +60,8 @@ def main() -> None:
     cases = {
         "route plan": (lambda: k.route_plan(route.expert_indices, route.expert_weights, route.tokens_per_expert),
                        0.0),
-        "fwd up_gate": (lambda: k._launch_rows(k._up_gate_kernel, (x, tok, w1, w3, a, b, hid, (
-            e, d, h, x.stride(0), w1.stride(0), a.stride(0))), h, d, plan, STORE_AB=True), 2 * gemm),
+        "fwd up_gate": (launch_rows(k._up_gate_kernel, (x, tok, w1, w3, a, b, hid), (
+            e, d, h, x.stride(0), w1.stride(0), a.stride(0)), h, d, STORE_AB=True), 2 * gemm),
         "fwd down (+gather-sum)": (token_rows(k._down_scatter_kernel, (hid, w2, tok, gate),
                                               (e, h, d, hid.stride(0), w2.stride(0)), d, h), gemm),
         "bwd down_bwd": (launch_rows(k._down_bwd_kernel, (dout, tok, gate, src, w2, a, b, da, db, dgate),

@@ -396,9 +396,7 @@ def moe_ops(w: Workload) -> list[OpCost]:
     m, pol = w.model, w.policy
     moe = m.moe
     assert moe is not None
-    t, d, c, k, e, h = w.tokens, m.d_model, pol.compute_bytes, moe.top_k, moe.num_experts, moe.expert_hidden
-    r = routing(w)
-    per_expert = r.experts_touched if w.impl == "loop" else 1
+    t, d, c, k, e = w.tokens, m.d_model, pol.compute_bytes, moe.top_k, moe.num_experts
     ops: list[OpCost] = []
     ops += linear_ops("moe.router", "moe", rows=t, k=d, n=e, pol=pol)
     # Softmax (5/elem), top-k selection (~1), z-loss logsumexp (3), load-balance statistics (1).
@@ -408,35 +406,7 @@ def moe_ops(w: Workload) -> list[OpCost]:
         fwd_flops=10.0 * t * e, fwd=Traffic(activations=t * e * c + idx_bytes + e * 8),
         bwd_flops=6.0 * t * e, bwd=Traffic(activations=t * e * 4, gradients=t * k * 4 + t * e * c),
     )
-    if w.impl == "triton":
-        ops += fused_expert_ops(w)
-    else:
-        # Permute: sort assignments by expert (T*k int64 keys) and gather token rows into expert order.
-        # Capacity writes the whole padded E*C buffer (zeros included).
-        gathered = r.kept_assignments * d * c
-        written = r.expert_rows * d * c
-        sort = 3 * t * k * 8
-        ops += _elementwise(
-            "moe.permute", "moe", kind=OpKind.MEMORY,
-            fwd_flops=0.0, fwd=Traffic(activations=gathered + written + sort),
-            bwd_flops=1.0 * r.kept_assignments * d,
-            bwd=Traffic(gradients=r.kept_assignments * d * c + t * d * c), launches=per_expert,
-        )
-        ops += linear_ops("moe.expert_up_gate", "moe", rows=r.expert_rows, k=d, n=h, pol=pol, matrices=2,
-                          weight_sets=r.experts_touched, launches=per_expert)
-        ops += swiglu_act_ops("moe.expert_act", "moe", rows=r.expert_rows, hidden=h, pol=pol, launches=per_expert)
-        ops += linear_ops("moe.expert_down", "moe", rows=r.expert_rows, k=h, n=d, pol=pol,
-                          weight_sets=r.experts_touched, launches=per_expert)
-        # Unpermute: weight each expert output by its router probability and sum the k rows per token.
-        ops += _elementwise(
-            "moe.unpermute", "moe", kind=OpKind.MEMORY,
-            fwd_flops=2.0 * r.kept_assignments * d,
-            fwd=Traffic(activations=r.kept_assignments * d * c + t * k * 4 + t * d * c),
-            bwd_flops=4.0 * r.kept_assignments * d,
-            bwd=Traffic(activations=r.kept_assignments * d * c,
-                        gradients=t * d * c + r.expert_rows * d * c + t * k * 4),
-            launches=per_expert,
-        )
+    ops += fused_expert_ops(w) if w.impl == "triton" else unfused_expert_ops(w)
     if moe.shared_hidden:
         ops += dense_mlp_ops(w, moe.shared_hidden, prefix="moe.shared", group="moe")
         # out = shared / (k+1) + routed * k / (k+1)
@@ -446,6 +416,45 @@ def moe_ops(w: Workload) -> list[OpCost]:
             fwd_flops=3.0 * n, fwd=Traffic(activations=3 * n * c),
             bwd_flops=2.0 * n, bwd=Traffic(gradients=3 * n * c),
         )
+    return ops
+
+
+def unfused_expert_ops(w: Workload) -> list[OpCost]:
+    """The routed experts as separate ops (dropless, grouped, loop, capacity): permute, up/gate GEMM,
+    SwiGLU, down GEMM, unpermute, each reading and writing its operands in DRAM."""
+    m, pol = w.model, w.policy
+    moe = m.moe
+    assert moe is not None
+    t, d, c, k, h = w.tokens, m.d_model, pol.compute_bytes, moe.top_k, moe.expert_hidden
+    r = routing(w)
+    per_expert = r.experts_touched if w.impl == "loop" else 1
+    ops: list[OpCost] = []
+    # Permute: sort assignments by expert (T*k int64 keys) and gather token rows into expert order.
+    # Capacity writes the whole padded E*C buffer (zeros included).
+    gathered = r.kept_assignments * d * c
+    written = r.expert_rows * d * c
+    sort = 3 * t * k * 8
+    ops += _elementwise(
+        "moe.permute", "moe", kind=OpKind.MEMORY,
+        fwd_flops=0.0, fwd=Traffic(activations=gathered + written + sort),
+        bwd_flops=1.0 * r.kept_assignments * d,
+        bwd=Traffic(gradients=r.kept_assignments * d * c + t * d * c), launches=per_expert,
+    )
+    ops += linear_ops("moe.expert_up_gate", "moe", rows=r.expert_rows, k=d, n=h, pol=pol, matrices=2,
+                      weight_sets=r.experts_touched, launches=per_expert)
+    ops += swiglu_act_ops("moe.expert_act", "moe", rows=r.expert_rows, hidden=h, pol=pol, launches=per_expert)
+    ops += linear_ops("moe.expert_down", "moe", rows=r.expert_rows, k=h, n=d, pol=pol,
+                      weight_sets=r.experts_touched, launches=per_expert)
+    # Unpermute: weight each expert output by its router probability and sum the k rows per token.
+    ops += _elementwise(
+        "moe.unpermute", "moe", kind=OpKind.MEMORY,
+        fwd_flops=2.0 * r.kept_assignments * d,
+        fwd=Traffic(activations=r.kept_assignments * d * c + t * k * 4 + t * d * c),
+        bwd_flops=4.0 * r.kept_assignments * d,
+        bwd=Traffic(activations=r.kept_assignments * d * c,
+                    gradients=t * d * c + r.expert_rows * d * c + t * k * 4),
+        launches=per_expert,
+    )
     return ops
 
 

@@ -131,17 +131,19 @@ def _store_rows(out_ptr, acc, tok_ptr, rows, rmask, cols, cmask, stride_out, SCA
 
 @triton.jit
 def _up_gate_kernel(
-    x_ptr, tok_ptr, w1_ptr, w3_ptr, a_ptr, b_ptr, h_ptr, tile_e_ptr, tile_r_ptr, off_ptr,
+    x_ptr, tok_ptr, gate_ptr, w1_ptr, w3_ptr, a_ptr, b_ptr, h_ptr, tile_e_ptr, tile_r_ptr, off_ptr,
     E, D, H, stride_x, stride_we, stride_a,
     STORE_AB: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
 ):
-    """a = x[tok] W1, b = x[tok] W3 (saved for the backward when STORE_AB) and h = silu(a) * b, from the
-    fp32 accumulators, once per element: the down GEMM and the W2 gradient read h as a plain operand."""
+    """a = x[tok] W1, b = x[tok] W3 (saved for the backward when STORE_AB) and the gated SwiGLU output
+    hg = gate * silu(a) * b, from the fp32 accumulators, once per element: the down GEMM and the W2
+    gradient read hg as a plain operand, with no per-row scaling left to do in their K loops."""
     pid_m, pid_n = _tile_ids(H, BN)
     if tl.load(tile_e_ptr + pid_m) >= E:
         return
     e, rows, rmask = _tile_rows(tile_e_ptr, tile_r_ptr, off_ptr, pid_m, BM)
     tok = tl.load(tok_ptr + rows, mask=rmask, other=0).to(tl.int64)
+    gate = tl.load(gate_ptr + rows, mask=rmask, other=0.0)
     cols = pid_n * BN + tl.arange(0, BN)
     cmask = cols < H
     acc1 = tl.zeros((BM, BN), dtype=tl.float32)
@@ -161,22 +163,21 @@ def _up_gate_kernel(
     if STORE_AB:
         tl.store(a_ptr + optr, acc1.to(a_ptr.dtype.element_ty), mask=omask)
         tl.store(b_ptr + optr, acc3.to(b_ptr.dtype.element_ty), mask=omask)
-    h = acc1 / (1.0 + tl.exp(-acc1)) * acc3
-    tl.store(h_ptr + optr, h.to(h_ptr.dtype.element_ty), mask=omask)
+    hg = acc1 / (1.0 + tl.exp(-acc1)) * acc3 * gate[:, None]
+    tl.store(h_ptr + optr, hg.to(h_ptr.dtype.element_ty), mask=omask)
 
 
 @triton.jit
 def _down_scatter_kernel(
-    h_ptr, w2_ptr, tok_ptr, gate_ptr, out_ptr, tile_e_ptr, tile_r_ptr, off_ptr,
+    h_ptr, w2_ptr, tok_ptr, out_ptr, tile_e_ptr, tile_r_ptr, off_ptr,
     E, H, D, stride_h, stride_we, stride_out,
     SCATTER: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
 ):
-    """gate * h W2[e] per row, h read as stored by _up_gate_kernel."""
+    """hg W2[e] per row (hg = gate * silu(a) * b, as stored by _up_gate_kernel)."""
     pid_m, pid_n = _tile_ids(D, BN)
     if tl.load(tile_e_ptr + pid_m) >= E:
         return
     e, rows, rmask = _tile_rows(tile_e_ptr, tile_r_ptr, off_ptr, pid_m, BM)
-    gate = tl.load(gate_ptr + rows, mask=rmask, other=0.0)
     cols = pid_n * BN + tl.arange(0, BN)
     cmask = cols < D
     acc = tl.zeros((BM, BN), dtype=tl.float32)
@@ -188,7 +189,6 @@ def _down_scatter_kernel(
                      mask=rmask[:, None] & kmask[None, :], other=0.0)
         w = tl.load(w2_ptr + w_base + ks[:, None] * D + cols[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0)
         acc = tl.dot(hh, w, acc)
-    acc = acc * gate[:, None]
     _store_rows(out_ptr, acc, tok_ptr, rows, rmask, cols, cmask, stride_out, SCATTER)
 
 
@@ -197,14 +197,16 @@ def _down_bwd_kernel(
     dout_ptr, tok_ptr, gate_ptr, src_ptr, w2_ptr, a_ptr, b_ptr, da_ptr, db_ptr, dgate_ptr, tile_e_ptr, tile_r_ptr,
     off_ptr,
     E, D, H, stride_dout, stride_we, stride_a,
-    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+    FUSE_SWIGLU: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
 ):
+    """dH = dOut[tok] W2^T (before the router weight). FUSE_SWIGLU: the SwiGLU backward and the
+    router-weight gradient in the epilogue (da, db, dgate). Else dH is stored into ``da`` for
+    _swiglu_bwd_kernel: a plain GEMM epilogue, at the price of writing and reading dH once more."""
     pid_m, pid_n = _tile_ids(H, BN)
     if tl.load(tile_e_ptr + pid_m) >= E:
         return
     e, rows, rmask = _tile_rows(tile_e_ptr, tile_r_ptr, off_ptr, pid_m, BM)
     tok = tl.load(tok_ptr + rows, mask=rmask, other=0).to(tl.int64)
-    gate = tl.load(gate_ptr + rows, mask=rmask, other=0.0)
     cols = pid_n * BN + tl.arange(0, BN)  # over H
     cmask = cols < H
     acc = tl.zeros((BM, BN), dtype=tl.float32)
@@ -220,6 +222,10 @@ def _down_bwd_kernel(
         acc = tl.dot(g.to(wt.dtype), wt, acc)
     omask = rmask[:, None] & cmask[None, :]
     aptr = rows[:, None].to(tl.int64) * stride_a + cols[None, :]
+    if not FUSE_SWIGLU:
+        tl.store(da_ptr + aptr, acc.to(da_ptr.dtype.element_ty), mask=omask)
+        return
+    gate = tl.load(gate_ptr + rows, mask=rmask, other=0.0)
     a = tl.load(a_ptr + aptr, mask=omask, other=0.0).to(tl.float32)
     b = tl.load(b_ptr + aptr, mask=omask, other=0.0).to(tl.float32)
     sig = 1.0 / (1.0 + tl.exp(-a))
@@ -233,6 +239,34 @@ def _down_bwd_kernel(
     db = dh * silu
     tl.store(da_ptr + aptr, da.to(da_ptr.dtype.element_ty), mask=omask)
     tl.store(db_ptr + aptr, db.to(db_ptr.dtype.element_ty), mask=omask)
+
+
+@triton.jit
+def _swiglu_bwd_kernel(dh_ptr, a_ptr, b_ptr, gate_ptr, src_ptr, da_ptr, db_ptr, dgate_ptr, A, H, stride,
+                       BR: tl.constexpr, BH: tl.constexpr):
+    """The SwiGLU backward of rows whose dH (before the router weight) _down_bwd_kernel stored: da, db and
+    the router-weight gradient dgate[src[r]] = <dH[r], silu(a) * b>. A program owns whole rows, so dgate
+    needs no atomics. ``da_ptr`` may be ``dh_ptr``: each element is read before it is overwritten."""
+    rows = tl.program_id(0) * BR + tl.arange(0, BR)
+    rmask = rows < A
+    gate = tl.load(gate_ptr + rows, mask=rmask, other=0.0)
+    base = rows[:, None].to(tl.int64) * stride
+    dgate = tl.zeros((BR,), dtype=tl.float32)
+    for h0 in range(0, H, BH):
+        cols = h0 + tl.arange(0, BH)
+        mask = rmask[:, None] & (cols < H)[None, :]
+        ptr = base + cols[None, :]
+        dh = tl.load(dh_ptr + ptr, mask=mask, other=0.0).to(tl.float32)
+        a = tl.load(a_ptr + ptr, mask=mask, other=0.0).to(tl.float32)
+        b = tl.load(b_ptr + ptr, mask=mask, other=0.0).to(tl.float32)
+        sig = 1.0 / (1.0 + tl.exp(-a))
+        silu = a * sig
+        dgate += tl.sum(dh * silu * b, axis=1)
+        dh = dh * gate[:, None]
+        tl.store(da_ptr + ptr, (dh * b * sig * (1.0 + a * (1.0 - sig))).to(da_ptr.dtype.element_ty), mask=mask)
+        tl.store(db_ptr + ptr, (dh * silu).to(db_ptr.dtype.element_ty), mask=mask)
+    src = tl.load(src_ptr + rows, mask=rmask, other=0)
+    tl.store(dgate_ptr + src, dgate, mask=rmask)
 
 
 @triton.jit
@@ -283,15 +317,19 @@ def _gather_sum_kernel(y_ptr, row_of_ptr, out_ptr, T, D, stride_y, stride_out,
 
 @triton.jit
 def _wgrad_kernel(
-    x_ptr, tok_ptr, y_ptr, y2_ptr, gate_ptr, dw_ptr, dw2_ptr, off_ptr,
+    x_ptr, tok_ptr, y_ptr, y2_ptr, dw_ptr, dw2_ptr, off_ptr,
     K, N, stride_x, stride_y, stride_dwe,
     X_MODE: tl.constexpr, Y_MODE: tl.constexpr, DUAL: tl.constexpr,
     BKO: tl.constexpr, BN: tl.constexpr, BR: tl.constexpr,
 ):
     """dW[e] = X_e^T Y_e over the rows of expert e (and dW2[e] = X_e^T Y2_e when DUAL, sharing the X
-    loads: dW1 and dW3 both read the gathered tokens). X_MODE 0: X = x rows (the SwiGLU output h);
-    X_MODE 1: X = x[tok] (gathered). Y_MODE 0: Y = y rows; Y_MODE 1: Y = gate * y[tok].
-    X is loaded already transposed ([BKO, BR]) so the dot needs no register transpose."""
+    loads: dW1 and dW3 both read the gathered tokens). X_MODE 0: X = x rows (the gated SwiGLU output hg);
+    X_MODE 1: X = x[tok] (gathered). Y_MODE 0: Y = y rows; Y_MODE 1: Y = y[tok] (gathered).
+    X is loaded already transposed ([BKO, BR]) so the dot needs no register transpose. Both operands go
+    from memory to the dot unchanged: an earlier Y_MODE scaled the gathered dOut rows by the router weight
+    in registers before the dot, and that kernel (the W2 gradient) ran at 283 TFLOP/s on the H100 at
+    olmoe_1b_7b against 436 for the W1+W3 one (tools/profile_moe_kernels.py, 2026-11-22); the weight is
+    now applied once, in _up_gate_kernel's epilogue (hg)."""
     pid = tl.program_id(0)
     e = tl.program_id(1)
     n_tiles = tl.cdiv(N, BN)
@@ -314,13 +352,11 @@ def _wgrad_kernel(
         xptr = xrow[None, :] * stride_x + ks[:, None]
         xt = tl.load(x_ptr + xptr, mask=xmask, other=0.0)  # [BKO, BR]
         ymask = rmask[:, None] & nmask[None, :]
-        if Y_MODE == 1:
+        if Y_MODE == 1:  # noqa: SIM108 - a constexpr branch, resolved at compile time
             yrow = tl.load(tok_ptr + rows, mask=rmask, other=0).to(tl.int64)
-            gate = tl.load(gate_ptr + rows, mask=rmask, other=0.0)
-            yt = tl.load(y_ptr + yrow[:, None] * stride_y + ns[None, :], mask=ymask, other=0.0)
-            yt = (yt.to(tl.float32) * gate[:, None]).to(xt.dtype)
         else:
-            yt = tl.load(y_ptr + rows[:, None].to(tl.int64) * stride_y + ns[None, :], mask=ymask, other=0.0)
+            yrow = rows.to(tl.int64)
+        yt = tl.load(y_ptr + yrow[:, None] * stride_y + ns[None, :], mask=ymask, other=0.0)
         acc = tl.dot(xt, yt.to(xt.dtype), acc)
         if DUAL:
             y2 = tl.load(y2_ptr + rows[:, None].to(tl.int64) * stride_y + ns[None, :], mask=ymask, other=0.0)
@@ -358,8 +394,8 @@ if not INTERPRET:
         _up_gate_kernel: triton.autotune(_ROW_CONFIGS, key=["D", "H", "BM"])(_up_gate_kernel),
         _down_scatter_kernel: triton.autotune(_WIDE_ROW_CONFIGS, key=["D", "H", "BM", "SCATTER"])(
             _down_scatter_kernel),
-        _down_bwd_kernel: triton.autotune(_WIDE_ROW_CONFIGS, key=["D", "H", "BM"], reset_to_zero=["dgate_ptr"])(
-            _down_bwd_kernel),
+        _down_bwd_kernel: triton.autotune(_WIDE_ROW_CONFIGS, key=["D", "H", "BM", "FUSE_SWIGLU"],
+                                          reset_to_zero=["dgate_ptr"])(_down_bwd_kernel),
         _dx_kernel: triton.autotune(_ROW_CONFIGS, key=["D", "H", "BM", "SCATTER"])(_dx_kernel),
         _wgrad_kernel: triton.autotune(_WGRAD_CONFIGS, key=["K", "N", "X_MODE", "Y_MODE", "DUAL"])(_wgrad_kernel),
     }
@@ -466,7 +502,7 @@ def _wgrad(x, y, y2, plan: RoutePlan, k: int, n: int, e: int, x_mode: int, y_mod
     """Per-expert ``X^T Y`` (and ``X^T Y2`` sharing the X loads when ``y2`` is given)."""
     dw = torch.empty(e, k, n, device=x.device, dtype=out_dtype)
     dw2 = torch.empty_like(dw) if y2 is not None else None
-    args = (x, plan.tok, y, y2 if y2 is not None else y, plan.gate, dw,
+    args = (x, plan.tok, y, y2 if y2 is not None else y, dw,
             dw2 if dw2 is not None else dw, plan.offsets, k, n, x.stride(0), y.stride(0), dw.stride(0))
     flags = {"X_MODE": x_mode, "Y_MODE": y_mode, "DUAL": y2 is not None}
     if _wgrad_kernel in _TUNED:
@@ -482,20 +518,64 @@ def _wgrad(x, y, y2, plan: RoutePlan, k: int, n: int, e: int, x_mode: int, y_mod
 
 def moe_swiglu_forward(x, plan: RoutePlan, w1, w3, w2, save_for_backward: bool = True):
     """out [T, d] (x's dtype), and what the backward reads: ``a = x W1``, ``b = x W3`` (None unless
-    ``save_for_backward``) and ``h = silu(a) * b`` ([A, h] each, x's dtype). ``x`` [T, d];
+    ``save_for_backward``) and ``hg = gate * silu(a) * b`` ([A, h] each, x's dtype). ``x`` [T, d];
     ``w1, w3`` [E, d, h]; ``w2`` [E, h, d]; all contiguous."""
     t, d = x.shape
     e, _, h = w1.shape
     rows = plan.tok.numel()
     hid = torch.empty(rows, h, device=x.device, dtype=x.dtype)
     a, b = (torch.empty_like(hid) for _ in range(2)) if save_for_backward else (hid, hid)
-    _launch_rows(_up_gate_kernel, (x, plan.tok, w1, w3, a, b, hid,
+    _launch_rows(_up_gate_kernel, (x, plan.tok, plan.gate, w1, w3, a, b, hid,
                                    (e, d, h, x.stride(0), w1.stride(0), hid.stride(0))), h, d, plan,
                  STORE_AB=save_for_backward)
     out = torch.empty(t, d, device=x.device, dtype=x.dtype)
-    _token_rows(_down_scatter_kernel, (hid, w2, plan.tok, plan.gate, (e, h, d, hid.stride(0), w2.stride(0))), out,
+    _token_rows(_down_scatter_kernel, (hid, w2, plan.tok, (e, h, d, hid.stride(0), w2.stride(0))), out,
                 d, h, plan)
     return (out, a, b, hid) if save_for_backward else (out, None, None, hid)
+
+
+def down_bwd(dout, plan: RoutePlan, w2, a, b, variant: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """da, db ([A, h], a's dtype) and dgate ([A] fp32, assignment order) from dOut [T, d]. ``variant``
+    "fused": one kernel, the SwiGLU backward in the GEMM's epilogue; "split": the GEMM stores dH and
+    _swiglu_bwd_kernel finishes (dH written and read once more: 2 x A x h elements)."""
+    e, h, d = w2.shape
+    rows = plan.tok.numel()
+    da, db = torch.empty_like(a), torch.empty_like(b)
+    dgate = torch.zeros(rows, device=a.device, dtype=torch.float32)
+    fused = variant == "fused"
+    if variant not in DOWN_BWD_VARIANTS:
+        raise ValueError(f"down_bwd variant {variant!r}: use one of {DOWN_BWD_VARIANTS}")
+    _launch_rows(_down_bwd_kernel, (dout, plan.tok, plan.gate, plan.src, w2, a, b, da, db, dgate,
+                                    (e, d, h, dout.stride(0), w2.stride(0), a.stride(0))), h, d, plan,
+                 FUSE_SWIGLU=fused)
+    if not fused:
+        br, bh = (16, 16) if INTERPRET else (32, 128)
+        _swiglu_bwd_kernel[(triton.cdiv(rows, br),)](da, a, b, plan.gate, plan.src, da, db, dgate, rows, h,
+                                                     a.stride(0), BR=br, BH=bh, num_warps=4)
+    return da, db, dgate
+
+
+DOWN_BWD_VARIANTS = ("fused", "split")
+# Which down_bwd variant is faster depends on the shape and the GPU (the fused epilogue holds the fp32
+# accumulator, a, b and the SwiGLU terms at once; split pays 2 x A x h more bytes): timed once per shape,
+# like triton.autotune, on the first backward. Tests set FORCE_DOWN_BWD to check each variant.
+_DOWN_BWD_CHOICE: dict[tuple, str] = {}
+FORCE_DOWN_BWD: str | None = None
+
+
+def down_bwd_variant(dout, plan: RoutePlan, w2, a, b) -> str:
+    """The variant down_bwd runs for this shape: FORCE_DOWN_BWD, else the faster one (timed on the first
+    call per shape with triton.testing.do_bench; "fused" in the interpreter)."""
+    if FORCE_DOWN_BWD is not None:
+        return FORCE_DOWN_BWD
+    if INTERPRET:
+        return "fused"
+    key = (tuple(w2.shape), plan.block_m, a.dtype, dout.dtype, a.device)
+    if key not in _DOWN_BWD_CHOICE:
+        times = {v: triton.testing.do_bench(lambda v=v: down_bwd(dout, plan, w2, a, b, v), warmup=10, rep=40)
+                 for v in DOWN_BWD_VARIANTS}
+        _DOWN_BWD_CHOICE[key] = min(times, key=times.get)
+    return _DOWN_BWD_CHOICE[key]
 
 
 def moe_swiglu_backward(dout, x, plan: RoutePlan, w1, w3, w2, a, b, hid, dx_dtype=None, dw_dtype=None):
@@ -505,13 +585,8 @@ def moe_swiglu_backward(dout, x, plan: RoutePlan, w1, w3, w2, a, b, hid, dx_dtyp
     ``a``, ``b``, ``hid``: the forward's (moe_swiglu_forward with save_for_backward)."""
     t, d = x.shape
     e, _, h = w1.shape
-    rows = plan.tok.numel()
     dout = dout.contiguous()
-    da = torch.empty_like(a)
-    db = torch.empty_like(b)
-    dgate = torch.zeros(rows, device=x.device, dtype=torch.float32)
-    _launch_rows(_down_bwd_kernel, (dout, plan.tok, plan.gate, plan.src, w2, a, b, da, db, dgate,
-                                    (e, d, h, dout.stride(0), w2.stride(0), a.stride(0))), h, d, plan)
+    da, db, dgate = down_bwd(dout, plan, w2, a, b, down_bwd_variant(dout, plan, w2, a, b))
     dx = torch.empty(t, d, device=x.device, dtype=dx_dtype or x.dtype)
     _token_rows(_dx_kernel, (da, db, w1, w3, plan.tok, (e, h, d, da.stride(0), w1.stride(0))), dx, d, h, plan,
                 buffer_dtype=x.dtype)

@@ -59,9 +59,20 @@ def _run_master(x, route, weights, grad, dtype, master):
 
 
 def run_case(tokens: int, d: int, e: int, k: int, h: int, routing: str, dtype: torch.dtype, device: str,
-             master: torch.dtype | None = None) -> dict:
+             master: torch.dtype | None = None, down_bwd: str | None = None) -> dict:
     """Triton against the loop reference; ``master``: the Triton run holds its leaves in that dtype and
-    computes in ``dtype`` (fp32 master weights under bf16 autocast)."""
+    computes in ``dtype`` (fp32 master weights under bf16 autocast); ``down_bwd``: the backward's
+    dH + SwiGLU-backward variant ("fused" or "split"; None: the one the kernels pick)."""
+    kernels = _kernels()
+    forced = kernels.FORCE_DOWN_BWD
+    kernels.FORCE_DOWN_BWD = down_bwd
+    try:
+        return _run_case(tokens, d, e, k, h, routing, dtype, device, master)
+    finally:
+        kernels.FORCE_DOWN_BWD = forced
+
+
+def _run_case(tokens, d, e, k, h, routing, dtype, device, master) -> dict:
     torch.manual_seed(tokens * 100 + e)
     layer = MoEFeedForward(d, MoESpec(num_experts=e, top_k=k, expert_hidden=h, shared_hidden=None)).to(device)
     layer.router.set_routing(routing, skew=1.5, seed=1)
@@ -195,8 +206,9 @@ def main(dtype_name: str) -> None:
             errors = run_case(*case, dtype=dtype, device="cpu", master=torch.float32)
             print(case, dtype_name, "fp32 master", {k: f"{v:.1e}" for k, v in errors.items()}, flush=True)
     for case in CASES:
-        errors = run_case(*case, dtype=dtype, device="cpu")
-        print(case, dtype_name, {k: f"{v:.1e}" for k, v in errors.items()}, flush=True)
+        for variant in ("fused", "split"):
+            errors = run_case(*case, dtype=dtype, device="cpu", down_bwd=variant)
+            print(case, dtype_name, variant, {k: f"{v:.1e}" for k, v in errors.items()}, flush=True)
     print("ALL OK")
 
 

@@ -28,9 +28,10 @@ def test_triton_kernels_match_reference_in_interpreter(dtype_name):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("down_bwd", ["fused", "split"])
 @pytest.mark.parametrize("case", kernel_check.CASES)
-def test_triton_kernels_bf16_on_gpu(case):
-    kernel_check.run_case(*case, dtype=torch.bfloat16, device="cuda")
+def test_triton_kernels_bf16_on_gpu(case, down_bwd):
+    kernel_check.run_case(*case, dtype=torch.bfloat16, device="cuda", down_bwd=down_bwd)
 
 
 @pytest.mark.gpu

@@ -42,7 +42,7 @@ def main() -> None:
         route = layer.router(x.float())
     w1, w3, w2 = (w.detach().to(dt).contiguous() for w in (layer.experts.w1, layer.experts.w3, layer.experts.w2))
     plan = k.route_plan(route.expert_indices, route.expert_weights, route.tokens_per_expert)
-    tok, gate, src, offs = plan.tok, plan.gate, plan.src, plan.offsets
+    tok, gate, offs = plan.tok, plan.gate, plan.offsets
     rows, d, h, e = tok.numel(), spec.d_model, moe.expert_hidden, moe.num_experts
     out, a, b, hid = k.moe_swiglu_forward(x, plan, w1, w3, w2)
     dout = torch.randn(args.tokens, d, device=device).to(dt)
@@ -54,18 +54,19 @@ def main() -> None:
     def token_rows(kernel, ptrs, scalars, n, kk):
         return lambda: k._token_rows(kernel, (*ptrs, scalars), torch.empty_like(x), n, kk, plan)
 
-    da, db = torch.empty_like(a), torch.empty_like(b)
-    dgate = torch.zeros(rows, device=device)
+    da, db, _ = k.down_bwd(dout, plan, w2, a, b, "fused")
+    chosen = k.down_bwd_variant(dout, plan, w2, a, b)
     gemm = 2.0 * rows * d * h
     cases = {
         "route plan": (lambda: k.route_plan(route.expert_indices, route.expert_weights, route.tokens_per_expert),
                        0.0),
-        "fwd up_gate": (launch_rows(k._up_gate_kernel, (x, tok, w1, w3, a, b, hid), (
+        "fwd up_gate": (launch_rows(k._up_gate_kernel, (x, tok, gate, w1, w3, a, b, hid), (
             e, d, h, x.stride(0), w1.stride(0), a.stride(0)), h, d, STORE_AB=True), 2 * gemm),
-        "fwd down (+gather-sum)": (token_rows(k._down_scatter_kernel, (hid, w2, tok, gate),
+        "fwd down (+gather-sum)": (token_rows(k._down_scatter_kernel, (hid, w2, tok),
                                               (e, h, d, hid.stride(0), w2.stride(0)), d, h), gemm),
-        "bwd down_bwd": (launch_rows(k._down_bwd_kernel, (dout, tok, gate, src, w2, a, b, da, db, dgate),
-                                     (e, d, h, dout.stride(0), w2.stride(0), a.stride(0)), h, d), gemm),
+        # both variants of the dH GEMM + SwiGLU backward; the sum counts the one the backward picks
+        "bwd down_bwd fused": (lambda: k.down_bwd(dout, plan, w2, a, b, "fused"), gemm),
+        "bwd down_bwd split": (lambda: k.down_bwd(dout, plan, w2, a, b, "split"), gemm),
         "bwd dx (+gather-sum)": (token_rows(k._dx_kernel, (da, db, w1, w3, tok), (e, h, d, da.stride(0),
                                                                                  w1.stride(0)), d, h), 2 * gemm),
         "bwd wgrad W1+W3": (lambda: k._wgrad(x, da, db, plan, d, h, e, 1, 0, w1.dtype), 2 * gemm),
@@ -79,11 +80,12 @@ def main() -> None:
     times = {}
     for name, (fn, _) in cases.items():
         times[name] = summarize(time_fn(fn, device=device, config=cfg).samples_s).median
-    total = sum(t for n, t in times.items() if "reference" not in n)
-    print(f"{args.model} tokens={args.tokens} rows={rows} d={d} h={h} E={e} dtype={dt}")
+    counted = {n for n in times if "reference" not in n and not (n.startswith("bwd down_bwd") and chosen not in n)}
+    total = sum(times[n] for n in counted)
+    print(f"{args.model} tokens={args.tokens} rows={rows} d={d} h={h} E={e} dtype={dt}; down_bwd picks {chosen}")
     for name, (_, flops) in cases.items():
         t = times[name]
-        share = "" if "reference" in name else f"{100 * t / total:5.1f}%"
+        share = f"{100 * t / total:5.1f}%" if name in counted else ""
         rate = f"{flops / t / 1e12:8.1f} TFLOP/s" if flops else ""
         print(f"  {name:28s} {t * 1e3:9.3f} ms {share:>6s} {rate}")
     print(f"  {'sum of Triton kernels':28s} {total * 1e3:9.3f} ms")

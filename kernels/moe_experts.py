@@ -3,33 +3,36 @@
 Rows are token-expert assignments sorted by expert (``tok[r]`` is the token of row ``r``, expert ``e``
 owns rows ``offsets[e]:offsets[e+1]``; ``row_of[t*k + j]`` is the row of token t's j-th choice). The
 kernels read token rows of ``x`` through ``tok``, so the permuted copy of the tokens is never written.
-Saved for backward: ``a = x W1``, ``b = x W3`` and ``h = silu(a) * b`` (``[A, h]`` each; a forward
-without autograd writes only ``h``). ``h`` is computed once, in the up-projection's epilogue. It used to be
-recomputed inside the K loops of the down GEMM (once per output column tile: 16 times at olmoe_1b_7b) and
-of the W2 gradient: those two kernels ran at 157 and 175 TFLOP/s on the H100 against 474 for the
-up-projection (tools/profile_moe_kernels.py). Our reading, not yet timed: the exp and the division per
-operand element are two special-function (MUFU) ops at 16 per clock per SM, 1024 cycles for a 128x64
-operand tile, against 512 cycles for the 128x128x64 MMA it feeds at 2048 bf16 FMA per clock per SM, so
-those loops ran at the MUFU's speed. Storing h costs one [A, h] write (0.5 GB at olmoe_1b_7b, 32,768
-tokens) and that much more saved activation memory.
+Saved for backward: ``a = x W1``, ``b = x W3`` and ``hg = gate * silu(a) * b`` (``[A, h]`` each; a
+forward without autograd writes only ``hg``), computed once, in the up-projection's epilogue, with the
+router weight ``gate`` of the row already applied. h used to be recomputed inside the K loops of the down
+GEMM (once per output column tile: 16 times at olmoe_1b_7b) and of the W2 gradient, which ran at 157 and
+175 TFLOP/s on the H100 against 474 for the up-projection: the exp and the division per operand element are
+two special-function (MUFU) ops at 16 per clock per SM, 1024 cycles for a 128x64 operand tile, against 512
+cycles for the 128x128x64 MMA it feeds. With h stored (and the row tiles ordered, _tile_ids) down ran at
+455 TFLOP/s; the W2 gradient, which still scaled its dOut rows by the router weight in registers, at 283;
+with the weight folded into hg, 393 (H100, tools/profile_moe_kernels.py, 2026-11-22). Storing hg costs one
+[A, h] write (0.5 GB at olmoe_1b_7b, 32,768 tokens) and that much more saved activation memory.
 
 Routing plan (``_route_plan_kernel``, once per step, saved for the backward): the stable sort of the
 assignments by expert, ``row_of``, ``offsets`` and the row tiles in one launch, from the router's
 indices, weights and histogram; it replaced about 30 torch ops per fwd+bwd (argsort, gathers, cumsums, two
 tile schedules: tests/launch_count.py).
 
-Forward:  ``_up_gate_kernel`` (a, b, h) -> ``_down_scatter_kernel`` (gate * h W2).
-Backward: ``_down_bwd_kernel`` (dH = gate * dOut[tok] W2^T fused with the SwiGLU backward and the
-router-weight gradient) -> ``_dx_kernel`` (da W1^T + db W3^T) -> ``_wgrad_kernel`` (per expert
-``X^T dY`` for W1, W3 and W2).
+Forward:  ``_up_gate_kernel`` (a, b, hg) -> ``_down_scatter_kernel`` (hg W2).
+Backward: ``_down_bwd_kernel`` (dH = dOut[tok] W2^T, with the SwiGLU backward and the router-weight
+gradient in its epilogue, or, split, dH stored and ``_swiglu_bwd_kernel`` doing the rest: ``down_bwd``
+times both on the first backward of a shape; at olmoe_1b_7b on the H100 the fused epilogue took 4.76 ms
+and the split pair 2.70, at moe_1b fused 0.12 vs 0.16) -> ``_dx_kernel`` (da W1^T + db W3^T) ->
+``_wgrad_kernel`` (per expert ``X^T dY`` for W1, W3 and W2).
 
 Outputs several rows add into (out, dX): with top-1 every token has one row, and the row kernels store
 straight into ``out[tok[r]]``. With top-k > 1 they store each row's result in row order and
 ``_gather_sum_kernel`` adds a token's k rows (fp32 sum). An earlier version added rows into fp32 outputs
 with atomics: on the H100 at olmoe_1b_7b's shape (262,144 rows x 2048) the two atomic kernels took 10.9
 and 9.9 ms of a 43.6 ms backward+forward, against 1.9 ms for torch._grouped_mm doing a GEMM of the same size
-(tools/profile_moe_kernels.py, 2026-11-22). The router-weight gradient (one value per row, summed over
-the H tiles) still uses atomics.
+(tools/profile_moe_kernels.py, 2026-11-22). The fused down_bwd still adds the router-weight gradient
+(one value per row, summed over the H tiles) with atomics; the split one owns whole rows and stores it.
 
 File order (Liger-Kernel style): private ``@triton.jit`` kernels, their launchers, the autograd.Function.
 Imports only torch and triton.
@@ -103,7 +106,9 @@ def _tile_ids(N, BN: tl.constexpr):
     fastest (a 2-D grid) each column tile was one pass over all the rows: at olmoe_1b_7b (262,144 rows)
     the row operands of up_gate, down_bwd, down and dx came from DRAM 8, 8, 16 and 16 times, 43 GB per
     fwd+bwd (3.8 GB read once each) against the 21.9 GB the layer's roofline floor counts. The weights
-    stay L2-resident either way: one expert's W1 and W3 are 8 MB, and its row tiles run together."""
+    stay L2-resident either way: one expert's W1 and W3 are 8 MB, and its row tiles run together.
+    Measured on the H100 (olmoe_1b_7b, tools/profile_moe_kernels.py): dx, changed by nothing else, went
+    from 7.06 to 4.75 ms (311 -> 463 TFLOP/s); up_gate, which now also writes h, from 4.64 to 4.30 ms."""
     pid = tl.program_id(0)
     n_tiles = tl.cdiv(N, BN)
     return pid // n_tiles, pid % n_tiles

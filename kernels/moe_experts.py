@@ -543,13 +543,13 @@ def down_bwd(dout, plan: RoutePlan, w2, a, b, variant: str) -> tuple[torch.Tenso
     """da, db ([A, h], a's dtype) and dgate ([A] fp32, assignment order) from dOut [T, d]. ``variant``
     "fused": one kernel, the SwiGLU backward in the GEMM's epilogue; "split": the GEMM stores dH and
     _swiglu_bwd_kernel finishes (dH written and read once more: 2 x A x h elements)."""
+    if variant not in DOWN_BWD_VARIANTS:
+        raise ValueError(f"down_bwd variant {variant!r}: use one of {DOWN_BWD_VARIANTS}")
     e, h, d = w2.shape
     rows = plan.tok.numel()
     da, db = torch.empty_like(a), torch.empty_like(b)
     dgate = torch.zeros(rows, device=a.device, dtype=torch.float32)
     fused = variant == "fused"
-    if variant not in DOWN_BWD_VARIANTS:
-        raise ValueError(f"down_bwd variant {variant!r}: use one of {DOWN_BWD_VARIANTS}")
     _launch_rows(_down_bwd_kernel, (dout, plan.tok, plan.gate, plan.src, w2, a, b, da, db, dgate,
                                     (e, d, h, dout.stride(0), w2.stride(0), a.stride(0))), h, d, plan,
                  FUSE_SWIGLU=fused)
@@ -570,7 +570,7 @@ FORCE_DOWN_BWD: str | None = None
 
 def down_bwd_variant(dout, plan: RoutePlan, w2, a, b) -> str:
     """The variant down_bwd runs for this shape: FORCE_DOWN_BWD, else the faster one (timed on the first
-    call per shape with triton.testing.do_bench; "fused" in the interpreter)."""
+    call per shape with triton.testing.do_bench, a fraction of a second once per shape; "fused" in the interpreter)."""
     if FORCE_DOWN_BWD is not None:
         return FORCE_DOWN_BWD
     if INTERPRET:

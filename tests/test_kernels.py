@@ -27,6 +27,13 @@ def test_triton_kernels_match_reference_in_interpreter(dtype_name):
     assert out.stdout.strip().endswith("ALL OK")
 
 
+def test_down_bwd_rejects_an_unknown_variant():
+    from tpsbench.nn.experts import _kernels
+
+    with pytest.raises(ValueError, match="use one of"):
+        _kernels().down_bwd(None, None, None, None, None, "fast")
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("down_bwd", ["fused", "split"])
 @pytest.mark.parametrize("case", kernel_check.CASES)

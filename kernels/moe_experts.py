@@ -233,17 +233,24 @@ def _down_bwd_kernel(
     gate = tl.load(gate_ptr + rows, mask=rmask, other=0.0)
     a = tl.load(a_ptr + aptr, mask=omask, other=0.0).to(tl.float32)
     b = tl.load(b_ptr + aptr, mask=omask, other=0.0).to(tl.float32)
-    sig = 1.0 / (1.0 + tl.exp(-a))
-    silu = a * sig
-    # Router-weight gradient: dGate[r] = <dOut[tok[r]] W2^T, silu(a)*b>, summed over the H tiles, stored
-    # at the row's assignment (src[r] = t*k + j), the layout of the router's [T, k] weights.
+    da, db, dgate = _swiglu_grads(acc, a, b, gate)
+    # The router-weight gradient, summed over the H tiles, stored at the row's assignment (src[r] = t*k + j),
+    # the layout of the router's [T, k] weights.
     src = tl.load(src_ptr + rows, mask=rmask, other=0)
-    tl.atomic_add(dgate_ptr + src, tl.sum(acc * silu * b, axis=1), mask=rmask)
-    dh = acc * gate[:, None]
-    da = dh * b * sig * (1.0 + a * (1.0 - sig))
-    db = dh * silu
+    tl.atomic_add(dgate_ptr + src, dgate, mask=rmask)
     tl.store(da_ptr + aptr, da.to(da_ptr.dtype.element_ty), mask=omask)
     tl.store(db_ptr + aptr, db.to(db_ptr.dtype.element_ty), mask=omask)
+
+
+@triton.jit
+def _swiglu_grads(dh, a, b, gate):
+    """SwiGLU backward of a [rows, cols] block (fp32): from dH before the router weight, a, b and the rows'
+    router weights, (da, db, the block's part of each row's router-weight gradient <dH, silu(a) * b>)."""
+    sig = 1.0 / (1.0 + tl.exp(-a))
+    silu = a * sig
+    dgate = tl.sum(dh * silu * b, axis=1)
+    dh = dh * gate[:, None]
+    return dh * b * sig * (1.0 + a * (1.0 - sig)), dh * silu, dgate
 
 
 @triton.jit
@@ -264,12 +271,10 @@ def _swiglu_bwd_kernel(dh_ptr, a_ptr, b_ptr, gate_ptr, src_ptr, da_ptr, db_ptr, 
         dh = tl.load(dh_ptr + ptr, mask=mask, other=0.0).to(tl.float32)
         a = tl.load(a_ptr + ptr, mask=mask, other=0.0).to(tl.float32)
         b = tl.load(b_ptr + ptr, mask=mask, other=0.0).to(tl.float32)
-        sig = 1.0 / (1.0 + tl.exp(-a))
-        silu = a * sig
-        dgate += tl.sum(dh * silu * b, axis=1)
-        dh = dh * gate[:, None]
-        tl.store(da_ptr + ptr, (dh * b * sig * (1.0 + a * (1.0 - sig))).to(da_ptr.dtype.element_ty), mask=mask)
-        tl.store(db_ptr + ptr, (dh * silu).to(db_ptr.dtype.element_ty), mask=mask)
+        da, db, part = _swiglu_grads(dh, a, b, gate)
+        dgate += part
+        tl.store(da_ptr + ptr, da.to(da_ptr.dtype.element_ty), mask=mask)
+        tl.store(db_ptr + ptr, db.to(db_ptr.dtype.element_ty), mask=mask)
     src = tl.load(src_ptr + rows, mask=rmask, other=0)
     tl.store(dgate_ptr + src, dgate, mask=rmask)
 

@@ -1,0 +1,77 @@
+"""Golden outputs: `compare`, `explain` and `check` on the committed H100 results print exactly what is stored
+under tests/golden/ (captured from the code of commit 7498b34, before the structure rework; a change of
+behaviour updates the golden file in the same commit, on purpose). `compare --all-points --json` of every
+committed results file pins every number the analyses read from it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tpsbench.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = ROOT / "tests" / "golden"
+
+VALIDATION = [f"results/h100-validation/h100-{m}{c}.json" for m in ("dense_135m", "moe_1b") for c in ("", "-compile")]
+COUNTERS = ["results/h100-counters/validated/counters-dense_135m.json",
+            "results/h100-counters/validated/counters-moe_1b.json"]
+
+
+def _is_run(path: Path) -> bool:
+    doc = json.loads(path.read_text())
+    return isinstance(doc, dict) and str(doc.get("schema", "")).startswith("tpsbench.results/")
+
+
+RUNS = sorted(p for p in (ROOT / "results").rglob("*.json") if _is_run(p))
+
+
+@pytest.fixture(autouse=True)
+def _at_root(monkeypatch):
+    monkeypatch.chdir(ROOT)  # the outputs name the files by their paths from the repository root
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str]:
+    code = main(argv)
+    return code, capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("name", "files"), [("h100-validation", VALIDATION), ("h100-counters", COUNTERS)])
+def test_compare_golden(name, files, capsys, tmp_path):
+    md = tmp_path / "report.md"
+    code, out = _run(["compare", *files, "--markdown", str(md)], capsys)
+    assert code == 0
+    assert md.read_text() == (GOLDEN / f"compare-{name}.md").read_text()
+    expected = (GOLDEN / f"compare-{name}.txt").read_text().replace("/tmp/golden/compare-validation.md", str(md))
+    expected = expected.replace("/tmp/golden/compare-counters.md", str(md))
+    assert out.replace(str(md), "MD").replace("\n", "") == expected.replace(str(md), "MD").replace("\n", "")
+
+
+def test_explain_golden(capsys, tmp_path):
+    md = tmp_path / "explain.md"
+    code, out = _run(["explain", "--measured", "results/examples/h100-measured.csv", "--markdown", str(md)], capsys)
+    assert code == 0
+    assert md.read_text() == (GOLDEN / "explain-h100-measured.md").read_text()
+    expected = (GOLDEN / "explain-h100-measured.txt").read_text().replace("/tmp/golden/explain.md", "MD")
+    assert out.replace(str(md), "MD").replace("\n", "") == expected.replace("\n", "")
+
+
+@pytest.mark.parametrize(("model", "baseline"), [
+    ("olmoe_1b_7b", "results/h100-kernels/rows/kernels-olmoe_1b_7b.json"),
+    ("moe_1b", "results/h100-kernels/store-h-tile-order/kernels-moe_1b.json"),
+])
+def test_check_golden(model, baseline, capsys):
+    code, out = _run(["check", "--baseline", baseline, "--current",
+                      f"results/baselines/h100_sxm-{model}-moe-layer.json"], capsys)
+    assert code == 1  # both hold regressions
+    assert out == (GOLDEN / f"check-{model}.md").read_text()
+
+
+@pytest.mark.parametrize("path", RUNS, ids=lambda p: str(p.relative_to(ROOT / "results")))
+def test_every_committed_run_compares_to_the_same_numbers(path, capsys):
+    code, out = _run(["compare", str(path.relative_to(ROOT)), "--all-points", "--json"], capsys)
+    assert code == 0
+    name = str(path.relative_to(ROOT / "results")).replace("/", "__")
+    assert json.loads(out) == json.loads((GOLDEN / "compare-json" / name).read_text())

@@ -12,13 +12,16 @@ def point(*, kind: str = "e2e", layer: str = "model", impl: str | None = "dense"
           tokens: int = 32768, median: float = 0.1, iqr_rel: float = 0.01, n: int = 20,
           matmul_flops: float | None = None, nbytes: float | None = None, predicted_s: float | None = None,
           memory_share: float | None = None, dram_pct: float | None = None, dram_gbs: float | None = None,
-          idle: float | None = None, status: str = "ok", throttled: bool = False) -> dict:
+          idle: float | None = None, status: str = "ok", throttled: bool = False,
+          samples: list[float] | None = None) -> dict:
     if status != "ok":
         return {"kind": kind, "layer": layer, "impl": impl, "mode": mode, "tokens": tokens, "status": status,
                 "error": "CUDA out of memory" if status == "oom" else "boom", "stats": None, "derived": None,
                 "prediction": None, "counters": None, "raw": None, "label": f"{layer}/{impl}",
                 **({"global_tokens": tokens} if kind == "e2e" else {})}
-    samples = [median * (1 + iqr_rel * (i / (n - 1) - 0.5) * 2) for i in range(n)]  # IQR = iqr_rel * median
+    if samples is None:  # evenly spaced: IQR = iqr_rel * median
+        samples = [median * (1 + iqr_rel * (i / (n - 1) - 0.5) * 2) for i in range(n)]
+    n = len(samples)
     stats = {"median": median, "iqr": iqr_rel * median, "q1": median * (1 - iqr_rel / 2),
              "q3": median * (1 + iqr_rel / 2), "min": min(samples), "max": max(samples), "n": n, "outliers": []}
     derived = {"tokens_per_s": tokens / median, "matmul_flops": matmul_flops, "bytes": nbytes}
@@ -58,3 +61,12 @@ def utilisation_point(*, tensor: float, bw: float, idle: float | None, dram_pct:
     datasheet ceilings over the whole measured time."""
     return point(median=median, matmul_flops=tensor * H100_PEAK * median, nbytes=bw * H100_BW * median,
                  idle=idle, dram_pct=dram_pct, **kw)  # type: ignore[arg-type]
+
+
+def noisy_samples(median: float, iqr_rel: float, n: int, seed: int) -> list[float]:
+    """``n`` normal samples (seeded) shifted and scaled to exactly this median and relative IQR."""
+    import numpy as np
+
+    x = np.random.default_rng(seed).standard_normal(n)
+    q1, med, q3 = np.quantile(x, [0.25, 0.5, 0.75])
+    return [float(median * (1 + iqr_rel * (v - med) / (q3 - q1))) for v in x]

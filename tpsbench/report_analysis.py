@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from rich.table import Table
 
-from tpsbench.analysis.check import CheckReport, Outcome
+from tpsbench.analysis.check import CONFIDENCE, CheckReport, Outcome
 from tpsbench.analysis.compare import Comparison
 from tpsbench.analysis.explain import Explanation
 
@@ -150,17 +150,17 @@ def explain_tables(e: Explanation) -> list[TableData]:
 
 # --- check ---------------------------------------------------------------------------------------------
 def check_table(r: CheckReport) -> TableData:
-    t = TableData(f"Regression check: {r.current} vs {r.baseline} (threshold {100 * r.threshold:.0f}%, "
-                  "noise = larger relative IQR)",
-                  ["point", "metric", "baseline", "current", "change", "noise", "outcome"],
+    t = TableData(f"Regression check: {r.current} vs {r.baseline} (threshold {100 * r.threshold:g}%, interval = "
+                  f"{100 * CONFIDENCE:.0f}% bootstrap interval of the change, ratio of medians)",
+                  ["point", "metric", "baseline", "current", "change", "interval", "outcome"],
                   left={"point", "metric", "outcome"})
     for x in r.rows:
         fmt = "{:,.0f}" if x.metric == "tokens_per_s" else "{:.4f}"
         change = _f(None if x.change is None else 100 * x.change, "{:+.1f}%")
-        counts = x.outcome.fails and not (r.allow_missing and x.outcome is Outcome.MISSING)
-        mark = " ✗" if counts else (" ✓" if x.outcome is Outcome.IMPROVEMENT else "")
+        interval = "n/a" if x.interval is None else f"{100 * x.interval.low:+.1f}..{100 * x.interval.high:+.1f}%"
+        mark = " ✗" if r.counts_as_failure(x) else (" ✓" if x.outcome is Outcome.IMPROVEMENT else "")
         t.rows.append([x.label, x.metric + (" ↑" if x.higher_is_better else " ↓"), _f(x.baseline, fmt),
-                       _f(x.current, fmt), change, _f(None if x.noise is None else 100 * x.noise, "{:.1f}%"),
+                       _f(x.current, fmt), change, interval,
                        str(x.outcome) + mark + (f" ({x.detail})" if x.detail else "")])
     return t
 

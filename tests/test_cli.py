@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from tpsbench.cli import main, parse_batches
+from tpsbench.bench.config import parse_batches
+from tpsbench.cli import main
 
 
 @pytest.mark.parametrize("gpu", ["rtx5090", "h100_sxm"])

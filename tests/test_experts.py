@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+from tpsbench.impls import baseline, get_impl, moe_impls
 from tpsbench.models import MoESpec
-from tpsbench.nn.experts import CapacityExperts, GroupedExperts, LoopExperts, grouped_mm_path, make_impl
+from tpsbench.nn.experts import CapacityExperts, LoopExperts, grouped_mm_path, make_impl
 from tpsbench.nn.moe import MoEFeedForward
 
 
@@ -39,18 +40,33 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("tokens", "d", "e", "k", "h", "shared", "routing"), CASES)
-def test_loop_grouped_capacity_agree_in_fp32(tokens, d, e, k, h, shared, routing):
+def assert_matches_baseline(name: str, case: tuple = CASES[1]) -> None:
+    """An implementation computes the baseline's function and gradients (tpsbench.impls marks the baseline);
+    one that drops tokens gets room for every assignment, so it must drop none."""
+    tokens, d, e, k, h, shared, routing = case
     torch.manual_seed(tokens * 1000 + e)
     spec = MoESpec(num_experts=e, top_k=k, expert_hidden=h, shared_hidden=shared)
     layer = MoEFeedForward(d, spec)
     layer.router.set_routing(routing, skew=1.5, seed=3)
     x = torch.randn(tokens, d)
     grad_out = torch.randn(tokens, d)
-    ref = _run(layer, x, LoopExperts(), grad_out)
-    _compare(ref, _run(layer, x, GroupedExperts(), grad_out))
-    # Capacity with room for every assignment drops nothing and must equal the dropless result.
-    _compare(ref, _run(layer, x, CapacityExperts(capacity_factor=float(e)), grad_out))
+    ref = _run(layer, x, make_impl(baseline().name), grad_out)
+    impl = make_impl(name, capacity_factor=float(e) if get_impl(name).pads_to_capacity else None)
+    _compare(ref, _run(layer, x, impl, grad_out))
+
+
+CPU_IMPLS = [i.name for i in moe_impls() if not i.needs_gpu and not i.baseline]
+
+
+@pytest.mark.parametrize("name", CPU_IMPLS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"T{c[0]}-E{c[2]}-k{c[3]}-{c[6]}")
+def test_every_cpu_implementation_matches_the_baseline_in_fp32(name, case):
+    assert_matches_baseline(name, case)
+
+
+def test_the_baseline_is_the_per_expert_loop():
+    assert baseline().name == "loop" and isinstance(make_impl(baseline().name), LoopExperts)
+    assert {"grouped", "capacity"} <= set(CPU_IMPLS)  # the GPU-only triton is checked in tests/test_kernels.py
 
 
 def test_loop_matches_float64_reference():

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tpsbench.bench import micro, runner
+from tpsbench.bench.timing import TimingConfig
 from tpsbench.cli import main
 from tpsbench.costmodel import POLICIES
 from tpsbench.models import get_model
@@ -72,7 +73,7 @@ def test_oom_point_is_recorded_and_sweep_goes_on(tmp_path, monkeypatch):
     monkeypatch.setattr(micro.MicroBench, "run", flaky)
     cfg = runner.RunConfig(model=get_model("dense_tiny"), profile=None, device="cpu", batches=[128], seq_len=64,
                            impls=[], mode="micro", routing="learned", skew=1.2, policy=POLICIES["fp32"],
-                           micro_timing=runner.TimingConfig(0, 2, 0.0))
+                           micro_timing=TimingConfig(0, 2, 0.0))
     out = tmp_path / "r.json"
     runner.execute(cfg, out)
     points = load_results(out)["points"]

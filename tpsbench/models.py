@@ -22,11 +22,22 @@ import difflib
 import math
 from dataclasses import dataclass, replace
 
+from tpsbench.errors import InputError
+
 # GPT-2 vocabulary (50257) padded to a multiple of 128, as OLMo-core's tokenizer configs do.
 GPT2_PADDED_VOCAB = 50304
+# The users' training setup (OLMo-core's single-GPU recipe as their scripts use it): tokens per microbatch (16
+# sequences of 2048) and per optimizer step (32 microbatches, gradient accumulation).
+USERS_MICROBATCH_TOKENS = 32_768
+USERS_GLOBAL_BATCH_TOKENS = 1_048_576
 
 
-class UnknownNameError(ValueError):
+def default_global_batch(microbatch: int) -> int:
+    """The users' global batch rounded down to a multiple of the microbatch (at least one microbatch)."""
+    return max(microbatch, USERS_GLOBAL_BATCH_TOKENS // microbatch * microbatch)
+
+
+class UnknownNameError(InputError):
     """A user-supplied name that is not in a registry; the message names the closest choices."""
 
 
@@ -55,6 +66,17 @@ class MoESpec:
     capacity_factor: float | None = 1.2  # None: the users trained it dropless
     lb_loss_weight: float = 0.01
     z_loss_weight: float = 0.001
+
+    def layer_params(self, d_model: int, *, active: bool = False) -> int:
+        """Router ``d*E`` (no bias), routed experts ``3*d*h`` each (all E, or top_k when ``active``), shared
+        expert ``3*d*h_shared``: OLMo-core's count, and the matmul weights autocast casts every forward."""
+        experts = self.top_k if active else self.num_experts
+        shared = 3 * d_model * self.shared_hidden if self.shared_hidden else 0
+        return d_model * self.num_experts + 3 * d_model * self.expert_hidden * experts + shared
+
+    def routed_expert_params(self, d_model: int) -> int:
+        """The stacked expert weights W1, W3, W2 of all E experts (no router, no shared expert)."""
+        return 3 * d_model * self.expert_hidden * self.num_experts
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= self.num_experts:
@@ -97,19 +119,20 @@ class ModelSpec:
         return self.d_model // self.n_heads
 
     # --- parameter counts (OLMo-core's formulas) --------------------------------------------------
+    @property
+    def attention_matmul_params(self) -> int:
+        """w_q, w_k, w_v, w_out (no bias, no GQA in the zoo)."""
+        return 4 * self.d_model * self.d_model
+
     def attention_params(self) -> int:
-        d = self.d_model
-        return 4 * d * d + (2 * d if self.qk_norm else 0)
+        return self.attention_matmul_params + (2 * self.d_model if self.qk_norm else 0)
 
     def ffn_params(self, *, active: bool = False) -> int:
-        d = self.d_model
+        """The FFN's parameters, all of them matmul weights: the dense SwiGLU, or the MoE layer."""
         if self.moe is None:
             assert self.ffn_hidden is not None
-            return 3 * d * self.ffn_hidden
-        m = self.moe
-        experts = m.top_k if active else m.num_experts
-        shared = 3 * d * m.shared_hidden if m.shared_hidden else 0
-        return d * m.num_experts + 3 * d * m.expert_hidden * experts + shared
+            return 3 * self.d_model * self.ffn_hidden
+        return self.moe.layer_params(self.d_model, active=active)
 
     def block_params(self, *, active: bool = False) -> int:
         return self.attention_params() + 2 * self.d_model + self.ffn_params(active=active)
@@ -210,10 +233,6 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in _ZOO}
 ALIASES: dict[str, str] = {m.olmo_name: m.name for m in _ZOO if m.olmo_name}
 
 
-def model_names() -> list[str]:
-    return list(MODELS)
-
-
 def get_model(name: str) -> ModelSpec:
     """Look a model up by tpsbench name or OLMo-core factory name (case-insensitive)."""
     key = name.strip()
@@ -225,25 +244,3 @@ def get_model(name: str) -> ModelSpec:
     if key.lower() in lowered:
         return MODELS[lowered[key.lower()]]
     raise UnknownNameError(closest_choices_message("model", name, [*MODELS, *ALIASES]))
-
-
-BRACKETS = ("dense_active", "dense_total")
-
-
-def bracket_hidden(spec: ModelSpec, kind: str) -> int:
-    """FFN width of a dense bracket of an MoE model: ``dense_active`` has the active expert width
-    (top_k * h + shared h), ``dense_total`` the width of all experts (E * h + shared h)."""
-    moe = spec.moe
-    if moe is None:
-        raise ValueError(f"{spec.name} is dense; brackets exist for MoE models")
-    shared = moe.shared_hidden or 0
-    if kind == "dense_active":
-        return moe.top_k * moe.expert_hidden + shared
-    if kind == "dense_total":
-        return moe.num_experts * moe.expert_hidden + shared
-    raise UnknownNameError(closest_choices_message("bracket", kind, list(BRACKETS)))
-
-
-def bracket_spec(spec: ModelSpec, kind: str) -> ModelSpec:
-    """The MoE model with its MoE FFN replaced by a dense SwiGLU of the bracket's width."""
-    return replace(spec, name=f"{spec.name}:{kind}", moe=None, ffn_hidden=bracket_hidden(spec, kind))

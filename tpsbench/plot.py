@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from tpsbench.analysis.points import Entry, profile_named
+from tpsbench.errors import InputError
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 SUFFIXES = (".png", ".svg", ".pdf")
 
 
-class PlotError(ValueError):
+class PlotError(InputError):
     """Nothing to plot, or an output name matplotlib cannot write."""
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from tpsbench.errors import InputError
 from tpsbench.models import UnknownNameError, closest_choices_message
 
 PROFILES_ENV = "TPSBENCH_PROFILES"  # extra folder of user profiles, searched before the built-in ones
@@ -37,7 +38,7 @@ OPTIONAL_NUMBERS: dict[str, str] = {
 REQUIRED_STRINGS = ("name", "display_name")
 
 
-class ProfileError(ValueError):
+class ProfileError(InputError):
     """A profile file that does not follow the schema."""
 
 
@@ -66,6 +67,11 @@ class GPUProfile:
     measured_copy_gbs: Cited | None
     path: str
 
+    def matmul_peak(self, matmul_math: str) -> Cited:
+        """The datasheet tensor-core peak a dtype policy's matmuls run at ("bf16"), or the FP32 CUDA-core
+        peak ("fp32": no TF32)."""
+        return self.bf16_tflops if matmul_math == "bf16" else self.fp32_tflops
+
     @property
     def ridge_flop_per_byte(self) -> float:
         """bf16 tensor peak over DRAM bandwidth: ops below this intensity are memory-bound."""
@@ -91,6 +97,11 @@ class GPUProfile:
         out["ridge_flop_per_byte"] = self.ridge_flop_per_byte
         out["measured_ridge_flop_per_byte"] = self.measured_ridge_flop_per_byte
         return out
+
+
+def gpu_label(device: str, profile_name: str | None) -> str:
+    """What a run's device is called in tables and file names: its GPU profile on a GPU, else the device."""
+    return profile_name if device == "cuda" and profile_name else device
 
 
 def _cited(path: Path, key: str, raw: object, what: str) -> Cited:

@@ -9,17 +9,11 @@ from collections import defaultdict
 from rich.console import Console
 from rich.table import Table
 
-from tpsbench.costmodel import FWD_BWD, MOE_IMPLS, FlopConvention
+from tpsbench.costmodel import FWD_BWD, FlopConvention
+from tpsbench.impls import BRACKETS, moe_impls
 from tpsbench.models import ModelSpec
 from tpsbench.profiles import GPUProfile
 from tpsbench.roofline import Bound, Prediction
-
-
-def _si(n: float) -> str:
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return f"{n:.0f}"
 
 
 def _num(x: float | None, fmt: str = "{:.1f}") -> str:
@@ -59,11 +53,16 @@ def gpus_table(profiles: list[GPUProfile]) -> Table:
 
 
 def impls_table() -> Table:
-    t = Table(title="MoE implementations known to the cost model")
-    t.add_column("impl")
-    t.add_column("what is counted")
-    for name, text in MOE_IMPLS.items():
-        t.add_row(name, text)
+    t = Table(title="MoE implementations (tpsbench.impls) and dense brackets")
+    for col in ("impl", "aliases", "baseline", "needs GPU", "cost model", "what is counted"):
+        t.add_column(col)
+    for i in moe_impls():
+        counting = i.counting.value + (", capacity padding" if i.pads_to_capacity else "") + (
+            ", launches per expert" if i.launches_per_expert else "")
+        t.add_row(i.name, ", ".join(i.aliases) or "-", "yes" if i.baseline else "", "yes" if i.needs_gpu else "no",
+                  counting, i.description)
+    for b in BRACKETS.values():
+        t.add_row(b.name, "-", "", "no", "dense SwiGLU", b.description)
     return t
 
 

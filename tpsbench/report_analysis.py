@@ -100,6 +100,15 @@ def compare_tables(c: Comparison) -> list[TableData]:
         for x in c.verdicts:
             v.rows.append([x.gpu, x.label, str(x.finding.verdict), x.finding.evidence])
         out.append(v)
+    if c.baseline_speedups:
+        base = c.baseline_speedups[0].baseline_impl
+        b = TableData(f"Speed-up over the baseline implementation ({base}) on the same point "
+                      "(baseline time / time; > 1: faster)",
+                      ["gpu", "point", "median ms", f"{base} ms", "speed-up"], left={"gpu", "point"})
+        for x in c.baseline_speedups:
+            b.rows.append([x.gpu, x.label, f"{x.median_s * 1e3:.3f}", f"{x.baseline_median_s * 1e3:.3f}",
+                           f"{x.speedup:.2f}x"])
+        out.append(b)
     return out
 
 

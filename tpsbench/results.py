@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tpsbench.errors import InputError
+
 SCHEMA = "tpsbench.results/1"
 POINT_STATUSES = ("ok", "oom", "error")
 
@@ -84,7 +86,7 @@ class ResultsWriter:
         atomic_write_json(self.path, self.doc)
 
 
-class ResultsError(ValueError):
+class ResultsError(InputError):
     """A file that is not a tpsbench results document."""
 
 

@@ -27,6 +27,7 @@ from tpsbench.costmodel import (
     step_ops,
     total_flops,
 )
+from tpsbench.errors import InputError
 from tpsbench.profiles import GPUProfile
 
 
@@ -54,7 +55,7 @@ class Ceilings:
         return self.matmul_flops / self.bandwidth
 
 
-class CeilingError(ValueError):
+class CeilingError(InputError):
     """Measured ceilings asked for but the profile has none."""
 
 
@@ -64,7 +65,7 @@ def ceilings_for(profile: GPUProfile, matmul_math: str, source: CeilingSource | 
     path), needed for ``calibrated``."""
     src = CeilingSource(source)
     vector = profile.fp32_tflops.value * 1e12
-    peak = profile.bf16_tflops.value if matmul_math == "bf16" else profile.fp32_tflops.value
+    peak = profile.matmul_peak(matmul_math).value
     if src is CeilingSource.CALIBRATED:
         if calibration is None:
             raise CeilingError(f"no calibration of '{profile.name}' found: run `tpsbench calibrate` on that GPU, "
@@ -164,7 +165,7 @@ class Prediction:
     def mfu(self, convention: FlopConvention | str, *, global_batch: bool = True) -> float:
         """Model FLOPs utilisation against the datasheet bf16 (or fp32) peak, as MFU is usually quoted."""
         pol = self.workload.policy
-        peak = (self.profile.bf16_tflops if pol.matmul_math == "bf16" else self.profile.fp32_tflops).value * 1e12
+        peak = self.profile.matmul_peak(pol.matmul_math).value * 1e12
         rate = self.global_tokens_per_s if global_batch else self.tokens_per_s
         return flops_per_token(self.workload, convention) * rate / peak
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import combinations
 
-from tpsbench.analysis.points import Entry, profile_named, slots_dict
+from tpsbench.analysis.points import Entry, PointKey, profile_named, slots_dict
 from tpsbench.analysis.verdict import Finding, speedup_verdict, workload_verdict
 from tpsbench.costmodel import get_policy
+from tpsbench.impls import BRACKETS, baseline, moe_impl_names
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +32,25 @@ class GpuInfo:
 @dataclass(frozen=True, slots=True)
 class ThroughputRow:
     label: str
-    key: tuple[object, ...]
+    key: PointKey
     per_gpu: dict[str, Entry]  # gpu -> entry
+
+
+@dataclass(frozen=True, slots=True)
+class BaselineRow:
+    """One MoE implementation against the registry's baseline implementation on the same point and GPU."""
+
+    gpu: str
+    label: str  # the implementation's point
+    impl: str
+    baseline_impl: str
+    median_s: float
+    baseline_median_s: float
+
+    @property
+    def speedup(self) -> float:
+        """Baseline time / this implementation's time (> 1: faster than the baseline)."""
+        return self.baseline_median_s / self.median_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +95,7 @@ class Comparison:
     ratios: list[RatioRow] = field(default_factory=list)
     speedups: list[SpeedupRow] = field(default_factory=list)
     verdicts: list[VerdictRow] = field(default_factory=list)
+    baseline_speedups: list[BaselineRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
@@ -93,6 +112,7 @@ class Comparison:
             "speedups": [{**{k: v for k, v in slots_dict(r).items() if k != "finding"}, **r.finding.to_dict()}
                          for r in self.speedups],
             "verdicts": [{"gpu": r.gpu, "point": r.label, **r.finding.to_dict()} for r in self.verdicts],
+            "baseline_speedups": [{**slots_dict(r), "speedup": r.speedup} for r in self.baseline_speedups],
             "notes": self.notes,
         }
 
@@ -101,7 +121,7 @@ def _gpu_info(gpu: str, policy: str) -> GpuInfo:
     entry_profile = profile_named(gpu)
     if entry_profile is None:
         return GpuInfo(gpu, "CPU" if gpu == "cpu" else gpu, None, None)
-    peak = entry_profile.bf16_tflops if get_policy(policy).matmul_math == "bf16" else entry_profile.fp32_tflops
+    peak = entry_profile.matmul_peak(get_policy(policy).matmul_math)
     return GpuInfo(gpu, entry_profile.display_name, peak.value, entry_profile.mem_bandwidth_gbs.value)
 
 
@@ -123,7 +143,7 @@ def compare(entries: list[Entry], *, all_points: bool = False) -> Comparison:
     out = Comparison(gpus=[_gpu_info(g, policy) for g in gpus])
     if len({e.policy for e in entries}) > 1:
         out.notes.append("runs use different dtype policies: " + ", ".join(sorted({e.policy for e in entries})))
-    table: dict[tuple[object, ...], dict[str, Entry]] = {}
+    table: dict[PointKey, dict[str, Entry]] = {}
     for e in entries:
         if all_points or e.is_headline:
             table.setdefault(e.key, {})[e.gpu] = e
@@ -131,6 +151,7 @@ def compare(entries: list[Entry], *, all_points: bool = False) -> Comparison:
     out.throughput = [ThroughputRow(labels[k], k, v) for k, v in table.items()]
     out.ratios = _e2e_ratios(table, gpus) + _layer_ratios(entries)
     out.speedups = _speedups(table, out.gpus)
+    out.baseline_speedups = _baseline_speedups(table)
     for row in out.throughput:
         for g, e in row.per_gpu.items():
             if _ok(e) and g != "cpu":
@@ -140,15 +161,14 @@ def compare(entries: list[Entry], *, all_points: bool = False) -> Comparison:
     return out
 
 
-def _e2e_ratios(table: dict[tuple[object, ...], dict[str, Entry]], gpus: list[str]) -> list[RatioRow]:
+def _e2e_ratios(table: dict[PointKey, dict[str, Entry]], gpus: list[str]) -> list[RatioRow]:
     """Every dense model against every MoE model measured on the same GPU at the same microbatch, global
     batch and compile setting, per MoE implementation."""
     rows = []
-    steps = [(k, v) for k, v in table.items() if k[1] == "e2e"]
+    steps = [(k, v) for k, v in table.items() if k.kind == "e2e"]
     for gpu in gpus:
-        dense = [v[gpu] for k, v in steps if gpu in v and k[3] == "dense" and _ok(v[gpu])]
-        moe = [v[gpu] for k, v in steps if gpu in v and k[3] not in ("dense", "dense_active", "dense_total")
-               and _ok(v[gpu])]
+        dense = [v[gpu] for k, v in steps if gpu in v and k.impl == "dense" and _ok(v[gpu])]
+        moe = [v[gpu] for k, v in steps if gpu in v and k.impl not in ("dense", *BRACKETS) and _ok(v[gpu])]
         for d in dense:
             for m in moe:
                 if (d.tokens, d.global_tokens, d.compiled) != (m.tokens, m.global_tokens, m.compiled):
@@ -180,7 +200,25 @@ def _layer_ratios(entries: list[Entry]) -> list[RatioRow]:
     return rows
 
 
-def _speedups(table: dict[tuple[object, ...], dict[str, Entry]], gpus: list[GpuInfo]) -> list[SpeedupRow]:
+def _baseline_speedups(table: dict[PointKey, dict[str, Entry]]) -> list[BaselineRow]:
+    """Each MoE implementation's point against the baseline implementation's same point (same model, layer or
+    training step, mode, tokens, compile setting) on the same GPU: the speed-up columns of tritonbench."""
+    base = baseline().name
+    impls = set(moe_impl_names())
+    rows = []
+    for key, per_gpu in table.items():
+        if key.impl == base or key.impl not in impls:
+            continue
+        ref = table.get(key._replace(impl=base), {})
+        for gpu, e in per_gpu.items():
+            b = ref.get(gpu)
+            if _ok(e) and _ok(b):
+                assert b is not None and e.median_s and b.median_s
+                rows.append(BaselineRow(gpu, e.label, e.impl, base, e.median_s, b.median_s))
+    return rows
+
+
+def _speedups(table: dict[PointKey, dict[str, Entry]], gpus: list[GpuInfo]) -> list[SpeedupRow]:
     rows = []
     known = [g for g in gpus if g.matmul_tflops and g.bandwidth_gbs]
     for a, b in combinations(known, 2):

@@ -28,25 +28,24 @@ from pathlib import Path
 from tpsbench.analysis.points import slots_dict
 from tpsbench.analysis.verdict import Evidence, Finding, Verdict, speedup_verdict, workload_verdict
 from tpsbench.costmodel import (
-    MOE_IMPLS,
     FlopConvention,
     flops_per_token,
     get_policy,
     global_step_bytes,
     train_workload,
 )
-from tpsbench.models import ModelSpec, UnknownNameError, get_model
+from tpsbench.errors import InputError
+from tpsbench.impls import cost_model_names
+from tpsbench.models import USERS_MICROBATCH_TOKENS, ModelSpec, UnknownNameError, default_global_batch, get_model
 from tpsbench.profiles import GPUProfile, ProfileError, load_profile
 from tpsbench.roofline import CeilingError, predict
 
-DEFAULT_TOKENS = 32768  # the users' microbatch, ../shared/DESIGN.md
-DEFAULT_GLOBAL_TOKENS = 1_048_576  # the users' global batch
 DEFAULT_MOE_IMPL = "capacity"  # what the users trained with
 REQUIRED = ("model", "gpu", "tokens_per_s")
 OPTIONAL = ("tokens", "impl", "global_tokens")
 
 
-class MeasuredCsvError(ValueError):
+class MeasuredCsvError(InputError):
     """A CSV that cannot be read as measurements; the message says which row and what to change."""
 
 
@@ -179,7 +178,7 @@ def _parse_row(p: Path, i: int, row: dict[str, str]) -> Measured:
         raise MeasuredCsvError(f"{where}: tokens_per_s '{row['tokens_per_s']}' is not a number") from None
     if not (tps > 0 and math.isfinite(tps)):
         raise MeasuredCsvError(f"{where}: tokens_per_s must be a positive number, got {row['tokens_per_s']}")
-    tokens_text = row.get("tokens") or str(DEFAULT_TOKENS)
+    tokens_text = row.get("tokens") or str(USERS_MICROBATCH_TOKENS)
     try:
         tokens = int(tokens_text)
     except ValueError:
@@ -194,9 +193,9 @@ def _parse_row(p: Path, i: int, row: dict[str, str]) -> Measured:
         impl = "dense"
     else:
         impl = impl or DEFAULT_MOE_IMPL
-        if impl not in MOE_IMPLS:
-            raise MeasuredCsvError(f"{where}: impl '{impl}' is not one of {', '.join(MOE_IMPLS)}")
-    default_global = max(tokens, DEFAULT_GLOBAL_TOKENS // tokens * tokens)
+        if impl not in cost_model_names():
+            raise MeasuredCsvError(f"{where}: impl '{impl}' is not one of {', '.join(cost_model_names())}")
+    default_global = default_global_batch(tokens)
     global_text = row.get("global_tokens") or str(default_global)
     try:
         global_tokens = int(global_text)

@@ -6,17 +6,30 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tpsbench.analysis.verdict import Evidence
 from tpsbench.costmodel import FWD_BWD, get_policy, global_step_bytes, step_ops, total_flops, train_workload
 from tpsbench.models import get_model
-from tpsbench.profiles import GPUProfile, load_profile
+from tpsbench.profiles import GPUProfile, gpu_label, load_profile
 from tpsbench.results import load_results
 
 # Points a cross-run comparison shows by default: whole training steps and whole layers forward+backward
 # (stages and single directions stay in the files and in `--all-points`).
 HEADLINE_MODES = ("train_step", "fwd_bwd")
+
+
+class PointKey(NamedTuple):
+    """What a point is, independent of where and when it ran."""
+
+    model: str
+    kind: str  # micro | e2e
+    layer: str
+    impl: str
+    mode: str
+    tokens: int
+    global_tokens: int | None
+    compiled: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +64,9 @@ class Entry:
     error: str | None = None
 
     @property
-    def key(self) -> tuple[object, ...]:
-        """What a point is, independent of where and when it ran."""
-        return (self.model, self.kind, self.layer, self.impl, self.mode, self.tokens, self.global_tokens,
-                self.compiled)
+    def key(self) -> PointKey:
+        return PointKey(self.model, self.kind, self.layer, self.impl, self.mode, self.tokens, self.global_tokens,
+                        self.compiled)
 
     @property
     def label(self) -> str:
@@ -78,7 +90,7 @@ class Entry:
         profile = profile_named(self.gpu)
         model_bw = tensor = None
         if profile is not None and self.median_s:
-            peak = profile.bf16_tflops if get_policy(self.policy).matmul_math == "bf16" else profile.fp32_tflops
+            peak = profile.matmul_peak(get_policy(self.policy).matmul_math)
             if self.matmul_flops is not None:
                 tensor = self.matmul_flops / self.median_s / (peak.value * 1e12)
             if self.bytes is not None:
@@ -116,7 +128,7 @@ def _e2e_costs(model: str, seq_len: int, impl: str, tokens: int, global_tokens: 
 
 def entries_from_doc(doc: dict[str, Any], source: str = "") -> list[Entry]:
     cfg, machine = doc["config"], doc["machine"]
-    gpu = machine.get("profile") if cfg.get("device") == "cuda" and machine.get("profile") else "cpu"
+    gpu = gpu_label(str(cfg.get("device")), machine.get("profile"))
     out = []
     for p in doc["points"]:
         is_e2e = p["kind"] == "e2e"

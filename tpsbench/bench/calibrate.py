@@ -28,6 +28,7 @@ import torch
 from tpsbench.bench.stats import summarize
 from tpsbench.bench.timing import TimingConfig, time_fn
 from tpsbench.counters.sampler import Sampler, open_source
+from tpsbench.errors import InputError
 
 SCHEMA = "tpsbench.calibration/1"
 MATMUL_DTYPES: dict[str, tuple[torch.dtype, bool]] = {  # name -> (dtype, allow TF32)
@@ -45,7 +46,7 @@ L2_CALLS_PER_SAMPLE = 100
 OVERHEAD_PAIRS = 4
 
 
-class CalibrationError(ValueError):
+class CalibrationError(InputError):
     """A calibration file that cannot be used."""
 
 
@@ -267,8 +268,20 @@ def load_calibration(path: str | Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as exc:
         raise CalibrationError(f"{p}: cannot read a calibration file ({exc}); run `tpsbench calibrate` first") from exc
     best_ceilings(doc)  # validates the schema
-    doc["_path"] = str(p)
     return doc
+
+
+def calibration_for(ceilings: str, path: str | None, profile: Any, results_dir: Path = Path("results")
+                    ) -> dict[str, object] | None:
+    """The best ceilings (and the path) of the calibration that ``--ceilings calibrated`` asks for: ``path``, else
+    the newest ``results/calibration/*-GPU.json`` of ``profile``; None for other ceilings or without a GPU."""
+    if ceilings != "calibrated" or profile is None:
+        return None
+    found = Path(path) if path else latest_calibration(results_dir, profile.name)
+    if found is None:
+        raise CalibrationError(f"no {results_dir}/calibration/*-{profile.name}.json: run `tpsbench calibrate` on that "
+                               "GPU, pass --calibration FILE, or use --ceilings spec")
+    return {**best_ceilings(load_calibration(found)), "path": str(found)}
 
 
 def latest_calibration(results_dir: Path, profile_name: str) -> Path | None:

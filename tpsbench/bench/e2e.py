@@ -28,7 +28,8 @@ from tpsbench.costmodel import (
     total_flops,
     train_workload,
 )
-from tpsbench.models import BRACKETS, ModelSpec, bracket_spec
+from tpsbench.impls import baseline, bracket_spec, is_bracket
+from tpsbench.models import ModelSpec
 from tpsbench.nn.transformer import build_model, moe_layers
 from tpsbench.profiles import GPUProfile
 from tpsbench.roofline import predict
@@ -55,7 +56,7 @@ def e2e_cases(spec: ModelSpec, impls: list[str], batches: list[int], global_batc
 
 
 def case_spec(spec: ModelSpec, impl: str) -> ModelSpec:
-    return bracket_spec(spec, impl) if impl in BRACKETS else spec
+    return bracket_spec(spec, impl) if is_bracket(impl) else spec
 
 
 def cost_workload(spec: ModelSpec, case: E2ECase, policy: DTypePolicy, capacity_factor: float | None) -> Workload:
@@ -69,7 +70,7 @@ def run_e2e(
 ) -> dict[str, object]:
     torch.manual_seed(seed)
     s = case_spec(spec, case.impl)
-    impl = case.impl if s.moe is not None else "loop"
+    impl = case.impl if s.moe is not None else baseline().name  # a dense model has no experts: ignored
     model = build_model(s, impl=impl, device=device)
     for layer in moe_layers(model):
         layer.router.set_routing(routing, skew, seed)
@@ -145,7 +146,7 @@ def e2e_metrics(spec: ModelSpec, case: E2ECase, median_s: float, optimizer_media
     if profile is None:
         derived["mfu"] = None
         return derived, None
-    peak = (profile.bf16_tflops if policy.matmul_math == "bf16" else profile.fp32_tflops).value * 1e12
+    peak = profile.matmul_peak(policy.matmul_math).value * 1e12
     derived["mfu"] = {c.value: flops_per_token(w, c) * tokens_per_s / peak for c in FlopConvention}
     p = predict(w, profile, global_batch_tokens=case.global_tokens, ceilings=ceilings, calibration=calibration)
     prediction = {

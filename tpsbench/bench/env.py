@@ -10,11 +10,16 @@ from pathlib import Path
 import torch
 
 from tpsbench import __version__
+from tpsbench.errors import InputError
 from tpsbench.profiles import GPUProfile, load_all_profiles
 
 
-class DeviceError(ValueError):
+class DeviceError(InputError):
     """The requested device or GPU is not the one present."""
+
+
+NO_GPU = ("no CUDA GPU found: measure on the CPU with --device cpu (small models, e.g. --model moe_tiny), "
+          "or predict without hardware with `tpsbench predict --gpu GPU --model MODEL`")
 
 
 def cuda_device_name() -> str | None:
@@ -43,10 +48,7 @@ def resolve_gpu(requested: str | None, device: str) -> GPUProfile | None:
         return None
     name = cuda_device_name()
     if name is None:
-        raise DeviceError(
-            "no CUDA GPU found: measure on the CPU with --device cpu (small models, e.g. --model moe_tiny), "
-            "or predict without hardware with `tpsbench predict --gpu GPU --model MODEL`"
-        )
+        raise DeviceError(NO_GPU)
     present = detect_profile(name)
     if requested in (None, "auto"):
         if present is None:

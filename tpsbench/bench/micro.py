@@ -36,8 +36,9 @@ from tpsbench.costmodel import (
     moe_ops,
     total_flops,
 )
-from tpsbench.models import BRACKETS, ModelSpec, bracket_hidden
-from tpsbench.nn.experts import EXPERT_IMPLS, GroupedExperts, grouped_mm_path, make_impl
+from tpsbench.impls import BRACKETS, bracket_hidden, get_impl, is_bracket, moe_impl_names
+from tpsbench.models import ModelSpec
+from tpsbench.nn.experts import GroupedExperts, grouped_mm_path, make_impl
 from tpsbench.nn.layers import Attention, SwiGLU
 from tpsbench.nn.moe import MoEFeedForward
 from tpsbench.profiles import GPUProfile
@@ -58,7 +59,6 @@ STAGE_OPS: dict[str, tuple[str, ...]] = {
     "down": ("moe.expert_down",),
     "unpermute": ("moe.unpermute",),
 }
-MOE_LAYER_IMPLS = ("capacity", "loop", "grouped", "triton")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,30 +82,25 @@ def micro_cases(spec: ModelSpec, impls: list[str], batches: list[int], stages: b
         if spec.moe is None:
             chosen.append(("mlp", None))
         else:
-            chosen += [("moe", i) for i in impls if i in MOE_LAYER_IMPLS]
+            moe_impls = moe_impl_names()
+            chosen += [("moe", i) for i in impls if i in moe_impls]
             chosen += [(b, None) for b in BRACKETS if b in impls]
         if layers is not None:
             chosen = [(name, impl) for name, impl in chosen if name in layers]
         for layer, impl in chosen:
             cases += [MicroCase(layer, impl, tokens, mode) for mode in MODES]
-            if stages and layer == "moe" and impl is not None and EXPERT_IMPLS[impl].staged:
+            if stages and layer == "moe" and impl is not None and get_impl(impl).staged:
                 cases += [MicroCase(layer, impl, tokens, f"stage:{s}") for s in STAGES]
     return cases
 
 
 def _layer_params(spec: ModelSpec, layer: str) -> int:
-    d = spec.d_model
+    """The matmul weights of a layer (what autocast casts every forward)."""
     if layer == "attention":
-        return 4 * d * d
-    if layer == "mlp":
-        assert spec.ffn_hidden is not None
-        return 3 * d * spec.ffn_hidden
-    if layer in BRACKETS:
-        return 3 * d * bracket_hidden(spec, layer)
-    moe = spec.moe
-    assert moe is not None
-    shared = 3 * d * moe.shared_hidden if moe.shared_hidden else 0
-    return d * moe.num_experts + 3 * d * moe.expert_hidden * moe.num_experts + shared
+        return spec.attention_matmul_params
+    if is_bracket(layer):
+        return 3 * spec.d_model * bracket_hidden(spec, layer)
+    return spec.ffn_params()  # mlp or moe
 
 
 def case_ops(spec: ModelSpec, case: MicroCase, policy: DTypePolicy, attention_backend: str,
@@ -122,7 +117,7 @@ def case_ops(spec: ModelSpec, case: MicroCase, policy: DTypePolicy, attention_ba
     elif case.layer == "mlp":
         assert spec.ffn_hidden is not None
         ops = dense_mlp_ops(w, spec.ffn_hidden)
-    elif case.layer in BRACKETS:
+    elif is_bracket(case.layer):
         ops = dense_mlp_ops(w, bracket_hidden(spec, case.layer), prefix=case.layer, group="mlp")
     else:
         ops = moe_ops(w)
@@ -194,7 +189,7 @@ class MicroBench:
             elif key == "mlp":
                 assert s.ffn_hidden is not None
                 layer = SwiGLU(s.d_model, s.ffn_hidden, device=dev)
-            elif key in BRACKETS:
+            elif is_bracket(key):
                 layer = SwiGLU(s.d_model, bracket_hidden(s, key), device=dev)
             else:
                 assert s.moe is not None
@@ -340,7 +335,7 @@ class MicroBench:
         if isinstance(impl, GroupedExperts):
             dt = torch.bfloat16 if self.policy.autocast else x.dtype
             info["grouped_mm_path"] = grouped_mm_path(x.device, dt)
-        if impl.name == "capacity":
+        if get_impl(impl.name).pads_to_capacity:
             with torch.no_grad():
                 p = impl.permute(x, route, layer.experts)
             assert p.kept is not None

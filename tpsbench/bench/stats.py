@@ -49,10 +49,6 @@ class Summary:
     def iqr(self) -> float:
         return self.q3 - self.q1
 
-    @property
-    def relative_iqr(self) -> float | None:
-        return self.iqr / self.median if self.median else None
-
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
         d["outliers"] = list(self.outliers)

@@ -1,4 +1,5 @@
-"""MoE expert implementations: one registry, one parameter layout, five stages each.
+"""MoE expert implementations: the modules behind the registry (tpsbench.impls), one parameter layout, five
+stages each.
 
 Every implementation computes the routed-expert part of the MoE layer from the same inputs (token rows
 ``x: [T, d]``, a :class:`~tpsbench.nn.moe.RouterOutput`) and the same stacked weights
@@ -7,8 +8,8 @@ Every implementation computes the routed-expert part of the MoE layer from the s
 ``permute`` (group token rows by expert) -> ``up_gate`` (``x W1``, ``x W3``) -> ``act``
 (``silu(a) * b``) -> ``down`` (``h W2``) -> ``unpermute`` (weight by router probability, sum per token).
 
-* ``loop`` (baseline for correctness): dropless, one matmul per expert; needs the per-expert counts on
-  the host (a GPU->CPU sync per layer).
+* ``loop`` (the registry's baseline for correctness and speed-ups): dropless, one matmul per expert; needs
+  the per-expert counts on the host (a GPU->CPU sync per layer).
 * ``grouped``: dropless, tokens sorted by expert, ``torch._grouped_mm`` with device-side offsets. On
   compute capability 9.x/10.x with bf16 torch runs a grouped CUTLASS kernel; elsewhere it falls back to
   a per-group loop that copies the offsets to the host. :func:`grouped_mm_path` says which.
@@ -24,8 +25,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from tpsbench.costmodel import CAPACITY_MULTIPLE, DEFAULT_CAPACITY_FACTOR, capacity_rows
-from tpsbench.models import UnknownNameError, closest_choices_message
+from tpsbench.costmodel import DEFAULT_CAPACITY_FACTOR, capacity_rows
+from tpsbench.impls import get_impl
 
 
 @dataclass
@@ -63,11 +64,14 @@ def _dropless_permute(x: torch.Tensor, route) -> Permuted:
 
 
 class ExpertImpl:
+    """The routed experts in five stages. ``name`` is the implementation's registry entry
+    (tpsbench.impls), which says what the cost model counts and whether the stages can be timed apart."""
+
     name: str = ""
-    dropless: bool = True
-    staged: bool = True  # permute / up_gate / act / down / unpermute can be timed one by one
     fused_router: bool = False  # the MoE layer routes with the fused Triton router (kernels/moe_router.py)
-    description: str = ""
+
+    def __init__(self, *, capacity_factor: float | None = None) -> None:
+        """``capacity_factor`` is for implementations that drop tokens; the others ignore it."""
 
     def permute(self, x: torch.Tensor, route, experts) -> Permuted:
         raise NotImplementedError
@@ -94,7 +98,6 @@ class ExpertImpl:
 
 class LoopExperts(ExpertImpl):
     name = "loop"
-    description = "dropless; one matmul per expert in Python; per-expert counts copied to the host"
 
     def permute(self, x, route, experts):
         p = _dropless_permute(x, route)
@@ -136,7 +139,6 @@ def grouped_mm_path(device: torch.device, dtype: torch.dtype) -> str:
 
 class GroupedExperts(ExpertImpl):
     name = "grouped"
-    description = "dropless; tokens sorted by expert; torch._grouped_mm with device-side offsets"
 
     def permute(self, x, route, experts):
         p = _dropless_permute(x, route)
@@ -162,11 +164,9 @@ class GroupedExperts(ExpertImpl):
 
 class CapacityExperts(ExpertImpl):
     name = "capacity"
-    dropless = False
-    description = "token dropping: C = round_up(cf*T*k/E, 8) slots per expert, padded batched matmul"
 
-    def __init__(self, capacity_factor: float = DEFAULT_CAPACITY_FACTOR) -> None:
-        self.capacity_factor = capacity_factor
+    def __init__(self, *, capacity_factor: float | None = None) -> None:
+        self.capacity_factor = capacity_factor or DEFAULT_CAPACITY_FACTOR
 
     def capacity(self, tokens: int, top_k: int, num_experts: int) -> int:
         return capacity_rows(tokens, top_k, num_experts, self.capacity_factor)
@@ -212,11 +212,11 @@ def _kernels(module: str = "moe_experts"):
 
 
 class TritonExperts(ExpertImpl):
+    """Fused router, routing plan and gather -> grouped GEMM -> scatter Triton kernels (kernels/): one pipeline,
+    its stages cannot be timed apart."""
+
     name = "triton"
-    staged = False  # one fused pipeline: its stages cannot be timed apart
     fused_router = True
-    description = ("dropless; fused router (softmax/top-k/histogram), routing plan and gather -> grouped GEMM -> "
-                   "scatter Triton kernels (kernels/moe_router.py, kernels/moe_experts.py)")
 
     def permute(self, x, route, experts):
         """The kernels' routing plan as a Permuted (for inspection: forward plans inside the kernels)."""
@@ -232,20 +232,15 @@ class TritonExperts(ExpertImpl):
                               experts.w3, experts.w2, dt)
 
 
-EXPERT_IMPLS: dict[str, type[ExpertImpl]] = {
-    "loop": LoopExperts,  # baseline: the simplest correct version
-    "grouped": GroupedExperts,
-    "capacity": CapacityExperts,
-    "triton": TritonExperts,
-}
-BASELINE_IMPL = "loop"
-
-__all__ = ["BASELINE_IMPL", "CAPACITY_MULTIPLE", "EXPERT_IMPLS", "TritonExperts", "grouped_mm_path", "make_impl"]
+__all__ = ["CapacityExperts", "ExpertImpl", "GroupedExperts", "LoopExperts", "TritonExperts", "grouped_mm_path",
+           "make_impl"]
 
 
 def make_impl(name: str, *, capacity_factor: float | None = None) -> ExpertImpl:
-    if name not in EXPERT_IMPLS:
-        raise UnknownNameError(closest_choices_message("MoE implementation", name, list(EXPERT_IMPLS)))
-    if name == "capacity":
-        return CapacityExperts(capacity_factor or DEFAULT_CAPACITY_FACTOR)
-    return EXPERT_IMPLS[name]()
+    """The module of a registered implementation (tpsbench.impls), by name or alias."""
+    spec = get_impl(name)
+    impl = spec.resolve_factory()(capacity_factor=capacity_factor)
+    if not isinstance(impl, ExpertImpl):
+        raise TypeError(f"implementation '{spec.name}': its factory made a {type(impl).__name__}, not an ExpertImpl")
+    impl.name = spec.name
+    return impl

@@ -1,0 +1,219 @@
+"""What a run measures (:class:`RunConfig`), and the policy that turns a user's options into one: defaults per
+device (batch, dtype policy, implementations, timing), validation with one-line errors, and the round trip
+through a results file's ``config`` block (``describe`` / ``from_doc``), which `tpsbench check` uses to measure
+a baseline's points again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from tpsbench.bench.calibrate import calibration_for
+from tpsbench.bench.env import NO_GPU, DeviceError, resolve_gpu
+from tpsbench.bench.timing import TimingConfig
+from tpsbench.costmodel import DTypePolicy, get_policy
+from tpsbench.counters.sampler import DEFAULT_INTERVAL_S
+from tpsbench.errors import InputError
+from tpsbench.impls import BRACKETS, cpu_defaults, get_impl, is_bracket, run_choices
+from tpsbench.models import USERS_MICROBATCH_TOKENS, ModelSpec, closest_choices_message, get_model
+from tpsbench.nn.moe import DEFAULT_SKEW
+from tpsbench.profiles import GPUProfile, gpu_label
+from tpsbench.roofline import CeilingSource
+
+MODES = ("micro", "e2e", "all")
+LAYER_CHOICES = ("attention", "mlp", "moe", *BRACKETS)
+# Timing per kind of point and device: a layer is timed for >= 0.5 s (>= 10 reps) on a GPU; a training step,
+# seconds each, for >= 1 s (>= 5 reps). CPU runs check the pipeline on small models: kept short.
+MICRO_TIMING = {"cuda": TimingConfig(), "cpu": TimingConfig(warmup=1, min_reps=5, min_time_s=0.05)}
+E2E_TIMING = {"cuda": TimingConfig(warmup=2, min_reps=5, min_time_s=1.0), "cpu": TimingConfig(1, 3, 0.1)}
+CPU_BATCH_SEQUENCES = 4  # the CPU's default microbatch: 4 sequences of the model's length
+
+
+class ConfigError(InputError):
+    """Options that do not make a run (printed as one line, exit 2)."""
+
+
+def parse_batches(text: str, seq_len: int) -> list[int]:
+    """``"4096,16384,32768"`` -> ints; each a positive integer multiple of ``seq_len``."""
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        try:
+            value = int(item)
+        except ValueError:
+            raise ConfigError(
+                f"--batch '{item}' is not a whole number of tokens; give e.g. --batch {seq_len * 16}"
+            ) from None
+        if value <= 0:
+            raise ConfigError(f"--batch {value} must be positive; give e.g. --batch {seq_len * 16}")
+        if value % seq_len:
+            lower = max(seq_len, value // seq_len * seq_len)
+            upper = (value // seq_len + 1) * seq_len
+            raise ConfigError(f"--batch {value} is not a multiple of --seq {seq_len}; closest valid choices: "
+                              + ", ".join(str(c) for c in sorted({lower, upper})))
+        out.append(value)
+    return out
+
+
+def _timing(base: TimingConfig, reps: int | None, min_time: float | None, window_s: float | None) -> TimingConfig:
+    t = base
+    if reps or min_time:
+        t = replace(t, min_reps=reps or t.min_reps, min_time_s=min_time or t.min_time_s,
+                    max_reps=max(t.max_reps, reps or 0))
+    return t if window_s is None else replace(t, counter_window_s=window_s)
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    model: ModelSpec
+    profile: GPUProfile | None
+    device: str
+    batches: list[int]
+    seq_len: int
+    impls: list[str]
+    mode: str  # micro | e2e | all
+    routing: str
+    skew: float
+    policy: DTypePolicy
+    compile_model: bool = False
+    global_batch: int | None = None
+    micro_timing: TimingConfig = field(default_factory=lambda: MICRO_TIMING["cuda"])
+    e2e_timing: TimingConfig = field(default_factory=lambda: E2E_TIMING["cuda"])
+    stages: bool = True
+    layers: list[str] | None = None  # micro layers to run (None: all)
+    counters: bool = True  # NVML/GPM sampling around every measured window (GPU runs)
+    ceilings: str = "spec"  # roofline ceilings of the predictions: spec | measured | calibrated
+    calibration: dict[str, object] | None = None  # best ceilings of a calibration file (with its path)
+    counter_interval_s: float = DEFAULT_INTERVAL_S
+    gpu_time: bool = True  # profile a few extra calls per point for GPU busy/idle time (GPU runs)
+    seed: int = 0
+
+    @property
+    def gpu_label(self) -> str:
+        return gpu_label(self.device, None if self.profile is None else self.profile.name)
+
+    def default_out(self, results_dir: Path = Path("results")) -> Path:
+        from tpsbench.results import default_path
+
+        return default_path(results_dir, self.gpu_label, self.model.name)
+
+    def describe(self) -> dict[str, object]:
+        """The results file's ``config`` block: every field, so that :meth:`from_doc` restores this config."""
+        return {
+            "model": self.model.name, "gpu_profile": None if self.profile is None else self.profile.name,
+            "device": self.device, "batches": self.batches, "seq_len": self.seq_len, "impls": self.impls,
+            "mode": self.mode, "routing": self.routing, "skew": self.skew if self.routing == "skewed" else None,
+            "dtype_policy": self.policy.name, "compile": self.compile_model, "global_batch": self.global_batch,
+            "micro_timing": asdict(self.micro_timing), "e2e_timing": asdict(self.e2e_timing),
+            "stages": self.stages, "layers": self.layers, "seed": self.seed, "counters": self.counters,
+            "counter_interval_s": self.counter_interval_s, "ceilings": self.ceilings, "gpu_time": self.gpu_time,
+            "calibration": None if self.calibration is None else dict(self.calibration),
+        }
+
+    @classmethod
+    def from_options(
+        cls, *, model: str, device: str | None, cuda_available: bool, gpu: str = "auto", batch: str | None = None,
+        seq: int | None = None, impl: str | None = None, mode: str = "all", routing: str = "learned",
+        skew: float = DEFAULT_SKEW, dtype: str | None = None, compile_model: bool = False,
+        global_batch: int | None = None, stages: bool = True, layers: str | None = None, reps: int | None = None,
+        min_time: float | None = None, ceilings: str = "spec", calibration: str | None = None,
+        counters: bool = True, counter_interval_s: float = DEFAULT_INTERVAL_S, counter_window_s: float | None = None,
+        gpu_time: bool = True,
+    ) -> RunConfig:
+        """A run from `tpsbench run`'s options, each default decided here and nowhere else."""
+        spec = get_model(model)
+        dev = device or ("cuda" if cuda_available else None)
+        if dev is None:
+            raise DeviceError(NO_GPU)
+        profile = resolve_gpu(gpu, dev)
+        seq_len = seq or spec.seq_len
+        default_batch = USERS_MICROBATCH_TOKENS if dev == "cuda" else CPU_BATCH_SEQUENCES * seq_len
+        batches = parse_batches(batch or str(default_batch), seq_len)
+        defaults = run_choices() if dev == "cuda" else cpu_defaults()
+        impls = [i.strip() for i in (impl or ",".join(defaults)).split(",") if i.strip()]
+        if not impls:
+            raise ConfigError(f"--impl '{impl}' names no implementation; choose from {', '.join(run_choices())}")
+        for name in impls:
+            if name not in run_choices():
+                raise ConfigError(closest_choices_message("MoE implementation", name, run_choices()))
+            if dev == "cpu" and not is_bracket(name) and get_impl(name).needs_gpu:
+                raise ConfigError(f"--impl {name} needs a CUDA GPU; on the CPU choose from {', '.join(cpu_defaults())}")
+        policy = get_policy(dtype or ("amp_bf16" if dev == "cuda" else "fp32"))
+        if policy.autocast and dev == "cpu":
+            raise ConfigError("--dtype amp_bf16 needs a GPU; on the CPU use --dtype fp32 (the default there)")
+        if global_batch is not None:
+            for tokens in batches:
+                if global_batch % tokens:
+                    raise ConfigError(f"--global-batch {global_batch} is not a multiple of the microbatch {tokens}")
+        chosen_layers = None
+        if layers:
+            chosen_layers = [name.strip() for name in layers.split(",") if name.strip()]
+            for name in chosen_layers:
+                if name not in LAYER_CHOICES:
+                    raise ConfigError(closest_choices_message("layer", name, list(LAYER_CHOICES)))
+        if ceilings not in [c.value for c in CeilingSource]:
+            raise ConfigError(f"--ceilings '{ceilings}': choose one of {', '.join(c.value for c in CeilingSource)}")
+        if ceilings != "spec" and profile is None:
+            raise ConfigError("--ceilings applies to GPU predictions; a CPU run has none")
+        return cls(
+            model=spec, profile=profile, device=dev, batches=batches, seq_len=seq_len, impls=impls, mode=mode,
+            routing=routing, skew=skew, policy=policy, compile_model=compile_model, global_batch=global_batch,
+            micro_timing=_timing(MICRO_TIMING[dev], reps, min_time, counter_window_s),
+            e2e_timing=_timing(E2E_TIMING[dev], reps, min_time, counter_window_s), stages=stages,
+            layers=chosen_layers, counters=counters, ceilings=ceilings,
+            calibration=calibration_for(ceilings, calibration, profile), counter_interval_s=counter_interval_s,
+            gpu_time=gpu_time,
+        )
+
+    @classmethod
+    def from_doc(cls, cfg: dict[str, object], *, profile: GPUProfile | None, device: str | None = None,
+                 reps: int | None = None, min_time: float | None = None) -> RunConfig:
+        """The configuration a results file's ``config`` block describes, on ``device`` (default: its own) and
+        ``profile`` (this machine's GPU). Timing can be tightened or loosened; nothing else changes, so the two
+        runs measure the same points."""
+        dev = device or str(cfg.get("device") or "cuda")
+
+        def timing(d: object, kind: dict[str, TimingConfig]) -> TimingConfig:
+            return _timing(TimingConfig(**d) if isinstance(d, dict) else kind[dev], reps, min_time, None)
+
+        calibration = cfg.get("calibration")
+        if isinstance(calibration, str):  # files before 2026-12 stored only the calibration's path
+            calibration = calibration_for("calibrated", calibration, profile)
+        batches, impls, layers = cfg["batches"], cfg["impls"], cfg.get("layers")
+        assert isinstance(batches, list) and isinstance(impls, list) and (layers is None or isinstance(layers, list))
+        global_batch = cfg.get("global_batch")
+        return cls(
+            model=get_model(str(cfg["model"])), profile=profile, device=dev, batches=[int(b) for b in batches],
+            seq_len=int(str(cfg["seq_len"])), impls=[str(i) for i in impls], mode=str(cfg["mode"]),
+            routing=str(cfg.get("routing") or "learned"), skew=float(str(cfg.get("skew") or DEFAULT_SKEW)),
+            policy=get_policy(str(cfg.get("dtype_policy") or ("amp_bf16" if dev == "cuda" else "fp32"))),
+            compile_model=bool(cfg.get("compile")),
+            global_batch=None if global_batch is None else int(str(global_batch)),
+            micro_timing=timing(cfg.get("micro_timing"), MICRO_TIMING),
+            e2e_timing=timing(cfg.get("e2e_timing"), E2E_TIMING),
+            stages=bool(cfg.get("stages", True)), layers=None if layers is None else [str(x) for x in layers],
+            counters=bool(cfg.get("counters", True)), gpu_time=bool(cfg.get("gpu_time", True)),
+            ceilings=str(cfg.get("ceilings") or "spec"),
+            calibration=calibration if isinstance(calibration, dict) else None,
+            counter_interval_s=float(str(cfg.get("counter_interval_s") or DEFAULT_INTERVAL_S)),
+            seed=int(str(cfg.get("seed") or 0)),
+        )
+
+
+def rerun_config(doc: dict[str, object], *, device: str | None, cuda_available: bool, reps: int | None = None,
+                 min_time: float | None = None, allow_gpu_mismatch: bool = False) -> RunConfig:
+    """The configuration a results document was measured with, to measure it again on this machine
+    (``tpsbench check`` without ``--current``). The device is checked before anything is measured."""
+    cfg = doc["config"]
+    assert isinstance(cfg, dict)
+    dev = device or str(cfg.get("device") or "cuda")
+    if dev == "cuda" and not cuda_available:
+        raise DeviceError("the baseline ran on a GPU and none is present: run the check on that GPU, or pass "
+                          "--current FILE to compare two results files")
+    profile = resolve_gpu("auto", dev)
+    base_gpu = cfg.get("gpu_profile")
+    if dev == "cuda" and profile is not None and base_gpu and base_gpu != profile.name and not allow_gpu_mismatch:
+        raise DeviceError(f"the baseline ran on {base_gpu}, this GPU is {profile.name}: use a baseline of this GPU "
+                          "or pass --allow-gpu-mismatch")
+    return RunConfig.from_doc(cfg, profile=profile, device=dev, reps=reps, min_time=min_time)

@@ -1,0 +1,76 @@
+"""Command line: parse, call a function that returns data, render. One table of subcommands, one dispatch
+path; bad input of any command is one line on stderr and exit code 2 (an :class:`~tpsbench.errors.InputError`
+or an output path that cannot be written)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from rich.console import Console
+
+from tpsbench import __version__
+from tpsbench.cli import analyze, measure, predict
+from tpsbench.cli.args import OneLineErrorParser
+from tpsbench.errors import InputError
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, Console], int]
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("predict", "roofline prediction of a training step; no GPU needed", predict.add_predict_args,
+            predict.cmd_predict),
+    Command("run", "measure micro (layer) and end-to-end (training step) benchmarks", measure.add_run_args,
+            measure.cmd_run),
+    Command("calibrate", "measure this GPU's matmul TFLOP/s and memory GB/s (and the counter sampler's overhead)",
+            measure.add_calibrate_args, measure.cmd_calibrate),
+    Command("compare", "results side by side across GPUs, models and implementations, with verdicts",
+            analyze.add_compare_args, analyze.cmd_compare),
+    Command("explain", "tokens/s measured elsewhere (CSV) against tpsbench's predictions", analyze.add_explain_args,
+            analyze.cmd_explain),
+    Command("plot", "roofline chart and tokens/s versus batch size from results files", analyze.add_plot_args,
+            analyze.cmd_plot),
+    Command("check", "regression check against a baseline run; exit 1 on a regression", analyze.add_check_args,
+            analyze.cmd_check),
+    Command("list", "list models, GPU profiles or MoE implementations", predict.add_list_args, predict.cmd_list),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(
+        prog="tpsbench",
+        description="Throughput of dense and MoE transformer training on GPUs: cost model, roofline, measurements.",
+    )
+    parser.add_argument("--version", action="version", version=f"tpsbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_arguments(sub.add_parser(command.name, help=command.help))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # A terminal gets its own width; a pipe or file gets room for the widest table.
+    console = Console() if sys.stdout.isatty() else Console(width=170)
+    command = next(c for c in COMMANDS if c.name == args.command)
+    try:
+        return command.run(args, console)
+    except InputError as exc:
+        print(f"tpsbench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an output path that cannot be written (inputs are read through InputError paths)
+        print(f"tpsbench {args.command}: error: cannot write {exc.filename}: {exc.strerror}; choose a writable path",
+              file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

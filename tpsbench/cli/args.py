@@ -1,0 +1,43 @@
+"""Argument types and the parser that prints one line: argparse's usage block stays out of the way."""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
+
+from tpsbench.errors import InputError
+
+
+class UsageError(InputError):
+    """Bad command-line input: printed as one line, exit code 2."""
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be positive")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be positive")
+    return value
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse prints the usage block before an error; tpsbench prints one line, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def add_json(p: argparse.ArgumentParser, what: str = "tables") -> None:
+    p.add_argument("--json", action="store_true", help=f"print JSON instead of {what}")

@@ -1,0 +1,140 @@
+"""`tpsbench run` and `tpsbench calibrate`: the commands that measure this machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tpsbench.bench.calibrate import default_calibration_path, run_calibration
+from tpsbench.bench.config import LAYER_CHOICES, MODES, RunConfig
+from tpsbench.bench.env import DeviceError, resolve_gpu
+from tpsbench.bench.runner import execute, plan
+from tpsbench.bench.timing import TimingConfig
+from tpsbench.cli.args import add_json, positive_float, positive_int
+from tpsbench.cli.predict import CEILING_CHOICES
+from tpsbench.counters.sampler import DEFAULT_INTERVAL_S
+from tpsbench.impls import run_choices
+from tpsbench.models import USERS_MICROBATCH_TOKENS
+from tpsbench.nn.moe import DEFAULT_SKEW, ROUTING_MODES
+from tpsbench.report import calibration_table, run_notes, run_table
+from tpsbench.results import atomic_write_json
+
+
+def use_expandable_segments() -> None:
+    """One process runs workloads of very different sizes; without expandable segments the caching allocator
+    fragments and a later point can OOM on memory an earlier one left reserved (seen on an H100: 8.5 GiB
+    reserved-but-unallocated at an OOM). A user's own setting wins."""
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+
+
+def add_run_args(rn: argparse.ArgumentParser) -> None:
+    rn.add_argument("--gpu", default="auto", help="GPU profile of the present GPU, or auto (default); with "
+                    "--device cpu, a profile only for predictions")
+    rn.add_argument("--model", required=True, help="zoo model or OLMo-core name")
+    rn.add_argument("--device", default=None, choices=["cuda", "cpu"], help="default: cuda if present")
+    rn.add_argument("--batch", default=None, help="tokens per microbatch, comma-separated "
+                    f"(default {USERS_MICROBATCH_TOKENS} on a GPU, 4 sequences on the CPU)")
+    rn.add_argument("--seq", type=positive_int, default=None, help="sequence length (default: the model's)")
+    rn.add_argument("--impl", default=None, help="comma-separated MoE implementations and brackets "
+                    f"(default: all: {', '.join(run_choices())}; triton only on a GPU)")
+    rn.add_argument("--mode", default="all", choices=list(MODES))
+    rn.add_argument("--routing", default="learned", choices=list(ROUTING_MODES))
+    rn.add_argument("--skew", type=positive_float, default=DEFAULT_SKEW, help="Zipf exponent for --routing skewed")
+    rn.add_argument("--dtype", default=None, help="dtype policy (default: amp_bf16 on a GPU, fp32 on the CPU)")
+    rn.add_argument("--compile", action="store_true", help="torch.compile the model in e2e points")
+    rn.add_argument("--global-batch", type=positive_int, default=None,
+                    help="e2e: tokens per optimizer step via gradient accumulation (default: one microbatch)")
+    rn.add_argument("--no-stages", action="store_true", help="skip the per-stage MoE timings")
+    rn.add_argument("--layers", default=None, help="micro: only these layers, comma-separated "
+                    f"(from {', '.join(LAYER_CHOICES)}; default all)")
+    add_timing_args(rn)
+    rn.add_argument("--ceilings", default="spec", help=f"ceilings of the predictions: {', '.join(CEILING_CHOICES)}")
+    rn.add_argument("--calibration", default=None, help="calibration file for --ceilings calibrated")
+    rn.add_argument("--no-counters", action="store_true", help="do not sample NVML/GPM counters")
+    rn.add_argument("--no-gpu-time", action="store_true",
+                    help="do not profile extra calls for GPU busy/idle time (the overhead-bound evidence)")
+    rn.add_argument("--counter-interval", type=positive_float, default=DEFAULT_INTERVAL_S,
+                    help=f"counter sampling interval in seconds (default {DEFAULT_INTERVAL_S})")
+    rn.add_argument("--counter-window", type=positive_float, default=TimingConfig().counter_window_s,
+                    help="seconds of back-to-back repetitions per point read by the counters, after the timed "
+                         f"ones (default {TimingConfig().counter_window_s})")
+    rn.add_argument("--out", default=None, help="results file (default results/<time>-<gpu>-<model>.json)")
+    add_json(rn, "tables (the results document)")
+
+
+def add_timing_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reps", type=positive_int, default=None, help="minimum timed repetitions per point")
+    p.add_argument("--min-time", type=positive_float, default=None, help="minimum measured seconds per point")
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    return RunConfig.from_options(
+        model=args.model, device=args.device, cuda_available=torch.cuda.is_available(), gpu=args.gpu,
+        batch=args.batch, seq=args.seq, impl=args.impl, mode=args.mode, routing=args.routing, skew=args.skew,
+        dtype=args.dtype, compile_model=args.compile, global_batch=args.global_batch, stages=not args.no_stages,
+        layers=args.layers, reps=args.reps, min_time=args.min_time, ceilings=args.ceilings,
+        calibration=args.calibration, counters=not args.no_counters, counter_interval_s=args.counter_interval,
+        counter_window_s=args.counter_window, gpu_time=not args.no_gpu_time)
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    use_expandable_segments()
+    cfg = run_config(args)
+    out = Path(args.out) if args.out else cfg.default_out()
+    total = len(plan(cfg))
+    status_console = Console(stderr=True) if args.json else console
+    status_console.print(f"tpsbench run: {cfg.model.name} on {cfg.gpu_label}, {total} points -> {out}",
+                         highlight=False)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=status_console, transient=False)
+    with progress:
+        task = progress.add_task("starting", total=total)
+
+        def on_point(done: int, _total: int, record: dict[str, object]) -> None:
+            progress.update(task, completed=done, description=f"{record['label']}: {record['status']}")
+
+        try:
+            writer = execute(cfg, out, on_point)
+        except KeyboardInterrupt:
+            status_console.print(f"interrupted: finished points are in {out}", highlight=False)
+            return 130
+    if args.json:
+        print(json.dumps(writer.doc, indent=1))
+        return 0
+    console.print(run_table(writer.doc))
+    for line in run_notes(writer.doc):
+        console.print(line, highlight=False, soft_wrap=True)
+    console.print(f"results: {out}", highlight=False)
+    return 0
+
+
+def add_calibrate_args(cb: argparse.ArgumentParser) -> None:
+    cb.add_argument("--gpu", default="auto", help="profile of the present GPU, or auto (default)")
+    cb.add_argument("--quick", action="store_true", help="two matmul shapes instead of five")
+    cb.add_argument("--counter-interval", type=positive_float, default=DEFAULT_INTERVAL_S)
+    cb.add_argument("--out", default=None, help="default results/calibration/<time>-<gpu>.json")
+    add_json(cb, "a table (the calibration document)")
+
+
+def cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
+    if not torch.cuda.is_available():
+        raise DeviceError("calibrate measures a GPU and none is present; for datasheet ceilings use "
+                          "`tpsbench predict --ceilings spec`, for a profile's cited measurements --ceilings measured")
+    profile = resolve_gpu(args.gpu, "cuda")
+    assert profile is not None
+    out = Path(args.out) if args.out else default_calibration_path(Path("results"), profile.name)
+    doc = run_calibration(profile, quick=args.quick, interval_s=args.counter_interval,
+                          log=lambda msg: console.print(msg, highlight=False) if not args.json else None)
+    atomic_write_json(out, doc)
+    if args.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        console.print(calibration_table(doc, profile))
+        console.print(f"calibration: {out}", highlight=False)
+    return 0

@@ -1,0 +1,117 @@
+"""`tpsbench predict` and `tpsbench list`: the roofline and the registries, no hardware needed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+
+from tpsbench import __version__
+from tpsbench.bench.calibrate import calibration_for
+from tpsbench.bench.config import parse_batches
+from tpsbench.cli.args import UsageError, add_json, positive_float, positive_int
+from tpsbench.costmodel import POLICIES, Workload, get_policy
+from tpsbench.impls import cost_model_names
+from tpsbench.models import MODELS, USERS_GLOBAL_BATCH_TOKENS, USERS_MICROBATCH_TOKENS, default_global_batch, get_model
+from tpsbench.profiles import load_all_profiles, load_profile
+from tpsbench.report import gpus_table, impls_table, models_table, print_prediction, summary_table
+from tpsbench.roofline import CeilingSource, predict
+
+CEILING_CHOICES = [c.value for c in CeilingSource]
+
+
+def add_predict_args(pr: argparse.ArgumentParser) -> None:
+    pr.add_argument("--gpu", required=True, help="GPU profile name (see `tpsbench list gpus`) or a .toml file")
+    pr.add_argument("--model", required=True, help="zoo model or OLMo-core name (see `tpsbench list models`)")
+    pr.add_argument("--batch", default=str(USERS_MICROBATCH_TOKENS),
+                    help=f"tokens per microbatch, comma-separated (default {USERS_MICROBATCH_TOKENS})")
+    pr.add_argument("--seq", type=positive_int, default=None, help="sequence length (default: the model's)")
+    pr.add_argument("--global-batch", type=positive_int, default=None,
+                    help=f"tokens per optimizer step, a multiple of each microbatch (default "
+                    f"{USERS_GLOBAL_BATCH_TOKENS:,} rounded down to a multiple of the microbatch)")
+    pr.add_argument("--impl", default="dropless", help=f"MoE implementation: {', '.join(cost_model_names())}")
+    pr.add_argument("--capacity-factor", type=positive_float, default=None,
+                    help="capacity factor for --impl capacity (default: the model's, else 1.2)")
+    pr.add_argument("--dtype", default="amp_bf16", help=f"dtype policy: {', '.join(POLICIES)}")
+    pr.add_argument("--ceilings", default="spec", help=f"roofline ceilings: {', '.join(CEILING_CHOICES)}")
+    pr.add_argument("--calibration", default=None, help="calibration file for --ceilings calibrated (default: the "
+                    "newest results/calibration/*-GPU.json)")
+    pr.add_argument("--summary", action="store_true", help="totals only, no per-op table")
+    add_json(pr)
+
+
+def cmd_predict(args: argparse.Namespace, console: Console) -> int:
+    model = get_model(args.model)
+    profile = load_profile(args.gpu)
+    policy = get_policy(args.dtype)
+    if args.ceilings not in CEILING_CHOICES:
+        raise UsageError(f"--ceilings '{args.ceilings}': choose one of {', '.join(CEILING_CHOICES)}")
+    calibration = calibration_for(args.ceilings, args.calibration, profile)
+    seq = args.seq or model.seq_len
+    preds = []
+    for tokens in parse_batches(args.batch, seq):
+        if args.global_batch is not None and args.global_batch % tokens:
+            raise UsageError(
+                f"--global-batch {args.global_batch} is not a multiple of the microbatch {tokens}; "
+                f"closest valid choices: {max(tokens, args.global_batch // tokens * tokens)}, "
+                f"{(args.global_batch // tokens + 1) * tokens}"
+            )
+        global_batch = args.global_batch or default_global_batch(tokens)
+        work = Workload(model=model, tokens=tokens, seq_len=seq, impl=args.impl,
+                        capacity_factor=args.capacity_factor, policy=policy)
+        preds.append(predict(work, profile, ceilings=args.ceilings, global_batch_tokens=global_batch,
+                             calibration=calibration))
+    if args.json:
+        doc = {
+            "tool": "tpsbench", "version": __version__, "command": "predict",
+            "profile": profile.describe(),
+            "model": {"name": model.name, "olmo_name": model.olmo_name, "total_params": model.total_params,
+                      "active_params": model.active_params},
+            "dtype_policy": {"name": policy.name, "description": policy.description},
+            "predictions": [p.to_dict() for p in preds],
+        }
+        print(json.dumps(doc, indent=2))
+        return 0
+    for p in preds:
+        print_prediction(console, p, ops=not args.summary)
+    if len(preds) > 1:
+        console.print(summary_table(preds))
+    return 0
+
+
+def add_list_args(ls: argparse.ArgumentParser) -> None:
+    ls.add_argument("what", nargs="?", default="models", choices=["models", "gpus", "impls"])
+    add_json(ls, "a table")
+
+
+def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    from tpsbench.impls import BRACKETS, moe_impls
+
+    if args.what == "models":
+        models = list(MODELS.values())
+        if args.json:
+            print(json.dumps([{"name": m.name, "olmo_name": m.olmo_name, "d_model": m.d_model,
+                               "n_layers": m.n_layers, "n_heads": m.n_heads, "total_params": m.total_params,
+                               "active_params": m.active_params} for m in models], indent=2))
+        else:
+            console.print(models_table(models))
+    elif args.what == "gpus":
+        profiles = load_all_profiles()
+        if args.json:
+            print(json.dumps([p.describe() for p in profiles], indent=2))
+        else:
+            console.print(gpus_table(profiles))
+    elif args.json:
+        print(json.dumps({
+            "implementations": [{"name": i.name, "aliases": list(i.aliases), "baseline": i.baseline,
+                                 "needs_gpu": i.needs_gpu, "counting": i.counting.value,
+                                 "pads_to_capacity": i.pads_to_capacity, "launches_per_expert": i.launches_per_expert,
+                                 "casts_expert_grads": i.casts_expert_grads, "staged": i.staged,
+                                 "description": i.description} for i in moe_impls()],
+            "brackets": [{"name": b.name, "all_experts": b.all_experts, "description": b.description}
+                         for b in BRACKETS.values()],
+        }, indent=2))
+    else:
+        console.print(impls_table())
+    return 0

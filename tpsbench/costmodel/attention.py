@@ -1,0 +1,84 @@
+"""Attention: the sub-block (norm, layer, residual), the layer (projections, qk-norm, RoPE, core, output) and
+the attention core per backend (flash with causal halving and recomputation, or the math backend's S x S)."""
+
+from __future__ import annotations
+
+from tpsbench.costmodel.ops import (
+    OpCost,
+    OpKind,
+    Phase,
+    Traffic,
+    Workload,
+    elementwise_ops,
+    linear_ops,
+    residual_ops,
+    rmsnorm_ops,
+)
+
+
+def attention_ops(w: Workload) -> list[OpCost]:
+    """The attention sub-block: norm, attention layer, residual add."""
+    m, pol = w.model, w.policy
+    t, d, c = w.tokens, m.d_model, pol.compute_bytes
+    in_bytes = c if m.reordered_norm else pol.residual_bytes
+    ops: list[OpCost] = []
+    if not m.reordered_norm:
+        ops += rmsnorm_ops("attn.norm", "attention", rows=t, width=d, in_bytes=in_bytes, pol=pol)
+    ops += attention_layer_ops(w)
+    if m.reordered_norm:
+        ops += rmsnorm_ops("attn.norm", "attention", rows=t, width=d, in_bytes=in_bytes, pol=pol)
+    ops += residual_ops("attn.residual", "attention", tokens=t, d=d, pol=pol)
+    return ops
+
+
+def attention_layer_ops(w: Workload) -> list[OpCost]:
+    """The attention layer alone: q/k/v projections, qk-norm, RoPE, attention core, output projection."""
+    m, pol = w.model, w.policy
+    t, d, c = w.tokens, m.d_model, pol.compute_bytes
+    ops: list[OpCost] = []
+    ops += linear_ops("attn.qkv", "attention", rows=t, k=d, n=d, pol=pol, matrices=3)
+    if m.qk_norm:
+        # Non-head-wise qk-norm (OLMo-core default): RMSNorm over the full q and k projections.
+        ops += [op.times(2) for op in rmsnorm_ops("attn.qk_norm", "attention", rows=t, width=d, in_bytes=c, pol=pol)]
+    # RoPE on q and k: x*cos + rotate(x)*sin = 3 FLOP/element; the cos/sin tables (fp32) are tiny.
+    table = 2 * w.seq_len * m.head_dim * 4
+    ops += elementwise_ops(
+        "attn.rope", "attention",
+        fwd_flops=3.0 * 2 * t * d, fwd=Traffic(activations=2 * t * d * c * 2 + table),
+        bwd_flops=3.0 * 2 * t * d, bwd=Traffic(activations=table, gradients=2 * t * d * c * 2),
+    )
+    ops += attention_core_ops(w)
+    ops += linear_ops("attn.out", "attention", rows=t, k=d, n=d, pol=pol)
+    return ops
+
+
+def attention_core_ops(w: Workload) -> list[OpCost]:
+    m = w.model
+    b, s, d, c = w.sequences, w.seq_len, m.d_model, w.policy.compute_bytes
+    t = w.tokens
+    skip = 0.5 if (w.causal and w.attention_backend == "flash") else 1.0
+    fwd_flops = 4.0 * b * s * s * d * skip
+    lse = t * m.n_heads * 4  # fp32 log-sum-exp per row, saved for backward
+    qkvo = 4 * t * d * c
+    if w.attention_backend == "flash":
+        fwd = Traffic(activations=qkvo + lse)
+        bwd = Traffic(activations=3 * t * d * c + t * d * c + lse, gradients=t * d * c + 3 * t * d * c)
+        ops = [
+            OpCost(name="attn.core", group="attention", phase=Phase.FWD, kind=OpKind.MATMUL,
+                   flops=fwd_flops, traffic=fwd),
+            OpCost(name="attn.core", group="attention", phase=Phase.BWD_DGRAD, kind=OpKind.MATMUL,
+                   flops=2 * fwd_flops, traffic=bwd),
+            OpCost(name="attn.core_recompute", group="attention", phase=Phase.BWD_DGRAD,
+                   kind=OpKind.MATMUL, flops=fwd_flops / 2, traffic=Traffic(), launches=0,
+                   model_flops=False),
+        ]
+        return ops
+    # Math backend: scores and probabilities (B*H*S*S) are written and read back in each direction.
+    square = b * m.n_heads * s * s * c
+    return [
+        OpCost(name="attn.core", group="attention", phase=Phase.FWD, kind=OpKind.MATMUL,
+               flops=fwd_flops, traffic=Traffic(activations=qkvo + 4 * square), launches=5),
+        OpCost(name="attn.core", group="attention", phase=Phase.BWD_DGRAD, kind=OpKind.MATMUL,
+               flops=2 * fwd_flops, traffic=Traffic(activations=4 * t * d * c + 2 * square,
+                                                     gradients=4 * t * d * c + 4 * square), launches=6),
+    ]

@@ -1,0 +1,195 @@
+"""The feed-forward: the dense SwiGLU, and the MoE layer (router, top-k, routed experts as the implementation's
+counting says, shared expert, mix), with the routing arithmetic of balanced routing and capacity padding."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from tpsbench.costmodel.ops import (
+    CAPACITY_MULTIPLE,
+    OpCost,
+    OpKind,
+    Phase,
+    Traffic,
+    Workload,
+    elementwise_ops,
+    linear_ops,
+    swiglu_act_ops,
+)
+from tpsbench.impls import Counting, get_impl
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    tokens_per_expert: float  # balanced: T*k/E
+    expert_rows: int  # rows the expert GEMMs compute (T*k dropless, E*C capacity)
+    kept_assignments: int  # token-expert pairs actually computed
+    experts_touched: int  # experts whose weights are read
+    capacity: int | None
+    dropped_fraction: float
+
+
+def capacity_rows(tokens: int, top_k: int, num_experts: int, capacity_factor: float) -> int:
+    """Slots per expert: ``round_up(cf * T*k/E, 8)`` (the users' capacity MoE)."""
+    return CAPACITY_MULTIPLE * math.ceil(capacity_factor * tokens * top_k / num_experts / CAPACITY_MULTIPLE)
+
+
+def routing(w: Workload) -> Routing:
+    moe = w.model.moe
+    assert moe is not None
+    assignments = w.tokens * moe.top_k
+    per_expert = assignments / moe.num_experts
+    if get_impl(w.impl).pads_to_capacity:
+        cap = capacity_rows(w.tokens, moe.top_k, moe.num_experts, w.effective_capacity_factor)
+        kept_per_expert = min(per_expert, cap)
+        kept = round(kept_per_expert * moe.num_experts)
+        return Routing(
+            per_expert, moe.num_experts * cap, kept, moe.num_experts, cap, 1.0 - kept / assignments
+        )
+    return Routing(per_expert, assignments, assignments, min(moe.num_experts, assignments), None, 0.0)
+
+
+def dense_mlp_ops(w: Workload, hidden: int, *, prefix: str = "mlp", group: str = "mlp") -> list[OpCost]:
+    t, d, pol = w.tokens, w.model.d_model, w.policy
+    return [
+        *linear_ops(f"{prefix}.up_gate", group, rows=t, k=d, n=hidden, pol=pol, matrices=2),
+        *swiglu_act_ops(f"{prefix}.act", group, rows=t, hidden=hidden, pol=pol),
+        *linear_ops(f"{prefix}.down", group, rows=t, k=hidden, n=d, pol=pol),
+    ]
+
+
+def moe_ops(w: Workload) -> list[OpCost]:
+    """The MoE FFN: router, top-k, permute, expert GEMMs, activation, unpermute, shared expert."""
+    m, pol = w.model, w.policy
+    moe = m.moe
+    assert moe is not None
+    t, d, c, k, e = w.tokens, m.d_model, pol.compute_bytes, moe.top_k, moe.num_experts
+    ops: list[OpCost] = []
+    ops += linear_ops("moe.router", "moe", rows=t, k=d, n=e, pol=pol)
+    # Softmax (5/elem), top-k selection (~1), z-loss logsumexp (3), load-balance statistics (1).
+    idx_bytes = t * k * (4 + 8)  # fp32 weights + int64 indices
+    ops += elementwise_ops(
+        "moe.router_topk", "moe",
+        fwd_flops=10.0 * t * e, fwd=Traffic(activations=t * e * c + idx_bytes + e * 8),
+        bwd_flops=6.0 * t * e, bwd=Traffic(activations=t * e * 4, gradients=t * k * 4 + t * e * c),
+    )
+    fused = get_impl(w.impl).counting is Counting.FUSED
+    ops += fused_expert_ops(w) if fused else unfused_expert_ops(w)
+    if moe.shared_hidden:
+        ops += dense_mlp_ops(w, moe.shared_hidden, prefix="moe.shared", group="moe")
+        # out = shared / (k+1) + routed * k / (k+1)
+        n = t * d
+        ops += elementwise_ops(
+            "moe.mix", "moe",
+            fwd_flops=3.0 * n, fwd=Traffic(activations=3 * n * c),
+            bwd_flops=2.0 * n, bwd=Traffic(gradients=3 * n * c),
+        )
+    return ops
+
+
+def unfused_expert_ops(w: Workload) -> list[OpCost]:
+    """The routed experts as separate ops (``Counting.UNFUSED``: grouped, loop, capacity): permute, up/gate GEMM,
+    SwiGLU, down GEMM, unpermute, each reading and writing its operands in DRAM."""
+    m, pol = w.model, w.policy
+    moe = m.moe
+    assert moe is not None
+    t, d, c, k, h = w.tokens, m.d_model, pol.compute_bytes, moe.top_k, moe.expert_hidden
+    r = routing(w)
+    per_expert = r.experts_touched if get_impl(w.impl).launches_per_expert else 1
+    ops: list[OpCost] = []
+    # Permute: sort assignments by expert (T*k int64 keys) and gather token rows into expert order.
+    # Capacity writes the whole padded E*C buffer (zeros included).
+    gathered = r.kept_assignments * d * c
+    written = r.expert_rows * d * c
+    sort = 3 * t * k * 8
+    ops += elementwise_ops(
+        "moe.permute", "moe", kind=OpKind.MEMORY,
+        fwd_flops=0.0, fwd=Traffic(activations=gathered + written + sort),
+        bwd_flops=1.0 * r.kept_assignments * d,
+        bwd=Traffic(gradients=r.kept_assignments * d * c + t * d * c), launches=per_expert,
+    )
+    ops += linear_ops("moe.expert_up_gate", "moe", rows=r.expert_rows, k=d, n=h, pol=pol, matrices=2,
+                      weight_sets=r.experts_touched, launches=per_expert)
+    ops += swiglu_act_ops("moe.expert_act", "moe", rows=r.expert_rows, hidden=h, pol=pol, launches=per_expert)
+    ops += linear_ops("moe.expert_down", "moe", rows=r.expert_rows, k=h, n=d, pol=pol,
+                      weight_sets=r.experts_touched, launches=per_expert)
+    # Unpermute: weight each expert output by its router probability and sum the k rows per token.
+    ops += elementwise_ops(
+        "moe.unpermute", "moe", kind=OpKind.MEMORY,
+        fwd_flops=2.0 * r.kept_assignments * d,
+        fwd=Traffic(activations=r.kept_assignments * d * c + t * k * 4 + t * d * c),
+        bwd_flops=4.0 * r.kept_assignments * d,
+        bwd=Traffic(activations=r.kept_assignments * d * c,
+                    gradients=t * d * c + r.expert_rows * d * c + t * k * 4),
+        launches=per_expert,
+    )
+    return ops
+
+
+def fused_expert_ops(w: Workload) -> list[OpCost]:
+    """The routed experts of ``Counting.FUSED`` (``--impl triton``, kernels/) as its kernels move data, each
+    operand read once and each output written once (the floor of that design; re-reads from DRAM are the
+    kernels' inefficiency, not part of it). Names match the unfused ops so tables line up:
+
+    fwd:  routing plan (``moe.permute``); up/gate GEMM reading x's rows through the plan, writing a and b
+          once for both matrices; ``h = gate*silu(a)*b`` (scaled by the router weight) written by its
+          epilogue (``moe.expert_act``); down GEMM reading h, its rows written to the token's output row
+          (top-1) or to a row buffer that a gather-sum adds per token (``moe.unpermute``, top-k > 1).
+    bwd:  down data-gradient reading dOut's rows through the plan, with the SwiGLU backward (a, b read,
+          da, db written: ``moe.expert_act``) and the router-weight gradient in its epilogue (dH never
+          written); dX from da and db in one GEMM, rows summed like the forward (``moe.permute``, top-k > 1);
+          weight gradients dW1 and dW3 in one pass over x's rows, dW2 from h, written in the parameters'
+          dtype (no separate cast of the experts' weight gradients: see cast_ops).
+    The kernels also have a split down data-gradient (dH written by the GEMM, read back by a SwiGLU-backward
+    kernel: 2 x rows x h more elements), picked per shape when it is faster (olmoe_1b_7b on the H100:
+    2.70 vs 4.76 ms). It is not counted: the count stays the design's lower bound.
+    """
+    m, pol = w.model, w.policy
+    moe = m.moe
+    assert moe is not None
+    t, d, c, k, e, h = w.tokens, m.d_model, pol.compute_bytes, moe.top_k, moe.num_experts, moe.expert_hidden
+    rows = t * k
+    nd, nh = rows * d, rows * h
+    gemm = 2.0 * rows * d * h
+    weights = e * d * h * c  # one matrix of every expert, in the compute dtype
+    dw = e * d * h * pol.grad_bytes
+    # top-1: rows go straight to the token's row; top-k: a row buffer, read back by the gather-sum
+    row_out = t * d * c if k == 1 else nd * c
+    plan = rows * (8 + 4) + rows * 4 * 4  # int64 indices and fp32 weights in; tok, src, row_of, gate out
+    index = rows * 4 * 2  # tok and gate per row, read by each row kernel
+
+    def op(name: str, phase: Phase, kind: OpKind, flops: float, traffic: Traffic, launches: int = 1) -> OpCost:
+        return OpCost(name=name, group="moe", phase=phase, kind=kind, flops=flops, traffic=traffic,
+                      launches=launches)
+
+    fwd, dgrad, wgrad = Phase.FWD, Phase.BWD_DGRAD, Phase.BWD_WGRAD
+    mm, mem, ew = OpKind.MATMUL, OpKind.MEMORY, OpKind.ELEMENTWISE
+    # Elementwise FLOPs as the unfused ops count them, where the kernels do the same math: the SwiGLU
+    # (5 fwd, 10 bwd per element), the router-weight scaling and the k-row sum (2 per output element). The
+    # fused backward takes the router-weight gradient in h-space, <dOut[tok] W2^T, h> (2 per element of h)
+    # plus the scaling of dH (1), instead of the unfused <dOut, y> path. Epilogue work moves no bytes of
+    # its own: those ops have no launches and no traffic.
+    ops = [
+        op("moe.permute", fwd, mem, 0.0, Traffic(activations=plan)),
+        op("moe.expert_up_gate", fwd, mm, 2 * gemm,
+           Traffic(weights=2 * weights, activations=nd * c + 2 * nh * c + index)),
+        op("moe.expert_act", fwd, ew, 5.0 * nh, Traffic(activations=nh * c), launches=0),
+        op("moe.expert_down", fwd, mm, gemm, Traffic(weights=weights, activations=nh * c + row_out + index)),
+        op("moe.unpermute", fwd, mem, 2.0 * nd if k > 1 else float(nd),
+           Traffic(activations=rows * 4 + nd * c + t * d * c) if k > 1 else Traffic(), launches=int(k > 1)),
+        op("moe.expert_down", dgrad, mm, gemm, Traffic(weights=weights, activations=index,
+                                                       gradients=nd * c + rows * 4)),
+        op("moe.expert_act", dgrad, ew, 10.0 * nh, Traffic(activations=2 * nh * c, gradients=2 * nh * c),
+           launches=0),
+        op("moe.unpermute", dgrad, ew, 3.0 * nh, Traffic(), launches=0),
+        op("moe.expert_up_gate", dgrad, mm, 2 * gemm,
+           Traffic(weights=2 * weights, activations=rows * 4, gradients=2 * nh * c + row_out)),
+        op("moe.expert_up_gate", wgrad, mm, 2 * gemm,
+           Traffic(activations=nd * c + rows * 4, gradients=2 * nh * c + 2 * dw)),
+        op("moe.expert_down", wgrad, mm, gemm, Traffic(activations=nh * c + index, gradients=nd * c + dw)),
+    ]
+    if k > 1:  # the gather-sum of dX's rows per token
+        ops.append(op("moe.permute", dgrad, mem, float(nd),
+                      Traffic(activations=rows * 4, gradients=nd * c + t * d * c)))
+    return ops

@@ -1,0 +1,285 @@
+"""The cost model's conventions and shared parts: phases, kinds of op and data, dtype policies, the workload,
+and the builders of linear, norm, residual and SwiGLU ops that every concern uses.
+
+Pure functions of a :class:`Workload` (model spec, tokens per microbatch, sequence length, dtype
+policy, MoE implementation, routing assumption). Each op is counted per phase:
+
+* ``fwd``, ``bwd_dgrad`` (gradients w.r.t. activations), ``bwd_wgrad`` (gradients w.r.t. weights),
+  ``optim`` (the AdamW step, once per global batch),
+
+with FLOPs and bytes of DRAM traffic split into weights / activations / gradients / optimizer state.
+Counts describe the *fewest bytes each op must move* (each input read once, each output written once)
+in a graph where chains of elementwise ops are fused, as ``torch.compile`` (which the users train
+with) does. A real eager run moves more; the measurement layer reports how much more.
+
+Conventions (stated once, used everywhere):
+
+* A matmul ``[M,K] @ [K,N]`` is ``2*M*K*N`` FLOPs; its backward is one dgrad and one wgrad matmul of
+  the same size.
+* Attention core: ``QK^T`` and ``PV`` are ``4*S*S*d`` FLOPs per sequence (all heads). With the flash
+  backend and a causal mask half of the tiles are skipped (factor 0.5); the math backend computes the
+  full square. Backward is 4 matmuls (dQ, dK, dV, dP); flash also recomputes ``QK^T``, listed as its
+  own op and excluded from model FLOPs (MFU convention: recomputation is not useful work).
+* Routing: ``balanced`` (default) sends ``T*k/E`` tokens to each expert; dropless FLOPs do not depend
+  on routing, capacity FLOPs do (padding to ``E*C`` rows).
+* Elementwise FLOP counts (norms, SwiGLU, softmax, AdamW) count one FLOP per arithmetic operation
+  and one per transcendental; they run on CUDA cores and are never added to matmul FLOPs for MFU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from tpsbench.impls import get_impl
+from tpsbench.models import ModelSpec, UnknownNameError, closest_choices_message
+
+
+class Phase(StrEnum):
+    FWD = "fwd"
+    BWD_DGRAD = "bwd_dgrad"
+    BWD_WGRAD = "bwd_wgrad"
+    OPTIM = "optim"
+
+
+class OpKind(StrEnum):
+    MATMUL = "matmul"  # tensor cores
+    ELEMENTWISE = "elementwise"  # CUDA cores, usually memory-bound
+    MEMORY = "memory"  # data movement only (gather, scatter, casts)
+
+
+class FlopConvention(StrEnum):
+    SIX_N = "6N"  # Kaplan et al. 2020: 6 x (active, non-embedding) parameters per token
+    OLMO = "olmo"  # OLMo-core num_flops_per_token: 6N + 12 * layers * heads * head_dim * seq
+    EXACT = "exact"  # the cost model's matmul FLOPs: causal halving and capacity padding included
+
+
+# --- data types -----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DTypePolicy:
+    """Bytes per element of each kind of data, and which tensor-core rate matmuls run at."""
+
+    name: str
+    compute_bytes: int  # matmul operands and activations
+    residual_bytes: int  # the residual stream between blocks
+    param_bytes: int  # stored (master) parameters
+    grad_bytes: int  # accumulated .grad
+    optim_state_bytes: int  # each of AdamW's two moments
+    autocast: bool  # parameters are cast to the compute dtype once per forward
+    matmul_math: str  # "bf16" or "fp32": which profile peak a matmul uses
+    description: str
+
+
+POLICIES: dict[str, DTypePolicy] = {
+    # The users' setup: bf16 autocast, fp32 master weights, fp32 grads and AdamW state. Under autocast
+    # the embedding output and so the residual stream stay fp32.
+    "amp_bf16": DTypePolicy(
+        name="amp_bf16", compute_bytes=2, residual_bytes=4, param_bytes=4, grad_bytes=4,
+        optim_state_bytes=4, autocast=True, matmul_math="bf16",
+        description="bf16 autocast compute, fp32 master weights, fp32 grads and AdamW state",
+    ),
+    "bf16": DTypePolicy(
+        name="bf16", compute_bytes=2, residual_bytes=2, param_bytes=2, grad_bytes=2,
+        optim_state_bytes=4, autocast=False, matmul_math="bf16",
+        description="bf16 parameters, activations and grads; fp32 AdamW state",
+    ),
+    "fp32": DTypePolicy(
+        name="fp32", compute_bytes=4, residual_bytes=4, param_bytes=4, grad_bytes=4,
+        optim_state_bytes=4, autocast=False, matmul_math="fp32",
+        description="everything fp32 (matmuls on CUDA cores, no TF32)",
+    ),
+}
+DEFAULT_POLICY = POLICIES["amp_bf16"]
+
+
+def get_policy(name: str) -> DTypePolicy:
+    if name not in POLICIES:
+        raise UnknownNameError(closest_choices_message("dtype policy", name, list(POLICIES)))
+    return POLICIES[name]
+
+
+CAPACITY_MULTIPLE = 8  # capacity rounded up to a multiple of 8 rows (tensor-core friendly)
+DEFAULT_CAPACITY_FACTOR = 1.2
+
+
+FWD_BWD = (Phase.FWD, Phase.BWD_DGRAD, Phase.BWD_WGRAD)
+
+
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """Bytes of DRAM traffic by kind of data."""
+
+    weights: float = 0.0
+    activations: float = 0.0
+    gradients: float = 0.0
+    optimizer: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.activations + self.gradients + self.optimizer
+
+    def __add__(self, other: Traffic) -> Traffic:
+        return Traffic(
+            self.weights + other.weights,
+            self.activations + other.activations,
+            self.gradients + other.gradients,
+            self.optimizer + other.optimizer,
+        )
+
+    def scaled(self, k: float) -> Traffic:
+        return Traffic(self.weights * k, self.activations * k, self.gradients * k, self.optimizer * k)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpCost:
+    """One op in one phase, totalled over its ``count`` instances (layers) in a step."""
+
+    name: str
+    group: str  # embedding, attention, mlp, moe, head, optimizer
+    phase: Phase
+    kind: OpKind
+    flops: float
+    traffic: Traffic
+    count: int = 1
+    launches: int = 1  # kernel launches per instance (per layer)
+    model_flops: bool = True  # False for recomputation (excluded from MFU)
+
+    @property
+    def bytes(self) -> float:
+        return self.traffic.total
+
+    @property
+    def intensity(self) -> float | None:
+        """FLOP per byte; None for an op that moves no bytes."""
+        return self.flops / self.bytes if self.bytes else None
+
+    def times(self, count: int) -> OpCost:
+        return OpCost(
+            name=self.name, group=self.group, phase=self.phase, kind=self.kind,
+            flops=self.flops * count, traffic=self.traffic.scaled(count), count=self.count * count,
+            launches=self.launches, model_flops=self.model_flops,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Workload:
+    """What is costed: one microbatch of ``tokens`` tokens in sequences of ``seq_len``."""
+
+    model: ModelSpec
+    tokens: int
+    seq_len: int
+    impl: str = "dropless"
+    capacity_factor: float | None = None  # None: the model's own, else 1.2
+    policy: DTypePolicy = field(default=DEFAULT_POLICY)
+    causal: bool = True
+    attention_backend: str = "flash"  # "flash" (GPU) or "math" (explicit S x S matrices)
+    routing: str = "balanced"
+
+    def __post_init__(self) -> None:
+        if self.tokens <= 0 or self.seq_len <= 0:
+            raise ValueError(f"tokens ({self.tokens}) and seq_len ({self.seq_len}) must be positive")
+        if self.tokens % self.seq_len:
+            raise ValueError(f"tokens ({self.tokens}) must be a multiple of seq_len ({self.seq_len})")
+        get_impl(self.impl)  # an unknown implementation gets the closest choices
+        if self.attention_backend not in ("flash", "math"):
+            raise ValueError(f"attention_backend must be 'flash' or 'math', got {self.attention_backend!r}")
+        if self.routing != "balanced":
+            raise ValueError("the cost model assumes balanced routing (tokens per expert = T*k/E)")
+
+    @property
+    def sequences(self) -> int:
+        return self.tokens // self.seq_len
+
+    @property
+    def effective_capacity_factor(self) -> float:
+        if self.capacity_factor is not None:
+            return self.capacity_factor
+        moe = self.model.moe
+        if moe is not None and moe.capacity_factor is not None:
+            return moe.capacity_factor
+        return DEFAULT_CAPACITY_FACTOR
+
+
+def linear_ops(
+    name: str, group: str, *, rows: int, k: int, n: int, pol: DTypePolicy, matrices: int = 1,
+    weight_sets: int = 1, launches: int | None = None,
+) -> list[OpCost]:
+    """``matrices`` independent linears ``[rows,k] @ [k,n]`` sharing one input (e.g. w_q, w_k, w_v),
+    over ``weight_sets`` weight copies (experts) whose rows add up to ``rows``.
+
+    Each input, weight and output is read or written once per matmul launch.
+    """
+    c = pol.compute_bytes
+    flops = 2.0 * rows * k * n * matrices
+    x, y, wt = rows * k * c, rows * n * c, weight_sets * k * n * c
+    nl = launches if launches is not None else 1
+    return [
+        OpCost(name=name, group=group, phase=Phase.FWD, kind=OpKind.MATMUL, flops=flops,
+               traffic=Traffic(weights=wt * matrices, activations=(x + y) * matrices),
+               launches=nl * matrices),
+        OpCost(name=name, group=group, phase=Phase.BWD_DGRAD, kind=OpKind.MATMUL, flops=flops,
+               traffic=Traffic(weights=wt * matrices, gradients=(y + x) * matrices),
+               launches=nl * matrices),
+        OpCost(name=name, group=group, phase=Phase.BWD_WGRAD, kind=OpKind.MATMUL, flops=flops,
+               traffic=Traffic(activations=x * matrices, gradients=(y + wt) * matrices),
+               launches=nl * matrices),
+    ]
+
+
+def elementwise_ops(
+    name: str, group: str, *, fwd_flops: float, fwd: Traffic, bwd_flops: float, bwd: Traffic,
+    kind: OpKind = OpKind.ELEMENTWISE, launches: int = 1,
+) -> list[OpCost]:
+    return [
+        OpCost(name=name, group=group, phase=Phase.FWD, kind=kind, flops=fwd_flops, traffic=fwd,
+               launches=launches),
+        OpCost(name=name, group=group, phase=Phase.BWD_DGRAD, kind=kind, flops=bwd_flops, traffic=bwd,
+               launches=launches),
+    ]
+
+
+def rmsnorm_ops(name: str, group: str, *, rows: int, width: int, in_bytes: int, pol: DTypePolicy) -> list[OpCost]:
+    """RMSNorm with weight: fwd x^2, sum, rsqrt, scale, weight (4 FLOP/element); bwd about twice that."""
+    n, c = rows * width, pol.compute_bytes
+    return elementwise_ops(
+        name, group,
+        fwd_flops=4.0 * n,
+        fwd=Traffic(weights=width * pol.param_bytes, activations=n * in_bytes + n * c),
+        bwd_flops=8.0 * n,
+        bwd=Traffic(weights=width * pol.param_bytes, activations=n * in_bytes,
+                    gradients=n * c + n * in_bytes + width * pol.grad_bytes),
+    )
+
+
+def residual_ops(name: str, group: str, *, tokens: int, d: int, pol: DTypePolicy) -> list[OpCost]:
+    n, rb, c = tokens * d, pol.residual_bytes, pol.compute_bytes
+    return elementwise_ops(
+        name, group,
+        fwd_flops=1.0 * n, fwd=Traffic(activations=n * (rb + c + rb)),
+        # Backward: autograd sums the gradients of the two paths that read the residual.
+        bwd_flops=1.0 * n, bwd=Traffic(gradients=n * 3 * rb),
+    )
+
+
+def swiglu_act_ops(
+    name: str, group: str, *, rows: int, hidden: int, pol: DTypePolicy, launches: int = 1
+) -> list[OpCost]:
+    """silu(a) * b: sigmoid (exp, add, div) + 2 mul = 5 FLOP/element fwd, ~10 bwd."""
+    n, c = rows * hidden, pol.compute_bytes
+    return elementwise_ops(
+        name, group,
+        fwd_flops=5.0 * n, fwd=Traffic(activations=3 * n * c),
+        bwd_flops=10.0 * n, bwd=Traffic(activations=2 * n * c, gradients=3 * n * c),
+        launches=launches,
+    )
+
+
+def total_flops(ops: Iterable[OpCost], *, phases: Iterable[Phase] | None = None,
+                kinds: Iterable[OpKind] | None = (OpKind.MATMUL,), model_only: bool = True) -> float:
+    ph = set(phases) if phases is not None else None
+    kd = set(kinds) if kinds is not None else None
+    return sum(
+        op.flops for op in ops
+        if (ph is None or op.phase in ph) and (kd is None or op.kind in kd) and (op.model_flops or not model_only)
+    )

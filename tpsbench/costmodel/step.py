@@ -1,0 +1,76 @@
+"""A whole training step: every op of one microbatch (block ops times the layers), its FLOPs under each named
+convention, and the bytes of one optimizer step over several microbatches."""
+
+from __future__ import annotations
+
+from tpsbench.costmodel.attention import attention_ops
+from tpsbench.costmodel.ffn import dense_mlp_ops, moe_ops
+from tpsbench.costmodel.head import embedding_ops, head_ops
+from tpsbench.costmodel.ops import (
+    FWD_BWD,
+    DTypePolicy,
+    FlopConvention,
+    OpCost,
+    Phase,
+    Workload,
+    residual_ops,
+    rmsnorm_ops,
+    total_flops,
+)
+from tpsbench.costmodel.optimizer import autocast_ops, grad_accumulation_bytes, optimizer_ops
+from tpsbench.impls import bracket_spec, is_bracket
+from tpsbench.models import ModelSpec
+
+
+def ffn_ops(w: Workload) -> list[OpCost]:
+    m, pol = w.model, w.policy
+    group = "moe" if m.is_moe else "mlp"
+    in_bytes = pol.compute_bytes if m.reordered_norm else pol.residual_bytes
+    ops: list[OpCost] = []
+    if not m.reordered_norm:
+        ops += rmsnorm_ops(f"{group}.norm", group, rows=w.tokens, width=m.d_model, in_bytes=in_bytes, pol=pol)
+    if m.moe is not None:
+        ops += moe_ops(w)
+    else:
+        assert m.ffn_hidden is not None
+        ops += dense_mlp_ops(w, m.ffn_hidden)
+    if m.reordered_norm:
+        ops += rmsnorm_ops(f"{group}.norm", group, rows=w.tokens, width=m.d_model, in_bytes=in_bytes, pol=pol)
+    ops += residual_ops(f"{group}.residual", group, tokens=w.tokens, d=m.d_model, pol=pol)
+    return ops
+
+
+def step_ops(w: Workload) -> list[OpCost]:
+    """Every op of one training step on one microbatch, block ops multiplied by the layer count."""
+    layers = w.model.n_layers
+    block = [op.times(layers) for op in (*attention_ops(w), *ffn_ops(w))]
+    return [*embedding_ops(w), *block, *head_ops(w), *autocast_ops(w), *optimizer_ops(w)]
+
+
+def train_workload(spec: ModelSpec, impl: str, tokens: int, policy: DTypePolicy,
+                   capacity_factor: float | None = None) -> Workload:
+    """The workload of an end-to-end point: ``impl`` is an MoE implementation, a dense bracket (the MoE
+    FFN replaced by a dense SwiGLU of that width) or "dense" for a dense model."""
+    s = bracket_spec(spec, impl) if is_bracket(impl) else spec
+    return Workload(model=s, tokens=tokens, seq_len=min(s.seq_len, tokens),
+                    impl=impl if s.moe is not None else "dropless", capacity_factor=capacity_factor, policy=policy)
+
+
+def global_step_bytes(w: Workload, accumulation_steps: int) -> float:
+    """DRAM bytes of one optimizer step over ``accumulation_steps`` microbatches."""
+    ops = step_ops(w)
+    per_micro = sum(op.bytes for op in ops if op.phase in FWD_BWD)
+    optim = sum(op.bytes for op in ops if op.phase is Phase.OPTIM)
+    return accumulation_steps * per_micro + grad_accumulation_bytes(w, accumulation_steps) + optim
+
+
+def flops_per_token(w: Workload, convention: FlopConvention | str) -> float:
+    """Training (fwd + bwd) FLOPs per token under a named convention."""
+    conv = FlopConvention(convention)
+    m = w.model
+    six_n = 6.0 * m.active_non_embedding_params
+    if conv is FlopConvention.SIX_N:
+        return six_n
+    if conv is FlopConvention.OLMO:
+        return six_n + 12.0 * m.n_layers * m.n_heads * m.head_dim * w.seq_len
+    return total_flops(step_ops(w), phases=FWD_BWD) / w.tokens

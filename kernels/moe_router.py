@@ -19,13 +19,11 @@ triton.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+from .interpret import INTERPRET
 
 
 # --------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import sys
 import torch
 
 from tpsbench.models import MoESpec
-from tpsbench.nn.experts import LoopExperts, TritonExperts, _kernels
+from tpsbench.nn.experts import LoopExperts, TritonExperts, triton_kernels
 from tpsbench.nn.moe import MoEFeedForward, Router, RouterOutput
 
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 2e-2}
@@ -49,7 +49,7 @@ def _run_master(x, route, weights, grad, dtype, master):
     xx = x.to(dtype).to(master).requires_grad_(True)
     ew = route.expert_weights.float().clone().requires_grad_()
     w = [t.to(dtype).to(master).requires_grad_(True) for t in weights]
-    out = _kernels().moe_swiglu(xx, route.expert_indices, ew, route.tokens_per_expert, *w, dtype)
+    out = triton_kernels().moe_swiglu(xx, route.expert_indices, ew, route.tokens_per_expert, *w, dtype)
     assert out.dtype == dtype, out.dtype
     out.backward(grad.to(out.dtype))
     grads = {"dx": xx.grad, "dw1": w[0].grad, "dw3": w[1].grad, "dw2": w[2].grad}
@@ -63,13 +63,8 @@ def run_case(tokens: int, d: int, e: int, k: int, h: int, routing: str, dtype: t
     """Triton against the loop reference; ``master``: the Triton run holds its leaves in that dtype and
     computes in ``dtype`` (fp32 master weights under bf16 autocast); ``down_bwd``: the backward's
     dH + SwiGLU-backward variant ("fused" or "split"; None: the one the kernels pick)."""
-    kernels = _kernels()
-    forced = kernels.FORCE_DOWN_BWD
-    kernels.FORCE_DOWN_BWD = down_bwd
-    try:
+    with triton_kernels().forced_down_bwd(down_bwd):
         return _run_case(tokens, d, e, k, h, routing, dtype, device, master)
-    finally:
-        kernels.FORCE_DOWN_BWD = forced
 
 
 def _run_case(tokens, d, e, k, h, routing, dtype, device, master) -> dict:
@@ -138,7 +133,7 @@ def check_plan(tokens: int, e: int, k: int, routing: str, block_m: int, device: 
     with torch.no_grad():
         route = layer.router(torch.randn(tokens, 8))
     ind, w, counts = (t.to(device) for t in (route.expert_indices, route.expert_weights, route.tokens_per_expert))
-    plan = _kernels().route_plan(ind, w, counts, block_m)
+    plan = triton_kernels().route_plan(ind, w, counts, block_m)
     plan = plan._replace(**{f: getattr(plan, f).cpu() for f in plan._fields[:7]})
     ref = reference_plan(route.expert_indices, route.expert_weights, route.tokens_per_expert, block_m)
     assert plan.bound == ref["tile_e"].numel(), (plan.bound, ref["tile_e"].numel())

@@ -28,10 +28,24 @@ def test_triton_kernels_match_reference_in_interpreter(dtype_name):
 
 
 def test_down_bwd_rejects_an_unknown_variant():
-    from tpsbench.nn.experts import _kernels
+    from tpsbench.nn.experts import triton_kernels
 
+    kernels = triton_kernels()
     with pytest.raises(ValueError, match="use one of"):
-        _kernels().down_bwd(None, None, None, None, None, "fast")
+        kernels.down_bwd(None, None, None, None, None, "fast")
+    with pytest.raises(ValueError, match="use one of"), kernels.forced_down_bwd("fast"):
+        pass
+
+
+def test_forcing_a_variant_is_scoped_to_its_block():
+    from tpsbench.nn.experts import triton_kernels
+
+    kernels = triton_kernels()
+    with kernels.forced_down_bwd("split"):
+        assert kernels.down_bwd_variant(None, None, None, None, None) == "split"
+        with kernels.forced_down_bwd("fused"):
+            assert kernels.down_bwd_variant(None, None, None, None, None) == "fused"
+        assert kernels.down_bwd_variant(None, None, None, None, None) == "split"
 
 
 @pytest.mark.gpu

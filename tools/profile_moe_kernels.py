@@ -17,7 +17,7 @@ import torch
 from tpsbench.bench.stats import summarize
 from tpsbench.bench.timing import TimingConfig, time_fn
 from tpsbench.models import get_model
-from tpsbench.nn.experts import _kernels, make_impl
+from tpsbench.nn.experts import make_impl, triton_kernels
 from tpsbench.nn.moe import MoEFeedForward
 
 
@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--trace", default="", help="comma-separated implementations (triton,grouped,...): then the whole "
                     "MoE layer fwd+bwd of each under the PyTorch profiler, top kernels by GPU time")
     args = ap.parse_args()
-    k = _kernels()
+    k = triton_kernels()
     spec = get_model(args.model)
     moe = spec.moe
     assert moe is not None
@@ -42,35 +42,27 @@ def main() -> None:
         route = layer.router(x.float())
     w1, w3, w2 = (w.detach().to(dt).contiguous() for w in (layer.experts.w1, layer.experts.w3, layer.experts.w2))
     plan = k.route_plan(route.expert_indices, route.expert_weights, route.tokens_per_expert)
-    tok, gate, offs = plan.tok, plan.gate, plan.offsets
+    tok, offs = plan.tok, plan.offsets
     rows, d, h, e = tok.numel(), spec.d_model, moe.expert_hidden, moe.num_experts
     out, a, b, hid = k.moe_swiglu_forward(x, plan, w1, w3, w2)
     dout = torch.randn(args.tokens, d, device=device).to(dt)
     cfg = TimingConfig(warmup=2, min_reps=5, min_time_s=0.2 if device.type == "cuda" else 0.0, max_reps=50)
 
-    def launch_rows(kernel, ptrs, scalars, n, kk, **flags):
-        return lambda: k._launch_rows(kernel, (*ptrs, scalars), n, kk, plan, **flags)
-
-    def token_rows(kernel, ptrs, scalars, n, kk):
-        return lambda: k._token_rows(kernel, (*ptrs, scalars), torch.empty_like(x), n, kk, plan)
-
     da, db, _ = k.down_bwd(dout, plan, w2, a, b, "fused")
     chosen = k.down_bwd_variant(dout, plan, w2, a, b)
     gemm = 2.0 * rows * d * h
+    # each stage through the kernels' public API (kernels/__init__.py), on the inputs of the forward above
     cases = {
         "route plan": (lambda: k.route_plan(route.expert_indices, route.expert_weights, route.tokens_per_expert),
                        0.0),
-        "fwd up_gate": (launch_rows(k._up_gate_kernel, (x, tok, gate, w1, w3, a, b, hid), (
-            e, d, h, x.stride(0), w1.stride(0), a.stride(0)), h, d, STORE_AB=True), 2 * gemm),
-        "fwd down (+gather-sum)": (token_rows(k._down_scatter_kernel, (hid, w2, tok),
-                                              (e, h, d, hid.stride(0), w2.stride(0)), d, h), gemm),
+        "fwd up_gate": (lambda: k.up_gate(x, plan, w1, w3, save_for_backward=True), 2 * gemm),
+        "fwd down (+gather-sum)": (lambda: k.down(hid, plan, w2, args.tokens), gemm),
         # both variants of the dH GEMM + SwiGLU backward; the sum counts the one the backward picks
         "bwd down_bwd fused": (lambda: k.down_bwd(dout, plan, w2, a, b, "fused"), gemm),
         "bwd down_bwd split": (lambda: k.down_bwd(dout, plan, w2, a, b, "split"), gemm),
-        "bwd dx (+gather-sum)": (token_rows(k._dx_kernel, (da, db, w1, w3, tok), (e, h, d, da.stride(0),
-                                                                                 w1.stride(0)), d, h), 2 * gemm),
-        "bwd wgrad W1+W3": (lambda: k._wgrad(x, da, db, plan, d, h, e, 1, 0, w1.dtype), 2 * gemm),
-        "bwd wgrad W2": (lambda: k._wgrad(hid, dout, None, plan, h, d, e, 0, 1, w2.dtype), gemm),
+        "bwd dx (+gather-sum)": (lambda: k.dx(da, db, plan, w1, w3, args.tokens, x.dtype), 2 * gemm),
+        "bwd wgrad W1+W3": (lambda: k.wgrad_up_gate(x, da, db, plan, w1.dtype), 2 * gemm),
+        "bwd wgrad W2": (lambda: k.wgrad_down(hid, dout, plan, w2.dtype), gemm),
     }
     if hasattr(torch, "_grouped_mm") and device.type == "cuda":
         xs = x[tok.long()]

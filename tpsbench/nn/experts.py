@@ -202,13 +202,13 @@ class CapacityExperts(ExpertImpl):
         return torch.zeros(x.shape, dtype=weighted.dtype, device=x.device).index_add(0, p.token_index, weighted)
 
 
-def _kernels(module: str = "moe_experts"):
-    """A Triton kernels module: installed as tpsbench.kernels; in a source checkout on PYTHONPATH
-    (e.g. a GPU machine where nothing is installed) the top-level kernels/ folder."""
+def triton_kernels():
+    """The Triton kernels package and its public API (kernels/__init__.py): installed as tpsbench.kernels; in a
+    source checkout on PYTHONPATH (e.g. a GPU machine where nothing is installed) the top-level kernels/."""
     try:
-        return importlib.import_module(f"tpsbench.kernels.{module}")
+        return importlib.import_module("tpsbench.kernels")
     except ModuleNotFoundError:
-        return importlib.import_module(f"kernels.{module}")
+        return importlib.import_module("kernels")
 
 
 class TritonExperts(ExpertImpl):
@@ -220,12 +220,12 @@ class TritonExperts(ExpertImpl):
 
     def permute(self, x, route, experts):
         """The kernels' routing plan as a Permuted (for inspection: forward plans inside the kernels)."""
-        plan = _kernels().route_plan(route.expert_indices, route.expert_weights, route.tokens_per_expert)
+        plan = triton_kernels().route_plan(route.expert_indices, route.expert_weights, route.tokens_per_expert)
         return Permuted(rows=x, token_index=plan.tok, weights=plan.gate, counts=route.tokens_per_expert,
                         offsets=plan.offsets, slots=plan.row_of)
 
     def forward(self, x, route, experts):
-        moe_swiglu = _kernels().moe_swiglu
+        moe_swiglu = triton_kernels().moe_swiglu
         dt = _compute_dtype(x)
         with torch.autocast(x.device.type, enabled=False):
             return moe_swiglu(x, route.expert_indices, route.expert_weights, route.tokens_per_expert, experts.w1,
@@ -233,7 +233,7 @@ class TritonExperts(ExpertImpl):
 
 
 __all__ = ["CapacityExperts", "ExpertImpl", "GroupedExperts", "LoopExperts", "TritonExperts", "grouped_mm_path",
-           "make_impl"]
+           "make_impl", "triton_kernels"]
 
 
 def make_impl(name: str, *, capacity_factor: float | None = None) -> ExpertImpl:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tpsbench.models import MoESpec
-from tpsbench.nn.experts import ExpertImpl, _kernels, make_impl
+from tpsbench.nn.experts import ExpertImpl, make_impl, triton_kernels
 from tpsbench.nn.layers import SwiGLU
 
 ROUTING_MODES = ("learned", "uniform", "skewed")
@@ -84,7 +84,7 @@ class Router(nn.Module):
         histogram and both losses in one Triton kernel (kernels/moe_router.py; learned routing only)."""
         logits = F.linear(x, self.weight if weight is None else weight)  # [T, E]
         if fused and self.mode == "learned":
-            return RouterOutput(*_kernels("moe_router").softmax_topk_router(
+            return RouterOutput(*triton_kernels().softmax_topk_router(
                 logits, self.top_k, self.lb_loss_weight, self.z_loss_weight))
         logits = logits.float()
         probs = logits.softmax(dim=-1)

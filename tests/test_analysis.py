@@ -6,11 +6,10 @@ import json
 import math
 
 import pytest
-from results_factory import doc, point, utilisation_point
+from results_factory import doc, entries, point, utilisation_point
 
 from tpsbench.analysis.compare import compare
 from tpsbench.analysis.explain import MeasuredCsvError, explain, read_measured_csv
-from tpsbench.analysis.points import entries_from_doc
 from tpsbench.analysis.verdict import (
     Evidence,
     Verdict,
@@ -30,8 +29,8 @@ MIXED = dict(tensor=0.35, bw=0.30, idle=0.15, dram_pct=40.0)  # nothing near a l
 
 
 def _verdict_of(kind: dict) -> Verdict:
-    entries = entries_from_doc(doc("dense_135m", [utilisation_point(**kind)]))
-    return workload_verdict(entries[0].evidence()).verdict
+    found = entries(doc("dense_135m", [utilisation_point(**kind)]))
+    return workload_verdict(found[0].evidence()).verdict
 
 
 def test_clearly_bandwidth_bound_workload():
@@ -77,7 +76,7 @@ def test_no_evidence_is_inconclusive_not_a_guess():
 
 def test_cpu_points_get_no_verdict_but_are_compared():
     cpu = doc("moe_tiny", [utilisation_point(**BANDWIDTH)], gpu=None, device="cpu")
-    c = compare(entries_from_doc(cpu))
+    c = compare(entries(cpu))
     assert c.verdicts == [] and len(c.throughput) == 1 and c.gpus[0].name == "cpu"
 
 
@@ -113,7 +112,7 @@ def _two_gpu_docs():
     h100 = doc("dense_135m", [point(median=0.20, predicted_s=0.10), point(median=0.01, kind="micro", layer="mlp",
                                                                          impl=None, mode="fwd_bwd")])
     h200 = doc("dense_135m", [point(median=0.14, predicted_s=0.08)], gpu="h200")
-    return entries_from_doc(h100, "a.json") + entries_from_doc(h200, "b.json")
+    return entries(h100, "a.json") + entries(h200, "b.json")
 
 
 def test_compare_speedups_between_gpus():
@@ -139,7 +138,7 @@ def test_compare_moe_dense_ratios():
         point(kind="micro", layer="dense_active", impl=None, mode="fwd_bwd", median=0.001, predicted_s=0.0005,
               dram_pct=20, dram_gbs=670.0),
     ])
-    c = compare(entries_from_doc(dense) + entries_from_doc(moe))
+    c = compare(entries(dense) + entries(moe))
     e2e = [r for r in c.ratios if r.dense == "dense_135m"]
     assert len(e2e) == 1  # the oom point has no ratio
     assert e2e[0].measured == pytest.approx(3.0) and e2e[0].predicted == pytest.approx(1.2)
@@ -153,7 +152,7 @@ def test_old_e2e_points_get_their_costs_from_the_cost_model():
     p = point(median=0.1)
     p["derived"].pop("matmul_flops")
     p["derived"].pop("bytes")
-    (e,) = entries_from_doc(doc("dense_135m", [p]))
+    (e,) = entries(doc("dense_135m", [p]))
     from tpsbench.costmodel import FlopConvention, flops_per_token, get_policy, train_workload
     from tpsbench.models import get_model
 
@@ -248,8 +247,8 @@ def test_explain_cli(tmp_path, capsys):
 
 # --- plot ---------------------------------------------------------------------------------------------
 def test_plot_writes_a_png(tmp_path):
-    entries = _two_gpu_docs()
-    out = plot_results([*entries, *entries_from_doc(doc("moe_1b", [utilisation_point(**MIXED, impl="capacity")]))],
+    both = _two_gpu_docs()
+    out = plot_results([*both, *entries(doc("moe_1b", [utilisation_point(**MIXED, impl="capacity")]))],
                        tmp_path / "roof.png")
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
@@ -258,7 +257,7 @@ def test_plot_writes_a_png(tmp_path):
 def test_plot_refuses_what_it_cannot_draw(tmp_path):
     with pytest.raises(PlotError, match="ending in"):
         plot_results(_two_gpu_docs(), tmp_path / "roof.txt")
-    failed = entries_from_doc(doc("moe_1b", [point(status="oom")]))
+    failed = entries(doc("moe_1b", [point(status="oom")]))
     with pytest.raises(PlotError, match="no measured points"):
         plot_results(failed, tmp_path / "roof.png")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from results_factory import doc, noisy_samples, point
+from results_factory import doc, entries, noisy_samples, point
 
 from tpsbench.analysis.check import (
     Interval,
@@ -16,7 +16,6 @@ from tpsbench.analysis.check import (
     judge,
     repetitions_needed,
 )
-from tpsbench.analysis.points import entries_from_doc
 from tpsbench.cli import main
 
 
@@ -25,7 +24,7 @@ def _micro(median: float, iqr_rel: float = 0.01, **kw) -> dict:
 
 
 def _check(base: list[dict], cur: list[dict], threshold: float = 0.05):
-    return check(entries_from_doc(doc("moe_1b", base)), entries_from_doc(doc("moe_1b", cur)), threshold=threshold)
+    return check(entries(doc("moe_1b", base)), entries(doc("moe_1b", cur)), threshold=threshold)
 
 
 @pytest.mark.parametrize("low, high, up, outcome", [
@@ -127,9 +126,8 @@ def test_only_improvements_and_noise_pass():
     assert not r.failed
 
 
-def test_points_without_raw_samples_are_judged_by_their_medians_and_say_so():
-    b, c = _micro(0.010), _micro(0.013)
-    b["raw"]["samples_s"] = c["raw"]["samples_s"] = []
+def test_points_with_one_sample_are_judged_by_their_medians_and_say_so():
+    b, c = _micro(0.010, samples=[0.010]), _micro(0.013, samples=[0.013])  # one repetition each: no interval
     row = _check([b], [c]).rows[0]
     assert row.outcome is Outcome.REGRESSION and row.interval is None and "no interval" in row.detail
 
@@ -208,5 +206,5 @@ def test_allow_missing_reports_but_passes():
     base = [_micro(0.01), _micro(0.01, tokens=16384)]
     cur = [_micro(0.0101)]
     assert _check(base, cur).failed
-    r = check(entries_from_doc(doc("moe_1b", base)), entries_from_doc(doc("moe_1b", cur)), allow_missing=True)
+    r = check(entries(doc("moe_1b", base)), entries(doc("moe_1b", cur)), allow_missing=True)
     assert not r.failed and r.count(Outcome.MISSING) == 1

@@ -23,9 +23,9 @@ def test_cpu_run_writes_loadable_results(model, tmp_path, capsys):
     out = tmp_path / "run.json"
     assert main(["run", "--device", "cpu", "--model", model, "--out", str(out)]) == 0
     doc = load_results(out)
-    assert doc["status"] == "complete"
+    assert doc.status == "complete"
     df = load_dataframe(out)
-    assert len(df) == len(doc["points"]) > 0
+    assert len(df) == len(doc.points) > 0
     assert set(df["status"]) == {"ok"}
     assert (df["stats.median"] > 0).all()
     assert (df["derived.tokens_per_s"] > 0).all()
@@ -76,8 +76,8 @@ def test_oom_point_is_recorded_and_sweep_goes_on(tmp_path, monkeypatch):
                            micro_timing=TimingConfig(0, 2, 0.0))
     out = tmp_path / "r.json"
     runner.execute(cfg, out)
-    points = load_results(out)["points"]
-    statuses = {(p["layer"], p["mode"]): p["status"] for p in points}
+    points = load_results(out).points
+    statuses = {(p.layer, p.mode): p.status for p in points}
     assert statuses[("attention", "bwd")] == "oom"
     assert statuses[("mlp", "fwd_bwd")] == "ok"  # later points still measured
     assert len(points) == 6
@@ -97,10 +97,10 @@ def test_killed_sweep_keeps_finished_points(tmp_path, sig):
     os.kill(proc.pid, sig)
     code = proc.wait(timeout=60)
     doc = load_results(out)  # valid JSON, right schema
-    assert 2 <= len(doc["points"]) < 41
-    assert all(p["status"] == "ok" for p in doc["points"])
+    assert 2 <= len(doc.points) < 41
+    assert all(p.status == "ok" for p in doc.points)
     if sig == signal.SIGINT:
-        assert code == 130 and doc["status"] == "interrupted"
+        assert code == 130 and doc.status == "interrupted"
     else:
-        assert doc["status"] == "running"
-    assert len(load_dataframe(out)) == len(doc["points"])
+        assert doc.status == "running"
+    assert len(load_dataframe(out)) == len(doc.points)

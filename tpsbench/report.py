@@ -13,6 +13,7 @@ from tpsbench.costmodel import FWD_BWD, FlopConvention
 from tpsbench.impls import BRACKETS, moe_impls
 from tpsbench.models import ModelSpec
 from tpsbench.profiles import GPUProfile
+from tpsbench.results.schema import Point, RunDoc
 from tpsbench.roofline import Bound, Prediction
 
 
@@ -151,77 +152,84 @@ def _fmt(x: object, fmt: str) -> str:
     return fmt.format(x)
 
 
-def run_table(doc: dict) -> Table:
+def run_table(doc: RunDoc) -> Table:
     """Summary of a results document: one row per point."""
-    machine = doc["machine"]
-    where = machine.get("gpu_name") or f"CPU ({machine.get('cpu_count')} cores)"
-    t = Table(title=f"{doc['config']['model']} on {where} ({doc['config']['dtype_policy']}); GB/s = cost-model "
+    machine, cfg = doc.machine, doc.config
+    where = machine.gpu_name or f"CPU ({machine.cpu_count} cores)"
+    t = Table(title=f"{cfg.model} on {where} ({cfg.dtype_policy}); GB/s = cost-model "
                     "bytes / time, DRAM GB/s = GPM counter (* throttled); idle = GPU idle share of the time "
                     "(profiler); roofline = predicted floor / measured")
     for col in ("point", "impl", "tokens", "mode", "median ms", "IQR %", "n", "tokens/s", "TFLOP/s", "GB/s",
                 "DRAM GB/s", "idle", "pred. ms", "roofline", "status"):
         t.add_column(col, justify="left" if col in {"point", "impl", "mode", "status"} else "right")
-    for p in doc["points"]:
-        stats, derived, pred = p.get("stats"), p.get("derived") or {}, p.get("prediction") or {}
-        counters = (p.get("counters") or {}).get("values") or {}
-        throttled = (p.get("counters") or {}).get("throttled")
-        med = stats["median"] if stats else None
-        iqr = (100 * stats["iqr"] / stats["median"]) if stats and stats["median"] else None
-        flag = f" ({len(stats['outliers'])} outl.)" if stats and stats["outliers"] else ""
-        idle = ((p.get("raw") or {}).get("gpu_time") or {}).get("idle_share")
-        t.add_row(p["layer"] if p["kind"] == "micro" else "train step", p.get("impl") or "-", f"{p['tokens']:,}",
-                  p["mode"], _fmt(med * 1e3 if med else None, "{:.3f}"), _fmt(iqr, "{:.1f}") + flag,
-                  _fmt(stats["n"] if stats else None, "{}"), _fmt(derived.get("tokens_per_s"), "{:,.0f}"),
-                  _fmt(derived.get("achieved_tflops"), "{:.1f}"), _fmt(derived.get("achieved_gbs"), "{:.0f}"),
-                  _fmt(counters.get("dram_gbs"), "{:.0f}") + ("*" if throttled else ""),
+    for p in doc.points:
+        stats, derived, pred, counters = p.stats, p.derived, p.prediction, p.counters
+        med = stats.median if stats else None
+        iqr = (100 * stats.iqr / stats.median) if stats and stats.median else None
+        flag = f" ({len(stats.outliers)} outl.)" if stats and stats.outliers else ""
+        gpu_time = p.raw.gpu_time if p.raw else None
+        idle = gpu_time.idle_share if gpu_time else None
+        dram = counters.values.get("dram_gbs") if counters else None
+        t.add_row(p.layer if p.kind == "micro" else "train step", p.impl or "-", f"{p.tokens:,}",
+                  p.mode, _fmt(med * 1e3 if med else None, "{:.3f}"), _fmt(iqr, "{:.1f}") + flag,
+                  _fmt(stats.n if stats else None, "{}"), _fmt(derived.tokens_per_s if derived else None, "{:,.0f}"),
+                  _fmt(derived.achieved_tflops if derived else None, "{:.1f}"),
+                  _fmt(derived.achieved_gbs if derived else None, "{:.0f}"),
+                  _fmt(dram, "{:.0f}") + ("*" if counters and counters.throttled else ""),
                   _fmt(100 * idle if idle is not None else None, "{:.0f}%"),
-                  _fmt(pred.get("predicted_s") * 1e3 if pred.get("predicted_s") else None, "{:.3f}"),
-                  _fmt(100 * pred["achieved_fraction"] if pred.get("achieved_fraction") else None, "{:.0f}%"),
-                  p["status"])
+                  _fmt(pred.predicted_s * 1e3 if pred else None, "{:.3f}"),
+                  _fmt(100 * pred.achieved_fraction if pred else None, "{:.0f}%"), p.status)
     return t
 
 
-def run_notes(doc: dict) -> list[str]:
+def _moe_facts(p: Point) -> str | None:
+    raw = p.raw
+    if raw is None or raw.tokens_per_expert_max_over_mean is None:
+        return None
+    extra = [f"tokens/expert max/mean {raw.tokens_per_expert_max_over_mean:.2f}"]
+    if raw.grouped_mm_path is not None:
+        extra.append(f"grouped_mm_path {raw.grouped_mm_path}")
+    if raw.dropped_fraction is not None:
+        extra.append(f"dropped_fraction {raw.dropped_fraction:.3f}")
+    if raw.host_syncs is not None:
+        extra.append(f"host_syncs {raw.host_syncs}")
+    return ", ".join(extra)
+
+
+def run_notes(doc: RunDoc) -> list[str]:
     """Warnings and the e2e lines a reader wants: MFU, peak memory, optimizer share, MoE routing facts."""
     lines = []
-    for p in doc["points"]:
-        if p["status"] != "ok":
-            lines.append(f"{p['label']}: {p['status']} - {p.get('error')}")
+    for p in doc.points:
+        if p.status != "ok":
+            lines.append(f"{p.label}: {p.status} - {p.error}")
             continue
-        raw = p.get("raw") or {}
-        if p["kind"] == "e2e":
-            d = p["derived"]
-            mfu = d.get("mfu")
-            mfu_txt = ", ".join(f"{k} {100 * v:.1f}%" for k, v in mfu.items()) if mfu else "n/a (no GPU profile)"
-            peak = raw.get("peak_memory_bytes")
-            lines.append(f"{p['label']}: {d['tokens_per_s']:,.0f} tokens/s, MFU {mfu_txt}, optimizer "
-                         f"{100 * d['optimizer_share']:.1f}% of the step, peak memory "
-                         f"{_fmt(peak / 2**30 if peak else None, '{:.1f}')} GiB")
-        elif p["mode"] == "fwd_bwd" and "tokens_per_expert_max" in raw:
-            extra = [f"tokens/expert max/mean {raw['tokens_per_expert_max_over_mean']:.2f}"]
-            for key in ("grouped_mm_path", "dropped_fraction", "host_syncs"):
-                if key in raw:
-                    val = raw[key]
-                    extra.append(f"{key} {val:.3f}" if isinstance(val, float) else f"{key} {val}")
-            lines.append(f"{p['label']}: " + ", ".join(extra))
-    throttled = [p for p in doc["points"] if (p.get("counters") or {}).get("throttled")]
+        raw, d = p.raw, p.derived
+        assert raw is not None and d is not None
+        if p.kind == "e2e":
+            mfu_txt = ", ".join(f"{k} {100 * v:.1f}%" for k, v in d.mfu.items()) if d.mfu else "n/a (no GPU profile)"
+            peak = raw.peak_memory_bytes
+            share = _fmt(100 * d.optimizer_share if d.optimizer_share is not None else None, "{:.1f}%")
+            lines.append(f"{p.label}: {d.tokens_per_s:,.0f} tokens/s, MFU {mfu_txt}, optimizer "
+                         f"{share} of the step, peak memory {_fmt(peak / 2**30 if peak else None, '{:.1f}')} GiB")
+        elif p.mode == "fwd_bwd" and (facts := _moe_facts(p)):
+            lines.append(f"{p.label}: {facts}")
+    throttled = [p for p in doc.points if p.counters and p.counters.throttled]
     if throttled:
-        reasons = sorted({r for p in throttled for r in p["counters"]["clock_events"]})
+        reasons = sorted({r for p in throttled if p.counters for r in p.counters.clock_events})
         lines.append(f"WARNING: clocks were throttled during {len(throttled)} point(s) ({', '.join(reasons)}), "
-                     f"e.g. '{throttled[0]['label']}': their times are not the GPU's steady state")
-    counted = [p for p in doc["points"] if p.get("counters")]
-    if counted and all(p["counters"]["values"].get("dram_gbs") is None for p in counted):
-        reason = counted[0]["counters"]["reasons"].get("dram_gbs", "unknown")
-        lines.append(f"DRAM GB/s from counters: n/a ({reason})")
-    timed = [p["raw"]["gpu_time"] for p in doc["points"] if (p.get("raw") or {}).get("gpu_time")]
-    if timed and all(g.get("idle_share") is None for g in timed):
-        lines.append(f"GPU idle share: n/a ({timed[0].get('reason')})")
-    flagged = [p for p in doc["points"] if (p.get("stats") or {}).get("outliers")]
+                     f"e.g. '{throttled[0].label}': their times are not the GPU's steady state")
+    counted = [p.counters for p in doc.points if p.counters]
+    if counted and all(c.values.get("dram_gbs") is None for c in counted):
+        lines.append(f"DRAM GB/s from counters: n/a ({counted[0].reasons.get('dram_gbs', 'unknown')})")
+    timed = [p.raw.gpu_time for p in doc.points if p.raw and p.raw.gpu_time]
+    if timed and all(g.idle_share is None for g in timed):
+        lines.append(f"GPU idle share: n/a ({timed[0].reason})")
+    flagged = [(p, p.stats) for p in doc.points if p.stats and p.stats.outliers]
     if flagged:
-        worst = max(flagged, key=lambda p: len(p["stats"]["outliers"]) / p["stats"]["n"])
-        lines.append(f"{len(flagged)} of {len(doc['points'])} points have outlier samples (modified z-score > 3.5; "
-                     f"kept in the file, most in '{worst['label']}': {len(worst['stats']['outliers'])} of "
-                     f"{worst['stats']['n']}); medians are robust to them, rerun on a quiet machine if the IQR matters")
+        worst, ws = max(flagged, key=lambda ps: len(ps[1].outliers) / ps[1].n)
+        lines.append(f"{len(flagged)} of {len(doc.points)} points have outlier samples (modified z-score > 3.5; "
+                     f"kept in the file, most in '{worst.label}': {len(ws.outliers)} of {ws.n}); medians are "
+                     "robust to them, rerun on a quiet machine if the IQR matters")
     return lines
 
 

@@ -14,7 +14,7 @@ passed.
 
 A point that ran in the baseline but failed now (oom, error) counts as a regression, and so does one
 missing now unless missing points are allowed (a run of a subset): the check cannot vouch for them. A
-point without raw samples (none of the committed files) is judged by its medians alone, and says so.
+point timed once (``--reps 1``) has no interval and is judged by its medians alone, and says so.
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def _compare_point(b: Entry, c: Entry, threshold: float) -> MetricCheck:
     if len(b.samples_s) < 2 or len(c.samples_s) < 2:
         point = Interval(change, change, confidence=0.0)
         return MetricCheck(b.label, metric, up, bval, cval, change, None, judge(point, up, threshold),
-                           "no raw samples: medians only, no interval")
+                           "fewer than two samples: medians only, no interval")
     interval = change_interval(b.samples_s, c.samples_s, higher_is_better=up)
     outcome = judge(interval, up, threshold)
     detail = ""

@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from tpsbench.analysis.verdict import Evidence
 from tpsbench.costmodel import FWD_BWD, get_policy, global_step_bytes, step_ops, total_flops, train_workload
 from tpsbench.models import get_model
 from tpsbench.profiles import GPUProfile, gpu_label, load_profile
-from tpsbench.results import load_results
+from tpsbench.results import RunDoc, load_results
 
 # Points a cross-run comparison shows by default: whole training steps and whole layers forward+backward
 # (stages and single directions stay in the files and in `--all-points`).
@@ -126,41 +126,42 @@ def _e2e_costs(model: str, seq_len: int, impl: str, tokens: int, global_tokens: 
     return steps * total_flops(step_ops(w), phases=FWD_BWD), global_step_bytes(w, steps)
 
 
-def entries_from_doc(doc: dict[str, Any], source: str = "") -> list[Entry]:
-    cfg, machine = doc["config"], doc["machine"]
-    gpu = gpu_label(str(cfg.get("device")), machine.get("profile"))
+def entries_from_doc(doc: RunDoc, source: str = "") -> list[Entry]:
+    cfg, machine = doc.config, doc.machine
+    gpu = gpu_label(cfg.device, machine.profile)
     out = []
-    for p in doc["points"]:
-        is_e2e = p["kind"] == "e2e"
-        impl = p.get("impl") or "-"
-        base = Entry(source=source, gpu=gpu, gpu_name=machine.get("gpu_name"), model=cfg["model"], kind=p["kind"],
-                     layer=p["layer"], impl=impl, mode=p["mode"], tokens=int(p["tokens"]),
-                     global_tokens=int(p.get("global_tokens") or p["tokens"]) if is_e2e else None,
-                     compiled=bool(cfg.get("compile")) and is_e2e, routing=p.get("routing"),
-                     policy=cfg.get("dtype_policy", "amp_bf16"), status=p["status"], error=p.get("error"))
-        if p["status"] != "ok":
+    for p in doc.points:
+        is_e2e = p.kind == "e2e"
+        impl = p.impl or "-"
+        base = Entry(source=source, gpu=gpu, gpu_name=machine.gpu_name, model=cfg.model, kind=p.kind,
+                     layer=p.layer, impl=impl, mode=p.mode, tokens=p.tokens,
+                     global_tokens=(p.global_tokens or p.tokens) if is_e2e else None,
+                     compiled=cfg.compile and is_e2e, routing=p.routing, policy=cfg.dtype_policy, status=p.status,
+                     error=p.error)
+        if p.status != "ok":
             out.append(base)
             continue
-        stats, derived = p["stats"], p.get("derived") or {}
-        pred, counters = p.get("prediction") or {}, p.get("counters") or {}
-        raw = p.get("raw") or {}
-        values = counters.get("values") or {}
+        assert p.stats is not None and p.derived is not None and p.raw is not None  # parse_results checks it
+        stats, derived, pred, counters, raw = p.stats, p.derived, p.prediction, p.counters, p.raw
+        values = counters.values if counters is not None else {}
         dram_pct = values.get("dram_bw_util_pct_mean")
-        matmul_flops, nbytes = derived.get("matmul_flops"), derived.get("bytes")
+        matmul_flops, nbytes = derived.matmul_flops, derived.bytes
         if is_e2e and (matmul_flops is None or nbytes is None):
             try:
-                matmul_flops, nbytes = _e2e_costs(cfg["model"], cfg.get("seq_len") or get_model(cfg["model"]).seq_len,
-                                                  impl, base.tokens, base.global_tokens or base.tokens, base.policy)
+                matmul_flops, nbytes = _e2e_costs(cfg.model, cfg.seq_len, impl, base.tokens,
+                                                  base.global_tokens or base.tokens, base.policy)
             except ValueError:  # a model or implementation this version does not know: unknown, not guessed
                 matmul_flops = nbytes = None
-        median = stats["median"]
+        median = stats.median
         out.append(replace(
-            base, median_s=median, iqr_rel=stats["iqr"] / median if median else None,
-            samples_s=tuple(raw.get("samples_s") or ()), tokens_per_s=derived.get("tokens_per_s"),
-            matmul_flops=matmul_flops, bytes=nbytes, predicted_s=pred.get("predicted_s"),
-            predicted_memory_share=pred.get("memory_bound_share"), roofline_fraction=pred.get("achieved_fraction"),
+            base, median_s=median, iqr_rel=stats.iqr / median if median else None, samples_s=tuple(raw.samples_s),
+            tokens_per_s=derived.tokens_per_s, matmul_flops=matmul_flops, bytes=nbytes,
+            predicted_s=None if pred is None else pred.predicted_s,
+            predicted_memory_share=None if pred is None else pred.memory_bound_share,
+            roofline_fraction=None if pred is None else pred.achieved_fraction,
             dram_util=dram_pct / 100 if dram_pct is not None else None, dram_gbs=values.get("dram_gbs"),
-            throttled=bool(counters.get("throttled")), idle_share=(raw.get("gpu_time") or {}).get("idle_share"),
+            throttled=counters is not None and counters.throttled,
+            idle_share=None if raw.gpu_time is None else raw.gpu_time.idle_share,
         ))
     return out
 

@@ -300,8 +300,9 @@ def run_calibration(profile: Any, *, quick: bool, interval_s: float,
                     log: Callable[[str], object] = lambda _m: None) -> dict[str, Any]:
     """Everything `tpsbench calibrate` measures, as one document."""
     from tpsbench import __version__
-    from tpsbench.bench.env import git_commit, machine_info
-    from tpsbench.results import utc_now
+    from tpsbench.bench.env import machine_info
+    from tpsbench.results import to_dict, utc_now
+    from tpsbench.results.io import current_provenance
 
     device = torch.device("cuda")
     timing = TimingConfig(warmup=3, min_reps=10, min_time_s=0.3, max_reps=100)
@@ -312,9 +313,10 @@ def run_calibration(profile: Any, *, quick: bool, interval_s: float,
     log("counter sampler overhead...")
     overhead = sampler_overhead(device, timing, interval_s)
     doc = {
-        "schema": SCHEMA, "tool_version": __version__, "created_utc": utc_now(), "git_commit": git_commit(),
-        "machine": machine_info("cuda", profile), "profile": profile.name, "timing": {
-            "warmup": timing.warmup, "min_reps": timing.min_reps, "min_time_s": timing.min_time_s},
+        "schema": SCHEMA, "tool_version": __version__, "created_utc": utc_now(),
+        "provenance": to_dict(current_provenance()), "machine": to_dict(machine_info("cuda", profile)),
+        "profile": profile.name,
+        "timing": {"warmup": timing.warmup, "min_reps": timing.min_reps, "min_time_s": timing.min_time_s},
         "matmul": matmul, "bandwidth": bandwidth, "sampler_overhead": overhead,
     }
     doc["best"] = best_ceilings(doc)

@@ -19,6 +19,7 @@ from tpsbench.impls import BRACKETS, cpu_defaults, get_impl, is_bracket, run_cho
 from tpsbench.models import USERS_MICROBATCH_TOKENS, ModelSpec, closest_choices_message, get_model
 from tpsbench.nn.moe import DEFAULT_SKEW
 from tpsbench.profiles import GPUProfile, gpu_label
+from tpsbench.results.schema import CalibrationRef, ConfigRecord, RunDoc, TimingRecord
 from tpsbench.roofline import CeilingSource
 
 MODES = ("micro", "e2e", "all")
@@ -98,18 +99,22 @@ class RunConfig:
 
         return default_path(results_dir, self.gpu_label, self.model.name)
 
-    def describe(self) -> dict[str, object]:
+    def describe(self) -> ConfigRecord:
         """The results file's ``config`` block: every field, so that :meth:`from_doc` restores this config."""
-        return {
-            "model": self.model.name, "gpu_profile": None if self.profile is None else self.profile.name,
-            "device": self.device, "batches": self.batches, "seq_len": self.seq_len, "impls": self.impls,
-            "mode": self.mode, "routing": self.routing, "skew": self.skew if self.routing == "skewed" else None,
-            "dtype_policy": self.policy.name, "compile": self.compile_model, "global_batch": self.global_batch,
-            "micro_timing": asdict(self.micro_timing), "e2e_timing": asdict(self.e2e_timing),
-            "stages": self.stages, "layers": self.layers, "seed": self.seed, "counters": self.counters,
-            "counter_interval_s": self.counter_interval_s, "ceilings": self.ceilings, "gpu_time": self.gpu_time,
-            "calibration": None if self.calibration is None else dict(self.calibration),
-        }
+        cal = self.calibration
+        return ConfigRecord(
+            model=self.model.name, gpu_profile=None if self.profile is None else self.profile.name,
+            device=self.device, batches=list(self.batches), seq_len=self.seq_len, impls=list(self.impls),
+            mode=self.mode, routing=self.routing, skew=self.skew if self.routing == "skewed" else None,
+            dtype_policy=self.policy.name, compile=self.compile_model, global_batch=self.global_batch,
+            micro_timing=TimingRecord(**asdict(self.micro_timing)), e2e_timing=TimingRecord(**asdict(self.e2e_timing)),
+            stages=self.stages, layers=None if self.layers is None else list(self.layers), seed=self.seed,
+            counters=self.counters, counter_interval_s=self.counter_interval_s, ceilings=self.ceilings,
+            gpu_time=self.gpu_time,
+            calibration=None if cal is None else CalibrationRef(
+                path=str(cal["path"]), bf16_tflops=_opt_float(cal.get("bf16_tflops")),
+                fp32_tflops=_opt_float(cal.get("fp32_tflops")), copy_gbs=_opt_float(cal.get("copy_gbs"))),
+        )
 
     @classmethod
     def from_options(
@@ -167,52 +172,50 @@ class RunConfig:
         )
 
     @classmethod
-    def from_doc(cls, cfg: dict[str, object], *, profile: GPUProfile | None, device: str | None = None,
+    def from_doc(cls, cfg: ConfigRecord, *, profile: GPUProfile | None, device: str | None = None,
                  reps: int | None = None, min_time: float | None = None) -> RunConfig:
         """The configuration a results file's ``config`` block describes, on ``device`` (default: its own) and
         ``profile`` (this machine's GPU). Timing can be tightened or loosened; nothing else changes, so the two
         runs measure the same points."""
-        dev = device or str(cfg.get("device") or "cuda")
+        dev = device or cfg.device
 
-        def timing(d: object, kind: dict[str, TimingConfig]) -> TimingConfig:
-            return _timing(TimingConfig(**d) if isinstance(d, dict) else kind[dev], reps, min_time, None)
+        def timing(t: TimingRecord) -> TimingConfig:
+            return _timing(TimingConfig(**asdict(t)), reps, min_time, None)
 
-        calibration = cfg.get("calibration")
-        if isinstance(calibration, str):  # files before 2026-12 stored only the calibration's path
-            calibration = calibration_for("calibrated", calibration, profile)
-        batches, impls, layers = cfg["batches"], cfg["impls"], cfg.get("layers")
-        assert isinstance(batches, list) and isinstance(impls, list) and (layers is None or isinstance(layers, list))
-        global_batch = cfg.get("global_batch")
+        calibration: dict[str, object] | None = None
+        if cfg.calibration is not None:
+            ref = cfg.calibration
+            if ref.bf16_tflops is None and ref.copy_gbs is None:  # version 1 stored only the path: read it again
+                calibration = calibration_for("calibrated", ref.path, profile)
+            else:
+                calibration = {"path": ref.path, "bf16_tflops": ref.bf16_tflops, "fp32_tflops": ref.fp32_tflops,
+                               "copy_gbs": ref.copy_gbs}
         return cls(
-            model=get_model(str(cfg["model"])), profile=profile, device=dev, batches=[int(b) for b in batches],
-            seq_len=int(str(cfg["seq_len"])), impls=[str(i) for i in impls], mode=str(cfg["mode"]),
-            routing=str(cfg.get("routing") or "learned"), skew=float(str(cfg.get("skew") or DEFAULT_SKEW)),
-            policy=get_policy(str(cfg.get("dtype_policy") or ("amp_bf16" if dev == "cuda" else "fp32"))),
-            compile_model=bool(cfg.get("compile")),
-            global_batch=None if global_batch is None else int(str(global_batch)),
-            micro_timing=timing(cfg.get("micro_timing"), MICRO_TIMING),
-            e2e_timing=timing(cfg.get("e2e_timing"), E2E_TIMING),
-            stages=bool(cfg.get("stages", True)), layers=None if layers is None else [str(x) for x in layers],
-            counters=bool(cfg.get("counters", True)), gpu_time=bool(cfg.get("gpu_time", True)),
-            ceilings=str(cfg.get("ceilings") or "spec"),
-            calibration=calibration if isinstance(calibration, dict) else None,
-            counter_interval_s=float(str(cfg.get("counter_interval_s") or DEFAULT_INTERVAL_S)),
-            seed=int(str(cfg.get("seed") or 0)),
+            model=get_model(cfg.model), profile=profile, device=dev, batches=list(cfg.batches), seq_len=cfg.seq_len,
+            impls=list(cfg.impls), mode=cfg.mode, routing=cfg.routing, skew=cfg.skew or DEFAULT_SKEW,
+            policy=get_policy(cfg.dtype_policy), compile_model=cfg.compile, global_batch=cfg.global_batch,
+            micro_timing=timing(cfg.micro_timing), e2e_timing=timing(cfg.e2e_timing), stages=cfg.stages,
+            layers=None if cfg.layers is None else list(cfg.layers), counters=cfg.counters, gpu_time=cfg.gpu_time,
+            ceilings=cfg.ceilings, calibration=calibration,
+            counter_interval_s=cfg.counter_interval_s or DEFAULT_INTERVAL_S, seed=cfg.seed,
         )
 
 
-def rerun_config(doc: dict[str, object], *, device: str | None, cuda_available: bool, reps: int | None = None,
+def _opt_float(value: object) -> float | None:
+    return None if value is None else float(str(value))
+
+
+def rerun_config(doc: RunDoc, *, device: str | None, cuda_available: bool, reps: int | None = None,
                  min_time: float | None = None, allow_gpu_mismatch: bool = False) -> RunConfig:
     """The configuration a results document was measured with, to measure it again on this machine
     (``tpsbench check`` without ``--current``). The device is checked before anything is measured."""
-    cfg = doc["config"]
-    assert isinstance(cfg, dict)
-    dev = device or str(cfg.get("device") or "cuda")
+    cfg = doc.config
+    dev = device or cfg.device
     if dev == "cuda" and not cuda_available:
         raise DeviceError("the baseline ran on a GPU and none is present: run the check on that GPU, or pass "
                           "--current FILE to compare two results files")
     profile = resolve_gpu("auto", dev)
-    base_gpu = cfg.get("gpu_profile")
+    base_gpu = cfg.gpu_profile
     if dev == "cuda" and profile is not None and base_gpu and base_gpu != profile.name and not allow_gpu_mismatch:
         raise DeviceError(f"the baseline ran on {base_gpu}, this GPU is {profile.name}: use a baseline of this GPU "
                           "or pass --allow-gpu-mismatch")

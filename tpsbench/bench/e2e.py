@@ -32,6 +32,7 @@ from tpsbench.impls import baseline, bracket_spec, is_bracket
 from tpsbench.models import ModelSpec
 from tpsbench.nn.transformer import build_model, moe_layers
 from tpsbench.profiles import GPUProfile
+from tpsbench.results.schema import Derived, PointPrediction
 from tpsbench.roofline import predict
 
 
@@ -128,30 +129,26 @@ def run_e2e(
 
 def e2e_metrics(spec: ModelSpec, case: E2ECase, median_s: float, optimizer_median_s: float,
                 policy: DTypePolicy, profile: GPUProfile | None, capacity_factor: float | None,
-                ceilings: str = "spec",
-                calibration: dict[str, object] | None = None) -> tuple[dict[str, object], dict[str, object] | None]:
+                ceilings: str = "spec", calibration: dict[str, object] | None = None
+                ) -> tuple[Derived, PointPrediction | None]:
+    """Rates of a training step per optimizer step (matmul FLOPs as FlopCounterMode counts them, bytes the minimum
+    DRAM traffic of fused elementwise chains), MFU under each convention, and the roofline floor."""
     w = cost_workload(spec, case, policy, capacity_factor)
     tokens_per_s = case.global_tokens / median_s
     matmul_flops = case.accumulation * total_flops(step_ops(w), phases=FWD_BWD)
     nbytes = global_step_bytes(w, case.accumulation)
-    derived: dict[str, object] = {
-        "tokens_per_s": tokens_per_s,
-        "matmul_flops": matmul_flops,  # per optimizer step, cost model (matches FlopCounterMode)
-        "bytes": nbytes,  # per optimizer step, cost model (minimum DRAM traffic of fused elementwise chains)
-        "achieved_gbs": nbytes / median_s / 1e9,
-        "achieved_tflops": matmul_flops / median_s / 1e12,
-        "optimizer_share": optimizer_median_s / median_s,
-        "flops_per_token": {c.value: flops_per_token(w, c) for c in FlopConvention},
-    }
+    per_token = {c.value: flops_per_token(w, c) for c in FlopConvention}
+    mfu = None
+    if profile is not None:
+        peak = profile.matmul_peak(policy.matmul_math).value * 1e12
+        mfu = {c: f * tokens_per_s / peak for c, f in per_token.items()}
+    derived = Derived(tokens_per_s=tokens_per_s, matmul_flops=matmul_flops, bytes=nbytes,
+                      achieved_gbs=nbytes / median_s / 1e9, achieved_tflops=matmul_flops / median_s / 1e12,
+                      optimizer_share=optimizer_median_s / median_s, flops_per_token=per_token, mfu=mfu)
     if profile is None:
-        derived["mfu"] = None
         return derived, None
-    peak = profile.matmul_peak(policy.matmul_math).value * 1e12
-    derived["mfu"] = {c.value: flops_per_token(w, c) * tokens_per_s / peak for c in FlopConvention}
     p = predict(w, profile, global_batch_tokens=case.global_tokens, ceilings=ceilings, calibration=calibration)
-    prediction = {
-        "profile": profile.name, "ceilings": p.ceilings.source, "predicted_s": p.global_step_s,
-        "predicted_tokens_per_s": p.global_tokens_per_s, "memory_bound_share": p.memory_bound_share,
-        "achieved_fraction": p.global_step_s / median_s,
-    }
-    return derived, prediction
+    return derived, PointPrediction(profile=profile.name, ceilings=p.ceilings.source, predicted_s=p.global_step_s,
+                                    predicted_tokens_per_s=p.global_tokens_per_s,
+                                    memory_bound_share=p.memory_bound_share,
+                                    achieved_fraction=p.global_step_s / median_s)

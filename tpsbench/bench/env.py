@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
-from pathlib import Path
 
 import torch
 
 from tpsbench import __version__
 from tpsbench.errors import InputError
 from tpsbench.profiles import GPUProfile, load_all_profiles
+from tpsbench.results.schema import Machine
+from tpsbench.results.typed import from_dict
 
 
 class DeviceError(InputError):
@@ -63,22 +63,6 @@ def resolve_gpu(requested: str | None, device: str) -> GPUProfile | None:
     return wanted
 
 
-def git_commit() -> str | None:
-    """HEAD of the checkout (``-dirty`` if tracked files changed); $TPSBENCH_GIT_COMMIT where the copy
-    has no .git (e.g. a working tree shipped to a GPU machine)."""
-    if os.environ.get("TPSBENCH_GIT_COMMIT"):
-        return os.environ["TPSBENCH_GIT_COMMIT"]
-    root = Path(__file__).resolve().parents[2]
-    try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=True)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() + ("-dirty" if dirty else "")
-
-
 def _nvml_info() -> dict[str, object]:
     try:
         import pynvml  # nvidia-ml-py
@@ -108,7 +92,7 @@ def _nvml_info() -> dict[str, object]:
         pynvml.nvmlShutdown()
 
 
-def machine_info(device: str, profile: GPUProfile | None) -> dict[str, object]:
+def machine_info(device: str, profile: GPUProfile | None) -> Machine:
     try:
         import triton
 
@@ -139,4 +123,4 @@ def machine_info(device: str, profile: GPUProfile | None) -> dict[str, object]:
         info.update(_nvml_info())
     else:
         info.update({"gpu_name": None, "cuda": torch.version.cuda})
-    return info
+    return from_dict(Machine, info, "machine")

@@ -42,6 +42,7 @@ from tpsbench.nn.experts import GroupedExperts, grouped_mm_path, make_impl
 from tpsbench.nn.layers import Attention, SwiGLU
 from tpsbench.nn.moe import MoEFeedForward
 from tpsbench.profiles import GPUProfile
+from tpsbench.results.schema import Derived, OpPrediction, PointPrediction
 from tpsbench.roofline import ceilings_for, op_time
 
 MODES = ("fwd", "bwd", "fwd_bwd")
@@ -129,34 +130,25 @@ def case_ops(spec: ModelSpec, case: MicroCase, policy: DTypePolicy, attention_ba
 
 
 def derived_metrics(ops: list[OpCost], tokens: int, median_s: float, profile: GPUProfile | None,
-                    policy: DTypePolicy, ceilings: str = "spec",
-                    calibration: dict[str, object] | None = None) -> tuple[dict[str, object], dict[str, object] | None]:
-    flops = total_flops(ops, kinds=None)
+                    policy: DTypePolicy, ceilings: str = "spec", calibration: dict[str, object] | None = None
+                    ) -> tuple[Derived, PointPrediction | None]:
+    """Rates of a layer point from the cost model's ops of exactly what it timed, and their roofline floor."""
     matmul_flops = total_flops(ops)
     nbytes = sum(op.bytes for op in ops)
-    derived: dict[str, object] = {
-        "tokens_per_s": tokens / median_s,
-        "model_flops": flops,
-        "matmul_flops": matmul_flops,
-        "bytes": nbytes,
-        "achieved_tflops": matmul_flops / median_s / 1e12,
-        "achieved_gbs": nbytes / median_s / 1e9,
-    }
+    derived = Derived(tokens_per_s=tokens / median_s, model_flops=total_flops(ops, kinds=None),
+                      matmul_flops=matmul_flops, bytes=nbytes, achieved_tflops=matmul_flops / median_s / 1e12,
+                      achieved_gbs=nbytes / median_s / 1e9)
     if profile is None:
         return derived, None
     ceil = ceilings_for(profile, policy.matmul_math, ceilings, calibration)
     times = [op_time(op, ceil) for op in ops]
     predicted = sum(t.seconds for t in times)
     memory_s = sum(t.seconds for t in times if t.bound.value == "memory")
-    prediction = {
-        "profile": profile.name,
-        "ceilings": ceil.source,
-        "predicted_s": predicted,
-        "memory_bound_share": memory_s / predicted if predicted else None,
-        "achieved_fraction": predicted / median_s,
-        "ops": [{"op": t.op.name, "phase": t.op.phase.value, "bound": t.bound.value, "predicted_s": t.seconds}
-                for t in times],
-    }
+    prediction = PointPrediction(
+        profile=profile.name, ceilings=ceil.source, predicted_s=predicted,
+        memory_bound_share=memory_s / predicted if predicted else None, achieved_fraction=predicted / median_s,
+        ops=[OpPrediction(op=t.op.name, phase=t.op.phase.value, bound=t.bound.value, predicted_s=t.seconds)
+             for t in times])
     return derived, prediction
 
 

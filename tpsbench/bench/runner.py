@@ -18,11 +18,12 @@ import torch
 from tpsbench import __version__
 from tpsbench.bench import e2e, micro
 from tpsbench.bench.config import RunConfig
-from tpsbench.bench.env import git_commit, machine_info
+from tpsbench.bench.env import machine_info
 from tpsbench.bench.stats import summarize
 from tpsbench.counters.sampler import NullSource, Sampler, open_source
 from tpsbench.models import ModelSpec
-from tpsbench.results import ResultsWriter
+from tpsbench.results import ResultsWriter, finite, from_dict
+from tpsbench.results.schema import Counters, Point, Raw, Stats
 
 Plan = list[micro.MicroCase | e2e.E2ECase]
 
@@ -51,13 +52,12 @@ def _free() -> None:
         torch.cuda.empty_cache()
 
 
-def execute(cfg: RunConfig, out: Path, on_point: Callable[[int, int, dict[str, object]], None] | None = None
-            ) -> ResultsWriter:
+def execute(cfg: RunConfig, out: Path, on_point: Callable[[int, int, Point], None] | None = None) -> ResultsWriter:
     """Measure every planned point; the results file is valid after each one."""
     spec = _seq_spec(cfg)
     device = torch.device(cfg.device)
     writer = ResultsWriter(out, config=cfg.describe(), machine=machine_info(cfg.device, cfg.profile),
-                           git_commit=git_commit(), tool_version=__version__)
+                           tool_version=__version__)
     points = plan(cfg)
     sampler = make_sampler(cfg)
     bench = micro.MicroBench(spec, device=device, policy=cfg.policy, routing=cfg.routing, skew=cfg.skew,
@@ -66,10 +66,10 @@ def execute(cfg: RunConfig, out: Path, on_point: Callable[[int, int, dict[str, o
     cap = spec.moe.capacity_factor if spec.moe else None
     try:
         for i, case in enumerate(points):
-            record = _measure(case, spec, bench, cfg, device, cap, sampler)
-            writer.add(record)
+            point = _measure(case, spec, bench, cfg, device, cap, sampler)
+            writer.add(point)
             if on_point is not None:
-                on_point(i + 1, len(points), record)
+                on_point(i + 1, len(points), point)
     except KeyboardInterrupt:
         writer.finish("interrupted")
         raise
@@ -90,19 +90,16 @@ def make_sampler(cfg: RunConfig) -> Sampler | None:
 
 
 def _measure(case: micro.MicroCase | e2e.E2ECase, spec: ModelSpec, bench: micro.MicroBench, cfg: RunConfig,
-             device: torch.device, cap: float | None, sampler: Sampler | None) -> dict[str, object]:
-    record: dict[str, object]
-    if isinstance(case, micro.MicroCase):
-        record = {"kind": "micro", "layer": case.layer, "impl": case.impl, "tokens": case.tokens, "mode": case.mode,
-                  "label": case.label}
-    else:
-        record = {"kind": "e2e", "layer": "model", "impl": case.impl, "tokens": case.tokens, "mode": "train_step",
-                  "global_tokens": case.global_tokens, "label": case.label}
-    record["routing"] = cfg.routing if spec.moe is not None else None
+             device: torch.device, cap: float | None, sampler: Sampler | None) -> Point:
+    is_micro = isinstance(case, micro.MicroCase)
+    ident = {"kind": "micro" if is_micro else "e2e", "layer": case.layer if is_micro else "model",
+             "impl": case.impl, "tokens": case.tokens, "mode": case.mode if is_micro else "train_step",
+             "global_tokens": None if is_micro else case.global_tokens, "label": case.label,
+             "routing": cfg.routing if spec.moe is not None else None}
     try:
         if isinstance(case, micro.MicroCase):
             raw = bench.run(case)
-            stats = summarize(raw["samples_s"])  # type: ignore[arg-type]
+            stats = summarize(raw["samples_s"])
             ops = micro.case_ops(spec, case, cfg.policy, "flash" if device.type == "cuda" else "math", cap)
             derived, prediction = micro.derived_metrics(ops, case.tokens, stats.median, cfg.profile, cfg.policy,
                                                         cfg.ceilings, cfg.calibration)
@@ -110,24 +107,24 @@ def _measure(case: micro.MicroCase | e2e.E2ECase, spec: ModelSpec, bench: micro.
             raw = e2e.run_e2e(spec, case, device=device, policy=cfg.policy, routing=cfg.routing, skew=cfg.skew,
                               timing=cfg.e2e_timing, profile=cfg.profile, compile_model=cfg.compile_model,
                               seed=cfg.seed, window=sampler, measure_idle=cfg.gpu_time)
-            stats = summarize(raw["samples_s"])  # type: ignore[arg-type]
-            opt_stats = summarize(raw["optimizer_samples_s"])  # type: ignore[arg-type]
+            stats = summarize(raw["samples_s"])
+            opt_stats = summarize(raw["optimizer_samples_s"])
             raw["optimizer_stats"] = opt_stats.to_dict()
             derived, prediction = e2e.e2e_metrics(spec, case, stats.median, opt_stats.median, cfg.policy,
                                                   cfg.profile, cap, cfg.ceilings, cfg.calibration)
         window, window_info = raw.pop("window", None), raw.pop("window_info", None)
-        counters = window.to_dict() if window is not None else None
-        if counters is not None:
-            counters["window"] = window_info  # back-to-back repetitions after the timed ones (timing.py)
-        record.update({"status": "ok", "stats": stats.to_dict(), "derived": derived, "prediction": prediction,
-                       "counters": counters, "raw": raw})
+        counters = None
+        if window is not None:  # read in their own window, back to back after the timed repetitions (timing.py)
+            counters = from_dict(Counters, finite({**window.to_dict(), "window": window_info}), "counters")
+        # measured values become typed records here; a NaN (JSON has none) is unknown: null
+        return Point(**ident, status="ok", stats=from_dict(Stats, finite(stats.to_dict()), "stats"),
+                     derived=derived, prediction=prediction, counters=counters,
+                     raw=from_dict(Raw, finite(raw), "raw"))
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # recorded, and the sweep goes on
         status = "oom" if _is_oom(exc) else "error"
-        record.update({"status": status, "error": f"{type(exc).__name__}: {exc}".strip()[:2000],
-                       "traceback": traceback.format_exc(limit=6)[-4000:] if status == "error" else None,
-                       "stats": None, "derived": None, "prediction": None, "counters": None, "raw": None})
+        return Point(**ident, status=status, error=f"{type(exc).__name__}: {exc}".strip()[:2000],
+                     traceback=traceback.format_exc(limit=6)[-4000:] if status == "error" else None)
     finally:
         _free()
-    return record

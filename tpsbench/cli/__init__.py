@@ -40,6 +40,8 @@ COMMANDS: tuple[Command, ...] = (
             analyze.cmd_plot),
     Command("check", "regression check against a baseline run; exit 1 on a regression", analyze.add_check_args,
             analyze.cmd_check),
+    Command("provenance", "which code wrote each results file, and whether it is this tree's",
+            analyze.add_provenance_args, analyze.cmd_provenance),
     Command("list", "list models, GPU profiles or MoE implementations", predict.add_list_args, predict.cmd_list),
 )
 

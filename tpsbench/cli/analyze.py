@@ -19,6 +19,7 @@ from tpsbench.cli.args import UsageError, add_json, positive_float
 from tpsbench.cli.measure import add_timing_args, use_expandable_segments
 from tpsbench.plot import plot_results
 from tpsbench.profiles import gpu_label
+from tpsbench.provenance import differing_files
 from tpsbench.report_analysis import (
     TableData,
     check_summary,
@@ -28,7 +29,7 @@ from tpsbench.report_analysis import (
     to_markdown,
     to_rich,
 )
-from tpsbench.results import finite, load_results
+from tpsbench.results import RunDoc, finite, load_results
 
 
 def _emit(args: argparse.Namespace, console: Console, data: dict[str, object], tables: list[TableData],
@@ -107,7 +108,7 @@ def add_check_args(ck: argparse.ArgumentParser) -> None:
     add_json(ck, "markdown")
 
 
-def _baseline_run(args: argparse.Namespace, baseline: dict[str, object]) -> dict[str, object]:
+def _baseline_run(args: argparse.Namespace, baseline: RunDoc) -> RunDoc:
     """Run the baseline's configuration on this machine and return the new results document."""
     from rich.console import Console as StderrConsole
 
@@ -119,8 +120,8 @@ def _baseline_run(args: argparse.Namespace, baseline: dict[str, object]) -> dict
     return execute(cfg, out).doc
 
 
-def _run_gpu(doc: dict) -> str:
-    return gpu_label(str(doc["config"].get("device")), doc["machine"].get("profile"))
+def _run_gpu(doc: RunDoc) -> str:
+    return gpu_label(doc.config.device, doc.machine.profile)
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
@@ -131,9 +132,9 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
         use_expandable_segments()
         cur_doc = _baseline_run(args, base_doc)
         cur_name = "this run"
-    if base_doc["config"].get("model") != cur_doc["config"].get("model"):
-        raise UsageError(f"baseline measures {base_doc['config'].get('model')}, current "
-                         f"{cur_doc['config'].get('model')}: check a run of the same model")
+    if base_doc.config.model != cur_doc.config.model:
+        raise UsageError(f"baseline measures {base_doc.config.model}, current {cur_doc.config.model}: check a run of "
+                         "the same model")
     gpus = [_run_gpu(d) for d in (base_doc, cur_doc)]
     if gpus[0] != gpus[1] and not args.allow_gpu_mismatch:
         raise UsageError(f"baseline ran on {gpus[0]}, current on {gpus[1]}: times are not comparable across "
@@ -149,3 +150,39 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
         if args.markdown:
             Path(args.markdown).write_text(md, encoding="utf-8")
     return 1 if report.failed else 0
+
+
+def add_provenance_args(pv: argparse.ArgumentParser) -> None:
+    pv.add_argument("results", nargs="+", help="results JSON files")
+    add_json(pv, "a table")
+
+
+def cmd_provenance(args: argparse.Namespace, console: Console) -> int:
+    """Which code wrote each file, and whether it is the code of this tree (file by file, by content hash)."""
+    rows = []
+    for path in args.results:
+        prov = load_results(path).provenance
+        if not prov.source_files:
+            same, detail = None, "written before source hashes (schema 1): unknown"
+        else:
+            differ = differing_files(prov.source_files)
+            same = not differ
+            detail = (f"all {len(prov.source_files)} source files as in this tree" if same else
+                      f"{len(differ)} of {len(prov.source_files)} source files differ: " + ", ".join(differ[:4])
+                      + (" ..." if len(differ) > 4 else ""))
+        rows.append({"file": path, "git_commit": prov.git_commit, "dirty": prov.dirty,
+                     "v1_git_commit": prov.v1_git_commit, "source_hash": prov.source_hash,
+                     "same_code_as_this_tree": same, "detail": detail})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    t = TableData("Provenance: the code that wrote each file, against this tree",
+                  ["file", "commit", "source hash", "this tree's code", "detail"],
+                  left={"file", "commit", "source hash", "this tree's code", "detail"})
+    for r in rows:
+        commit = r["git_commit"] or (f"{r['v1_git_commit']} (as recorded by schema 1)" if r["v1_git_commit"]
+                                     else "n/a (uncommitted changes)" if r["dirty"] else "n/a")
+        same = {True: "yes", False: "no", None: "unknown"}[r["same_code_as_this_tree"]]
+        t.rows.append([str(r["file"]), str(commit), str(r["source_hash"] or "n/a")[:16], same, str(r["detail"])])
+    console.print(to_rich(t))
+    return 0

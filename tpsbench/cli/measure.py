@@ -23,7 +23,8 @@ from tpsbench.impls import run_choices
 from tpsbench.models import USERS_MICROBATCH_TOKENS
 from tpsbench.nn.moe import DEFAULT_SKEW, ROUTING_MODES
 from tpsbench.report import calibration_table, run_notes, run_table
-from tpsbench.results import atomic_write_json
+from tpsbench.results import atomic_write_json, finite, to_dict
+from tpsbench.results.schema import Point
 
 
 def use_expandable_segments() -> None:
@@ -96,8 +97,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     with progress:
         task = progress.add_task("starting", total=total)
 
-        def on_point(done: int, _total: int, record: dict[str, object]) -> None:
-            progress.update(task, completed=done, description=f"{record['label']}: {record['status']}")
+        def on_point(done: int, _total: int, point: Point) -> None:
+            progress.update(task, completed=done, description=f"{point.label}: {point.status}")
 
         try:
             writer = execute(cfg, out, on_point)
@@ -105,7 +106,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             status_console.print(f"interrupted: finished points are in {out}", highlight=False)
             return 130
     if args.json:
-        print(json.dumps(writer.doc, indent=1))
+        print(json.dumps(finite(to_dict(writer.doc)), indent=1))
         return 0
     console.print(run_table(writer.doc))
     for line in run_notes(writer.doc):

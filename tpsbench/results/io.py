@@ -1,0 +1,155 @@
+"""Results files on disk: written atomically after every point so an interrupted sweep keeps what it measured
+(with the permissions the user's umask gives, like any file they write), read back through the schema (any
+version, upgraded), and loaded into pandas, one row per point."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tpsbench.errors import InputError
+from tpsbench.provenance import git_state, imported_sources, source_hash
+from tpsbench.results.schema import POINT_STATUSES, SCHEMA, ConfigRecord, Machine, Point, Provenance, RunDoc
+from tpsbench.results.typed import SchemaError, from_dict, to_dict
+from tpsbench.results.upgrade import upgrade
+
+
+class ResultsError(InputError):
+    """A file that is not a tpsbench results document."""
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def default_path(results_dir: Path, gpu: str, model: str) -> Path:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return results_dir / f"{stamp}-{gpu}-{model}.json"
+
+
+def finite(value: Any) -> Any:
+    """The document with every NaN or infinity replaced by None: JSON has no such numbers, and an
+    undefined value is unknown, not a number."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_json(path: Path, doc: Any) -> None:
+    """Write JSON (a schema instance or plain data) to a temporary file beside ``path`` and rename it over
+    ``path``: a reader sees the old or the new document, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = finite(to_dict(doc))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; a results file is as readable as any other
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def current_provenance() -> Provenance:
+    """The code this process runs: the imported source files' hashes, and the commit if the code is clean."""
+    commit, dirty = git_state()
+    files = imported_sources()
+    return Provenance(git_commit=commit, dirty=dirty, source_hash=source_hash(files), source_files=files)
+
+
+class ResultsWriter:
+    """Holds the run document; every :meth:`add` rewrites the file atomically."""
+
+    def __init__(self, path: Path, *, config: ConfigRecord, machine: Machine, tool_version: str) -> None:
+        self.path = path
+        self.doc = RunDoc(schema=SCHEMA, tool="tpsbench", tool_version=tool_version, created_utc=utc_now(),
+                          finished_utc=None, status="running", provenance=current_provenance(), machine=machine,
+                          config=config, points=[])
+        atomic_write_json(self.path, self.doc)
+
+    def add(self, point: Point) -> None:
+        if point.status not in POINT_STATUSES:
+            raise ValueError(f"point status must be one of {POINT_STATUSES}, got {point.status!r}")
+        # the provenance again: a point may have imported more of the code (the Triton kernels, say)
+        self.doc = dataclasses.replace(self.doc, points=[*self.doc.points, point], provenance=current_provenance())
+        atomic_write_json(self.path, self.doc)
+
+    def finish(self, status: str) -> None:
+        self.doc = dataclasses.replace(self.doc, status=status, finished_utc=utc_now())
+        atomic_write_json(self.path, self.doc)
+
+
+def read_json(path: str | Path, what: str = "results") -> Any:
+    """JSON data of a file, or a one-line error naming the file: unreadable, not UTF-8, not JSON."""
+    p = Path(path)
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ResultsError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ResultsError(f"{p}: not a text file (not UTF-8): give a JSON {what} file") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ResultsError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno}): give a JSON {what} file") from None
+
+
+def parse_results(data: Any, source: str) -> RunDoc:
+    """A run document from JSON data of any schema version, validated field by field."""
+    if not isinstance(data, dict):
+        raise ResultsError(f"{source}: not a tpsbench results document (a JSON object with a 'schema' field)")
+    try:
+        doc = from_dict(RunDoc, upgrade(data))
+    except SchemaError as exc:
+        raise ResultsError(f"{source}: {exc}") from None
+    for i, p in enumerate(doc.points):
+        if p.status not in POINT_STATUSES:
+            raise ResultsError(f"{source}: field 'points[{i}].status': expected one of {', '.join(POINT_STATUSES)}, "
+                               f"found {p.status!r}")
+        if p.status != "ok":
+            continue
+        missing = [name for name in ("stats", "derived", "raw") if getattr(p, name) is None]
+        if missing:
+            raise ResultsError(f"{source}: field 'points[{i}].{missing[0]}': missing (null) for a point with status ok")
+        if p.raw is not None and not p.raw.samples_s:
+            raise ResultsError(f"{source}: field 'points[{i}].raw.samples_s': empty for a point with status ok")
+    return doc
+
+
+def load_results(path: str | Path) -> RunDoc:
+    return parse_results(read_json(path), str(path))
+
+
+def load_dataframe(path: str | Path):
+    """One row per point, nested fields flattened with dots (``stats.median``, ``derived.tokens_per_s``),
+    plus the run's GPU, model and provenance on every row."""
+    import pandas as pd
+
+    doc = load_results(path)
+    df = pd.json_normalize([to_dict(p) for p in doc.points], sep=".")
+    df["run.gpu_name"] = doc.machine.gpu_name
+    df["run.profile"] = doc.machine.profile
+    df["run.model"] = doc.config.model
+    df["run.git_commit"] = doc.provenance.git_commit
+    df["run.source_hash"] = doc.provenance.source_hash
+    return df

@@ -4,7 +4,7 @@ Router, the routing plan against a stable argsort, the expert kernels against th
 
 The routing is computed once in fp32 and fed to both implementations, so they compute the same function;
 inputs are rounded to the tested dtype and the reference runs in float64 (CPU) or float32 (GPU) on the
-rounded values. Error is ||triton - ref|| / ||ref|| per output and gradient (device METHOD.md).
+rounded values. Error is ||triton - ref|| / ||ref|| per output and gradient.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def count_ops(impl: str, *, tokens: int = 24, d: int = 32, experts: int = 8, top
               hidden: int = 16, autocast: bool = False) -> tuple[int, int, collections.Counter[str]]:
     """(ops in the forward, ops in forward + backward, ops by name) of one MoE layer step, after a warm-up
     step (first calls may build caches). ``autocast``: under bf16 autocast over fp32 parameters, as
-    ``tpsbench run`` measures (the interpreter's bf16 results are wrong, ../shared/NOTES.md; counts are not)."""
+    ``tpsbench run`` measures (the interpreter's bf16 results are wrong, kernels/interpret.py; counts are not)."""
     torch.manual_seed(0)
     spec = MoESpec(num_experts=experts, top_k=top_k, expert_hidden=hidden, shared_hidden=None)
     layer = MoEFeedForward(d, spec, impl=impl)

@@ -23,8 +23,12 @@ QUICK = TimingConfig(warmup=1, min_reps=3, min_time_s=0.0)
 
 
 def test_rates():
-    assert matmul_tflops(8192, 8192, 8192, 1.4e-3) == pytest.approx(2 * 8192**3 / 1.4e-3 / 1e12)
-    assert stream_gbs(1 << 28, 4, 2, 0.5e-3) == pytest.approx(2 * 4 * (1 << 28) / 0.5e-3 / 1e9)  # copy: read + write
+    # hand-computed: a 4096^3 matmul is 137,438,953,472 FLOPs; in 1 ms that is 137.44 TFLOP/s
+    assert matmul_tflops(4096, 4096, 4096, 1e-3) == pytest.approx(137.438953472)
+    # a copy of two 1 GiB arrays (1,073,741,824 B read and as many written) in 1 ms: 2,147.48 GB/s; a triad
+    # touches three arrays: 3,221.23 GB/s
+    assert stream_gbs(1 << 28, 4, 2, 1e-3) == pytest.approx(2147.483648)
+    assert stream_gbs(1 << 28, 4, 3, 1e-3) == pytest.approx(3221.225472)
 
 
 def _doc(bf16=780.0, fp32=51.0, torch_copy=2950.0, cupy_copy=3010.0):

@@ -35,11 +35,24 @@ def test_predict_several_batches_summary(capsys):
     assert "Predicted across microbatch sizes" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("what", ["models", "gpus", "impls"])
-def test_list(what, capsys):
-    assert main(["list", what, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)
-    assert main(["list", what]) == 0
+def test_list_models_gpus_and_impls_say_what_they_hold(capsys):
+    assert main(["list", "models", "--json"]) == 0
+    models = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
+    assert models["moe_1b"]["olmo_name"] == "smallmoe_1B"
+    assert (models["moe_1b"]["total_params"], models["moe_1b"]["active_params"]) == (1_017_484_032, 115_053_312)
+    assert models["dense_135m"]["d_model"] == 768 and models["dense_135m"]["n_layers"] == 12
+    assert main(["list", "gpus", "--json"]) == 0
+    gpus = {g["name"]: g for g in json.loads(capsys.readouterr().out)}
+    assert gpus["h100_sxm"]["bf16_tflops"]["value"] == 989.4 and gpus["h100_sxm"]["mem_bandwidth_gbs"]["value"] == 3350
+    assert gpus["h100_sxm"]["ridge_flop_per_byte"] == pytest.approx(989.4e12 / 3350e9)
+    assert main(["list", "impls", "--json"]) == 0
+    impls = json.loads(capsys.readouterr().out)
+    assert [i["name"] for i in impls["implementations"]] == ["loop", "grouped", "capacity", "triton"]
+    assert [b["name"] for b in impls["brackets"]] == ["dense_active", "dense_total"]
+    for what in ("models", "gpus", "impls"):
+        assert main(["list", what]) == 0
+    out = capsys.readouterr().out
+    assert "smallmoe_1B" in out and "NVIDIA H100 SXM5 80GB" in out and "torch._grouped_mm" in out
 
 
 @pytest.mark.parametrize(("argv", "needle"), [

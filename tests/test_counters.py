@@ -229,8 +229,15 @@ def test_bad_interval():
         Sampler(NullSource("x"), interval_s=0)
 
 
-def test_default_interval_is_positive():
-    assert sampler_mod.DEFAULT_INTERVAL_S > 0
+def test_the_default_interval_reaches_the_sampler_and_the_results_file(tmp_path):
+    from tpsbench.bench.config import RunConfig
+    from tpsbench.bench.runner import make_sampler
+
+    cfg = RunConfig.from_options(model="dense_tiny", device="cpu", cuda_available=False)
+    assert cfg.counter_interval_s == sampler_mod.DEFAULT_INTERVAL_S == 0.1  # NVML's update period, about
+    sampler = make_sampler(cfg)
+    assert sampler is not None and sampler.interval_s == 0.1 and not sampler.measures  # CPU: nothing to read
+    assert cfg.describe().counter_interval_s == 0.1
 
 
 def test_old_nvml_without_a_call(monkeypatch):

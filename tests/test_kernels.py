@@ -3,7 +3,7 @@ forward and every gradient.
 
 On the CPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1 must be set before triton is
 imported, hence a subprocess) with fp32 and fp16 inputs; bf16 is checked on a GPU, because the
-interpreter's bf16 tl.dot is wrong (../shared/NOTES.md).
+interpreter's bf16 tl.dot is wrong (kernels/interpret.py).
 """
 
 import os

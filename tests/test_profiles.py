@@ -30,7 +30,7 @@ def test_required_profiles_exist_and_load():
 
 def test_ridge_points_from_cited_numbers():
     h100 = load_profile("h100_sxm")
-    assert h100.ridge_flop_per_byte == pytest.approx(989.4e12 / 3350e9)  # 295 FLOP/B (gpu-specs.md)
+    assert h100.ridge_flop_per_byte == pytest.approx(989.4e12 / 3350e9)  # 295 FLOP/B
     assert load_profile("rtx5090").ridge_flop_per_byte == pytest.approx(209.5e12 / 1792e9)
     assert load_profile("rtx5090").measured_copy_gbs is None  # unknown stays unknown
 

@@ -30,9 +30,21 @@ def _series_label(e: Entry, several_gpus: bool) -> str:
 
 
 def plot_results(entries: list[Entry], out: str | Path, *, all_points: bool = False) -> Path:
+    """Draw :func:`roofline_figure` into ``out`` (.png, .svg or .pdf)."""
     out = Path(out)
     if out.suffix.lower() not in SUFFIXES:
         raise PlotError(f"-o {out}: give a file ending in {', '.join(SUFFIXES)}")
+    fig = roofline_figure(entries, all_points=all_points)
+    import matplotlib.pyplot as plt
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def roofline_figure(entries: list[Entry], *, all_points: bool = False):
+    """The figure: the roofline panel (left) and tokens/s versus microbatch (right), as matplotlib objects."""
     chosen = [e for e in entries if e.status == "ok" and e.median_s and (all_points or e.is_headline)]
     if not chosen:
         raise PlotError("no measured points to plot (every point failed, or none is a train step or a layer "
@@ -113,7 +125,4 @@ def plot_results(entries: list[Entry], out: str | Path, *, all_points: bool = Fa
     rows = -(-len(handles) // ncol)
     fig.suptitle(", ".join(dict.fromkeys(e.model for e in chosen)) + " on " + ", ".join(gpus))
     fig.tight_layout(rect=(0, min(0.45, 0.02 + 0.022 * rows), 1, 1))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return fig

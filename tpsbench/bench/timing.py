@@ -1,9 +1,10 @@
 """Timers: CUDA events on a GPU, a synchronised high-resolution clock on the CPU.
 
-Protocol (device tool METHOD.md): warm up first so compilation, allocation and handle creation stay out
-of the numbers; then at least ``min_reps`` repetitions and at least ``min_time_s`` of measured time;
-on a GPU the L2 cache is flushed before every repetition by overwriting a buffer twice its size, so each
-repetition reads its inputs from DRAM as a training step would. Every raw sample is kept.
+Protocol (the usual one for GPU timings, as in ``triton.testing.do_bench``): warm up first so compilation,
+allocation and handle creation stay out of the numbers; then at least ``min_reps`` repetitions and at least
+``min_time_s`` of measured time; on a GPU the L2 cache is flushed before every repetition by overwriting a
+buffer twice its size, so each repetition reads its inputs from DRAM as a training step would. Every raw
+sample is kept.
 
 Hardware counters are read in a window of their own, after the timed repetitions: the benchmark repeated
 back to back (its setup included, no L2 flush, one synchronisation at the end) for at least

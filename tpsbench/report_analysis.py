@@ -13,6 +13,7 @@ from rich.table import Table
 from tpsbench.analysis.check import CONFIDENCE, CheckReport, Outcome
 from tpsbench.analysis.compare import Comparison
 from tpsbench.analysis.explain import Explanation
+from tpsbench.analysis.points import Entry
 
 
 @dataclass(slots=True)
@@ -51,65 +52,78 @@ def _pct(x: float | None) -> str:
 
 
 # --- compare -------------------------------------------------------------------------------------------
-def compare_tables(c: Comparison) -> list[TableData]:
+def _throughput_cell(e: Entry | None) -> str:
+    if e is None:
+        return "-"
+    if e.status != "ok":
+        return e.status
+    extra = [_pct(e.roofline_fraction)] if e.roofline_fraction is not None else []
+    if e.dram_gbs is not None:
+        extra.append(f"DRAM {e.dram_gbs:,.0f} GB/s")
+    if e.idle_share is not None:
+        extra.append(f"idle {_pct(e.idle_share)}")
+    more = f" ({', '.join(extra)})" if extra else ""
+    return _f(e.tokens_per_s, "{:,.0f}") + more + ("*" if e.throttled else "")
+
+
+def _throughput_table(c: Comparison) -> TableData:
     gpus = [g.name for g in c.gpus]
     t = TableData("Throughput: tokens/s (share of the roofline floor reached, DRAM GB/s from counters, GPU idle "
                   "share; * = throttled clocks)",
                   ["point", *gpus], left={"point"})
     for row in c.throughput:
-        cells = []
-        for g in gpus:
-            e = row.per_gpu.get(g)
-            if e is None:
-                cells.append("-")
-            elif e.status != "ok":
-                cells.append(e.status)
-            else:
-                extra = [_pct(e.roofline_fraction)] if e.roofline_fraction is not None else []
-                if e.dram_gbs is not None:
-                    extra.append(f"DRAM {e.dram_gbs:,.0f} GB/s")
-                if e.idle_share is not None:
-                    extra.append(f"idle {_pct(e.idle_share)}")
-                more = f" ({', '.join(extra)})" if extra else ""
-                cells.append(_f(e.tokens_per_s, "{:,.0f}") + more + ("*" if e.throttled else ""))
-        t.rows.append([row.label, *cells])
-    out = [t]
-    if c.ratios:
-        r = TableData("MoE vs dense on each GPU: how many times slower the MoE is (time ratio; > 1: MoE slower)",
-                      ["gpu", "dense", "MoE", "impl", "tokens", "compiled", "measured", "roofline",
-                       "measured / roofline",
-                       "MoE DRAM GB/s", "dense DRAM GB/s"], left={"gpu", "dense", "MoE", "impl", "compiled"})
-        for x in c.ratios:
-            excess = x.measured / x.predicted if x.measured is not None and x.predicted else None
-            r.rows.append([x.gpu, x.dense, x.moe, x.impl, f"{x.tokens:,}", "yes" if x.compiled else "no",
-                           _f(x.measured, "{:.2f}x"), _f(x.predicted, "{:.2f}x"), _f(excess, "{:.2f}"),
-                           _f(x.moe_dram_gbs, "{:,.0f}"), _f(x.dense_dram_gbs, "{:,.0f}")])
-        out.append(r)
-    if c.speedups:
-        s = TableData("Speedup between GPUs, next to what each explanation predicts",
-                      ["point", "from", "to", "measured", "compute", "bandwidth", "roofline", "verdict", "evidence"],
-                      left={"point", "from", "to", "verdict", "evidence"})
-        for x in c.speedups:
-            s.rows.append([x.label, x.from_gpu, x.to_gpu, f"{x.speedup:.2f}x", f"{x.compute_ratio:.2f}x",
-                           f"{x.bandwidth_ratio:.2f}x", _f(x.predicted, "{:.2f}x"), str(x.finding.verdict),
-                           x.finding.evidence])
-        out.append(s)
-    if c.verdicts:
-        v = TableData("Verdict per workload (evidence: profiler idle time, DRAM and tensor use while busy)",
-                      ["gpu", "point", "verdict", "evidence"], left={"gpu", "point", "verdict", "evidence"})
-        for x in c.verdicts:
-            v.rows.append([x.gpu, x.label, str(x.finding.verdict), x.finding.evidence])
-        out.append(v)
-    if c.baseline_speedups:
-        base = c.baseline_speedups[0].baseline_impl
-        b = TableData(f"Speed-up over the baseline implementation ({base}) on the same point "
-                      "(baseline time / time; > 1: faster)",
-                      ["gpu", "point", "median ms", f"{base} ms", "speed-up"], left={"gpu", "point"})
-        for x in c.baseline_speedups:
-            b.rows.append([x.gpu, x.label, f"{x.median_s * 1e3:.3f}", f"{x.baseline_median_s * 1e3:.3f}",
-                           f"{x.speedup:.2f}x"])
-        out.append(b)
-    return out
+        t.rows.append([row.label, *(_throughput_cell(row.per_gpu.get(g)) for g in gpus)])
+    return t
+
+
+def _ratio_table(c: Comparison) -> TableData:
+    r = TableData("MoE vs dense on each GPU: how many times slower the MoE is (time ratio; > 1: MoE slower)",
+                  ["gpu", "dense", "MoE", "impl", "tokens", "compiled", "measured", "roofline",
+                   "measured / roofline",
+                   "MoE DRAM GB/s", "dense DRAM GB/s"], left={"gpu", "dense", "MoE", "impl", "compiled"})
+    for x in c.ratios:
+        excess = x.measured / x.predicted if x.measured is not None and x.predicted else None
+        r.rows.append([x.gpu, x.dense, x.moe, x.impl, f"{x.tokens:,}", "yes" if x.compiled else "no",
+                       _f(x.measured, "{:.2f}x"), _f(x.predicted, "{:.2f}x"), _f(excess, "{:.2f}"),
+                       _f(x.moe_dram_gbs, "{:,.0f}"), _f(x.dense_dram_gbs, "{:,.0f}")])
+    return r
+
+
+def _speedup_table(c: Comparison) -> TableData:
+    s = TableData("Speedup between GPUs, next to what each explanation predicts",
+                  ["point", "from", "to", "measured", "compute", "bandwidth", "roofline", "verdict", "evidence"],
+                  left={"point", "from", "to", "verdict", "evidence"})
+    for x in c.speedups:
+        s.rows.append([x.label, x.from_gpu, x.to_gpu, f"{x.speedup:.2f}x", f"{x.compute_ratio:.2f}x",
+                       f"{x.bandwidth_ratio:.2f}x", _f(x.predicted, "{:.2f}x"), str(x.finding.verdict),
+                       x.finding.evidence])
+    return s
+
+
+def _verdict_table(c: Comparison) -> TableData:
+    v = TableData("Verdict per workload (evidence: profiler idle time, DRAM and tensor use while busy)",
+                  ["gpu", "point", "verdict", "evidence"], left={"gpu", "point", "verdict", "evidence"})
+    for x in c.verdicts:
+        v.rows.append([x.gpu, x.label, str(x.finding.verdict), x.finding.evidence])
+    return v
+
+
+def _baseline_table(c: Comparison) -> TableData:
+    base = c.baseline_speedups[0].baseline_impl
+    b = TableData(f"Speed-up over the baseline implementation ({base}) on the same point "
+                  "(baseline time / time; > 1: faster)",
+                  ["gpu", "point", "median ms", f"{base} ms", "speed-up"], left={"gpu", "point"})
+    for x in c.baseline_speedups:
+        b.rows.append([x.gpu, x.label, f"{x.median_s * 1e3:.3f}", f"{x.baseline_median_s * 1e3:.3f}",
+                       f"{x.speedup:.2f}x"])
+    return b
+
+
+def compare_tables(c: Comparison) -> list[TableData]:
+    """The views of a comparison that have rows, in a fixed order."""
+    views = [(True, _throughput_table), (bool(c.ratios), _ratio_table), (bool(c.speedups), _speedup_table),
+             (bool(c.verdicts), _verdict_table), (bool(c.baseline_speedups), _baseline_table)]
+    return [build(c) for present, build in views if present]
 
 
 # --- explain -------------------------------------------------------------------------------------------

@@ -57,6 +57,43 @@ def parse_batches(text: str, seq_len: int) -> list[int]:
     return out
 
 
+def _impls(impl: str | None, device: str) -> list[str]:
+    """--impl's implementations and brackets (default: all that run on the device), each checked."""
+    defaults = run_choices() if device == "cuda" else cpu_defaults()
+    impls = [i.strip() for i in (impl or ",".join(defaults)).split(",") if i.strip()]
+    if not impls:
+        raise ConfigError(f"--impl '{impl}' names no implementation; choose from {', '.join(run_choices())}")
+    for name in impls:
+        if name not in run_choices():
+            raise ConfigError(closest_choices_message("MoE implementation", name, run_choices()))
+        if device == "cpu" and not is_bracket(name) and get_impl(name).needs_gpu:
+            raise ConfigError(f"--impl {name} needs a CUDA GPU; on the CPU choose from {', '.join(cpu_defaults())}")
+    return impls
+
+
+def _layers(layers: str | None) -> list[str] | None:
+    if not layers:
+        return None
+    chosen = [name.strip() for name in layers.split(",") if name.strip()]
+    for name in chosen:
+        if name not in LAYER_CHOICES:
+            raise ConfigError(closest_choices_message("layer", name, list(LAYER_CHOICES)))
+    return chosen
+
+
+def _check_global_batch(global_batch: int | None, batches: list[int]) -> None:
+    for tokens in batches if global_batch is not None else []:
+        if global_batch % tokens:
+            raise ConfigError(f"--global-batch {global_batch} is not a multiple of the microbatch {tokens}")
+
+
+def _check_ceilings(ceilings: str, profile: GPUProfile | None) -> None:
+    if ceilings not in [c.value for c in CeilingSource]:
+        raise ConfigError(f"--ceilings '{ceilings}': choose one of {', '.join(c.value for c in CeilingSource)}")
+    if ceilings != "spec" and profile is None:
+        raise ConfigError("--ceilings applies to GPU predictions; a CPU run has none")
+
+
 def _timing(base: TimingConfig, reps: int | None, min_time: float | None, window_s: float | None) -> TimingConfig:
     t = base
     if reps or min_time:
@@ -135,38 +172,18 @@ class RunConfig:
         seq_len = seq or spec.seq_len
         default_batch = USERS_MICROBATCH_TOKENS if dev == "cuda" else CPU_BATCH_SEQUENCES * seq_len
         batches = parse_batches(batch or str(default_batch), seq_len)
-        defaults = run_choices() if dev == "cuda" else cpu_defaults()
-        impls = [i.strip() for i in (impl or ",".join(defaults)).split(",") if i.strip()]
-        if not impls:
-            raise ConfigError(f"--impl '{impl}' names no implementation; choose from {', '.join(run_choices())}")
-        for name in impls:
-            if name not in run_choices():
-                raise ConfigError(closest_choices_message("MoE implementation", name, run_choices()))
-            if dev == "cpu" and not is_bracket(name) and get_impl(name).needs_gpu:
-                raise ConfigError(f"--impl {name} needs a CUDA GPU; on the CPU choose from {', '.join(cpu_defaults())}")
         policy = get_policy(dtype or ("amp_bf16" if dev == "cuda" else "fp32"))
         if policy.autocast and dev == "cpu":
             raise ConfigError("--dtype amp_bf16 needs a GPU; on the CPU use --dtype fp32 (the default there)")
-        if global_batch is not None:
-            for tokens in batches:
-                if global_batch % tokens:
-                    raise ConfigError(f"--global-batch {global_batch} is not a multiple of the microbatch {tokens}")
-        chosen_layers = None
-        if layers:
-            chosen_layers = [name.strip() for name in layers.split(",") if name.strip()]
-            for name in chosen_layers:
-                if name not in LAYER_CHOICES:
-                    raise ConfigError(closest_choices_message("layer", name, list(LAYER_CHOICES)))
-        if ceilings not in [c.value for c in CeilingSource]:
-            raise ConfigError(f"--ceilings '{ceilings}': choose one of {', '.join(c.value for c in CeilingSource)}")
-        if ceilings != "spec" and profile is None:
-            raise ConfigError("--ceilings applies to GPU predictions; a CPU run has none")
+        _check_global_batch(global_batch, batches)
+        _check_ceilings(ceilings, profile)
         return cls(
-            model=spec, profile=profile, device=dev, batches=batches, seq_len=seq_len, impls=impls, mode=mode,
-            routing=routing, skew=skew, policy=policy, compile_model=compile_model, global_batch=global_batch,
+            model=spec, profile=profile, device=dev, batches=batches, seq_len=seq_len, impls=_impls(impl, dev),
+            mode=mode, routing=routing, skew=skew, policy=policy, compile_model=compile_model,
+            global_batch=global_batch,
             micro_timing=_timing(MICRO_TIMING[dev], reps, min_time, counter_window_s),
             e2e_timing=_timing(E2E_TIMING[dev], reps, min_time, counter_window_s), stages=stages,
-            layers=chosen_layers, counters=counters, ceilings=ceilings,
+            layers=_layers(layers), counters=counters, ceilings=ceilings,
             calibration=calibration_for(ceilings, calibration, profile), counter_interval_s=counter_interval_s,
             gpu_time=gpu_time,
         )

@@ -66,35 +66,26 @@ def type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        options = get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        real = [o for o in options if o is not type(None)]
-        if len(real) == 1:  # X | None with a value: X's own error names the innermost field
-            return _convert(real[0], value, where)
-        for option in real:
-            try:
-                return _convert(option, value, where)
-            except SchemaError:
-                continue
-        raise SchemaError(f"field '{where}': expected {type_name(tp)}, found {_show(value)}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise SchemaError(f"field '{where}': expected {type_name(tp)}, found {_show(value)}")
-        (item,) = get_args(tp)
-        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise SchemaError(f"field '{where}': expected {type_name(tp)}, found {_show(value)}")
-        _, item = get_args(tp)
-        return {str(k): _convert(item, v, f"{where}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where)
-    if tp is Any or tp is object:
-        return value
+def _fail(tp: Any, value: Any, where: str) -> SchemaError:
+    return SchemaError(f"field '{where}': expected {type_name(tp)}, found {_show(value)}")
+
+
+def _convert_union(tp: Any, value: Any, where: str) -> Any:
+    options = get_args(tp)
+    if value is None and type(None) in options:
+        return None
+    real = [o for o in options if o is not type(None)]
+    if len(real) == 1:  # X | None with a value: X's own error names the innermost field
+        return _convert(real[0], value, where)
+    for option in real:
+        try:
+            return _convert(option, value, where)
+        except SchemaError:
+            continue
+    raise _fail(tp, value, where)
+
+
+def _convert_scalar(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise SchemaError(f"field '{where}': expected a finite number, found {_show(value)}")
@@ -108,6 +99,27 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             raise SchemaError(f"field '{where}': expected {tp.__name__}, found {_show(value)}")
         return value
     raise TypeError(f"schema type {tp!r} of '{where}' is not supported")  # a bug in a schema class, not input
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return _convert_union(tp, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise _fail(tp, value, where)
+        (item,) = get_args(tp)
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _fail(tp, value, where)
+        _, item = get_args(tp)
+        return {str(k): _convert(item, v, f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if tp is Any or tp is object:
+        return value
+    return _convert_scalar(tp, value, where)
 
 
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:

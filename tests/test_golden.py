@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from committed import COMMITTED_RUNS
 
 from tpsbench.cli import main
 
@@ -18,14 +19,7 @@ GOLDEN = ROOT / "tests" / "golden"
 VALIDATION = [f"results/h100-validation/h100-{m}{c}.json" for m in ("dense_135m", "moe_1b") for c in ("", "-compile")]
 COUNTERS = ["results/h100-counters/validated/counters-dense_135m.json",
             "results/h100-counters/validated/counters-moe_1b.json"]
-
-
-def _is_run(path: Path) -> bool:
-    doc = json.loads(path.read_text())
-    return isinstance(doc, dict) and str(doc.get("schema", "")).startswith("tpsbench.results/")
-
-
-RUNS = sorted(p for p in (ROOT / "results").rglob("*.json") if _is_run(p))
+RUNS = COMMITTED_RUNS
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from committed import COMMITTED_RUNS
 from results_factory import TIMING, doc, point
 
 from tpsbench.bench.config import RunConfig
@@ -18,9 +19,7 @@ from tpsbench.results.schema import ALL_CLASSES, ConfigRecord, Point, Raw, RunDo
 from tpsbench.results.schema_doc import render
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMITTED = sorted(p for p in (ROOT / "results").rglob("*.json")
-                   if isinstance(d := json.loads(p.read_text()), dict)
-                   and str(d.get("schema", "")).startswith("tpsbench.results/"))
+COMMITTED = COMMITTED_RUNS
 
 
 def _config() -> ConfigRecord:

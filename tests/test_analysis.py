@@ -223,7 +223,7 @@ def test_explain_small_csv(tmp_path):
     ("model,gpu,tokens_per_s\ndense_135m,h1OO,5\n", ":2: unknown GPU"),
     ("model,gpu,tokens_per_s\ndense_135m,h100,fast\n", "is not a number"),
     ("model,gpu,tokens_per_s\ndense_135m,h100,-5\n", "must be a positive number"),
-    ("model,gpu,tokens_per_s,tokens\ndense_135m,h100,5,3000\n", "multiple of the sequence length"),
+    ("model,gpu,tokens_per_s,tokens\ndense_135m,h100,5,3000\n", "multiple of dense_135m's sequence length"),
     ("model,gpu,tokens_per_s,impl\ndense_135m,h100,5,grouped\n", "is dense; leave impl empty"),
     ("model,gpu,tokens_per_s,impl\nmoe_1b,h100,5,fastest\n", "is not one of"),
     ("model,gpu,tokens_per_s\n", "no data rows"),
@@ -258,23 +258,46 @@ def test_roofline_figure_draws_each_point_at_its_intensity_and_rate():
 
     from tpsbench.plot import roofline_figure
 
-    # one training step on the H100: 2e13 matmul FLOPs, 1e11 bytes (200 FLOP/B), 0.1 s measured, floor 0.05 s
-    e = entries(doc("dense_135m", [point(median=0.1, matmul_flops=2e13, nbytes=1e11, predicted_s=0.05)]))
+    # one training step on the H100: 2e13 matmul FLOPs, 1e11 bytes (200 FLOP/B), 0.1 s measured, floor 0.05 s;
+    # and one at half the microbatch, 0.06 s
+    e = entries(doc("dense_135m", [point(median=0.1, matmul_flops=2e13, nbytes=1e11, predicted_s=0.05),
+                                   point(median=0.06, tokens=16384, matmul_flops=1e13, nbytes=1e11)]))
     fig = roofline_figure(e)
     roof, thr = fig.axes[0], fig.axes[1]
     assert (roof.get_xscale(), roof.get_yscale()) == ("log", "log")
     assert "arithmetic intensity" in roof.get_xlabel() and roof.get_ylabel() == "matmul TFLOP/s"
-    measured, floor = (c.get_offsets()[0] for c in roof.collections)
+    measured, floor, small = (c.get_offsets()[0] for c in roof.collections)
     assert tuple(measured) == pytest.approx((200.0, 200.0))  # 2e13 FLOP / 0.1 s = 200 TFLOP/s
     assert tuple(floor) == pytest.approx((200.0, 400.0))  # at the 0.05 s floor
+    assert tuple(small) == pytest.approx((100.0, 1e13 / 0.06 / 1e12))  # no prediction: no hollow marker
     ceiling = roof.get_lines()[0]
     xs, ys = ceiling.get_data()
     ridge = 989.4 / 3.35  # H100 SXM bf16 TFLOP/s over TB/s
     assert ridge in list(xs) and max(ys) == pytest.approx(989.4)
     assert "NVIDIA H100" in roof.get_legend().get_texts()[0].get_text()
     (tps,) = thr.get_lines()
-    assert list(tps.get_xdata()) == [32768] and list(tps.get_ydata()) == pytest.approx([32768 / 0.1])
+    assert list(tps.get_xdata()) == [16384, 32768]
+    assert list(tps.get_ydata()) == pytest.approx([16384 / 0.06, 32768 / 0.1])
     assert thr.get_ylabel() == "tokens/s (measured)"
+    plt.close(fig)
+
+
+def test_plot_of_cpu_results_and_of_one_batch_size_say_what_is_missing(recwarn):
+    import matplotlib.pyplot as plt
+
+    from tpsbench.plot import roofline_figure
+
+    cpu = entries(doc("moe_tiny", [point(median=0.01, matmul_flops=1e9, nbytes=1e7),
+                                   point(median=0.02, impl="capacity", matmul_flops=1e9, nbytes=1e7)],
+                      gpu=None, device="cpu"))
+    fig = roofline_figure(cpu)
+    roof, thr = fig.axes[0], fig.axes[1]
+    assert "no GPU profile" in roof.get_title() and "floor" not in roof.get_title().split(":")[0]
+    assert roof.get_legend() is None and not roof.get_lines()  # no ceilings drawn, no empty legend
+    assert not [w for w in recwarn if "legend" in str(w.message).lower()]
+    assert not thr.get_lines() and "one microbatch (32,768 tokens)" in thr.texts[0].get_text()
+    colors = [tuple(c.get_facecolor()[0]) for c in roof.collections]
+    assert len(set(colors)) == 2  # two series, two colours
     plt.close(fig)
 
 

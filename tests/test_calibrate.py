@@ -34,6 +34,7 @@ def test_rates():
 def _doc(bf16=780.0, fp32=51.0, torch_copy=2950.0, cupy_copy=3010.0):
     return {
         "schema": SCHEMA,
+        "profile": "h100_sxm",
         "machine": {"gpu_name": "NVIDIA H100 80GB HBM3"},
         "matmul": {"bf16": {"best_tflops": bf16, "best_shape": [8192, 8192, 8192]},
                    "fp16": {"best_tflops": bf16, "best_shape": [8192, 8192, 8192]},
@@ -68,6 +69,15 @@ def test_predict_with_calibrated_ceilings(tmp_path, capsys):
     ceil = json.loads(capsys.readouterr().out)["predictions"][0]["ceilings"]
     assert ceil["source"] == "calibrated"
     assert ceil["matmul_tflops"] == pytest.approx(780.0) and ceil["bandwidth_gbs"] == pytest.approx(3010.0)
+
+
+def test_another_gpus_calibration_is_refused(tmp_path, capsys):
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(_doc()))  # an H100's ceilings
+    assert main(["predict", "--gpu", "rtx5090", "--model", "moe_1b", "--ceilings", "calibrated",
+                 "--calibration", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "calibrates 'h100_sxm', not rtx5090" in err and len(err.splitlines()) == 1
 
 
 def test_calibrated_without_a_file_is_one_line(tmp_path, monkeypatch, capsys):

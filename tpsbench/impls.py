@@ -44,6 +44,7 @@ class MoEImpl:
     casts_expert_grads: bool = True  # under autocast, the experts' bf16 weight gradients are cast to fp32
     needs_gpu: bool = False  # runs only on a CUDA GPU (Triton kernels; the interpreter is far too slow to time)
     staged: bool = True  # permute / up_gate / act / down / unpermute can be timed one by one
+    compile_needs_bf16: bool = False  # torch.compile of it accepts only bf16 operands (refused for fp32 runs)
     baseline: bool = False  # the reference for correctness and speed-ups (exactly one entry)
     aliases: tuple[str, ...] = ()  # other names the cost model accepts (e.g. "dropless")
 
@@ -167,7 +168,9 @@ register(MoEImpl(
     "(same bytes and FLOPs as grouped, E times the launches)",
 ))
 register(MoEImpl(
-    name="grouped", aliases=("dropless",), factory="tpsbench.nn.experts:GroupedExperts",
+    # torch.compile traces torch._grouped_mm through its meta function, which accepts only bf16 operands
+    # (torch 2.13: "Expected inputs of BF16 type"); eager fp32 runs its per-group fallback
+    name="grouped", aliases=("dropless",), factory="tpsbench.nn.experts:GroupedExperts", compile_needs_bf16=True,
     description="dropless; every routed token computed, tokens sorted by expert, torch._grouped_mm over "
     "device-side offsets (one grouped GEMM per stage)",
 ))

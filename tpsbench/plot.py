@@ -59,7 +59,10 @@ def roofline_figure(entries: list[Entry], *, all_points: bool = False):
     fig, (ax_r, ax_t) = plt.subplots(1, 2, figsize=(15, 9), gridspec_kw={"width_ratios": [1.25, 1]})
     cmap = plt.get_cmap("tab20")
     series = list(dict.fromkeys(_series_label(e, several) for e in chosen))
-    color = {s: cmap(i % 20) for i, s in enumerate(series)}
+    # tab20 holds 10 hues, each as a dark and a light shade at neighbouring indices: the dark ones first, so
+    # that up to 10 series (moe/grouped next to moe/capacity, say) never share a hue
+    shades = [*range(0, 20, 2), *range(1, 20, 2)]
+    color = {s: cmap(shades[i % 20]) for i, s in enumerate(series)}
     marker = {g: MARKERS[i % len(MARKERS)] for i, g in enumerate(gpus)}
 
     # --- roofline ------------------------------------------------------------------------------------
@@ -93,9 +96,12 @@ def roofline_figure(entries: list[Entry], *, all_points: bool = False):
     ax_r.set_xlim(lo, hi)
     ax_r.set_xlabel("arithmetic intensity (cost-model matmul FLOPs / DRAM bytes)")
     ax_r.set_ylabel("matmul TFLOP/s")
-    ax_r.set_title("Roofline: filled = measured, hollow = roofline floor")
+    profiled = [g for g in gpus if profile_named(g) is not None]
+    ax_r.set_title("Roofline: filled = measured, hollow = roofline floor" if profiled else
+                   "Measured matmul TFLOP/s by intensity (CPU run: no GPU profile, so no ceilings and no floors)")
     ax_r.grid(True, which="both", alpha=0.25)
-    ax_r.legend(fontsize=8, loc="upper left")
+    if profiled:
+        ax_r.legend(fontsize=8, loc="upper left")
     if not roof:
         ax_r.text(0.5, 0.5, "no point has cost-model FLOPs and bytes", ha="center", transform=ax_r.transAxes)
 
@@ -106,16 +112,23 @@ def roofline_figure(entries: list[Entry], *, all_points: bool = False):
     for e in steps:
         if e.tokens_per_s:
             by_series.setdefault(_series_label(e, several), []).append(e)
-    for s, es in by_series.items():
-        es.sort(key=lambda e: e.tokens)
-        ax_t.plot([e.tokens for e in es], [e.tokens_per_s for e in es], marker=marker[es[0].gpu],
-                  color=color[s], label=s)
-    ax_t.set_xscale("log", base=2)
-    ax_t.set_yscale("log")
-    ax_t.set_xlabel("tokens per microbatch")
-    ax_t.set_ylabel("tokens/s (measured)")
+    batches = sorted({e.tokens for e in steps})
+    if len(batches) > 1:
+        for s, es in by_series.items():
+            es.sort(key=lambda e: e.tokens)
+            ax_t.plot([e.tokens for e in es], [e.tokens_per_s for e in es], marker=marker[es[0].gpu],
+                      color=color[s], label=s)
+        ax_t.set_xscale("log", base=2)
+        ax_t.set_yscale("log")
+        ax_t.set_xlabel("tokens per microbatch")
+        ax_t.set_ylabel("tokens/s (measured)")
+        ax_t.grid(True, which="both", alpha=0.25)
+    else:  # one batch size: a column of points says nothing about batch size
+        ax_t.axis("off")
+        ax_t.text(0.5, 0.5, f"every point ran at one microbatch ({batches[0]:,} tokens):\nnothing to plot against "
+                  "batch size\n(`tpsbench run --batch` with several sizes)", ha="center", va="center",
+                  transform=ax_t.transAxes)
     ax_t.set_title("Throughput versus batch size" + (": training steps" if steps is not chosen else ": layers"))
-    ax_t.grid(True, which="both", alpha=0.25)
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=color[s], marker="o", ls="", label=s) for s in series]

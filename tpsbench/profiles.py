@@ -12,8 +12,11 @@ what was expected.
 from __future__ import annotations
 
 import os
+import re
+import sys
 import tomllib
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -36,6 +39,7 @@ OPTIONAL_NUMBERS: dict[str, str] = {
     "measured_copy_gbs": "measured achievable device copy GB/s (bytes read + written)",
 }
 REQUIRED_STRINGS = ("name", "display_name")
+PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 
 
 class ProfileError(InputError):
@@ -130,6 +134,10 @@ def parse_profile(path: Path) -> GPUProfile:
     for key in REQUIRED_STRINGS:
         if not isinstance(data.get(key), str) or not data[key].strip():
             raise ProfileError(f"{path}: key '{key}': expected a non-empty string, got {data.get(key)!r}")
+    if not PROFILE_NAME.fullmatch(data["name"].strip()):
+        # the name becomes part of results file names: a path separator would send them outside results/
+        raise ProfileError(f"{path}: key 'name': expected lowercase letters, digits and _ . - (the file's name, "
+                           f"e.g. 'h100_sxm'), got {data['name']!r}")
     match = data.get("match", [])
     if not isinstance(match, list) or not all(isinstance(m, str) and m for m in match):
         raise ProfileError(f"{path}: key 'match': expected a list of device-name substrings, got {match!r}")
@@ -160,11 +168,21 @@ def parse_profile(path: Path) -> GPUProfile:
     )
 
 
+@cache
+def _warn_bad_profiles_dir(value: str) -> None:
+    """Said once per process: the user asked for a folder of profiles that is not one."""
+    print(f"tpsbench: warning: {PROFILES_ENV}={value} is not a folder, so no profiles are read from it; point it "
+          "at a folder of GPU profile .toml files, or unset it", file=sys.stderr)
+
+
 def _profile_dirs() -> list[Path]:
     dirs = []
     extra = os.environ.get(PROFILES_ENV)
     if extra:
-        dirs.append(Path(extra))
+        if Path(extra).is_dir():
+            dirs.append(Path(extra))
+        else:
+            _warn_bad_profiles_dir(extra)
     try:
         dirs.append(Path(str(resources.files("tpsbench.gpu_profiles"))))
     except ModuleNotFoundError:  # a source checkout on PYTHONPATH, not installed: read profiles/ directly

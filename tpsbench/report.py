@@ -152,33 +152,51 @@ def _fmt(x: object, fmt: str) -> str:
     return fmt.format(x)
 
 
+RUN_COLUMNS = ("point", "impl", "tokens", "mode", "median ms", "IQR %", "n", "tokens/s", "TFLOP/s", "GB/s",
+               "DRAM GB/s", "idle", "pred. ms", "roofline", "status")
+
+
+def _run_row(p: Point) -> list[str]:
+    stats, derived, pred, counters = p.stats, p.derived, p.prediction, p.counters
+    med = stats.median if stats else None
+    iqr = (100 * stats.iqr / stats.median) if stats and stats.median else None
+    flag = f" ({len(stats.outliers)} outl.)" if stats and stats.outliers else ""
+    gpu_time = p.raw.gpu_time if p.raw else None
+    idle = gpu_time.idle_share if gpu_time else None
+    dram = counters.values.get("dram_gbs") if counters else None
+    return [p.layer if p.kind == "micro" else "train step", p.impl or "-", f"{p.tokens:,}", p.mode,
+            _fmt(med * 1e3 if med else None, "{:.3f}"), _fmt(iqr, "{:.1f}") + flag,
+            _fmt(stats.n if stats else None, "{}"), _fmt(derived.tokens_per_s if derived else None, "{:,.0f}"),
+            _fmt(derived.achieved_tflops if derived else None, "{:.1f}"),
+            _fmt(derived.achieved_gbs if derived else None, "{:.0f}"),
+            _fmt(dram, "{:.0f}") + ("*" if counters and counters.throttled else ""),
+            _fmt(100 * idle if idle is not None else None, "{:.0f}%"),
+            _fmt(pred.predicted_s * 1e3 if pred else None, "{:.3f}"),
+            _fmt(100 * pred.achieved_fraction if pred else None, "{:.0f}%"), p.status]
+
+
 def run_table(doc: RunDoc) -> Table:
-    """Summary of a results document: one row per point."""
+    """Summary of a results document: one row per point. A column that is n/a for every point (on the CPU:
+    counters, idle time, predictions) is left out, so the table fits a terminal; the file keeps every field."""
     machine, cfg = doc.machine, doc.config
     where = machine.gpu_name or f"CPU ({machine.cpu_count} cores)"
-    t = Table(title=f"{cfg.model} on {where} ({cfg.dtype_policy}); GB/s = cost-model "
-                    "bytes / time, DRAM GB/s = GPM counter (* throttled); idle = GPU idle share of the time "
-                    "(profiler); roofline = predicted floor / measured")
-    for col in ("point", "impl", "tokens", "mode", "median ms", "IQR %", "n", "tokens/s", "TFLOP/s", "GB/s",
-                "DRAM GB/s", "idle", "pred. ms", "roofline", "status"):
+    rows = [_run_row(p) for p in doc.points]
+    keep = [i for i, col in enumerate(RUN_COLUMNS)
+            if col in ("point", "status") or not rows or any(r[i] != "n/a" for r in rows)]
+    dropped = [RUN_COLUMNS[i] for i in range(len(RUN_COLUMNS)) if i not in keep]
+    legend = {"GB/s": "GB/s = cost-model bytes / time", "DRAM GB/s": "DRAM GB/s = GPM counter (* throttled)",
+              "idle": "idle = GPU idle share of the time (profiler)",
+              "roofline": "roofline = predicted floor / measured"}
+    notes = [text for col, text in legend.items() if col not in dropped]
+    title = f"{cfg.model} on {where} ({cfg.dtype_policy}); " + "; ".join(notes)
+    if dropped:
+        title += f" (n/a for every point, not shown: {', '.join(dropped)})"
+    t = Table(title=title)
+    for i in keep:
+        col = RUN_COLUMNS[i]
         t.add_column(col, justify="left" if col in {"point", "impl", "mode", "status"} else "right")
-    for p in doc.points:
-        stats, derived, pred, counters = p.stats, p.derived, p.prediction, p.counters
-        med = stats.median if stats else None
-        iqr = (100 * stats.iqr / stats.median) if stats and stats.median else None
-        flag = f" ({len(stats.outliers)} outl.)" if stats and stats.outliers else ""
-        gpu_time = p.raw.gpu_time if p.raw else None
-        idle = gpu_time.idle_share if gpu_time else None
-        dram = counters.values.get("dram_gbs") if counters else None
-        t.add_row(p.layer if p.kind == "micro" else "train step", p.impl or "-", f"{p.tokens:,}",
-                  p.mode, _fmt(med * 1e3 if med else None, "{:.3f}"), _fmt(iqr, "{:.1f}") + flag,
-                  _fmt(stats.n if stats else None, "{}"), _fmt(derived.tokens_per_s if derived else None, "{:,.0f}"),
-                  _fmt(derived.achieved_tflops if derived else None, "{:.1f}"),
-                  _fmt(derived.achieved_gbs if derived else None, "{:.0f}"),
-                  _fmt(dram, "{:.0f}") + ("*" if counters and counters.throttled else ""),
-                  _fmt(100 * idle if idle is not None else None, "{:.0f}%"),
-                  _fmt(pred.predicted_s * 1e3 if pred else None, "{:.3f}"),
-                  _fmt(100 * pred.achieved_fraction if pred else None, "{:.0f}%"), p.status)
+    for r in rows:
+        t.add_row(*(r[i] for i in keep))
     return t
 
 

@@ -34,7 +34,7 @@ from tpsbench.costmodel import (
     global_step_bytes,
     train_workload,
 )
-from tpsbench.errors import InputError
+from tpsbench.errors import InputError, read_text
 from tpsbench.impls import cost_model_names
 from tpsbench.models import USERS_MICROBATCH_TOKENS, ModelSpec, UnknownNameError, default_global_batch, get_model
 from tpsbench.profiles import GPUProfile, ProfileError, load_profile
@@ -122,10 +122,12 @@ class Explanation:
     gaps: list[GapResult] = field(default_factory=list)
     trends: list[GapTrend] = field(default_factory=list)
     fits: list[Fit] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # rows whose numbers cannot be right as given
     summary: str = ""
 
     def to_dict(self) -> dict[str, object]:
         return {
+            "warnings": self.warnings,
             "rows": [{"row": r.m.row, "model": r.m.model.name, "gpu": r.m.profile.name, "impl": r.m.impl,
                       "tokens": r.m.tokens, "global_tokens": r.m.global_tokens, "tokens_per_s": r.m.tokens_per_s,
                       "predicted_tokens_per_s": r.predicted_tokens_per_s, "fraction_of_bound": r.fraction_of_bound,
@@ -144,10 +146,14 @@ class Explanation:
 
 def read_measured_csv(path: str | Path) -> list[Measured]:
     p = Path(path)
+    text = read_text(p, MeasuredCsvError, f"a CSV with columns {', '.join(REQUIRED)}", encoding="utf-8-sig")
     try:
-        text = p.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise MeasuredCsvError(f"cannot read {p}: {exc.strerror or exc}") from None
+        return _read_rows(p, text)
+    except csv.Error as exc:
+        raise MeasuredCsvError(f"{p}: not a readable CSV ({exc})") from None
+
+
+def _read_rows(p: Path, text: str) -> list[Measured]:
     reader = csv.DictReader(text.splitlines())
     header = [h.strip().lower() for h in reader.fieldnames or []]
     missing = [c for c in REQUIRED if c not in header]
@@ -156,6 +162,10 @@ def read_measured_csv(path: str | Path) -> list[Measured]:
                                f"{', '.join(REQUIRED)} (optional: {', '.join(OPTIONAL)})")
     out = []
     for i, raw in enumerate(reader, start=2):
+        if None in raw:  # csv puts the fields past the header's under the key None
+            named = len(reader.fieldnames or [])
+            raise MeasuredCsvError(f"{p}:{i}: {named + len(raw[None])} fields, the header has {named}: remove the "
+                                   "extra fields or name them in the header")
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
         if not any(row.values()):
             continue
@@ -183,9 +193,9 @@ def _parse_row(p: Path, i: int, row: dict[str, str]) -> Measured:
         tokens = int(tokens_text)
     except ValueError:
         raise MeasuredCsvError(f"{where}: tokens '{tokens_text}' is not a whole number of tokens") from None
-    if tokens <= 0 or tokens % min(model.seq_len, tokens):
-        raise MeasuredCsvError(f"{where}: tokens {tokens} must be a positive multiple of the sequence length "
-                               f"{model.seq_len}")
+    if tokens <= 0 or tokens % model.seq_len:
+        raise MeasuredCsvError(f"{where}: tokens {tokens} must be a positive multiple of {model.name}'s sequence "
+                               f"length {model.seq_len} (tokens per microbatch)")
     impl = row.get("impl") or ""
     if model.moe is None:
         if impl not in ("", "dense"):
@@ -219,6 +229,13 @@ def _row_result(m: Measured, ceilings: str) -> RowResult:
     ev = Evidence(model_bw_util=bw, tensor_util=tensor, roofline_fraction=fraction,
                   predicted_memory_share=p.memory_bound_share)
     return RowResult(m, p.global_tokens_per_s, fraction, tensor, bw, p.memory_bound_share, workload_verdict(ev))
+
+
+def _faster_than_floor(r: RowResult) -> str:
+    return (f"row {r.m.row}: {r.m.model.name} on {r.m.profile.name} at {r.m.tokens_per_s:,.0f} tokens/s is "
+            f"{100 * r.fraction_of_bound:.0f}% of its roofline bound ({r.predicted_tokens_per_s:,.0f} tokens/s, no "
+            "launch gaps, every op at its ceiling): faster than the floor allows. Check the row: tokens/s of one GPU "
+            "(not of several), its gpu, and tokens / global_tokens (microbatch and optimizer-step sizes)")
 
 
 def _rms(values: list[float]) -> float:
@@ -266,6 +283,7 @@ def explain(measured: list[Measured], *, ceilings: str = "spec") -> Explanation:
         }
         out.fits = sorted((Fit(name, _rms(errs), len(errs)) for name, errs in hyps.items()),
                           key=lambda f: f.rms_error)
+    out.warnings = [_faster_than_floor(r) for r in rows if r.fraction_of_bound > 1.0]
     out.summary = _summary(out)
     return out
 

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 from tpsbench.analysis.verdict import Evidence
 from tpsbench.costmodel import FWD_BWD, get_policy, global_step_bytes, step_ops, total_flops, train_workload
-from tpsbench.models import get_model
+from tpsbench.models import UnknownNameError, get_model
 from tpsbench.profiles import GPUProfile, gpu_label, load_profile
 from tpsbench.results import RunDoc, load_results
 
@@ -107,12 +107,13 @@ def slots_dict(obj: object) -> dict[str, object]:
 
 @lru_cache(maxsize=64)
 def profile_named(name: str) -> GPUProfile | None:
-    """The profile of a run's GPU label; None for the CPU or a profile no longer known."""
+    """The profile of a run's GPU label; None for the CPU or a profile no longer known. A malformed profile is
+    an error (ProfileError), as in every other command: its numbers would be missing without a word."""
     if name == "cpu":
         return None
     try:
         return load_profile(name)
-    except (ValueError, OSError):
+    except UnknownNameError:
         return None
 
 

@@ -281,7 +281,11 @@ def calibration_for(ceilings: str, path: str | None, profile: Any, results_dir: 
     if found is None:
         raise CalibrationError(f"no {results_dir}/calibration/*-{profile.name}.json: run `tpsbench calibrate` on that "
                                "GPU, pass --calibration FILE, or use --ceilings spec")
-    return {**best_ceilings(load_calibration(found)), "path": str(found)}
+    doc = load_calibration(found)
+    if doc.get("profile") != profile.name:  # another GPU's ceilings would give that GPU's floors to this one
+        raise CalibrationError(f"{found} calibrates {doc.get('profile')!r}, not {profile.name}: give a calibration of "
+                               f"{profile.name} (`tpsbench calibrate` on it), or use --ceilings spec")
+    return {**best_ceilings(doc), "path": str(found)}
 
 
 def latest_calibration(results_dir: Path, profile_name: str) -> Path | None:

@@ -71,14 +71,31 @@ def _impls(impl: str | None, device: str) -> list[str]:
     return impls
 
 
-def _layers(layers: str | None) -> list[str] | None:
+def _layers(layers: str | None, spec: ModelSpec) -> list[str] | None:
+    """--layers, each one the model has: attention, and mlp (dense) or moe and its brackets (MoE)."""
     if not layers:
         return None
     chosen = [name.strip() for name in layers.split(",") if name.strip()]
+    present = ["attention", *(("moe", *BRACKETS) if spec.is_moe else ("mlp",))]
     for name in chosen:
         if name not in LAYER_CHOICES:
             raise ConfigError(closest_choices_message("layer", name, list(LAYER_CHOICES)))
+        if name not in present:
+            kind = "an MoE model (its FFN is layer moe)" if spec.is_moe else "dense (its FFN is layer mlp)"
+            raise ConfigError(f"--layers {name}: {spec.name} is {kind}; choose from {', '.join(present)}")
+    if not chosen:
+        raise ConfigError(f"--layers '{layers}' names no layer; choose from {', '.join(present)}")
     return chosen
+
+
+def _check_compile(compile_model: bool, impls: list[str], policy: DTypePolicy) -> None:
+    if not compile_model or policy.compute_bytes == 2:
+        return
+    for name in impls:
+        if not is_bracket(name) and get_impl(name).compile_needs_bf16:
+            raise ConfigError(f"--compile with --impl {name} needs bf16 operands (torch.compile accepts "
+                              f"torch._grouped_mm only in bf16) and --dtype {policy.name} computes in fp32: drop "
+                              f"--compile, or use --dtype amp_bf16 or bf16 on a GPU")
 
 
 def _check_global_batch(global_batch: int | None, batches: list[int]) -> None:
@@ -170,6 +187,9 @@ class RunConfig:
             raise DeviceError(NO_GPU)
         profile = resolve_gpu(gpu, dev)
         seq_len = seq or spec.seq_len
+        if seq_len > spec.seq_len:
+            raise ConfigError(f"--seq {seq_len} is longer than {spec.name}'s sequence length {spec.seq_len} (the "
+                              f"attention square and RoPE tables grow with it): give --seq {spec.seq_len} or less")
         default_batch = USERS_MICROBATCH_TOKENS if dev == "cuda" else CPU_BATCH_SEQUENCES * seq_len
         batches = parse_batches(batch or str(default_batch), seq_len)
         policy = get_policy(dtype or ("amp_bf16" if dev == "cuda" else "fp32"))
@@ -177,13 +197,15 @@ class RunConfig:
             raise ConfigError("--dtype amp_bf16 needs a GPU; on the CPU use --dtype fp32 (the default there)")
         _check_global_batch(global_batch, batches)
         _check_ceilings(ceilings, profile)
+        impls = _impls(impl, dev)
+        _check_compile(compile_model, impls, policy)
         return cls(
-            model=spec, profile=profile, device=dev, batches=batches, seq_len=seq_len, impls=_impls(impl, dev),
+            model=spec, profile=profile, device=dev, batches=batches, seq_len=seq_len, impls=impls,
             mode=mode, routing=routing, skew=skew, policy=policy, compile_model=compile_model,
             global_batch=global_batch,
             micro_timing=_timing(MICRO_TIMING[dev], reps, min_time, counter_window_s),
             e2e_timing=_timing(E2E_TIMING[dev], reps, min_time, counter_window_s), stages=stages,
-            layers=_layers(layers), counters=counters, ceilings=ceilings,
+            layers=_layers(layers, spec), counters=counters, ceilings=ceilings,
             calibration=calibration_for(ceilings, calibration, profile), counter_interval_s=counter_interval_s,
             gpu_time=gpu_time,
         )
@@ -232,8 +254,8 @@ def rerun_config(doc: RunDoc, *, device: str | None, cuda_available: bool, reps:
         raise DeviceError("the baseline ran on a GPU and none is present: run the check on that GPU, or pass "
                           "--current FILE to compare two results files")
     profile = resolve_gpu("auto", dev)
-    base_gpu = cfg.gpu_profile
-    if dev == "cuda" and profile is not None and base_gpu and base_gpu != profile.name and not allow_gpu_mismatch:
-        raise DeviceError(f"the baseline ran on {base_gpu}, this GPU is {profile.name}: use a baseline of this GPU "
-                          "or pass --allow-gpu-mismatch")
+    base, here = gpu_label(cfg.device, cfg.gpu_profile), gpu_label(dev, None if profile is None else profile.name)
+    if base != here and not allow_gpu_mismatch:  # checked before anything is measured
+        raise DeviceError(f"the baseline ran on {base}, this run would be on {here}: times are not comparable "
+                          f"across devices; use a baseline of {here}, or pass --allow-gpu-mismatch")
     return RunConfig.from_doc(cfg, profile=profile, device=dev, reps=reps, min_time=min_time)

@@ -52,12 +52,14 @@ def _free() -> None:
         torch.cuda.empty_cache()
 
 
-def execute(cfg: RunConfig, out: Path, on_point: Callable[[int, int, Point], None] | None = None) -> ResultsWriter:
-    """Measure every planned point; the results file is valid after each one."""
+def execute(cfg: RunConfig, out: Path, on_point: Callable[[int, int, Point], None] | None = None, *,
+            overwrite: bool = False) -> ResultsWriter:
+    """Measure every planned point; the results file is valid after each one. ``out`` must not exist unless
+    ``overwrite``, and no other run may be writing it."""
     spec = _seq_spec(cfg)
     device = torch.device(cfg.device)
     writer = ResultsWriter(out, config=cfg.describe(), machine=machine_info(cfg.device, cfg.profile),
-                           tool_version=__version__)
+                           tool_version=__version__, overwrite=overwrite)
     points = plan(cfg)
     sampler = make_sampler(cfg)
     bench = micro.MicroBench(spec, device=device, policy=cfg.policy, routing=cfg.routing, skew=cfg.skew,
@@ -73,10 +75,12 @@ def execute(cfg: RunConfig, out: Path, on_point: Callable[[int, int, Point], Non
     except KeyboardInterrupt:
         writer.finish("interrupted")
         raise
+    else:
+        writer.finish("complete")
     finally:
         if sampler is not None:
             sampler.source.close()
-    writer.finish("complete")
+        writer.close()  # the lock, whatever happened (finish() has released it already)
     return writer
 
 

@@ -5,6 +5,7 @@ or an output path that cannot be written)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,18 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 
+BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a command stopped by a closed pipe (`| head`)
+
+
+class _Console(Console):
+    """Rich's console exits 1 on a closed pipe; tpsbench stops quietly with the status a killed command has."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush must not fail again
+        raise SystemExit(BROKEN_PIPE)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="tpsbench",
@@ -61,10 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # A terminal gets its own width; a pipe or file gets room for the widest table.
-    console = Console() if sys.stdout.isatty() else Console(width=170)
+    console = _Console() if sys.stdout.isatty() else _Console(width=170)
     command = next(c for c in COMMANDS if c.name == args.command)
     try:
         return command.run(args, console)
+    except KeyboardInterrupt:  # what was measured is on disk already (each command says where)
+        print(f"tpsbench {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader of the output went away (`tpsbench ... | head`): stop quietly, as a
+        # command killed by SIGPIPE does; results files are complete on disk
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush must not fail again
+        return BROKEN_PIPE
     except InputError as exc:
         print(f"tpsbench {args.command}: error: {exc}", file=sys.stderr)
         return 2

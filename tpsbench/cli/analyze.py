@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -30,6 +31,7 @@ from tpsbench.report_analysis import (
     to_rich,
 )
 from tpsbench.results import RunDoc, finite, load_results
+from tpsbench.results.io import check_output
 
 
 def _emit(args: argparse.Namespace, console: Console, data: dict[str, object], tables: list[TableData],
@@ -73,6 +75,8 @@ def add_explain_args(ex: argparse.ArgumentParser) -> None:
 def cmd_explain(args: argparse.Namespace, console: Console) -> int:
     result = explain(read_measured_csv(args.measured), ceilings=args.ceilings)
     _emit(args, console, result.to_dict(), explain_tables(result), preamble=f"**Summary:** {result.summary}")
+    for warning in result.warnings:
+        print(f"tpsbench explain: warning: {warning}", file=sys.stderr)
     if not args.json:
         console.print(f"summary: {result.summary}", highlight=False, soft_wrap=True)
     return 0
@@ -82,11 +86,18 @@ def add_plot_args(pl: argparse.ArgumentParser) -> None:
     pl.add_argument("results", nargs="+", help="results JSON files written by `tpsbench run`")
     pl.add_argument("-o", "--out", required=True, help="output image: .png, .svg or .pdf")
     pl.add_argument("--all-points", action="store_true", help="every point (default: train steps and layer fwd_bwd)")
+    add_json(pl, "a line (the image's path and what it shows)")
 
 
 def cmd_plot(args: argparse.Namespace, console: Console) -> int:
-    out = plot_results(load_entries(args.results), args.out, all_points=args.all_points)
-    console.print(f"plot: {out}", highlight=False)
+    entries = load_entries(args.results)
+    out = plot_results(entries, args.out, all_points=args.all_points)
+    if args.json:
+        shown = [e for e in entries if e.status == "ok" and (args.all_points or e.is_headline)]
+        print(json.dumps({"plot": str(out), "points": [e.label for e in shown],
+                          "gpus": sorted({e.gpu for e in shown})}, indent=1))
+    else:
+        console.print(f"plot: {out}", highlight=False)
     return 0
 
 
@@ -104,7 +115,9 @@ def add_check_args(ck: argparse.ArgumentParser) -> None:
                     help="baseline points the current run did not measure are listed but do not fail the check")
     ck.add_argument("--allow-gpu-mismatch", action="store_true",
                     help="compare runs from different GPUs (normally an error: the numbers are not comparable)")
-    ck.add_argument("--markdown", default=None, help="also write the summary to this file (e.g. a CI job summary)")
+    ck.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    ck.add_argument("--markdown", default=None, help="also append the summary to this file (e.g. "
+                    "$GITHUB_STEP_SUMMARY: one section per check)")
     add_json(ck, "markdown")
 
 
@@ -115,9 +128,15 @@ def _baseline_run(args: argparse.Namespace, baseline: RunDoc) -> RunDoc:
     cfg = rerun_config(baseline, device=args.device, cuda_available=torch.cuda.is_available(), reps=args.reps,
                        min_time=args.min_time, allow_gpu_mismatch=args.allow_gpu_mismatch)
     out = Path(args.out) if args.out else cfg.default_out()
-    StderrConsole(stderr=True).print(f"tpsbench check: running the baseline's {len(plan(cfg))} points of "
-                                     f"{cfg.model.name} on {cfg.gpu_label} -> {out}", highlight=False)
-    return execute(cfg, out).doc
+    check_output(out, overwrite=args.overwrite)  # before anything runs
+    status = StderrConsole(stderr=True)
+    status.print(f"tpsbench check: running the baseline's {len(plan(cfg))} points of {cfg.model.name} on "
+                 f"{cfg.gpu_label} -> {out}", highlight=False)
+    try:
+        return execute(cfg, out, overwrite=args.overwrite).doc
+    except KeyboardInterrupt:
+        status.print(f"interrupted: finished points are in {out}; nothing was checked", highlight=False)
+        raise
 
 
 def _run_gpu(doc: RunDoc) -> str:
@@ -126,6 +145,8 @@ def _run_gpu(doc: RunDoc) -> str:
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
     base_doc = load_results(args.baseline)
+    if args.current and args.out:
+        raise UsageError("--out names the results of a run, and with --current nothing is run: drop one of them")
     if args.current:
         cur_doc, cur_name = load_results(args.current), args.current
     else:
@@ -147,8 +168,9 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
     else:
         md = f"### tpsbench check: {check_summary(report)}\n\n" + to_markdown(check_table(report))
         print(md)
-        if args.markdown:
-            Path(args.markdown).write_text(md, encoding="utf-8")
+        if args.markdown:  # appended: a CI job summary collects every model's check in one file
+            with Path(args.markdown).open("a", encoding="utf-8") as f:
+                f.write(md + "\n")
     return 1 if report.failed else 0
 
 

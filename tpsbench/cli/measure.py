@@ -24,6 +24,7 @@ from tpsbench.models import USERS_MICROBATCH_TOKENS
 from tpsbench.nn.moe import DEFAULT_SKEW, ROUTING_MODES
 from tpsbench.report import calibration_table, run_notes, run_table
 from tpsbench.results import atomic_write_json, finite, to_dict
+from tpsbench.results.io import check_output
 from tpsbench.results.schema import Point
 
 
@@ -65,7 +66,9 @@ def add_run_args(rn: argparse.ArgumentParser) -> None:
     rn.add_argument("--counter-window", type=positive_float, default=TimingConfig().counter_window_s,
                     help="seconds of back-to-back repetitions per point read by the counters, after the timed "
                          f"ones (default {TimingConfig().counter_window_s})")
-    rn.add_argument("--out", default=None, help="results file (default results/<time>-<gpu>-<model>.json)")
+    rn.add_argument("--out", default=None, help="results file (default results/<time>-<gpu>-<model>.json); an "
+                    "existing file is kept unless --overwrite")
+    rn.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     add_json(rn, "tables (the results document)")
 
 
@@ -88,6 +91,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     use_expandable_segments()
     cfg = run_config(args)
     out = Path(args.out) if args.out else cfg.default_out()
+    check_output(out, overwrite=args.overwrite)  # before anything runs
     total = len(plan(cfg))
     status_console = Console(stderr=True) if args.json else console
     status_console.print(f"tpsbench run: {cfg.model.name} on {cfg.gpu_label}, {total} points -> {out}",
@@ -101,7 +105,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             progress.update(task, completed=done, description=f"{point.label}: {point.status}")
 
         try:
-            writer = execute(cfg, out, on_point)
+            writer = execute(cfg, out, on_point, overwrite=args.overwrite)
         except KeyboardInterrupt:
             status_console.print(f"interrupted: finished points are in {out}", highlight=False)
             return 130

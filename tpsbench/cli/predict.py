@@ -52,11 +52,10 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     preds = []
     for tokens in parse_batches(args.batch, seq):
         if args.global_batch is not None and args.global_batch % tokens:
-            raise UsageError(
-                f"--global-batch {args.global_batch} is not a multiple of the microbatch {tokens}; "
-                f"closest valid choices: {max(tokens, args.global_batch // tokens * tokens)}, "
-                f"{(args.global_batch // tokens + 1) * tokens}"
-            )
+            closest = sorted({max(tokens, args.global_batch // tokens * tokens),
+                              (args.global_batch // tokens + 1) * tokens})
+            raise UsageError(f"--global-batch {args.global_batch} is not a multiple of the microbatch {tokens}; "
+                             f"closest valid choices: {', '.join(map(str, closest))}")
         global_batch = args.global_batch or default_global_batch(tokens)
         work = Workload(model=model, tokens=tokens, seq_len=seq, impl=args.impl,
                         capacity_factor=args.capacity_factor, policy=policy)

@@ -31,6 +31,7 @@ from tpsbench.costmodel.ops import (
     Phase,
     Traffic,
     Workload,
+    WorkloadError,
     elementwise_ops,
     get_policy,
     linear_ops,
@@ -53,7 +54,8 @@ from tpsbench.costmodel.step import ffn_ops, flops_per_token, global_step_bytes,
 
 __all__ = [
     "ADAMW_FLOPS_PER_PARAM", "CAPACITY_MULTIPLE", "DEFAULT_CAPACITY_FACTOR", "DEFAULT_POLICY", "FWD_BWD", "POLICIES",
-    "DTypePolicy", "FlopConvention", "OpCost", "OpKind", "Phase", "Routing", "Traffic", "Workload", "adamw_op",
+    "DTypePolicy", "FlopConvention", "OpCost", "OpKind", "Phase", "Routing", "Traffic", "Workload", "WorkloadError",
+    "adamw_op",
     "attention_core_ops", "attention_layer_ops", "attention_ops", "autocast_ops", "capacity_rows", "cast_ops",
     "dense_mlp_ops", "elementwise_ops", "embedding_ops", "expert_params_without_grad_cast", "ffn_ops",
     "flops_per_token", "fused_expert_ops", "get_policy", "global_step_bytes", "grad_accumulation_bytes", "head_ops",

@@ -28,10 +28,12 @@ Conventions (stated once, used everywhere):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from tpsbench.errors import InputError
 from tpsbench.impls import get_impl
 from tpsbench.models import ModelSpec, UnknownNameError, closest_choices_message
 
@@ -56,6 +58,11 @@ class FlopConvention(StrEnum):
 
 
 # --- data types -----------------------------------------------------------------------------------
+class WorkloadError(InputError):
+    """A workload the cost model cannot count (bad sizes, an unknown implementation, a capacity factor out of
+    range); printed as one line."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DTypePolicy:
     """Bytes per element of each kind of data, and which tensor-core rate matmuls run at."""
@@ -178,14 +185,21 @@ class Workload:
 
     def __post_init__(self) -> None:
         if self.tokens <= 0 or self.seq_len <= 0:
-            raise ValueError(f"tokens ({self.tokens}) and seq_len ({self.seq_len}) must be positive")
+            raise WorkloadError(f"tokens ({self.tokens}) and seq_len ({self.seq_len}) must be positive")
         if self.tokens % self.seq_len:
-            raise ValueError(f"tokens ({self.tokens}) must be a multiple of seq_len ({self.seq_len})")
+            raise WorkloadError(f"tokens ({self.tokens}) must be a multiple of seq_len ({self.seq_len})")
         get_impl(self.impl)  # an unknown implementation gets the closest choices
         if self.attention_backend not in ("flash", "math"):
-            raise ValueError(f"attention_backend must be 'flash' or 'math', got {self.attention_backend!r}")
+            raise WorkloadError(f"attention_backend must be 'flash' or 'math', got {self.attention_backend!r}")
         if self.routing != "balanced":
-            raise ValueError("the cost model assumes balanced routing (tokens per expert = T*k/E)")
+            raise WorkloadError("the cost model assumes balanced routing (tokens per expert = T*k/E)")
+        moe = self.model.moe
+        if self.capacity_factor is not None and moe is not None:
+            most = moe.num_experts / moe.top_k  # C = cf * T*k/E reaches T: room for every token in every expert
+            if not (math.isfinite(self.capacity_factor) and 0 < self.capacity_factor <= most):
+                raise WorkloadError(
+                    f"capacity factor {self.capacity_factor:g} for {self.model.name} ({moe.num_experts} experts, "
+                    f"top-{moe.top_k}) must be in (0, {most:g}]: at {most:g} every expert has room for every token")
 
     @property
     def sequences(self) -> int:

@@ -4,16 +4,18 @@ version, upgraded), and loaded into pandas, one row per point."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import fcntl
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from tpsbench.errors import InputError
+from tpsbench.errors import InputError, read_text
 from tpsbench.provenance import git_state, imported_sources, source_hash
 from tpsbench.results.schema import POINT_STATUSES, SCHEMA, ConfigRecord, Machine, Point, Provenance, RunDoc
 from tpsbench.results.typed import SchemaError, from_dict, to_dict
@@ -78,10 +80,20 @@ def current_provenance() -> Provenance:
 
 
 class ResultsWriter:
-    """Holds the run document; every :meth:`add` rewrites the file atomically."""
+    """Holds the run document; every :meth:`add` rewrites the file atomically. While it writes, it holds a lock
+    beside the file (``.NAME.lock``, an flock the OS releases if the process dies), so two runs never write one
+    file; an existing file is kept unless ``overwrite``."""
 
-    def __init__(self, path: Path, *, config: ConfigRecord, machine: Machine, tool_version: str) -> None:
+    def __init__(self, path: Path, *, config: ConfigRecord, machine: Machine, tool_version: str,
+                 overwrite: bool = False) -> None:
         self.path = path
+        check_output(path, overwrite=overwrite)
+        self._lock: IO[str] | None = _lock(path)
+        try:
+            check_output(path, overwrite=overwrite)  # again under the lock: another run may have just made it
+        except ResultsError:
+            self.close()
+            raise
         self.doc = RunDoc(schema=SCHEMA, tool="tpsbench", tool_version=tool_version, created_utc=utc_now(),
                           finished_utc=None, status="running", provenance=current_provenance(), machine=machine,
                           config=config, points=[])
@@ -97,17 +109,41 @@ class ResultsWriter:
     def finish(self, status: str) -> None:
         self.doc = dataclasses.replace(self.doc, status=status, finished_utc=utc_now())
         atomic_write_json(self.path, self.doc)
+        self.close()
+
+    def close(self) -> None:
+        """Release the lock (the file stays)."""
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._lock.name)
+            self._lock.close()
+            self._lock = None
+
+
+def check_output(path: Path, *, overwrite: bool = False) -> None:
+    """A results file may be written at ``path``: not a folder, and not an existing file unless ``overwrite``."""
+    if path.is_dir():
+        raise ResultsError(f"{path} is a folder: give a file name for the results, e.g. {path / 'run.json'}")
+    if path.exists() and not overwrite:
+        raise ResultsError(f"{path} exists: choose another --out, or pass --overwrite to replace it")
+
+
+def _lock(path: Path) -> IO[str]:
+    """An exclusive lock on ``.NAME.lock`` beside ``path``, or a one-line error if another run holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path.parent / f".{path.name}.lock", "a")  # noqa: SIM115 - held for the writer's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ResultsError(f"another tpsbench run is writing {path}: wait for it, or choose another --out") from None
+    return handle
 
 
 def read_json(path: str | Path, what: str = "results") -> Any:
     """JSON data of a file, or a one-line error naming the file: unreadable, not UTF-8, not JSON."""
     p = Path(path)
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise ResultsError(f"{p}: cannot read ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise ResultsError(f"{p}: not a text file (not UTF-8): give a JSON {what} file") from None
+    text = read_text(p, ResultsError, f"a JSON {what} file")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

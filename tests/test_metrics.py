@@ -101,3 +101,18 @@ def test_run_table_and_notes_golden():
     text = _render(run_table(doc)) + "\n".join(run_notes(doc)) + "\n"
     golden = ROOT / "tests/golden/run-table-counters-moe_1b.txt"
     assert text == golden.read_text(), "the run table changed: if on purpose, rewrite tests/golden/" + golden.name
+
+
+def test_run_table_fits_100_columns_without_cutting_values(tmp_path):
+    """A CPU run's table at a 100-column terminal: the always-n/a columns are left out, nothing is cut."""
+    from tpsbench.cli import main
+
+    out = tmp_path / "r.json"
+    assert main(["run", "--device", "cpu", "--model", "moe_tiny", "--mode", "micro", "--layers", "moe",
+                 "--impl", "capacity", "--reps", "2", "--min-time", "0.001", "--out", str(out)]) == 0
+    doc = load_results(out)
+    text = _render(run_table(doc), width=100)
+    assert max(len(line) for line in text.splitlines()) <= 100 and "…" not in text
+    assert "not shown: DRAM GB/s, idle, pred. ms, roofline" in text and "unpermute" in text
+    # the file keeps the fields the table leaves out, with why they are empty
+    assert all(p.raw and p.raw.gpu_time and p.raw.gpu_time.reason.startswith("CPU run") for p in doc.points)

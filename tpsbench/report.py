@@ -152,20 +152,22 @@ def _fmt(x: object, fmt: str) -> str:
     return fmt.format(x)
 
 
-RUN_COLUMNS = ("point", "impl", "tokens", "mode", "median ms", "IQR %", "n", "tokens/s", "TFLOP/s", "GB/s",
+RUN_COLUMNS = ("point", "tokens", "mode", "median ms", "IQR %", "outl.", "n", "tokens/s", "TFLOP/s", "GB/s",
                "DRAM GB/s", "idle", "pred. ms", "roofline", "status")
+_LEFT = {"point", "mode", "status"}
 
 
 def _run_row(p: Point) -> list[str]:
     stats, derived, pred, counters = p.stats, p.derived, p.prediction, p.counters
     med = stats.median if stats else None
     iqr = (100 * stats.iqr / stats.median) if stats and stats.median else None
-    flag = f" ({len(stats.outliers)} outl.)" if stats and stats.outliers else ""
     gpu_time = p.raw.gpu_time if p.raw else None
     idle = gpu_time.idle_share if gpu_time else None
     dram = counters.values.get("dram_gbs") if counters else None
-    return [p.layer if p.kind == "micro" else "train step", p.impl or "-", f"{p.tokens:,}", p.mode,
-            _fmt(med * 1e3 if med else None, "{:.3f}"), _fmt(iqr, "{:.1f}") + flag,
+    what = p.layer if p.kind == "micro" else "train step"
+    return [what + (f"/{p.impl}" if p.impl else ""), f"{p.tokens:,}", p.mode.removeprefix("stage:"),
+            _fmt(med * 1e3 if med else None, "{:.3f}"), _fmt(iqr, "{:.1f}"),
+            _fmt(len(stats.outliers) if stats else None, "{}"),
             _fmt(stats.n if stats else None, "{}"), _fmt(derived.tokens_per_s if derived else None, "{:,.0f}"),
             _fmt(derived.achieved_tflops if derived else None, "{:.1f}"),
             _fmt(derived.achieved_gbs if derived else None, "{:.0f}"),
@@ -176,25 +178,31 @@ def _run_row(p: Point) -> list[str]:
 
 
 def run_table(doc: RunDoc) -> Table:
-    """Summary of a results document: one row per point. A column that is n/a for every point (on the CPU:
-    counters, idle time, predictions) is left out, so the table fits a terminal; the file keeps every field."""
+    """Summary of a results document: one row per point (a stage's mode is its name). Columns that say nothing
+    are left out so the table fits a terminal: one that is n/a for every point (on the CPU: counters, idle time,
+    predictions), and status when every point is ok; a value too wide for its column folds onto the next line
+    instead of being cut. The file keeps every field."""
     machine, cfg = doc.machine, doc.config
     where = machine.gpu_name or f"CPU ({machine.cpu_count} cores)"
     rows = [_run_row(p) for p in doc.points]
+    status = RUN_COLUMNS.index("status")
     keep = [i for i, col in enumerate(RUN_COLUMNS)
-            if col in ("point", "status") or not rows or any(r[i] != "n/a" for r in rows)]
-    dropped = [RUN_COLUMNS[i] for i in range(len(RUN_COLUMNS)) if i not in keep]
+            if col == "point" or not rows or (any(r[i] != "n/a" for r in rows) and
+                                              (i != status or any(r[i] != "ok" for r in rows)))]
+    dropped = [c for i, c in enumerate(RUN_COLUMNS) if i not in keep and i != status]
     legend = {"GB/s": "GB/s = cost-model bytes / time", "DRAM GB/s": "DRAM GB/s = GPM counter (* throttled)",
               "idle": "idle = GPU idle share of the time (profiler)",
               "roofline": "roofline = predicted floor / measured"}
     notes = [text for col, text in legend.items() if col not in dropped]
     title = f"{cfg.model} on {where} ({cfg.dtype_policy}); " + "; ".join(notes)
+    if status not in keep and rows:
+        title += "; every point ok"
     if dropped:
         title += f" (n/a for every point, not shown: {', '.join(dropped)})"
     t = Table(title=title)
     for i in keep:
         col = RUN_COLUMNS[i]
-        t.add_column(col, justify="left" if col in {"point", "impl", "mode", "status"} else "right")
+        t.add_column(col, justify="left" if col in _LEFT else "right", overflow="fold")
     for r in rows:
         t.add_row(*(r[i] for i in keep))
     return t

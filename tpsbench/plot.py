@@ -65,7 +65,22 @@ def roofline_figure(entries: list[Entry], *, all_points: bool = False):
     color = {s: cmap(shades[i % 20]) for i, s in enumerate(series)}
     marker = {g: MARKERS[i % len(MARKERS)] for i, g in enumerate(gpus)}
 
-    # --- roofline ------------------------------------------------------------------------------------
+    _draw_roofline(ax_r, chosen, gpus, color, marker, several)
+    _draw_throughput(ax_t, chosen, color, marker, several)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=color[s], marker="o", ls="", label=s) for s in series]
+    handles += [Line2D([], [], color="grey", marker=marker[g], ls="", label=f"GPU {g}") for g in gpus if several]
+    ncol = 3 if len(handles) > 8 else 2
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    rows = -(-len(handles) // ncol)
+    fig.suptitle(", ".join(dict.fromkeys(e.model for e in chosen)) + " on " + ", ".join(gpus))
+    fig.tight_layout(rect=(0, min(0.45, 0.02 + 0.022 * rows), 1, 1))
+    return fig
+
+
+def _draw_roofline(ax_r, chosen: list[Entry], gpus: list[str], color: dict, marker: dict, several: bool) -> None:
+    """Each GPU's datasheet ceilings; each workload measured (filled) and at its floor (hollow)."""
     roof = [e for e in chosen if e.matmul_flops and e.bytes]
     xs = [e.matmul_flops / e.bytes for e in roof if e.matmul_flops and e.bytes]
     ridges = [p.bf16_tflops.value / (p.mem_bandwidth_gbs.value / 1e3) for p in map(profile_named, gpus) if p]
@@ -105,7 +120,9 @@ def roofline_figure(entries: list[Entry], *, all_points: bool = False):
     if not roof:
         ax_r.text(0.5, 0.5, "no point has cost-model FLOPs and bytes", ha="center", transform=ax_r.transAxes)
 
-    # --- tokens/s vs batch -----------------------------------------------------------------------------
+
+def _draw_throughput(ax_t, chosen: list[Entry], color: dict, marker: dict, several: bool) -> None:
+    """tokens/s per microbatch size, one line per series; a note when every point ran at one size."""
     # Training steps when there are any: a layer's tokens/s is not comparable with a whole model's.
     steps = [e for e in chosen if e.kind == "e2e"] or chosen
     by_series: dict[str, list[Entry]] = {}
@@ -129,13 +146,3 @@ def roofline_figure(entries: list[Entry], *, all_points: bool = False):
                   "batch size\n(`tpsbench run --batch` with several sizes)", ha="center", va="center",
                   transform=ax_t.transAxes)
     ax_t.set_title("Throughput versus batch size" + (": training steps" if steps is not chosen else ": layers"))
-    from matplotlib.lines import Line2D
-
-    handles = [Line2D([], [], color=color[s], marker="o", ls="", label=s) for s in series]
-    handles += [Line2D([], [], color="grey", marker=marker[g], ls="", label=f"GPU {g}") for g in gpus if several]
-    ncol = 3 if len(handles) > 8 else 2
-    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
-    rows = -(-len(handles) // ncol)
-    fig.suptitle(", ".join(dict.fromkeys(e.model for e in chosen)) + " on " + ", ".join(gpus))
-    fig.tight_layout(rect=(0, min(0.45, 0.02 + 0.022 * rows), 1, 1))
-    return fig

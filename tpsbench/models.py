@@ -102,6 +102,11 @@ class ModelSpec:
     rope_theta: float = 10_000.0
     seq_len: int = 2048
     note: str = ""
+    # The OLMo-core 3 factory (``TransformerConfig.<name>(vocab_size)``) that builds exactly this model, or None
+    # when tpsbench builds it from its dimensions (tpsbench/stacks/olmo_core.py; tests/test_olmo_core.py checks
+    # both: the same parameters and FLOPs); ``olmo_factory_note`` says why no factory fits.
+    olmo_factory: str | None = None
+    olmo_factory_note: str = ""
 
     def __post_init__(self) -> None:
         if (self.ffn_hidden is None) == (self.moe is None):
@@ -180,50 +185,56 @@ def _olmo2_block(**kwargs: object) -> dict[str, object]:
 _ZOO: tuple[ModelSpec, ...] = (
     ModelSpec(
         name="dense_tiny", olmo_name="", d_model=64, n_layers=2, n_heads=4, ffn_hidden=256,
-        vocab_size=512, seq_len=64, note="CPU test model",
+        vocab_size=512, seq_len=64, note="CPU test model", olmo_factory_note="tpsbench's CPU test model",
     ),
     ModelSpec(
         name="moe_tiny", olmo_name="", d_model=64, n_layers=2, n_heads=4, vocab_size=512, seq_len=64,
         moe=MoESpec(num_experts=8, top_k=2, expert_hidden=32, shared_hidden=32),
-        note="CPU test model", **_moe_block(),
+        note="CPU test model", olmo_factory_note="tpsbench's CPU test model", **_moe_block(),
     ),
     ModelSpec(
         name="dense_1m", olmo_name="olmo2_1M", d_model=16, n_layers=4, n_heads=4,
         ffn_hidden=llama_ffn_hidden(16, 1.0), note="as trained: d_model 16 (OLMo-core default is 12)",
-        **_olmo2_block(),
+        olmo_factory_note="olmo2_1M hard-codes d_model 12 (the users trained d 16)", **_olmo2_block(),
     ),
     ModelSpec(
-        name="dense_60m", olmo_name="olmo2_60M", d_model=384, n_layers=8, n_heads=8,
+        name="dense_60m", olmo_name="olmo2_60M", olmo_factory="olmo2_60M", d_model=384, n_layers=8,
+        n_heads=8,
         ffn_hidden=llama_ffn_hidden(384, 1.5), **_olmo2_block(),
     ),
     ModelSpec(
         name="dense_135m", olmo_name="llama2_135M", d_model=768, n_layers=12, n_heads=12,
-        ffn_hidden=llama_ffn_hidden(768),
+        ffn_hidden=llama_ffn_hidden(768), olmo_factory_note="llama2_135M is in the users' fork, not upstream",
     ),
     ModelSpec(
-        name="dense_271m", olmo_name="llama2_271M", d_model=1024, n_layers=16, n_heads=8,
+        name="dense_271m", olmo_name="llama2_271M", olmo_factory="llama2_271M", d_model=1024, n_layers=16,
+        n_heads=8,
         ffn_hidden=llama_ffn_hidden(1024),
     ),
     ModelSpec(
-        name="dense_1b", olmo_name="llama2_1B", d_model=2048, n_layers=18, n_heads=16,
+        name="dense_1b", olmo_name="llama2_1B", olmo_factory="llama2_1B", d_model=2048, n_layers=18,
+        n_heads=16,
         ffn_hidden=llama_ffn_hidden(2048),
     ),
     ModelSpec(
-        name="dense_7b", olmo_name="llama2_7B", d_model=4096, n_layers=32, n_heads=32,
+        name="dense_7b", olmo_name="llama2_7B", olmo_factory="llama2_7B", d_model=4096, n_layers=32,
+        n_heads=32,
         ffn_hidden=llama_ffn_hidden(4096), note="predict-only on small GPUs",
     ),
     ModelSpec(
         name="moe_1b", olmo_name="smallmoe_1B", d_model=768, n_layers=12, n_heads=12,
         moe=MoESpec(num_experts=256, top_k=1, expert_hidden=128, shared_hidden=128),
-        note="sparse: 256 experts top-1", **_moe_block(),
+        note="sparse: 256 experts top-1", olmo_factory_note="smallmoe_1B is in the users' fork, not upstream",
+        **_moe_block(),
     ),
     ModelSpec(
         name="moe_1b_a390m", olmo_name="smallmoe_1B_A390M", d_model=1152, n_layers=12, n_heads=18,
         moe=MoESpec(num_experts=32, top_k=4, expert_hidden=576, shared_hidden=2304),
-        **_moe_block(),
+        olmo_factory_note="smallmoe_1B_A390M is in the users' fork, not upstream", **_moe_block(),
     ),
     ModelSpec(
-        name="olmoe_1b_7b", olmo_name="olmoe_1B_7B", d_model=2048, n_layers=16, n_heads=16,
+        name="olmoe_1b_7b", olmo_name="olmoe_1B_7B", olmo_factory="olmoe_1B_7B", d_model=2048, n_layers=16,
+        n_heads=16,
         moe=MoESpec(num_experts=64, top_k=8, expert_hidden=1024, shared_hidden=None, capacity_factor=None),
         note="dropless", **_moe_block(),
     ),

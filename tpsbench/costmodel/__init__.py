@@ -50,7 +50,14 @@ from tpsbench.costmodel.optimizer import (
     matmul_params,
     optimizer_ops,
 )
-from tpsbench.costmodel.step import ffn_ops, flops_per_token, global_step_bytes, step_ops, train_workload
+from tpsbench.costmodel.step import (
+    ffn_ops,
+    flops_per_token,
+    global_step_bytes,
+    olmo_flops_per_token,
+    step_ops,
+    train_workload,
+)
 
 __all__ = [
     "ADAMW_FLOPS_PER_PARAM", "CAPACITY_MULTIPLE", "DEFAULT_CAPACITY_FACTOR", "DEFAULT_POLICY", "FWD_BWD", "POLICIES",
@@ -59,6 +66,7 @@ __all__ = [
     "attention_core_ops", "attention_layer_ops", "attention_ops", "autocast_ops", "capacity_rows", "cast_ops",
     "dense_mlp_ops", "elementwise_ops", "embedding_ops", "expert_params_without_grad_cast", "ffn_ops",
     "flops_per_token", "fused_expert_ops", "get_policy", "global_step_bytes", "grad_accumulation_bytes", "head_ops",
-    "linear_ops", "matmul_params", "moe_ops", "optimizer_ops", "residual_ops", "rmsnorm_ops", "routing",
+    "linear_ops", "matmul_params", "moe_ops",
+    "olmo_flops_per_token", "optimizer_ops", "residual_ops", "rmsnorm_ops", "routing",
     "step_ops", "swiglu_act_ops", "total_flops", "train_workload", "unfused_expert_ops",
 ]

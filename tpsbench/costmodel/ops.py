@@ -53,7 +53,7 @@ class OpKind(StrEnum):
 
 class FlopConvention(StrEnum):
     SIX_N = "6N"  # Kaplan et al. 2020: 6 x (active, non-embedding) parameters per token
-    OLMO = "olmo"  # OLMo-core num_flops_per_token: 6N + 12 * layers * heads * head_dim * seq
+    OLMO = "olmo"  # OLMo-core 3's num_flops_per_token: per module, block norms left out, causal attention pairs
     EXACT = "exact"  # the cost model's matmul FLOPs: causal halving and capacity padding included
 
 

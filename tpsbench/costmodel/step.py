@@ -72,5 +72,17 @@ def flops_per_token(w: Workload, convention: FlopConvention | str) -> float:
     if conv is FlopConvention.SIX_N:
         return six_n
     if conv is FlopConvention.OLMO:
-        return six_n + 12.0 * m.n_layers * m.n_heads * m.head_dim * w.seq_len
+        return float(olmo_flops_per_token(m, w.seq_len))
     return total_flops(step_ops(w), phases=FWD_BWD) / w.tokens
+
+
+def olmo_flops_per_token(m: ModelSpec, seq_len: int) -> int:
+    """OLMo-core 3's ``Transformer.num_flops_per_token(seq_len)``, term by term (tests/test_olmo_core.py checks
+    it to the FLOP): summed per module, 6 x the parameters of each block's attention and feed-forward (active
+    experts only; the two block norms are left out) and of the LM head with its norm, plus per layer the
+    attention core over the causal (query, key) pairs, ``12 * heads * head_dim * (S(S+1)/2) // S`` (integer
+    division, as OLMo-core does; it counted the full S x S square before its 3.0 release)."""
+    per_layer = 6 * (m.block_params(active=True) - 2 * m.d_model)
+    pairs = seq_len * (seq_len + 1) // 2
+    attention = 12 * m.n_heads * m.head_dim * pairs // seq_len
+    return m.n_layers * (per_layer + attention) + 6 * m.lm_head_params

@@ -1,0 +1,84 @@
+"""tpsbench's counts held to the users' own code, OLMo-core 3 (the optional extra ``.[olmo]``): every zoo model
+built in OLMo-core from its dimensions has the same total and active parameters, and the ``olmo`` FLOP
+convention equals OLMo-core's ``Transformer.num_flops_per_token`` to the FLOP; the zoo entries that name an
+upstream factory equal it. Skipped, with the install line, where the extra is missing."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from tpsbench.costmodel import Workload, flops_per_token
+from tpsbench.models import MODELS, get_model
+from tpsbench.stacks.olmo_core import (
+    OLMO_CORE_INSTALL,
+    StackError,
+    factory_config,
+    num_flops_per_token,
+    olmo_config,
+    require_olmo_core,
+)
+
+try:
+    require_olmo_core()
+    HAVE_OLMO_CORE = True
+except StackError:
+    HAVE_OLMO_CORE = False
+needs_olmo_core = pytest.mark.skipif(not HAVE_OLMO_CORE, reason=f"ai2-olmo-core not installed: {OLMO_CORE_INSTALL}")
+ZOO = sorted(MODELS)
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():  # OLMo-core warns that grouped_gemm (a GPU package) is missing
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+
+
+@needs_olmo_core
+@pytest.mark.parametrize("name", ZOO)
+def test_parameter_counts_equal_olmo_cores(name):
+    spec = get_model(name)
+    config = olmo_config(spec)
+    assert config.num_params == spec.total_params
+    assert config.num_active_params == spec.active_params
+
+
+@needs_olmo_core
+@pytest.mark.parametrize("name", ZOO)
+def test_olmo_flop_convention_equals_num_flops_per_token(name):
+    spec = get_model(name)
+    for seq in sorted({spec.seq_len, 2048, 257}):  # the model's, the users', and an odd one (integer division)
+        w = Workload(model=spec, tokens=seq, seq_len=seq)
+        assert flops_per_token(w, "olmo") == num_flops_per_token(olmo_config(spec), seq), seq
+
+
+@needs_olmo_core
+@pytest.mark.parametrize("name", [n for n in ZOO if MODELS[n].olmo_factory])
+def test_zoo_entries_equal_their_upstream_factory(name):
+    spec = get_model(name)
+    ours, upstream = olmo_config(spec), factory_config(spec)
+    assert (upstream.num_params, upstream.num_active_params) == (ours.num_params, ours.num_active_params)
+    assert upstream.d_model == spec.d_model and upstream.n_layers == spec.n_layers
+    assert num_flops_per_token(upstream, 2048) == num_flops_per_token(ours, 2048)
+
+
+def test_every_entry_says_which_factory_or_why_none():
+    for spec in MODELS.values():
+        assert bool(spec.olmo_factory) != bool(spec.olmo_factory_note), spec.name
+
+
+def test_without_the_extra_the_error_says_how_to_install(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_olmo(name, *args, **kwargs):
+        if name == "olmo_core" or name.startswith("olmo_core."):
+            raise ImportError("No module named 'olmo_core'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_olmo)
+    with pytest.raises(StackError, match=r'pip install -e "\.\[olmo\]"'):
+        olmo_config(get_model("moe_tiny"))

@@ -82,3 +82,18 @@ def test_without_the_extra_the_error_says_how_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_olmo)
     with pytest.raises(StackError, match=r'pip install -e "\.\[olmo\]"'):
         olmo_config(get_model("moe_tiny"))
+
+
+@needs_olmo_core
+@pytest.mark.slow
+def test_exact_flops_equal_the_flop_counter_on_olmo_cores_modules():
+    """Dense, capacity (MoEType.default) and dropless OLMo-core models, forward and backward, to the FLOP."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    script = os.path.join(os.path.dirname(__file__), "olmo_flop_check.py")
+    out = subprocess.run([sys.executable, script], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert out.stdout.strip().endswith("ALL OK") and out.stdout.count("equal") == 4

@@ -100,6 +100,9 @@ class ModelSpec:
     qk_norm: bool = False
     reordered_norm: bool = False  # OLMo-2 block: h = x + norm(attn(x)) instead of x + attn(norm(x))
     rope_theta: float = 10_000.0
+    # RMSNorm epsilon: OLMo-core's llama_like default, 1e-5; its olmo2 and olmoe factories use 1e-6. It matters:
+    # at the embedding's init scale (std 0.02) 1e-6 against 1e-5 moved logits by 1% (tests/test_olmo_core.py).
+    norm_eps: float = 1e-5
     seq_len: int = 2048
     note: str = ""
     # The OLMo-core 3 factory (``TransformerConfig.<name>(vocab_size)``) that builds exactly this model, or None
@@ -179,7 +182,7 @@ def _moe_block(**kwargs: object) -> dict[str, object]:
 
 
 def _olmo2_block(**kwargs: object) -> dict[str, object]:
-    return {"qk_norm": True, "reordered_norm": True, "rope_theta": 500_000.0, **kwargs}
+    return {"qk_norm": True, "reordered_norm": True, "rope_theta": 500_000.0, "norm_eps": 1e-6, **kwargs}
 
 
 _ZOO: tuple[ModelSpec, ...] = (
@@ -236,7 +239,7 @@ _ZOO: tuple[ModelSpec, ...] = (
         name="olmoe_1b_7b", olmo_name="olmoe_1B_7B", olmo_factory="olmoe_1B_7B", d_model=2048, n_layers=16,
         n_heads=16,
         moe=MoESpec(num_experts=64, top_k=8, expert_hidden=1024, shared_hidden=None, capacity_factor=None),
-        note="dropless", **_moe_block(),
+        note="dropless", norm_eps=1e-6, **_moe_block(),
     ),
 )
 

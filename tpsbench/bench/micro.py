@@ -177,7 +177,7 @@ class MicroBench:
             s, dev = self.spec, self.device
             if key == "attention":
                 layer: torch.nn.Module = Attention(s.d_model, s.n_heads, qk_norm=s.qk_norm, rope_theta=s.rope_theta,
-                                                   device=dev)
+                                                   norm_eps=s.norm_eps, device=dev)
             elif key == "mlp":
                 assert s.ffn_hidden is not None
                 layer = SwiGLU(s.d_model, s.ffn_hidden, device=dev)

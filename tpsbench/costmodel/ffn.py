@@ -31,8 +31,10 @@ class Routing:
 
 
 def capacity_rows(tokens: int, top_k: int, num_experts: int, capacity_factor: float) -> int:
-    """Slots per expert: ``round_up(cf * T*k/E, 8)`` (the users' capacity MoE)."""
-    return CAPACITY_MULTIPLE * math.ceil(capacity_factor * tokens * top_k / num_experts / CAPACITY_MULTIPLE)
+    """Slots per expert as the users' capacity MoE (OLMo-core's ``ParallelMLP.expert_capacity``) sizes them:
+    ``int(cf * T*k/E)`` rounded up to a multiple of 8."""
+    ideal = top_k * tokens / num_experts  # in OLMo-core's order of operations: the same float, the same int()
+    return CAPACITY_MULTIPLE * math.ceil(int(capacity_factor * ideal) / CAPACITY_MULTIPLE)
 
 
 def routing(w: Workload) -> Routing:

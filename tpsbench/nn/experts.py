@@ -50,10 +50,14 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
-def _sort_by_expert(expert_indices: torch.Tensor, expert_weights: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _sort_by_expert(expert_indices: torch.Tensor, expert_weights: torch.Tensor, *,
+                    as_olmo_core: bool = False) -> tuple[torch.Tensor, ...]:
+    """Assignments in expert order: a stable sort, or ``as_olmo_core`` OLMo-core's own call
+    (``ParallelMLP.indices_and_bins``: ``torch.sort`` of the int32 indices, not stable), which decides which
+    assignments an over-full expert drops: the same ones as in the users' model, on the same inputs."""
     k = expert_indices.shape[1]
     flat = expert_indices.flatten()
-    order = torch.argsort(flat, stable=True)
+    order = torch.sort(flat.int())[1].long() if as_olmo_core else torch.argsort(flat, stable=True)
     return order, order // k, expert_weights.flatten()[order], flat[order]
 
 
@@ -175,7 +179,8 @@ class CapacityExperts(ExpertImpl):
         t, k = route.expert_indices.shape
         e = experts.w1.shape[0]
         cap = self.capacity(t, k, e)
-        _, token_of, weights, sorted_expert = _sort_by_expert(route.expert_indices, route.expert_weights)
+        _, token_of, weights, sorted_expert = _sort_by_expert(route.expert_indices, route.expert_weights,
+                                                              as_olmo_core=True)
         counts = route.tokens_per_expert
         starts = torch.cumsum(counts, 0) - counts
         position = torch.arange(sorted_expert.numel(), device=x.device) - starts[sorted_expert]

@@ -14,7 +14,7 @@ from torch import nn
 class RMSNorm(nn.Module):
     """RMSNorm with a learned scale, computed in fp32 and returned in the input dtype."""
 
-    def __init__(self, width: int, eps: float = 1e-6, *, device: torch.device | str | None = None) -> None:
+    def __init__(self, width: int, eps: float = 1e-5, *, device: torch.device | str | None = None) -> None:
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(width, device=device))
@@ -45,7 +45,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 class Attention(nn.Module):
     def __init__(
-        self, d_model: int, n_heads: int, *, qk_norm: bool, rope_theta: float,
+        self, d_model: int, n_heads: int, *, qk_norm: bool, rope_theta: float, norm_eps: float = 1e-5,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
@@ -57,8 +57,8 @@ class Attention(nn.Module):
         self.w_v = nn.Linear(d_model, d_model, bias=False, device=device)
         self.w_out = nn.Linear(d_model, d_model, bias=False, device=device)
         # OLMo-core's default qk-norm normalises the whole q / k projection, not each head.
-        self.q_norm = RMSNorm(d_model, device=device) if qk_norm else None
-        self.k_norm = RMSNorm(d_model, device=device) if qk_norm else None
+        self.q_norm = RMSNorm(d_model, norm_eps, device=device) if qk_norm else None
+        self.k_norm = RMSNorm(d_model, norm_eps, device=device) if qk_norm else None
         self._rope_cache: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _rope(self, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,14 +19,14 @@ class Block(nn.Module):
         d = spec.d_model
         self.reordered_norm = spec.reordered_norm
         self.attention = Attention(d, spec.n_heads, qk_norm=spec.qk_norm, rope_theta=spec.rope_theta,
-                                   device=device)
-        self.attention_norm = RMSNorm(d, device=device)
+                                   norm_eps=spec.norm_eps, device=device)
+        self.attention_norm = RMSNorm(d, spec.norm_eps, device=device)
         if spec.moe is not None:
             self.feed_forward: nn.Module = MoEFeedForward(d, spec.moe, impl=impl, device=device)
         else:
             assert spec.ffn_hidden is not None
             self.feed_forward = SwiGLU(d, spec.ffn_hidden, device=device)
-        self.feed_forward_norm = RMSNorm(d, device=device)
+        self.feed_forward_norm = RMSNorm(d, spec.norm_eps, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.reordered_norm:
@@ -42,7 +42,7 @@ class Transformer(nn.Module):
         self.spec = spec
         self.embeddings = nn.Embedding(spec.vocab_size, spec.d_model, device=device)
         self.blocks = nn.ModuleList(Block(spec, impl=impl, device=device) for _ in range(spec.n_layers))
-        self.final_norm = RMSNorm(spec.d_model, device=device)
+        self.final_norm = RMSNorm(spec.d_model, spec.norm_eps, device=device)
         self.lm_head = nn.Linear(spec.d_model, spec.vocab_size, bias=False, device=device)
         if device is None or torch.device(device).type != "meta":
             self._init_weights()

@@ -39,7 +39,8 @@ def olmo_config(spec: ModelSpec) -> Any:
     from olmo_core.nn.transformer import TransformerBlockType, TransformerConfig
 
     common = {"d_model": spec.d_model, "vocab_size": spec.vocab_size, "n_layers": spec.n_layers,
-              "n_heads": spec.n_heads, "qk_norm": spec.qk_norm, "rope_theta": int(spec.rope_theta)}
+              "n_heads": spec.n_heads, "qk_norm": spec.qk_norm, "rope_theta": int(spec.rope_theta),
+              "layer_norm_eps": spec.norm_eps}
     if spec.moe is None:
         block = TransformerBlockType.reordered_norm if spec.reordered_norm else TransformerBlockType.default
         return TransformerConfig.llama_like(**common, block_name=block,
@@ -69,3 +70,29 @@ def num_flops_per_token(config: Any, seq_len: int) -> int:
     with torch.device("meta"):
         model = config.build(init_device="meta")
     return int(model.num_flops_per_token(seq_len))
+
+
+def tpsbench_state_dict(olmo_state: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
+    """OLMo-core model weights (``model.state_dict()`` of ``olmo_config(spec).build()``) renamed and reshaped for
+    ``tpsbench.nn.transformer.build_model(spec)``: the LM head's norm and projection, the MoE's router (flat ``E*d``
+    -> ``[E, d]``), experts and shared expert. OLMo-core stores the expert weights flat, in one layout per MoE
+    type: the capacity MLP views W1 and W3 as ``[E, d, h]``, the dropless one as ``[E, h, d]`` (used transposed);
+    W2 is ``[E, h, d]`` in both, as in tpsbench."""
+    renames = (("lm_head.norm.weight", "final_norm.weight"), ("lm_head.w_out.weight", "lm_head.weight"),
+               ("feed_forward_moe.", "feed_forward."), ("experts.mlp.", "experts."), ("shared_mlp.", "shared."))
+    out = {}
+    for key, value in olmo_state.items():
+        name = key
+        for old, new in renames:
+            name = name.replace(old, new)
+        if spec.moe is not None:
+            e, h, d = spec.moe.num_experts, spec.moe.expert_hidden, spec.d_model
+            dropless = spec.moe.capacity_factor is None
+            if name.endswith("feed_forward.router.weight"):
+                value = value.view(e, d)
+            elif name.endswith(("experts.w1", "experts.w3")):
+                value = value.view(e, h, d).transpose(1, 2).contiguous() if dropless else value.view(e, d, h)
+            elif name.endswith("experts.w2"):
+                value = value.view(e, h, d)
+        out[name] = value
+    return out

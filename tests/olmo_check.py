@@ -1,0 +1,123 @@
+"""tpsbench held to OLMo-core's own modules, for a dense model and OLMo-core's capacity (MoEType.default) and
+dropless MoE:
+
+- equivalence: tpsbench.nn's model loaded with OLMo-core's weights (tpsbench_state_dict) gives the same logits
+  and the same gradient of every parameter in fp32, the capacity MoE dropping the same assignments;
+- FLOPs: the cost model's exact matmul FLOPs equal FlopCounterMode on OLMo-core's model, forward and backward.
+
+Run by tests/test_olmo_core.py in a subprocess: OLMo-core's MoE calls Triton gather/scatter kernels, which run
+on the CPU only in Triton's interpreter (TRITON_INTERPRET=1, set before triton is imported), and its autotuner
+cannot benchmark there (no driver): each autotuned kernel is given its first config, here only, never on a GPU.
+Prints one line per case and "ALL OK"."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import warnings
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from tpsbench.costmodel import FWD_BWD, Phase, Workload, step_ops, total_flops
+from tpsbench.models import get_model
+from tpsbench.nn.transformer import build_model
+from tpsbench.stacks.olmo_core import olmo_config, tpsbench_state_dict
+
+TOLERANCE = 1e-5  # fp32: the two compute the same function in a different summation order (measured: 3.6e-7)
+
+# (model, layers, cost-model implementation): OLMo-core's MoEType.default drops tokens past the capacity
+# (tpsbench's "capacity"), MoEType.dropless computes every assignment (counted as "grouped")
+CASES = [("dense_tiny", 2, "grouped"), ("dense_135m", 1, "grouped"), ("moe_tiny", 2, "capacity"),
+         ("moe_tiny", 2, "grouped")]
+
+
+# (model, layers, implementation) whose tpsbench modules are held to OLMo-core's, at the model's sequence length
+EQUIVALENCE = [("dense_tiny", 2, "grouped"), ("dense_1m", 4, "grouped"), ("moe_tiny", 2, "capacity"),
+               ("moe_tiny", 2, "grouped")]
+
+
+def single_config_autotuners() -> None:
+    import olmo_core.kernels.moe as kernels
+    import triton
+
+    for name in dir(kernels):
+        k = getattr(kernels, name)
+        if isinstance(k, triton.runtime.autotuner.Autotuner):
+            k.configs = k.configs[:1]
+
+
+def _spec(name: str, layers: int, impl: str):
+    spec = get_model(name).with_layers(layers)
+    if spec.moe is not None and impl == "grouped":  # the dropless variant of the same model
+        spec = dataclasses.replace(spec, moe=dataclasses.replace(spec.moe, capacity_factor=None))
+    return spec
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def equivalence(name: str, layers: int, impl: str) -> tuple[float, float, int]:
+    """(logits error, worst gradient error, assignments dropped) of tpsbench's model against OLMo-core's."""
+    spec = _spec(name, layers, impl)
+    torch.manual_seed(0)
+    theirs = olmo_config(spec).build(init_device="cpu")
+    theirs.init_weights(device=torch.device("cpu"))
+    theirs.eval()  # no auxiliary losses attached: the logits' own gradients are compared
+    ours = build_model(spec, impl=impl if spec.moe is not None else "loop")
+    ours.load_state_dict(tpsbench_state_dict(theirs.state_dict(), spec), strict=True)
+    ids = torch.randint(0, spec.vocab_size, (2, spec.seq_len))
+    labels = torch.randint(0, spec.vocab_size, (2, spec.seq_len))
+    logits = {}
+    for key, model in (("theirs", theirs), ("ours", ours)):
+        model.zero_grad(set_to_none=True)
+        logits[key] = model(ids)
+        torch.nn.functional.cross_entropy(logits[key].flatten(0, 1), labels.flatten()).backward()
+    error = _relative(logits["ours"], logits["theirs"])
+    their_grads = tpsbench_state_dict({n: p.grad for n, p in theirs.named_parameters()}, spec)
+    worst = max(_relative(p.grad, their_grads[n]) for n, p in ours.named_parameters())
+    dropped = 0
+    for block in ours.blocks if spec.moe is not None and impl == "capacity" else []:
+        route = block.feed_forward.last_route
+        dropped += int((route.tokens_per_expert - block.feed_forward.impl.capacity(
+            route.expert_indices.shape[0], spec.moe.top_k, spec.moe.num_experts)).clamp_min(0).sum())
+    assert error < TOLERANCE and worst < TOLERANCE, (name, impl, error, worst)
+    return error, worst, dropped
+
+
+def check(name: str, layers: int, impl: str) -> tuple[float, float]:
+    spec = _spec(name, layers, impl)
+    torch.manual_seed(0)
+    model = olmo_config(spec).build(init_device="cpu")
+    seq = min(256, spec.seq_len)
+    ids = torch.randint(0, spec.vocab_size, (2, seq))
+    with sdpa_kernel([SDPBackend.MATH]):  # FlopCounterMode has no formula for the CPU flash kernel
+        with FlopCounterMode(display=False) as fwd:
+            logits = model(ids)
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), ids.flatten())
+        with FlopCounterMode(display=False) as bwd:
+            loss.backward()
+    ops = step_ops(Workload(model=spec, tokens=2 * seq, seq_len=seq, attention_backend="math", impl=impl))
+    measured_fwd = fwd.get_total_flops()
+    measured_all = measured_fwd + bwd.get_total_flops()
+    assert measured_fwd == total_flops(ops, phases=[Phase.FWD]), (name, impl, measured_fwd)
+    assert measured_all == total_flops(ops, phases=FWD_BWD), (name, impl, measured_all)
+    return measured_fwd, measured_all
+
+
+def main() -> None:
+    warnings.simplefilter("ignore")  # OLMo-core warns that grouped_gemm and transformer_engine are missing
+    single_config_autotuners()
+    for case in EQUIVALENCE:
+        error, worst, dropped = equivalence(*case)
+        print(case, f"logits {error:.1e}, gradients <= {worst:.1e}, {dropped} assignments dropped: same", flush=True)
+    for case in CASES:
+        fwd, total = check(*case)
+        print(case, f"fwd {fwd:.0f} fwd+bwd {total:.0f} FLOPs: equal", flush=True)
+    print("ALL OK")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -116,11 +116,11 @@ def test_random_csv_rows_read_or_fail_in_one_line(tmp_path_factory, header, rows
 OPTIONS = ["--gpu", "--model", "--batch", "--seq", "--impl", "--capacity-factor", "--dtype", "--ceilings",
            "--calibration", "--global-batch", "--device", "--mode", "--layers", "--routing", "--skew", "--reps",
            "--min-time", "--out", "--overwrite", "--json", "--summary", "--compile", "--no-stages", "--threshold",
-           "--baseline", "--current", "--measured", "--markdown", "-o", "--all-points", "--allow-missing"]
+           "--baseline", "--current", "--measured", "--markdown", "-o", "--all-points", "--allow-missing", "--stack"]
 VALUES = ["h100", "h100_sxm", "rtx5090", "moe_1b", "moe_tiny", "dense_tiny", "olmoe_1b_7b", "cpu", "cuda", "0", "-1",
           "64", "128", "2048", "32768", "1e300", "inf", "nan", "grouped", "capacity", "triton", ",", "fp32", "amp_bf16",
           "spec", "calibrated", "micro", "e2e", "moe", "mlp", "skewed", "x.json", "x.csv", "x.png", "missing.json",
-          "models", "gpus", "impls", "", "é", "--"]
+          "models", "gpus", "impls", "olmo-core", "tpsbench", "", "é", "--"]
 
 
 @pytest.fixture

@@ -112,7 +112,7 @@ class OpTime:
 
 
 def op_time(op: OpCost, ceil: Ceilings) -> OpTime:
-    peak = ceil.matmul_flops if op.kind is OpKind.MATMUL else ceil.vector_flops
+    peak = ceil.matmul_flops if op.kind is OpKind.MATMUL and not op.fp32_matmul else ceil.vector_flops
     return OpTime(op, op.flops / peak, op.bytes / ceil.bandwidth)
 
 

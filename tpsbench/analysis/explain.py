@@ -39,10 +39,11 @@ from tpsbench.impls import cost_model_names
 from tpsbench.models import USERS_MICROBATCH_TOKENS, ModelSpec, UnknownNameError, default_global_batch, get_model
 from tpsbench.profiles import GPUProfile, ProfileError, load_profile
 from tpsbench.roofline import CeilingError, predict
+from tpsbench.stacks import StackChoiceError, resolve
 
 DEFAULT_MOE_IMPL = "capacity"  # what the users trained with
 REQUIRED = ("model", "gpu", "tokens_per_s")
-OPTIONAL = ("tokens", "impl", "global_tokens")
+OPTIONAL = ("tokens", "impl", "global_tokens", "stack")
 
 
 class MeasuredCsvError(InputError):
@@ -58,6 +59,7 @@ class Measured:
     tokens: int
     impl: str  # MoE implementation, or "dense"
     global_tokens: int  # tokens per optimizer step
+    stack: str = "tpsbench"  # whose step the tokens/s were measured with: tpsbench or olmo-core
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +131,7 @@ class Explanation:
         return {
             "warnings": self.warnings,
             "rows": [{"row": r.m.row, "model": r.m.model.name, "gpu": r.m.profile.name, "impl": r.m.impl,
+                      "stack": r.m.stack,
                       "tokens": r.m.tokens, "global_tokens": r.m.global_tokens, "tokens_per_s": r.m.tokens_per_s,
                       "predicted_tokens_per_s": r.predicted_tokens_per_s, "fraction_of_bound": r.fraction_of_bound,
                       "tensor_util": r.tensor_util, "bw_util": r.bw_util,
@@ -213,11 +216,17 @@ def _parse_row(p: Path, i: int, row: dict[str, str]) -> Measured:
         raise MeasuredCsvError(f"{where}: global_tokens '{global_text}' is not a whole number of tokens") from None
     if global_tokens <= 0 or global_tokens % tokens:
         raise MeasuredCsvError(f"{where}: global_tokens {global_tokens} must be a positive multiple of tokens {tokens}")
-    return Measured(i, model, profile, tps, tokens, impl, global_tokens)
+    stack = row.get("stack") or "tpsbench"
+    try:
+        resolve(stack, None, impl if impl != "dense" else "dropless", default_dtype="amp_bf16")
+    except StackChoiceError as exc:
+        raise MeasuredCsvError(f"{where}: {exc}") from None
+    return Measured(i, model, profile, tps, tokens, impl, global_tokens, stack)
 
 
 def _row_result(m: Measured, ceilings: str) -> RowResult:
-    policy = get_policy("amp_bf16")  # the users' training: bf16 autocast over fp32 master weights
+    # tpsbench's measurements: bf16 autocast over fp32 master weights; OLMo-core's: what it executes (olmo_core)
+    policy = get_policy(resolve(m.stack, None, "dropless", default_dtype="amp_bf16")[0])
     cap = m.model.moe.capacity_factor if m.model.moe else None
     w = train_workload(m.model, m.impl, m.tokens, policy, cap)
     global_tokens = m.global_tokens

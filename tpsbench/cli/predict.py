@@ -17,6 +17,7 @@ from tpsbench.models import MODELS, USERS_GLOBAL_BATCH_TOKENS, USERS_MICROBATCH_
 from tpsbench.profiles import load_all_profiles, load_profile
 from tpsbench.report import gpus_table, impls_table, models_table, print_prediction, summary_table
 from tpsbench.roofline import CeilingSource, predict
+from tpsbench.stacks import STACKS, resolve
 
 CEILING_CHOICES = [c.value for c in CeilingSource]
 
@@ -33,7 +34,11 @@ def add_predict_args(pr: argparse.ArgumentParser) -> None:
     pr.add_argument("--impl", default="dropless", help=f"MoE implementation: {', '.join(cost_model_names())}")
     pr.add_argument("--capacity-factor", type=positive_float, default=None,
                     help="capacity factor for --impl capacity (default: the model's, else 1.2)")
-    pr.add_argument("--dtype", default="amp_bf16", help=f"dtype policy: {', '.join(POLICIES)}")
+    pr.add_argument("--dtype", default=None, help=f"dtype policy: {', '.join(POLICIES)} (default amp_bf16; the "
+                    "olmo-core stack always counts olmo_core)")
+    pr.add_argument("--stack", default="tpsbench", help=f"whose step is counted: {', '.join(STACKS)} (default "
+                    "tpsbench); olmo-core adds what OLMo-core executes: fp32 router, parameter casts in forward and "
+                    "backward, the fp32 loss with its z-loss pass, gradient clipping")
     pr.add_argument("--ceilings", default="spec", help=f"roofline ceilings: {', '.join(CEILING_CHOICES)}")
     pr.add_argument("--calibration", default=None, help="calibration file for --ceilings calibrated (default: the "
                     "newest results/calibration/*-GPU.json)")
@@ -44,7 +49,8 @@ def add_predict_args(pr: argparse.ArgumentParser) -> None:
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     model = get_model(args.model)
     profile = load_profile(args.gpu)
-    policy = get_policy(args.dtype)
+    dtype, impl = resolve(args.stack, args.dtype, args.impl, default_dtype="amp_bf16")
+    policy = get_policy(dtype)
     if args.ceilings not in CEILING_CHOICES:
         raise UsageError(f"--ceilings '{args.ceilings}': choose one of {', '.join(CEILING_CHOICES)}")
     calibration = calibration_for(args.ceilings, args.calibration, profile)
@@ -57,7 +63,7 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
             raise UsageError(f"--global-batch {args.global_batch} is not a multiple of the microbatch {tokens}; "
                              f"closest valid choices: {', '.join(map(str, closest))}")
         global_batch = args.global_batch or default_global_batch(tokens)
-        work = Workload(model=model, tokens=tokens, seq_len=seq, impl=args.impl,
+        work = Workload(model=model, tokens=tokens, seq_len=seq, impl=impl,
                         capacity_factor=args.capacity_factor, policy=policy)
         preds.append(predict(work, profile, ceilings=args.ceilings, global_batch_tokens=global_batch,
                              calibration=calibration))
@@ -67,7 +73,7 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
             "profile": profile.describe(),
             "model": {"name": model.name, "olmo_name": model.olmo_name, "total_params": model.total_params,
                       "active_params": model.active_params},
-            "dtype_policy": {"name": policy.name, "description": policy.description},
+            "dtype_policy": {"name": policy.name, "description": policy.description}, "stack": args.stack,
             "predictions": [p.to_dict() for p in preds],
         }
         print(json.dumps(doc, indent=2))

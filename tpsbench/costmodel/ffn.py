@@ -4,10 +4,11 @@ counting says, shared expert, mix), with the routing arithmetic of balanced rout
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tpsbench.costmodel.ops import (
     CAPACITY_MULTIPLE,
+    POLICIES,
     OpCost,
     OpKind,
     Phase,
@@ -68,7 +69,7 @@ def moe_ops(w: Workload) -> list[OpCost]:
     assert moe is not None
     t, d, c, k, e = w.tokens, m.d_model, pol.compute_bytes, moe.top_k, moe.num_experts
     ops: list[OpCost] = []
-    ops += linear_ops("moe.router", "moe", rows=t, k=d, n=e, pol=pol)
+    ops += router_ops(w)
     # Softmax (5/elem), top-k selection (~1), z-loss logsumexp (3), load-balance statistics (1).
     idx_bytes = t * k * (4 + 8)  # fp32 weights + int64 indices
     ops += elementwise_ops(
@@ -88,6 +89,24 @@ def moe_ops(w: Workload) -> list[OpCost]:
             bwd_flops=2.0 * n, bwd=Traffic(gradients=3 * n * c),
         )
     return ops
+
+
+def router_ops(w: Workload) -> list[OpCost]:
+    """The router's d x E linear; under the olmo_core policy in fp32 (``F.linear(x.float(), W.float())``): x's
+    rows upcast (bf16 read, fp32 written), then an fp32 GEMM on the CUDA cores with fp32 operands, its
+    gradients too."""
+    m, pol = w.model, w.policy
+    moe = m.moe
+    assert moe is not None
+    t, d, e = w.tokens, m.d_model, moe.num_experts
+    if not pol.router_fp32:
+        return linear_ops("moe.router", "moe", rows=t, k=d, n=e, pol=pol)
+    fp32 = POLICIES["fp32"]
+    upcast = elementwise_ops("moe.router_upcast", "moe", kind=OpKind.MEMORY, fwd_flops=0.0,
+                             fwd=Traffic(activations=t * d * (pol.compute_bytes + 4)), bwd_flops=0.0,
+                             bwd=Traffic(gradients=t * d * (4 + pol.compute_bytes)))
+    gemm = [replace(op, fp32_matmul=True) for op in linear_ops("moe.router", "moe", rows=t, k=d, n=e, pol=fp32)]
+    return [*upcast, *gemm]
 
 
 def unfused_expert_ops(w: Workload) -> list[OpCost]:

@@ -24,13 +24,24 @@ def embedding_ops(w: Workload) -> list[OpCost]:
 def head_ops(w: Workload) -> list[OpCost]:
     m, pol = w.model, w.policy
     t, d, v, c = w.tokens, m.d_model, m.vocab_size, pol.compute_bytes
-    return [
+    ops = [
         *rmsnorm_ops("head.norm", "head", rows=t, width=d, in_bytes=pol.residual_bytes, pol=pol),
         *linear_ops("head.lm_head", "head", rows=t, k=d, n=v, pol=pol),
-        # Cross-entropy over the vocabulary: max, exp-sum, log (4/elem); backward softmax - onehot (3/elem).
-        *elementwise_ops(
-            "head.cross_entropy", "head",
-            fwd_flops=4.0 * t * v, fwd=Traffic(activations=t * v * c + t * 8 + t * 4),
-            bwd_flops=3.0 * t * v, bwd=Traffic(activations=t * v * c + t * 8, gradients=t * v * c),
-        ),
     ]
+    lc = c  # the bytes of a logit the loss reads
+    if pol.loss_fp32_upcast:  # logits.float(): bf16 read, fp32 written, and their gradient cast back
+        lc = 4
+        ops += elementwise_ops("head.logits_upcast", "head", kind=OpKind.MEMORY,
+                               fwd_flops=0.0, fwd=Traffic(activations=t * v * (c + 4)),
+                               bwd_flops=0.0, bwd=Traffic(gradients=t * v * (4 + c)))
+        # the z-loss, logsumexp(logits)^2: one more pass over the fp32 logits (max, exp-sum, log: 4/elem);
+        # its gradient (2 z softmax) adds into the cross-entropy's in the same backward pass
+        ops.append(OpCost(name="head.z_loss", group="head", phase=Phase.FWD, kind=OpKind.ELEMENTWISE,
+                          flops=4.0 * t * v, traffic=Traffic(activations=t * v * 4 + t * 4)))
+    # Cross-entropy over the vocabulary: max, exp-sum, log (4/elem); backward softmax - onehot (3/elem).
+    ops += elementwise_ops(
+        "head.cross_entropy", "head",
+        fwd_flops=4.0 * t * v, fwd=Traffic(activations=t * v * lc + t * 8 + t * 4),
+        bwd_flops=3.0 * t * v, bwd=Traffic(activations=t * v * lc + t * 8, gradients=t * v * lc),
+    )
+    return ops

@@ -76,6 +76,13 @@ class DTypePolicy:
     autocast: bool  # parameters are cast to the compute dtype once per forward
     matmul_math: str  # "bf16" or "fp32": which profile peak a matmul uses
     description: str
+    # What OLMo-core executes beyond that (the olmo_core policy): router logits computed in fp32 on the CUDA
+    # cores, the parameters cast again when FSDP unshards them for the backward, the logits upcast to fp32 for
+    # the loss (and a z-loss pass over them), and the gradient-norm clipping of the optimizer step.
+    router_fp32: bool = False
+    recast_params_in_backward: bool = False
+    loss_fp32_upcast: bool = False
+    grad_clip: bool = False
 
 
 POLICIES: dict[str, DTypePolicy] = {
@@ -95,6 +102,17 @@ POLICIES: dict[str, DTypePolicy] = {
         name="fp32", compute_bytes=4, residual_bytes=4, param_bytes=4, grad_bytes=4,
         optim_state_bytes=4, autocast=False, matmul_math="fp32",
         description="everything fp32 (matmuls on CUDA cores, no TF32)",
+    ),
+    # OLMo-core's single-GPU recipe (FSDP mixed precision at world size 1: fp32 sharded parameters, bf16 when
+    # unsharded for the forward and again for the backward, gradients reduced in fp32), its router
+    # (``F.linear(x.float(), W.float())``), its loss (logits upcast to fp32, cross-entropy plus a z-loss pass)
+    # and AdamW with the gradient norm clipped at 1.0. The residual stream is bf16 (the blocks' parameters are).
+    "olmo_core": DTypePolicy(
+        name="olmo_core", compute_bytes=2, residual_bytes=2, param_bytes=4, grad_bytes=4,
+        optim_state_bytes=4, autocast=True, matmul_math="bf16", router_fp32=True, recast_params_in_backward=True,
+        loss_fp32_upcast=True, grad_clip=True,
+        description="OLMo-core's: bf16 unsharded parameters cast in forward and backward, fp32 gradients, fp32 "
+        "router, fp32 loss with z-loss, gradient clipping",
     ),
 }
 DEFAULT_POLICY = POLICIES["amp_bf16"]
@@ -151,6 +169,7 @@ class OpCost:
     count: int = 1
     launches: int = 1  # kernel launches per instance (per layer)
     model_flops: bool = True  # False for recomputation (excluded from MFU)
+    fp32_matmul: bool = False  # a matmul in fp32 without TF32: the CUDA cores' rate, not the tensor cores'
 
     @property
     def bytes(self) -> float:
@@ -165,7 +184,7 @@ class OpCost:
         return OpCost(
             name=self.name, group=self.group, phase=self.phase, kind=self.kind,
             flops=self.flops * count, traffic=self.traffic.scaled(count), count=self.count * count,
-            launches=self.launches, model_flops=self.model_flops,
+            launches=self.launches, model_flops=self.model_flops, fp32_matmul=self.fp32_matmul,
         )
 
 

@@ -21,8 +21,12 @@ def cast_ops(group: str, params: int, pol: DTypePolicy, grad_cast_params: int | 
     if not pol.autocast:
         return []
     grads = params if grad_cast_params is None else grad_cast_params
-    ops = [OpCost(name=f"{group}.weight_cast", group=group, phase=Phase.FWD, kind=OpKind.MEMORY,
-                  flops=0.0, traffic=Traffic(weights=params * (pol.param_bytes + pol.compute_bytes)))]
+    cast = Traffic(weights=params * (pol.param_bytes + pol.compute_bytes))
+    ops = [OpCost(name=f"{group}.weight_cast", group=group, phase=Phase.FWD, kind=OpKind.MEMORY, flops=0.0,
+                  traffic=cast)]
+    if pol.recast_params_in_backward:  # FSDP unshards (casts) the parameters again for the backward
+        ops.append(OpCost(name=f"{group}.weight_cast", group=group, phase=Phase.BWD_DGRAD, kind=OpKind.MEMORY,
+                          flops=0.0, traffic=cast))
     if grads:
         ops.append(OpCost(name=f"{group}.grad_cast", group=group, phase=Phase.BWD_WGRAD, kind=OpKind.MEMORY,
                           flops=0.0, traffic=Traffic(gradients=grads * (pol.compute_bytes + pol.grad_bytes))))
@@ -43,6 +47,8 @@ def autocast_ops(w: Workload) -> list[OpCost]:
     for group, params in matmul_params(m).items():
         uncast = m.n_layers * expert_params_without_grad_cast(m, w.impl) if group == "moe" else 0
         ops += cast_ops(group, params, w.policy, grad_cast_params=params - uncast)
+    if w.policy.recast_params_in_backward:  # FSDP unshards every parameter in bf16, the embedding too
+        ops += cast_ops("embedding", m.embedding_params, w.policy)
     return ops
 
 
@@ -60,14 +66,23 @@ def adamw_op(name: str, group: str, params: int, pol: DTypePolicy) -> OpCost:
     )
 
 
+def grad_clip_op(params: int, pol: DTypePolicy) -> OpCost:
+    """Clipping the gradient norm: one pass reads every gradient for the norm (square, add: 2 FLOP/element),
+    a second reads and writes each scaled (1 FLOP/element)."""
+    return OpCost(name="optim.grad_clip", group="optimizer", phase=Phase.OPTIM, kind=OpKind.ELEMENTWISE,
+                  flops=3.0 * params, traffic=Traffic(gradients=3 * params * pol.grad_bytes), launches=2)
+
+
 def optimizer_ops(w: Workload) -> list[OpCost]:
     m, pol = w.model, w.policy
+    clip = [grad_clip_op(m.total_params, pol)] if pol.grad_clip else []
     if m.moe is None:
-        return [adamw_op("optim.adamw", "optimizer", m.total_params, pol)]
+        return [*clip, adamw_op("optim.adamw", "optimizer", m.total_params, pol)]
     moe = m.moe
     experts = m.n_layers * moe.routed_expert_params(m.d_model)
     # Split so the table shows the share of optimizer traffic spent on routed experts.
     return [
+        *clip,
         adamw_op("optim.adamw_experts", "optimizer", experts, pol),
         adamw_op("optim.adamw_rest", "optimizer", m.total_params - experts, pol),
     ]

@@ -102,3 +102,67 @@ def test_tpsbench_modules_compute_olmo_cores_model_and_its_flops():
     assert out.stdout.count(": same") == 4
     dropped = [line for line in out.stdout.splitlines() if "'capacity'" in line and ": same" in line]
     assert dropped and " 0 assignments dropped" not in dropped[0]  # the capacity case does drop some
+
+
+@needs_olmo_core
+@pytest.mark.slow
+def test_run_the_olmo_core_stack_on_the_cpu_and_compare_it_with_tpsbench(tmp_path, capsys):
+    """OLMo-core's own training step (its loss with z-loss, gradient clipping, AdamW) of a dense and an MoE tiny
+    model: points that compare puts next to tpsbench's. The MoE runs OLMo-core's Triton kernels, so in Triton's
+    interpreter, in a subprocess (TRITON_INTERPRET must be set before triton is imported)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tpsbench.cli import main
+    from tpsbench.results import load_results
+
+    moe = tmp_path / "olmo-moe.json"
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-m", "tpsbench", "run", "--device", "cpu", "--stack", "olmo-core",
+                          "--model", "moe_tiny", "--impl", "capacity", "--reps", "1", "--out", str(moe)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    (point,) = load_results(moe).points
+    assert point.status == "ok" and point.raw is not None and point.raw.recipe is not None
+    assert point.raw.recipe["moe_type"] == "default" and "z-loss" in point.raw.recipe["loss"]
+    assert point.raw.tokens_per_expert_max_over_mean is not None  # OLMo-core's router's histogram
+    olmo, ours = tmp_path / "olmo-dense.json", tmp_path / "tpsbench-dense.json"
+    assert main(["run", "--device", "cpu", "--stack", "olmo-core", "--model", "dense_tiny", "--reps", "2",
+                 "--out", str(olmo)]) == 0
+    assert main(["run", "--device", "cpu", "--model", "dense_tiny", "--mode", "e2e", "--reps", "2",
+                 "--out", str(ours)]) == 0
+    assert load_results(olmo).config.stack == "olmo-core"
+    capsys.readouterr()
+    assert main(["compare", str(ours), str(olmo), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["stacks"]
+    assert row["stack"] == "olmo-core"
+    assert row["ratio"] == pytest.approx(row["tokens_per_s"] / row["stack_tokens_per_s"])
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--model", "dense_tiny", "--mode", "micro"], "measures training steps only so far: give --mode e2e"),
+    (["--model", "moe_tiny", "--impl", "triton"], "olmo-core has no MoE implementation 'triton'"),
+    (["--model", "dense_tiny", "--dtype", "fp32"], "runs its own precision"),
+])
+def test_run_with_the_olmo_core_stack_refuses_bad_input_in_one_line(args, needle, capsys, tmp_path):
+    from tpsbench.cli import main
+
+    if not HAVE_OLMO_CORE:
+        needle = OLMO_CORE_INSTALL  # without the extra, every one of them says how to install it
+    code = main(["run", "--device", "cpu", "--stack", "olmo-core", *args, "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and needle in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r.json").exists()
+
+
+@needs_olmo_core
+def test_an_olmo_core_moe_on_the_cpu_needs_the_interpreter(capsys, monkeypatch, tmp_path):
+    from tpsbench.cli import main
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    code = main(["run", "--device", "cpu", "--stack", "olmo-core", "--model", "moe_tiny", "--out",
+                 str(tmp_path / "r.json")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "TRITON_INTERPRET=1" in err and len(err.splitlines()) == 1

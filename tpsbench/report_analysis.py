@@ -119,10 +119,22 @@ def _baseline_table(c: Comparison) -> TableData:
     return b
 
 
+def _stack_table(c: Comparison) -> TableData:
+    t = TableData("The users' stack next to tpsbench's: the same training step, model, GPU and batch (tokens/s; "
+                  "ratio > 1: the other stack is slower)",
+                  ["gpu", "point (tpsbench)", "stack", "tpsbench tokens/s", "stack tokens/s", "ratio"],
+                  left={"gpu", "point (tpsbench)", "stack"})
+    for x in c.stacks:
+        t.rows.append([x.gpu, x.label, x.stack, f"{x.tokens_per_s:,.0f}", f"{x.stack_tokens_per_s:,.0f}",
+                       f"{x.ratio:.2f}x"])
+    return t
+
+
 def compare_tables(c: Comparison) -> list[TableData]:
     """The views of a comparison that have rows, in a fixed order."""
     views = [(True, _throughput_table), (bool(c.ratios), _ratio_table), (bool(c.speedups), _speedup_table),
-             (bool(c.verdicts), _verdict_table), (bool(c.baseline_speedups), _baseline_table)]
+             (bool(c.verdicts), _verdict_table), (bool(c.baseline_speedups), _baseline_table),
+             (bool(c.stacks), _stack_table)]
     return [build(c) for present, build in views if present]
 
 

@@ -37,6 +37,22 @@ class ThroughputRow:
 
 
 @dataclass(frozen=True, slots=True)
+class StackRow:
+    """The same training step of the same model on the same GPU, measured with tpsbench's and another stack."""
+
+    gpu: str
+    label: str  # the tpsbench point
+    stack: str
+    tokens_per_s: float  # tpsbench's
+    stack_tokens_per_s: float
+
+    @property
+    def ratio(self) -> float:
+        """tpsbench tokens/s over the other stack's (> 1: the other stack is slower)."""
+        return self.tokens_per_s / self.stack_tokens_per_s
+
+
+@dataclass(frozen=True, slots=True)
 class BaselineRow:
     """One MoE implementation against the registry's baseline implementation on the same point and GPU."""
 
@@ -96,6 +112,7 @@ class Comparison:
     speedups: list[SpeedupRow] = field(default_factory=list)
     verdicts: list[VerdictRow] = field(default_factory=list)
     baseline_speedups: list[BaselineRow] = field(default_factory=list)
+    stacks: list[StackRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
@@ -113,6 +130,7 @@ class Comparison:
                          for r in self.speedups],
             "verdicts": [{"gpu": r.gpu, "point": r.label, **r.finding.to_dict()} for r in self.verdicts],
             "baseline_speedups": [{**slots_dict(r), "speedup": r.speedup} for r in self.baseline_speedups],
+            **({"stacks": [{**slots_dict(r), "ratio": r.ratio} for r in self.stacks]} if self.stacks else {}),
             "notes": self.notes,
         }
 
@@ -152,6 +170,7 @@ def compare(entries: list[Entry], *, all_points: bool = False) -> Comparison:
     out.ratios = _e2e_ratios(table, gpus) + _layer_ratios(entries)
     out.speedups = _speedups(table, out.gpus)
     out.baseline_speedups = _baseline_speedups(table)
+    out.stacks = _stack_rows(table)
     for row in out.throughput:
         for g, e in row.per_gpu.items():
             if _ok(e) and g != "cpu":
@@ -200,6 +219,25 @@ def _layer_ratios(entries: list[Entry]) -> list[RatioRow]:
     return rows
 
 
+# An MoE implementation of tpsbench's next to the other stack's MoE type that computes the same (OLMo-core's
+# capacity is tpsbench's capacity; its dropless, tpsbench's grouped: tests/olmo_check.py holds them equal)
+STACK_COUNTERPARTS = {"olmo-core": {"capacity": "capacity", "dropless": "grouped", "dense": "dense"}}
+
+
+def _stack_rows(table: dict[PointKey, dict[str, Entry]]) -> list[StackRow]:
+    rows = []
+    for key, per_gpu in table.items():
+        counterparts = STACK_COUNTERPARTS.get(key.stack)
+        if key.kind != "e2e" or counterparts is None or key.impl not in counterparts:
+            continue
+        ours = table.get(key._replace(stack="tpsbench", impl=counterparts[key.impl]), {})
+        for gpu, e in per_gpu.items():
+            t = ours.get(gpu)
+            if _ok(e) and _ok(t) and e.tokens_per_s and t is not None and t.tokens_per_s:
+                rows.append(StackRow(gpu, t.label, key.stack, t.tokens_per_s, e.tokens_per_s))
+    return rows
+
+
 def _baseline_speedups(table: dict[PointKey, dict[str, Entry]]) -> list[BaselineRow]:
     """Each MoE implementation's point against the baseline implementation's same point (same model, layer or
     training step, mode, tokens, compile setting) on the same GPU: the speed-up columns of tritonbench."""
@@ -207,7 +245,7 @@ def _baseline_speedups(table: dict[PointKey, dict[str, Entry]]) -> list[Baseline
     impls = set(moe_impl_names())
     rows = []
     for key, per_gpu in table.items():
-        if key.impl == base or key.impl not in impls:
+        if key.impl == base or key.impl not in impls or key.stack != "tpsbench":
             continue
         ref = table.get(key._replace(impl=base), {})
         for gpu, e in per_gpu.items():

@@ -30,6 +30,7 @@ class PointKey(NamedTuple):
     tokens: int
     global_tokens: int | None
     compiled: bool
+    stack: str = "tpsbench"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,18 +63,20 @@ class Entry:
     throttled: bool = False
     idle_share: float | None = None
     error: str | None = None
+    stack: str = "tpsbench"  # whose modules and training step ran
 
     @property
     def key(self) -> PointKey:
         return PointKey(self.model, self.kind, self.layer, self.impl, self.mode, self.tokens, self.global_tokens,
-                        self.compiled)
+                        self.compiled, self.stack)
 
     @property
     def label(self) -> str:
         what = "train step" if self.kind == "e2e" else f"{self.layer} {self.mode}"
         impl = "" if self.impl in ("-", "dense") else f"/{self.impl}"
         comp = " compiled" if self.compiled else ""
-        return f"{self.model} {what}{impl} @ {self.tokens:,}{comp}"
+        stack = "" if self.stack == "tpsbench" else f" [{self.stack}]"
+        return f"{self.model} {what}{impl} @ {self.tokens:,}{comp}{stack}"
 
     @property
     def predicted_tokens_per_s(self) -> float | None:
@@ -138,7 +141,7 @@ def entries_from_doc(doc: RunDoc, source: str = "") -> list[Entry]:
                      layer=p.layer, impl=impl, mode=p.mode, tokens=p.tokens,
                      global_tokens=(p.global_tokens or p.tokens) if is_e2e else None,
                      compiled=cfg.compile and is_e2e, routing=p.routing, policy=cfg.dtype_policy, status=p.status,
-                     error=p.error)
+                     error=p.error, stack=cfg.stack)
         if p.status != "ok":
             out.append(base)
             continue

@@ -71,6 +71,34 @@ def _impls(impl: str | None, device: str) -> list[str]:
     return impls
 
 
+def _olmo_core_run(spec: ModelSpec, stack: str, device: str, dtype: str | None, impl: str | None,
+                   mode: str) -> tuple[DTypePolicy, list[str], str]:
+    """The dtype policy, implementations and mode of a run of OLMo-core's model, each checked up front: the
+    extra installed, its MoE types only, training steps only (its layers are not measured yet), and on the CPU
+    an MoE only in Triton's interpreter (OLMo-core's MoE runs Triton kernels)."""
+    import os
+
+    from tpsbench.stacks import get_stack
+    from tpsbench.stacks.olmo_core import MOE_TYPES, require_olmo_core
+
+    get_stack(stack)
+    require_olmo_core()
+    if mode != "e2e":
+        raise ConfigError(f"--stack {stack} measures training steps only so far: give --mode e2e")
+    if dtype is not None:
+        raise ConfigError(f"--stack {stack} runs its own precision (bf16 autocast on a GPU, fp32 on the CPU): drop "
+                          f"--dtype {dtype}")
+    impls = [i.strip() for i in (impl or ",".join(MOE_TYPES)).split(",") if i.strip()]
+    for name in impls:
+        if name not in MOE_TYPES:
+            raise ConfigError(f"{stack} has no MoE implementation '{name}': its MoE types are "
+                              + ", ".join(f"{k} (MoEType.{v})" for k, v in MOE_TYPES.items()))
+    if device == "cpu" and spec.is_moe and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ConfigError(f"OLMo-core's MoE runs Triton kernels: on the CPU run with TRITON_INTERPRET=1 (Triton's "
+                          f"interpreter, slow: tiny models only), or measure {spec.name} on a GPU")
+    return get_policy("olmo_core" if device == "cuda" else "fp32"), impls, mode
+
+
 def _layers(layers: str | None, spec: ModelSpec) -> list[str] | None:
     """--layers, each one the model has: attention, and mlp (dense) or moe and its brackets (MoE)."""
     if not layers:
@@ -143,6 +171,7 @@ class RunConfig:
     counter_interval_s: float = DEFAULT_INTERVAL_S
     gpu_time: bool = True  # profile a few extra calls per point for GPU busy/idle time (GPU runs)
     seed: int = 0
+    stack: str = "tpsbench"  # whose modules and training step run: tpsbench or olmo-core
 
     @property
     def gpu_label(self) -> str:
@@ -164,7 +193,7 @@ class RunConfig:
             micro_timing=TimingRecord(**asdict(self.micro_timing)), e2e_timing=TimingRecord(**asdict(self.e2e_timing)),
             stages=self.stages, layers=None if self.layers is None else list(self.layers), seed=self.seed,
             counters=self.counters, counter_interval_s=self.counter_interval_s, ceilings=self.ceilings,
-            gpu_time=self.gpu_time,
+            gpu_time=self.gpu_time, stack=self.stack,
             calibration=None if cal is None else CalibrationRef(
                 path=str(cal["path"]), bf16_tflops=_opt_float(cal.get("bf16_tflops")),
                 fp32_tflops=_opt_float(cal.get("fp32_tflops")), copy_gbs=_opt_float(cal.get("copy_gbs"))),
@@ -178,7 +207,7 @@ class RunConfig:
         global_batch: int | None = None, stages: bool = True, layers: str | None = None, reps: int | None = None,
         min_time: float | None = None, ceilings: str = "spec", calibration: str | None = None,
         counters: bool = True, counter_interval_s: float = DEFAULT_INTERVAL_S, counter_window_s: float | None = None,
-        gpu_time: bool = True,
+        gpu_time: bool = True, stack: str = "tpsbench",
     ) -> RunConfig:
         """A run from `tpsbench run`'s options, each default decided here and nowhere else."""
         spec = get_model(model)
@@ -192,12 +221,15 @@ class RunConfig:
                               f"attention square and RoPE tables grow with it): give --seq {spec.seq_len} or less")
         default_batch = USERS_MICROBATCH_TOKENS if dev == "cuda" else CPU_BATCH_SEQUENCES * seq_len
         batches = parse_batches(batch or str(default_batch), seq_len)
-        policy = get_policy(dtype or ("amp_bf16" if dev == "cuda" else "fp32"))
+        if stack != "tpsbench":
+            policy, impls, mode = _olmo_core_run(spec, stack, dev, dtype, impl, mode)
+        else:
+            policy = get_policy(dtype or ("amp_bf16" if dev == "cuda" else "fp32"))
+            impls = _impls(impl, dev)
         if policy.autocast and dev == "cpu":
-            raise ConfigError("--dtype amp_bf16 needs a GPU; on the CPU use --dtype fp32 (the default there)")
+            raise ConfigError(f"--dtype {policy.name} needs a GPU; on the CPU use --dtype fp32 (the default there)")
         _check_global_batch(global_batch, batches)
         _check_ceilings(ceilings, profile)
-        impls = _impls(impl, dev)
         _check_compile(compile_model, impls, policy)
         return cls(
             model=spec, profile=profile, device=dev, batches=batches, seq_len=seq_len, impls=impls,
@@ -207,7 +239,7 @@ class RunConfig:
             e2e_timing=_timing(E2E_TIMING[dev], reps, min_time, counter_window_s), stages=stages,
             layers=_layers(layers, spec), counters=counters, ceilings=ceilings,
             calibration=calibration_for(ceilings, calibration, profile), counter_interval_s=counter_interval_s,
-            gpu_time=gpu_time,
+            gpu_time=gpu_time, stack=stack,
         )
 
     @classmethod
@@ -236,7 +268,7 @@ class RunConfig:
             micro_timing=timing(cfg.micro_timing), e2e_timing=timing(cfg.e2e_timing), stages=cfg.stages,
             layers=None if cfg.layers is None else list(cfg.layers), counters=cfg.counters, gpu_time=cfg.gpu_time,
             ceilings=cfg.ceilings, calibration=calibration,
-            counter_interval_s=cfg.counter_interval_s or DEFAULT_INTERVAL_S, seed=cfg.seed,
+            counter_interval_s=cfg.counter_interval_s or DEFAULT_INTERVAL_S, seed=cfg.seed, stack=cfg.stack,
         )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -64,12 +65,22 @@ def cost_workload(spec: ModelSpec, case: E2ECase, policy: DTypePolicy, capacity_
     return train_workload(spec, case.impl, case.tokens, policy, capacity_factor)
 
 
-def run_e2e(
-    spec: ModelSpec, case: E2ECase, *, device: torch.device, policy: DTypePolicy, routing: str, skew: float,
-    timing: TimingConfig, profile: GPUProfile | None, compile_model: bool = False, seed: int = 0,
-    window: WindowHook | None = None, measure_idle: bool = True,
-) -> dict[str, object]:
-    torch.manual_seed(seed)
+@dataclass(slots=True)
+class Training:
+    """One stack's training step, ready to time: ``microbatches`` runs forward and backward of every microbatch,
+    ``optimizer_step`` the optimizer (and whatever precedes it: gradient clipping), ``zero_grad`` clears."""
+
+    microbatches: Callable[[], None]
+    optimizer_step: Callable[[], None]
+    zero_grad: Callable[[], None]
+    params: int
+    routing_info: Callable[[], dict[str, object]]
+    recipe: dict[str, str] | None = None  # what ran, for stacks other than tpsbench's
+
+
+def tpsbench_training(spec: ModelSpec, case: E2ECase, *, device: torch.device, policy: DTypePolicy, routing: str,
+                      skew: float, compile_model: bool, seed: int) -> Training:
+    """tpsbench's own step: its modules, AdamW (fused on CUDA), bf16 autocast under the amp_bf16 policy."""
     s = case_spec(spec, case.impl)
     impl = case.impl if s.moe is not None else baseline().name  # a dense model has no experts: ignored
     model = build_model(s, impl=impl, device=device)
@@ -77,12 +88,9 @@ def run_e2e(
         layer.router.set_routing(routing, skew, seed)
     if compile_model:
         model.compile()  # in place: training_loss's self(...) runs the compiled forward
-    cuda = device.type == "cuda"
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=cuda or None)
-    seq = min(s.seq_len, case.tokens)
-    g = torch.Generator(device=device).manual_seed(seed + 1)
-    ids = torch.randint(1, s.vocab_size, (case.tokens // seq, seq), generator=g, device=device)
-    labels = torch.randint(1, s.vocab_size, (case.tokens // seq, seq), generator=g, device=device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=device.type == "cuda" or None)
+    ids, labels = random_tokens(s.vocab_size, case.tokens, min(s.seq_len, case.tokens), device, seed)
+
     def autocast() -> contextlib.AbstractContextManager[None]:
         return torch.autocast(device.type, dtype=torch.bfloat16) if policy.autocast else contextlib.nullcontext()
 
@@ -92,10 +100,53 @@ def run_e2e(
                 loss = model.training_loss(ids, labels)
             (loss / case.accumulation).backward()
 
+    def routing_info() -> dict[str, object]:
+        layers = [m.last_route for m in moe_layers(model) if m.last_route is not None]
+        return tokens_per_expert_info([r.tokens_per_expert for r in layers])
+
+    return Training(microbatches, opt.step, lambda: opt.zero_grad(set_to_none=True),
+                    sum(p.numel() for p in model.parameters()), routing_info)
+
+
+def random_tokens(vocab: int, tokens: int, seq: int, device: torch.device, seed: int) -> tuple[torch.Tensor, ...]:
+    """Random token ids and labels (never zeros: id 0 is often padding)."""
+    g = torch.Generator(device=device).manual_seed(seed + 1)
+    ids = torch.randint(1, vocab, (tokens // seq, seq), generator=g, device=device)
+    labels = torch.randint(1, vocab, (tokens // seq, seq), generator=g, device=device)
+    return ids, labels
+
+
+def tokens_per_expert_info(per_layer: list[torch.Tensor]) -> dict[str, object]:
+    """Load balance of the last step's routing, over the MoE layers ([E] assignments per expert each)."""
+    if not per_layer:
+        return {}
+    counts = torch.stack([c.float() for c in per_layer])  # [layers, E]
+    ratio = counts.max(dim=1).values / counts.mean(dim=1)
+    return {"tokens_per_expert_max": float(counts.max()), "tokens_per_expert_mean": float(counts.mean()),
+            "tokens_per_expert_max_over_mean": float(ratio.max()),
+            "tokens_per_expert_max_over_mean_per_layer": [float(v) for v in ratio]}
+
+
+def run_e2e(
+    spec: ModelSpec, case: E2ECase, *, device: torch.device, policy: DTypePolicy, routing: str, skew: float,
+    timing: TimingConfig, profile: GPUProfile | None, compile_model: bool = False, seed: int = 0,
+    window: WindowHook | None = None, measure_idle: bool = True, stack: str = "tpsbench",
+) -> dict[str, object]:
+    torch.manual_seed(seed)
+    if stack == "olmo-core":
+        from tpsbench.stacks.olmo_core import olmo_core_training
+
+        train = olmo_core_training(spec, case.impl, tokens=case.tokens, accumulation=case.accumulation, device=device,
+                                   autocast=policy.autocast, compile_model=compile_model, seed=seed)
+    else:
+        train = tpsbench_training(spec, case, device=device, policy=policy, routing=routing, skew=skew,
+                                  compile_model=compile_model, seed=seed)
+    cuda = device.type == "cuda"
+
     def step() -> None:
-        microbatches()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train.microbatches()
+        train.optimizer_step()
+        train.zero_grad()
 
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
@@ -107,23 +158,15 @@ def run_e2e(
     # two profiled steps: a loop-implementation step has ~10^5 kernels, and parsing the trace is slow
     gpu_time = (measure_gpu_time(step, device=device, median_s=statistics.median(step_t.samples_s), calls=2)
                 if measure_idle else None)
-    microbatches()  # leave gradients in place so the optimizer step is timed on real gradients
-    opt_t = time_fn(opt.step, device=device, config=step_cfg)
-    opt.zero_grad(set_to_none=True)
-    routing_info: dict[str, object] = {}
-    layers = [m.last_route for m in moe_layers(model) if m.last_route is not None]
-    if layers:
-        counts = torch.stack([r.tokens_per_expert.float() for r in layers])  # [layers, E]
-        ratio = counts.max(dim=1).values / counts.mean(dim=1)
-        routing_info = {"tokens_per_expert_max": float(counts.max()), "tokens_per_expert_mean": float(counts.mean()),
-                        "tokens_per_expert_max_over_mean": float(ratio.max()),
-                        "tokens_per_expert_max_over_mean_per_layer": [float(v) for v in ratio]}
+    train.microbatches()  # leave gradients in place so the optimizer step is timed on real gradients
+    opt_t = time_fn(train.optimizer_step, device=device, config=step_cfg)
+    train.zero_grad()
     return {
-        **routing_info,
+        **train.routing_info(),
         "samples_s": step_t.samples_s, "warmup": step_t.warmup, "l2_flushed": False, "timer": step_t.timer,
         "window": step_t.window, "window_info": step_t.window_info,
         "optimizer_samples_s": opt_t.samples_s, "peak_memory_bytes": peak, "accumulation_steps": case.accumulation,
-        "compiled": compile_model, "params": sum(p.numel() for p in model.parameters()), "gpu_time": gpu_time,
+        "compiled": compile_model, "params": train.params, "gpu_time": gpu_time, "recipe": train.recipe,
     }
 
 

@@ -110,7 +110,7 @@ def _measure(case: micro.MicroCase | e2e.E2ECase, spec: ModelSpec, bench: micro.
         else:
             raw = e2e.run_e2e(spec, case, device=device, policy=cfg.policy, routing=cfg.routing, skew=cfg.skew,
                               timing=cfg.e2e_timing, profile=cfg.profile, compile_model=cfg.compile_model,
-                              seed=cfg.seed, window=sampler, measure_idle=cfg.gpu_time)
+                              seed=cfg.seed, window=sampler, measure_idle=cfg.gpu_time, stack=cfg.stack)
             stats = summarize(raw["samples_s"])
             opt_stats = summarize(raw["optimizer_samples_s"])
             raw["optimizer_stats"] = opt_stats.to_dict()

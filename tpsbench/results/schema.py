@@ -71,6 +71,8 @@ class Raw:
     accumulation_steps: int | None = fld("training step: microbatches per optimizer step", default=None)
     compiled: bool | None = fld("training step: torch.compile was on", default=None)
     params: int | None = fld("training step: parameters of the model that ran", default=None)
+    recipe: dict[str, str] | None = fld("training step of a stack other than tpsbench's: what ran (stack, MoE type, "
+                                        "precision, loss, optimizer, compile)", default=None)
 
 
 @schema
@@ -212,6 +214,7 @@ class ConfigRecord:
     ceilings: str = fld("ceilings of the predictions: spec, measured or calibrated", default="spec")
     gpu_time: bool = fld("GPU idle time asked for", default=False)
     calibration: CalibrationRef | None = fld("the calibration of calibrated ceilings", default=None)
+    stack: str = fld("whose modules and training step ran: tpsbench or olmo-core", default="tpsbench")
 
 
 @schema

@@ -96,3 +96,86 @@ def tpsbench_state_dict(olmo_state: dict[str, Any], spec: ModelSpec) -> dict[str
                 value = value.view(e, h, d)
         out[name] = value
     return out
+
+
+# OLMo-core's own training scripts (src/scripts/train/*.py: TransformerTrainModuleConfig): the loss with z-loss
+# at this multiplier, and the gradient norm clipped at 1.0
+Z_LOSS_MULTIPLIER = 1e-5
+MAX_GRAD_NORM = 1.0
+MOE_TYPES = {"capacity": "default", "dropless": "dropless"}  # tpsbench's name -> OLMo-core's MoEType
+
+
+def olmo_spec(spec: ModelSpec, impl: str) -> ModelSpec:
+    """The zoo model with the MoE type asked for: capacity (the spec's factor, else 1.2) or dropless."""
+    import dataclasses
+
+    if spec.moe is None or impl not in MOE_TYPES:
+        return spec
+    factor = None if impl == "dropless" else (spec.moe.capacity_factor or 1.2)
+    return dataclasses.replace(spec, moe=dataclasses.replace(spec.moe, capacity_factor=factor))
+
+
+def olmo_core_training(spec: ModelSpec, impl: str, *, tokens: int, accumulation: int, device: Any, autocast: bool,
+                       compile_model: bool, seed: int) -> Any:
+    """OLMo-core's model trained as its scripts train it, in one process: the loss of its forward with labels
+    (cross-entropy and z-loss, the MoE's load-balancing and router z-losses attached in training mode), the
+    gradient norm clipped at 1.0, AdamW; per-block ``torch.compile`` (``apply_compile``) when asked. Precision:
+    the scripts' FSDP policy (bf16 parameters, fp32 reduction) needs a process group; the single-process
+    equivalent, which OLMo-core's train module offers as ``autocast_precision``, is bf16 autocast over fp32
+    parameters (on a GPU; fp32 on the CPU)."""
+    require_olmo_core()
+    import contextlib
+
+    import torch
+
+    from tpsbench.bench.e2e import Training, random_tokens, tokens_per_expert_info
+
+    s = olmo_spec(spec, impl)
+    if device.type == "cpu" and s.is_moe:
+        interpreter_autotuners()  # the config refused a CPU MoE run without TRITON_INTERPRET=1
+    torch.manual_seed(seed)
+    model = olmo_config(s).build(init_device=str(device))
+    model.init_weights(device=device)
+    model.train()
+    if compile_model:
+        model.apply_compile()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=device.type == "cuda" or None)
+    ids, labels = random_tokens(s.vocab_size, tokens, min(s.seq_len, tokens), device, seed)
+
+    def precision() -> contextlib.AbstractContextManager[None]:
+        return torch.autocast(device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+
+    def microbatches() -> None:
+        for _ in range(accumulation):
+            with precision():
+                out = model(ids, labels=labels, z_loss_multiplier=Z_LOSS_MULTIPLIER, loss_div_factor=accumulation)
+            out.loss.backward()
+
+    def optimizer_step() -> None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+        opt.step()
+
+    def routing_info() -> dict[str, object]:
+        routers = [m for m in model.modules() if hasattr(m, "batch_size_per_expert")
+                   and isinstance(getattr(m, "batch_size_per_expert", None), torch.Tensor)]
+        return tokens_per_expert_info([r.batch_size_per_expert for r in routers])
+
+    recipe = {"stack": "olmo-core", "moe_type": MOE_TYPES.get(impl, "none") if s.moe else "none",
+              "precision": "bf16 autocast over fp32 parameters (single-process equivalent of FSDP bf16/fp32-reduce)"
+              if autocast else "fp32", "loss": f"cross-entropy + z-loss {Z_LOSS_MULTIPLIER:g} (+ MoE aux losses)",
+              "optimizer": f"AdamW, gradient norm clipped at {MAX_GRAD_NORM:g}",
+              "compile": "per block (apply_compile)" if compile_model else "none"}
+    return Training(microbatches, optimizer_step, lambda: opt.zero_grad(set_to_none=True),
+                    sum(p.numel() for p in model.parameters()), routing_info, recipe)
+
+
+def interpreter_autotuners() -> None:
+    """Triton's CPU interpreter cannot benchmark (no driver): give each of OLMo-core's autotuned MoE kernels its
+    first config. Only for CPU runs under TRITON_INTERPRET=1, never on a GPU."""
+    import triton
+    from olmo_core.kernels import moe as kernels
+
+    for name in dir(kernels):
+        kernel = getattr(kernels, name)
+        if isinstance(kernel, triton.runtime.autotuner.Autotuner):
+            kernel.configs = kernel.configs[:1]

@@ -121,7 +121,8 @@ def test_run_the_olmo_core_stack_on_the_cpu_and_compare_it_with_tpsbench(tmp_pat
     moe = tmp_path / "olmo-moe.json"
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     out = subprocess.run([sys.executable, "-m", "tpsbench", "run", "--device", "cpu", "--stack", "olmo-core",
-                          "--model", "moe_tiny", "--impl", "capacity", "--reps", "1", "--out", str(moe)],
+                          "--model", "moe_tiny", "--mode", "e2e", "--impl", "capacity", "--reps", "1", "--out",
+                          str(moe)],
                          capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     (point,) = load_results(moe).points
@@ -129,8 +130,8 @@ def test_run_the_olmo_core_stack_on_the_cpu_and_compare_it_with_tpsbench(tmp_pat
     assert point.raw.recipe["moe_type"] == "default" and "z-loss" in point.raw.recipe["loss"]
     assert point.raw.tokens_per_expert_max_over_mean is not None  # OLMo-core's router's histogram
     olmo, ours = tmp_path / "olmo-dense.json", tmp_path / "tpsbench-dense.json"
-    assert main(["run", "--device", "cpu", "--stack", "olmo-core", "--model", "dense_tiny", "--reps", "2",
-                 "--out", str(olmo)]) == 0
+    assert main(["run", "--device", "cpu", "--stack", "olmo-core", "--model", "dense_tiny", "--mode", "e2e",
+                 "--reps", "2", "--out", str(olmo)]) == 0
     assert main(["run", "--device", "cpu", "--model", "dense_tiny", "--mode", "e2e", "--reps", "2",
                  "--out", str(ours)]) == 0
     assert load_results(olmo).config.stack == "olmo-core"
@@ -142,7 +143,7 @@ def test_run_the_olmo_core_stack_on_the_cpu_and_compare_it_with_tpsbench(tmp_pat
 
 
 @pytest.mark.parametrize(("args", "needle"), [
-    (["--model", "dense_tiny", "--mode", "micro"], "measures training steps only so far: give --mode e2e"),
+    (["--model", "moe_tiny", "--impl", "dense_active"], "olmo-core has no MoE implementation 'dense_active'"),
     (["--model", "moe_tiny", "--impl", "triton"], "olmo-core has no MoE implementation 'triton'"),
     (["--model", "dense_tiny", "--dtype", "fp32"], "runs its own precision"),
 ])
@@ -166,3 +167,35 @@ def test_an_olmo_core_moe_on_the_cpu_needs_the_interpreter(capsys, monkeypatch, 
                  str(tmp_path / "r.json")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "TRITON_INTERPRET=1" in err and len(err.splitlines()) == 1
+
+
+@needs_olmo_core
+@pytest.mark.slow
+def test_olmo_cores_layers_are_micro_points(tmp_path, capsys):
+    """OLMo-core's attention, feed-forward and dropless MoE timed as layers, next to tpsbench's in compare."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tpsbench.cli import main
+    from tpsbench.results import load_results
+
+    moe = tmp_path / "olmo-moe-layer.json"
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-m", "tpsbench", "run", "--device", "cpu", "--stack", "olmo-core",
+                          "--model", "moe_tiny", "--mode", "micro", "--layers", "moe", "--impl", "dropless", "--reps",
+                          "1", "--out", str(moe)], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    points = load_results(moe).points
+    assert [(p.layer, p.impl, p.mode, p.status) for p in points] == [
+        ("moe", "dropless", m, "ok") for m in ("fwd", "bwd", "fwd_bwd")]
+    assert points[2].raw is not None and points[2].raw.tokens_per_expert_max_over_mean is not None
+    olmo, ours = tmp_path / "olmo-dense.json", tmp_path / "tpsbench-dense.json"
+    for stack, path in (("olmo-core", olmo), ("tpsbench", ours)):
+        assert main(["run", "--device", "cpu", "--stack", stack, "--model", "dense_tiny", "--mode", "micro",
+                     "--reps", "2", "--out", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(ours), str(olmo), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["stacks"]
+    assert {r["label"] for r in rows} == {"dense_tiny attention fwd_bwd @ 256", "dense_tiny mlp fwd_bwd @ 256"}

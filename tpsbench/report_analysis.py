@@ -120,8 +120,8 @@ def _baseline_table(c: Comparison) -> TableData:
 
 
 def _stack_table(c: Comparison) -> TableData:
-    t = TableData("The users' stack next to tpsbench's: the same training step, model, GPU and batch (tokens/s; "
-                  "ratio > 1: the other stack is slower)",
+    t = TableData("The users' stack next to tpsbench's: the same training step or layer, model, GPU and batch "
+                  "(tokens/s; ratio > 1: the other stack is slower)",
                   ["gpu", "point (tpsbench)", "stack", "tpsbench tokens/s", "stack tokens/s", "ratio"],
                   left={"gpu", "point (tpsbench)", "stack"})
     for x in c.stacks:

@@ -221,14 +221,15 @@ def _layer_ratios(entries: list[Entry]) -> list[RatioRow]:
 
 # An MoE implementation of tpsbench's next to the other stack's MoE type that computes the same (OLMo-core's
 # capacity is tpsbench's capacity; its dropless, tpsbench's grouped: tests/olmo_check.py holds them equal)
-STACK_COUNTERPARTS = {"olmo-core": {"capacity": "capacity", "dropless": "grouped", "dense": "dense"}}
+STACK_COUNTERPARTS = {"olmo-core": {"capacity": "capacity", "dropless": "grouped", "dense": "dense", "-": "-"}}
 
 
 def _stack_rows(table: dict[PointKey, dict[str, Entry]]) -> list[StackRow]:
+    """Training steps and layers (their headline mode) of another stack next to tpsbench's same point."""
     rows = []
     for key, per_gpu in table.items():
         counterparts = STACK_COUNTERPARTS.get(key.stack)
-        if key.kind != "e2e" or counterparts is None or key.impl not in counterparts:
+        if counterparts is None or key.impl not in counterparts:
             continue
         ours = table.get(key._replace(stack="tpsbench", impl=counterparts[key.impl]), {})
         for gpu, e in per_gpu.items():

@@ -76,21 +76,22 @@ class MicroCase:
 
 
 def micro_cases(spec: ModelSpec, impls: list[str], batches: list[int], stages: bool = True,
-                layers: list[str] | None = None) -> list[MicroCase]:
+                layers: list[str] | None = None, stack: str = "tpsbench") -> list[MicroCase]:
     cases = []
+    own = stack == "tpsbench"
     for tokens in batches:
         chosen: list[tuple[str, str | None]] = [("attention", None)]
         if spec.moe is None:
             chosen.append(("mlp", None))
         else:
-            moe_impls = moe_impl_names()
+            moe_impls = moe_impl_names() if own else impls  # another stack's MoE types, checked by its config
             chosen += [("moe", i) for i in impls if i in moe_impls]
             chosen += [(b, None) for b in BRACKETS if b in impls]
         if layers is not None:
             chosen = [(name, impl) for name, impl in chosen if name in layers]
         for layer, impl in chosen:
             cases += [MicroCase(layer, impl, tokens, mode) for mode in MODES]
-            if stages and layer == "moe" and impl is not None and get_impl(impl).staged:
+            if own and stages and layer == "moe" and impl is not None and get_impl(impl).staged:
                 cases += [MicroCase(layer, impl, tokens, f"stage:{s}") for s in STAGES]
     return cases
 
@@ -157,8 +158,8 @@ class MicroBench:
 
     def __init__(self, spec: ModelSpec, *, device: torch.device, policy: DTypePolicy, routing: str, skew: float,
                  timing: TimingConfig, profile: GPUProfile | None, seed: int = 0,
-                 window: WindowHook | None = None, gpu_time: bool = True) -> None:
-        self.spec, self.device, self.policy = spec, device, policy
+                 window: WindowHook | None = None, gpu_time: bool = True, stack: str = "tpsbench") -> None:
+        self.spec, self.device, self.policy, self.stack = spec, device, policy, stack
         self.gpu_time = gpu_time  # profile a few extra calls for GPU busy/idle time
         self.window = window  # counter sampler around the timed repetitions
         self.routing, self.skew, self.timing, self.profile, self.seed = routing, skew, timing, profile, seed
@@ -171,6 +172,14 @@ class MicroBench:
         return contextlib.nullcontext()
 
     def _layer(self, case: MicroCase) -> torch.nn.Module:
+        if self.stack == "olmo-core":  # OLMo-core's own module; its MoE type is the implementation
+            from tpsbench.stacks.olmo_core import olmo_core_layer
+
+            name = f"{case.layer}/{case.impl}"
+            if name not in self._layers:
+                self._layers[name] = olmo_core_layer(self.spec, case.layer, case.impl, device=self.device,
+                                                     seed=self.seed)
+            return self._layers[name]
         key = case.layer
         if key not in self._layers:
             torch.manual_seed(self.seed)
@@ -221,6 +230,8 @@ class MicroBench:
                                                 setup=self._profiled_setup(setup, timed.l2_flushed))
         if isinstance(layer, MoEFeedForward):
             info.update(self._routing_info(layer, x))
+        elif hasattr(layer, "routing_info"):  # another stack's MoE
+            info.update(layer.routing_info())
         return {"samples_s": timed.samples_s, "warmup": timed.warmup, "l2_flushed": timed.l2_flushed,
                 "timer": timed.timer, "window": timed.window, "window_info": timed.window_info, **info}
 

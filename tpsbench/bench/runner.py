@@ -32,7 +32,8 @@ def plan(cfg: RunConfig) -> Plan:
     spec = _seq_spec(cfg)
     points: Plan = []
     if cfg.mode in ("micro", "all"):
-        points += micro.micro_cases(spec, cfg.impls, cfg.batches, stages=cfg.stages, layers=cfg.layers)
+        points += micro.micro_cases(spec, cfg.impls, cfg.batches, stages=cfg.stages, layers=cfg.layers,
+                                    stack=cfg.stack)
     if cfg.mode in ("e2e", "all"):
         points += e2e.e2e_cases(spec, cfg.impls, cfg.batches, cfg.global_batch)
     return points
@@ -64,7 +65,7 @@ def execute(cfg: RunConfig, out: Path, on_point: Callable[[int, int, Point], Non
     sampler = make_sampler(cfg)
     bench = micro.MicroBench(spec, device=device, policy=cfg.policy, routing=cfg.routing, skew=cfg.skew,
                              timing=cfg.micro_timing, profile=cfg.profile, seed=cfg.seed, window=sampler,
-                             gpu_time=cfg.gpu_time)
+                             gpu_time=cfg.gpu_time, stack=cfg.stack)
     cap = spec.moe.capacity_factor if spec.moe else None
     try:
         for i, case in enumerate(points):

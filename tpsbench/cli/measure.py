@@ -45,10 +45,9 @@ def add_run_args(rn: argparse.ArgumentParser) -> None:
     rn.add_argument("--seq", type=positive_int, default=None, help="sequence length (default: the model's)")
     rn.add_argument("--impl", default=None, help="comma-separated MoE implementations and brackets "
                     f"(default: all: {', '.join(run_choices())}; triton only on a GPU)")
-    rn.add_argument("--mode", default=None, choices=list(MODES), help="default all (e2e for --stack olmo-core)")
+    rn.add_argument("--mode", default="all", choices=list(MODES))
     rn.add_argument("--stack", default="tpsbench", choices=["tpsbench", "olmo-core"],
-                    help="whose modules and training step run (olmo-core: the users' OLMo-core, the .[olmo] extra; "
-                    "training steps)")
+                    help="whose modules and training step run (olmo-core: the users' OLMo-core, the .[olmo] extra)")
     rn.add_argument("--routing", default="learned", choices=list(ROUTING_MODES))
     rn.add_argument("--skew", type=positive_float, default=DEFAULT_SKEW, help="Zipf exponent for --routing skewed")
     rn.add_argument("--dtype", default=None, help="dtype policy (default: amp_bf16 on a GPU, fp32 on the CPU)")
@@ -84,7 +83,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig.from_options(
         model=args.model, device=args.device, cuda_available=torch.cuda.is_available(), gpu=args.gpu,
         batch=args.batch, seq=args.seq, impl=args.impl,
-        mode=args.mode or ("e2e" if args.stack == "olmo-core" else "all"), routing=args.routing, skew=args.skew,
+        mode=args.mode, routing=args.routing, skew=args.skew,
         dtype=args.dtype, compile_model=args.compile, global_batch=args.global_batch, stages=not args.no_stages,
         layers=args.layers, reps=args.reps, min_time=args.min_time, ceilings=args.ceilings,
         calibration=args.calibration, counters=not args.no_counters, counter_interval_s=args.counter_interval,

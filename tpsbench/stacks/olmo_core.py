@@ -179,3 +179,42 @@ def interpreter_autotuners() -> None:
         kernel = getattr(kernels, name)
         if isinstance(kernel, triton.runtime.autotuner.Autotuner):
             kernel.configs = kernel.configs[:1]
+
+
+def olmo_core_layer(spec: ModelSpec, layer: str, impl: str | None, *, device: Any, seed: int) -> Any:
+    """One of OLMo-core's own layers at the zoo model's widths, for the micro points: its attention (input
+    ``[B, S, d]``), its feed-forward or its MoE (capacity or dropless; input ``[T, d]``), from a one-layer model
+    of the same config, initialised as OLMo-core initialises it."""
+    import dataclasses
+
+    import torch
+
+    s = dataclasses.replace(olmo_spec(spec, impl or ""), n_layers=1)
+    if device.type == "cpu" and s.is_moe and layer == "moe":
+        interpreter_autotuners()  # the config refused a CPU MoE run without TRITON_INTERPRET=1
+    torch.manual_seed(seed)
+    model = olmo_config(s).build(init_device=str(device))
+    model.init_weights(device=device)
+    block = next(iter(model.blocks.values()))
+    if layer == "attention":
+        return block.attention
+    if layer == "mlp":
+        return block.feed_forward
+    return _TokenRows(block.feed_forward_moe)
+
+
+class _TokenRows(__import__("torch").nn.Module):
+    """OLMo-core's MoE on token rows ``[T, d]`` (its router expects ``[B, S, d]``), with its routing's balance."""
+
+    def __init__(self, moe: Any) -> None:
+        super().__init__()
+        self.moe = moe
+
+    def forward(self, x: Any) -> Any:
+        return self.moe(x.view(1, *x.shape)).view(x.shape)
+
+    def routing_info(self) -> dict[str, object]:
+        from tpsbench.bench.e2e import tokens_per_expert_info
+
+        counts = getattr(self.moe.router, "batch_size_per_expert", None)
+        return {} if counts is None else tokens_per_expert_info([counts])

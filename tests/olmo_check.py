@@ -12,11 +12,13 @@ Prints one line per case and "ALL OK"."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import warnings
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -27,10 +29,20 @@ from tpsbench.stacks.olmo_core import olmo_config, tpsbench_state_dict
 
 TOLERANCE = 1e-5  # fp32: the two compute the same function in a different summation order (measured: 3.6e-7)
 
-# (model, layers, cost-model implementation): OLMo-core's MoEType.default drops tokens past the capacity
+# FlopCounterMode against the cost model's exact count, for every zoo entry (all are expressible in OLMo-core).
+# Dense entries: the whole model at its own sequence length, built on fake tensors (shapes only: dense_7b's
+# step takes ~1.5 s to count). MoE entries: OLMo-core routes data-dependently and calls Triton kernels, so they
+# run on real tensors: one block (every block of a zoo model is the same) with embedding and head, 2 x 32
+# tokens, and, where Triton's interpreter is slow, widths divided by `narrow` (d_model, heads' width, expert and
+# shared widths; experts, top-k, capacity factor, norms kept). Measured here at full width: olmoe_1b_7b's
+# dropless block 134 s, moe_1b's 45 s (most of it autograd filling a zero gradient of all experts' weights per
+# expert, and the interpreter's gather/scatter); narrowed, a few seconds each.
+# (model, cost-model implementation, narrow): OLMo-core's MoEType.default drops tokens past the capacity
 # (tpsbench's "capacity"), MoEType.dropless computes every assignment (counted as "grouped")
-CASES = [("dense_tiny", 2, "grouped"), ("dense_135m", 1, "grouped"), ("moe_tiny", 2, "capacity"),
-         ("moe_tiny", 2, "grouped")]
+DENSE_FLOP_CASES = ["dense_tiny", "dense_1m", "dense_60m", "dense_135m", "dense_271m", "dense_1b", "dense_7b"]
+MOE_FLOP_CASES = [("moe_tiny", "capacity", 1), ("moe_tiny", "grouped", 1), ("moe_1b", "capacity", 1),
+                  ("moe_1b", "grouped", 4), ("moe_1b_a390m", "capacity", 4), ("moe_1b_a390m", "grouped", 4),
+                  ("olmoe_1b_7b", "grouped", 8)]
 
 
 # (model, layers, implementation) whose tpsbench modules are held to OLMo-core's, at the model's sequence length
@@ -48,10 +60,16 @@ def single_config_autotuners() -> None:
             k.configs = k.configs[:1]
 
 
-def _spec(name: str, layers: int, impl: str):
+def _spec(name: str, layers: int, impl: str, narrow: int = 1):
     spec = get_model(name).with_layers(layers)
     if spec.moe is not None and impl == "grouped":  # the dropless variant of the same model
         spec = dataclasses.replace(spec, moe=dataclasses.replace(spec.moe, capacity_factor=None))
+    if narrow > 1:
+        moe = spec.moe
+        assert moe is not None and spec.d_model % (narrow * spec.n_heads) == 0, (name, narrow)
+        narrowed = dataclasses.replace(moe, expert_hidden=moe.expert_hidden // narrow,
+                                       shared_hidden=moe.shared_hidden // narrow if moe.shared_hidden else None)
+        spec = dataclasses.replace(spec, name=f"{name}/{narrow}", d_model=spec.d_model // narrow, moe=narrowed)
     return spec
 
 
@@ -87,23 +105,26 @@ def equivalence(name: str, layers: int, impl: str) -> tuple[float, float, int]:
     return error, worst, dropped
 
 
-def check(name: str, layers: int, impl: str) -> tuple[float, float]:
-    spec = _spec(name, layers, impl)
-    torch.manual_seed(0)
-    model = olmo_config(spec).build(init_device="cpu")
-    seq = min(256, spec.seq_len)
-    ids = torch.randint(0, spec.vocab_size, (2, seq))
+def _count(model: torch.nn.Module, ids: torch.Tensor) -> tuple[int, int]:
+    """(forward, forward + backward) FLOPs that FlopCounterMode sees in one step of the model on ids."""
     with sdpa_kernel([SDPBackend.MATH]):  # FlopCounterMode has no formula for the CPU flash kernel
         with FlopCounterMode(display=False) as fwd:
             logits = model(ids)
             loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), ids.flatten())
         with FlopCounterMode(display=False) as bwd:
             loss.backward()
-    ops = step_ops(Workload(model=spec, tokens=2 * seq, seq_len=seq, attention_backend="math", impl=impl))
-    measured_fwd = fwd.get_total_flops()
-    measured_all = measured_fwd + bwd.get_total_flops()
-    assert measured_fwd == total_flops(ops, phases=[Phase.FWD]), (name, impl, measured_fwd)
-    assert measured_all == total_flops(ops, phases=FWD_BWD), (name, impl, measured_all)
+    return fwd.get_total_flops(), fwd.get_total_flops() + bwd.get_total_flops()
+
+
+def check(spec, impl: str, batch: int, seq: int, *, fake: bool) -> tuple[float, float]:
+    """FlopCounterMode on OLMo-core's model of spec equals the cost model's exact count, forward and backward."""
+    torch.manual_seed(0)
+    with FakeTensorMode() if fake else contextlib.nullcontext():
+        model = olmo_config(spec).build(init_device="cpu")
+        measured_fwd, measured_all = _count(model, torch.randint(0, spec.vocab_size, (batch, seq)))
+    ops = step_ops(Workload(model=spec, tokens=batch * seq, seq_len=seq, attention_backend="math", impl=impl))
+    assert measured_fwd == total_flops(ops, phases=[Phase.FWD]), (spec.name, impl, measured_fwd)
+    assert measured_all == total_flops(ops, phases=FWD_BWD), (spec.name, impl, measured_all)
     return measured_fwd, measured_all
 
 
@@ -113,9 +134,14 @@ def main() -> None:
     for case in EQUIVALENCE:
         error, worst, dropped = equivalence(*case)
         print(case, f"logits {error:.1e}, gradients <= {worst:.1e}, {dropped} assignments dropped: same", flush=True)
-    for case in CASES:
-        fwd, total = check(*case)
-        print(case, f"fwd {fwd:.0f} fwd+bwd {total:.0f} FLOPs: equal", flush=True)
+    for name in DENSE_FLOP_CASES:
+        spec = get_model(name)
+        fwd, total = check(spec, "grouped", 2, spec.seq_len, fake=True)
+        print(name, f"{spec.n_layers} layers x 2 x {spec.seq_len}: fwd {fwd:.0f} fwd+bwd {total:.0f} FLOPs: equal")
+    for name, impl, narrow in MOE_FLOP_CASES:
+        spec = _spec(name, 1, impl, narrow)
+        fwd, total = check(spec, impl, 2, min(32, spec.seq_len), fake=False)
+        print(spec.name, impl, f"1 layer x 2 x 32: fwd {fwd:.0f} fwd+bwd {total:.0f} FLOPs: equal", flush=True)
     print("ALL OK")
 
 

@@ -131,7 +131,7 @@ def test_run_the_olmo_core_stack_on_the_cpu_and_compare_it_with_tpsbench(tmp_pat
     from tpsbench.results import load_results
 
     moe = tmp_path / "olmo-moe.json"
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the command as a user types it
     out = subprocess.run([sys.executable, "-m", "tpsbench", "run", "--device", "cpu", "--stack", "olmo-core",
                           "--model", "moe_tiny", "--mode", "e2e", "--impl", "capacity", "--reps", "1", "--out",
                           str(moe)],
@@ -140,6 +140,7 @@ def test_run_the_olmo_core_stack_on_the_cpu_and_compare_it_with_tpsbench(tmp_pat
     (point,) = load_results(moe).points
     assert point.status == "ok" and point.raw is not None and point.raw.recipe is not None
     assert point.raw.recipe["moe_type"] == "default" and "z-loss" in point.raw.recipe["loss"]
+    assert point.raw.recipe["triton_kernels"] == "interpreter (TRITON_INTERPRET=1)"  # switched on by tpsbench
     assert point.raw.tokens_per_expert_max_over_mean is not None  # OLMo-core's router's histogram
     olmo, ours = tmp_path / "olmo-dense.json", tmp_path / "tpsbench-dense.json"
     assert main(["run", "--device", "cpu", "--stack", "olmo-core", "--model", "dense_tiny", "--mode", "e2e",
@@ -171,10 +172,16 @@ def test_run_with_the_olmo_core_stack_refuses_bad_input_in_one_line(args, needle
 
 
 @needs_olmo_core
-def test_an_olmo_core_moe_on_the_cpu_needs_the_interpreter(capsys, monkeypatch, tmp_path):
+def test_an_olmo_core_moe_on_the_cpu_needs_the_interpreter_before_triton_is_imported(capsys, monkeypatch, tmp_path):
+    """Without TRITON_INTERPRET=1 a fresh process switches it on (the run test above); once Triton is imported in
+    the process (here: this test process, as in a library user's) that is too late: one line says what to do."""
+    import sys
+    import types
+
     from tpsbench.cli import main
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setitem(sys.modules, "triton", sys.modules.get("triton") or types.ModuleType("triton"))
     code = main(["run", "--device", "cpu", "--stack", "olmo-core", "--model", "moe_tiny", "--out",
                  str(tmp_path / "r.json")])
     err = capsys.readouterr().err.strip()

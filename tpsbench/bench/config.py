@@ -77,6 +77,7 @@ def _olmo_core_run(spec: ModelSpec, stack: str, device: str, dtype: str | None, 
     extra installed, its MoE types only (no brackets, no stages), and on the CPU
     an MoE only in Triton's interpreter (OLMo-core's MoE runs Triton kernels)."""
     import os
+    import sys
 
     from tpsbench.stacks import get_stack
     from tpsbench.stacks.olmo_core import MOE_TYPES, require_olmo_core
@@ -92,8 +93,13 @@ def _olmo_core_run(spec: ModelSpec, stack: str, device: str, dtype: str | None, 
             raise ConfigError(f"{stack} has no MoE implementation '{name}': its MoE types are "
                               + ", ".join(f"{k} (MoEType.{v})" for k, v in MOE_TYPES.items()))
     if device == "cpu" and spec.is_moe and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ConfigError(f"OLMo-core's MoE runs Triton kernels: on the CPU run with TRITON_INTERPRET=1 (Triton's "
-                          f"interpreter, slow: tiny models only), or measure {spec.name} on a GPU")
+        # OLMo-core's MoE runs Triton kernels, which run on the CPU only in Triton's interpreter. @triton.jit reads
+        # TRITON_INTERPRET when a kernel is defined, so it can still be switched on here if no Triton module has
+        # been imported in this process yet (the CLI imports none before this check); each point's recipe says so.
+        if "triton" in sys.modules:
+            raise ConfigError(f"OLMo-core's MoE runs Triton kernels: on the CPU run with TRITON_INTERPRET=1 "
+                              f"(Triton's interpreter, slow: tiny models only), or measure {spec.name} on a GPU")
+        os.environ["TRITON_INTERPRET"] = "1"
     return get_policy("olmo_core" if device == "cuda" else "fp32"), impls, mode
 
 

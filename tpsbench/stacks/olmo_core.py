@@ -11,6 +11,7 @@ the ``olmo`` FLOP convention equal to ``Transformer.num_flops_per_token`` to the
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from tpsbench.errors import InputError
@@ -132,7 +133,7 @@ def olmo_core_training(spec: ModelSpec, impl: str, *, tokens: int, accumulation:
 
     s = olmo_spec(spec, impl)
     if device.type == "cpu" and s.is_moe:
-        interpreter_autotuners()  # the config refused a CPU MoE run without TRITON_INTERPRET=1
+        interpreter_autotuners()  # a CPU MoE run is in the interpreter: the config saw to it
     torch.manual_seed(seed)
     model = olmo_config(s).build(init_device=str(device))
     model.init_weights(device=device)
@@ -164,7 +165,9 @@ def olmo_core_training(spec: ModelSpec, impl: str, *, tokens: int, accumulation:
               "precision": "bf16 autocast over fp32 parameters (single-process equivalent of FSDP bf16/fp32-reduce)"
               if autocast else "fp32", "loss": f"cross-entropy + z-loss {Z_LOSS_MULTIPLIER:g} (+ MoE aux losses)",
               "optimizer": f"AdamW, gradient norm clipped at {MAX_GRAD_NORM:g}",
-              "compile": "per block (apply_compile)" if compile_model else "none"}
+              "compile": "per block (apply_compile)" if compile_model else "none",
+              "triton_kernels": "none" if not s.moe else "interpreter (TRITON_INTERPRET=1)"
+              if os.environ.get("TRITON_INTERPRET") == "1" else "compiled"}
     return Training(microbatches, optimizer_step, lambda: opt.zero_grad(set_to_none=True),
                     sum(p.numel() for p in model.parameters()), routing_info, recipe)
 
@@ -191,7 +194,7 @@ def olmo_core_layer(spec: ModelSpec, layer: str, impl: str | None, *, device: An
 
     s = dataclasses.replace(olmo_spec(spec, impl or ""), n_layers=1)
     if device.type == "cpu" and s.is_moe and layer == "moe":
-        interpreter_autotuners()  # the config refused a CPU MoE run without TRITON_INTERPRET=1
+        interpreter_autotuners()  # a CPU MoE run is in the interpreter: the config saw to it
     torch.manual_seed(seed)
     model = olmo_config(s).build(init_device=str(device))
     model.init_weights(device=device)

@@ -218,3 +218,28 @@ def test_olmo_cores_layers_are_micro_points(tmp_path, capsys):
     assert main(["compare", str(ours), str(olmo), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["stacks"]
     assert {r["label"] for r in rows} == {"dense_tiny attention fwd_bwd @ 256", "dense_tiny mlp fwd_bwd @ 256"}
+
+
+def test_a_model_olmo_core_cannot_express_is_refused_in_one_line(capsys, monkeypatch, tmp_path):
+    """Every zoo entry can be expressed; a model OLMo-core's config cannot hold (its rope_theta is an int) is
+    refused by predict and run --stack olmo-core in one line instead of being measured as a different model."""
+    import dataclasses
+
+    import tpsbench.bench.config
+    import tpsbench.cli.predict
+    from tpsbench.cli import main
+    from tpsbench.stacks.olmo_core import cannot_express
+
+    assert all(cannot_express(spec) is None for spec in MODELS.values())
+    odd = dataclasses.replace(get_model("dense_tiny"), name="dense_tiny_theta", rope_theta=10_000.5)
+    for module in (tpsbench.cli.predict, tpsbench.bench.config):
+        monkeypatch.setattr(module, "get_model", lambda name: odd)
+    commands = [["predict", "--gpu", "h100", "--model", "dense_tiny", "--stack", "olmo-core"]]
+    if HAVE_OLMO_CORE:  # without the extra run says how to install it first (tested above)
+        commands.append(["run", "--device", "cpu", "--stack", "olmo-core", "--model", "dense_tiny", "--out",
+                         str(tmp_path / "r.json")])
+    for argv in commands:
+        code = main(argv)
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and "OLMo-core cannot express dense_tiny_theta" in err and len(err.splitlines()) == 1, argv
+    assert not (tmp_path / "r.json").exists()

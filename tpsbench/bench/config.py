@@ -80,10 +80,12 @@ def _olmo_core_run(spec: ModelSpec, stack: str, device: str, dtype: str | None, 
     import sys
 
     from tpsbench.stacks import get_stack
-    from tpsbench.stacks.olmo_core import MOE_TYPES, require_olmo_core
+    from tpsbench.stacks.olmo_core import MOE_TYPES, cannot_express, require_olmo_core
 
     get_stack(stack)
     require_olmo_core()
+    if (reason := cannot_express(spec)) is not None:
+        raise ConfigError(f"OLMo-core cannot express {spec.name}: {reason}; measure it with --stack tpsbench")
     if dtype is not None:
         raise ConfigError(f"--stack {stack} runs its own precision (bf16 autocast on a GPU, fp32 on the CPU): drop "
                           f"--dtype {dtype}")

@@ -18,6 +18,7 @@ from tpsbench.profiles import load_all_profiles, load_profile
 from tpsbench.report import gpus_table, impls_table, models_table, print_prediction, summary_table
 from tpsbench.roofline import CeilingSource, predict
 from tpsbench.stacks import STACKS, resolve
+from tpsbench.stacks.olmo_core import cannot_express
 
 CEILING_CHOICES = [c.value for c in CeilingSource]
 
@@ -50,6 +51,8 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     model = get_model(args.model)
     profile = load_profile(args.gpu)
     dtype, impl = resolve(args.stack, args.dtype, args.impl, default_dtype="amp_bf16")
+    if args.stack == "olmo-core" and (reason := cannot_express(model)) is not None:
+        raise UsageError(f"OLMo-core cannot express {model.name}: {reason}; predict it with --stack tpsbench")
     policy = get_policy(dtype)
     if args.ceilings not in CEILING_CHOICES:
         raise UsageError(f"--ceilings '{args.ceilings}': choose one of {', '.join(CEILING_CHOICES)}")

@@ -33,9 +33,21 @@ def require_olmo_core() -> Any:
     return olmo_core
 
 
+def cannot_express(spec: ModelSpec) -> str | None:
+    """Why OLMo-core's config cannot hold the model, or None. Every zoo entry can be expressed today; a model
+    outside what ``olmo_config`` maps (OLMo-core's ``rope_theta`` is an int) would otherwise be built as a
+    different model without a word."""
+    if spec.rope_theta != int(spec.rope_theta):
+        return f"OLMo-core's rope_theta is an integer, {spec.name} has {spec.rope_theta:g}"
+    return None
+
+
 def olmo_config(spec: ModelSpec) -> Any:
     """The OLMo-core ``TransformerConfig`` of a zoo model, built from its dimensions."""
     require_olmo_core()
+    reason = cannot_express(spec)
+    if reason is not None:
+        raise StackError(f"OLMo-core cannot express {spec.name}: {reason}; measure it with --stack tpsbench")
     from olmo_core.nn.feed_forward import FeedForwardConfig
     from olmo_core.nn.transformer import TransformerBlockType, TransformerConfig
 

@@ -141,6 +141,7 @@ def test_run_the_olmo_core_stack_on_the_cpu_and_compare_it_with_tpsbench(tmp_pat
     assert point.status == "ok" and point.raw is not None and point.raw.recipe is not None
     assert point.raw.recipe["moe_type"] == "default" and "z-loss" in point.raw.recipe["loss"]
     assert point.raw.recipe["triton_kernels"] == "interpreter (TRITON_INTERPRET=1)"  # switched on by tpsbench
+    assert point.raw.recipe["expert_gemms"] == "none"  # capacity: torch.bmm, no grouped GEMM
     assert point.raw.tokens_per_expert_max_over_mean is not None  # OLMo-core's router's histogram
     olmo, ours = tmp_path / "olmo-dense.json", tmp_path / "tpsbench-dense.json"
     assert main(["run", "--device", "cpu", "--stack", "olmo-core", "--model", "dense_tiny", "--mode", "e2e",
@@ -243,3 +244,17 @@ def test_a_model_olmo_core_cannot_express_is_refused_in_one_line(capsys, monkeyp
         err = capsys.readouterr().err.strip()
         assert code == 2 and "OLMo-core cannot express dense_tiny_theta" in err and len(err.splitlines()) == 1, argv
     assert not (tmp_path / "r.json").exists()
+
+
+def test_the_recipe_says_which_expert_gemms_olmo_cores_dropless_moe_runs(monkeypatch):
+    """Without the grouped_gemm package OLMo-core's dropless MoE loops over experts after a host copy of the
+    batch sizes (a GPU->CPU sync per layer): a measured step includes it, so its recipe says so."""
+    import importlib.util
+
+    from tpsbench.stacks.olmo_core import dropless_expert_gemms
+
+    real = importlib.util.find_spec
+    for found, expected in ((None, "per-expert loop"), (object(), "grouped_gemm.gmm")):
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a, found=found: found if name == "grouped_gemm" else real(name, *a))
+        assert dropless_expert_gemms().startswith(expected)

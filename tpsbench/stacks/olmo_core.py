@@ -42,6 +42,17 @@ def cannot_express(spec: ModelSpec) -> str | None:
     return None
 
 
+def dropless_expert_gemms() -> str:
+    """What OLMo-core's dropless MoE multiplies its experts with here: the ``grouped_gemm`` package's ``gmm`` when
+    it is installed, else a per-expert matmul loop after ``batch_sizes.cpu()`` (olmo_core/nn/moe/mlp.py, 3.0.0): a
+    GPU->CPU sync in every MoE layer, which a measured OLMo-core step then includes."""
+    import importlib.util
+
+    if importlib.util.find_spec("grouped_gemm") is not None:
+        return "grouped_gemm.gmm"
+    return "per-expert loop (grouped_gemm not installed: batch sizes copied to the host per layer)"
+
+
 def olmo_config(spec: ModelSpec) -> Any:
     """The OLMo-core ``TransformerConfig`` of a zoo model, built from its dimensions."""
     require_olmo_core()
@@ -179,7 +190,8 @@ def olmo_core_training(spec: ModelSpec, impl: str, *, tokens: int, accumulation:
               "optimizer": f"AdamW, gradient norm clipped at {MAX_GRAD_NORM:g}",
               "compile": "per block (apply_compile)" if compile_model else "none",
               "triton_kernels": "none" if not s.moe else "interpreter (TRITON_INTERPRET=1)"
-              if os.environ.get("TRITON_INTERPRET") == "1" else "compiled"}
+              if os.environ.get("TRITON_INTERPRET") == "1" else "compiled",
+              "expert_gemms": dropless_expert_gemms() if s.moe and impl == "dropless" else "none"}
     return Training(microbatches, optimizer_step, lambda: opt.zero_grad(set_to_none=True),
                     sum(p.numel() for p in model.parameters()), routing_info, recipe)
 

@@ -77,11 +77,12 @@ def _spec(name: str, layers: int, impl: str, narrow: int = 1):
         assert spec.d_model % (narrow * spec.n_heads) == 0, (name, narrow)
         if moe is None:
             assert spec.ffn_hidden is not None
-            wider = {"ffn_hidden": spec.ffn_hidden // narrow}
+            narrowed_widths = {"ffn_hidden": spec.ffn_hidden // narrow}
         else:
             shared = moe.shared_hidden // narrow if moe.shared_hidden else None
-            wider = {"moe": dataclasses.replace(moe, expert_hidden=moe.expert_hidden // narrow, shared_hidden=shared)}
-        spec = dataclasses.replace(spec, name=f"{name}/{narrow}", d_model=spec.d_model // narrow, **wider)
+            experts = dataclasses.replace(moe, expert_hidden=moe.expert_hidden // narrow, shared_hidden=shared)
+            narrowed_widths = {"moe": experts}
+        spec = dataclasses.replace(spec, name=f"{name}/{narrow}", d_model=spec.d_model // narrow, **narrowed_widths)
     return spec
 
 

@@ -24,18 +24,11 @@ import torch
 from tpsbench.bench.gpu_busy import measure_gpu_time
 from tpsbench.bench.timing import L2Flusher, TimingConfig, WindowHook, time_fn
 from tpsbench.costmodel import (
-    FWD_BWD,
     DTypePolicy,
     OpCost,
-    Phase,
-    Workload,
-    attention_layer_ops,
-    cast_ops,
-    dense_mlp_ops,
-    expert_params_without_grad_cast,
-    moe_ops,
     total_flops,
 )
+from tpsbench.costmodel.cases import MODES, STAGES, layer_case_ops
 from tpsbench.impls import BRACKETS, bracket_hidden, get_impl, is_bracket, moe_impl_names
 from tpsbench.models import ModelSpec
 from tpsbench.nn.experts import GroupedExperts, grouped_mm_path, make_impl
@@ -44,22 +37,6 @@ from tpsbench.nn.moe import MoEFeedForward
 from tpsbench.profiles import GPUProfile
 from tpsbench.results.schema import Derived, OpPrediction, PointPrediction
 from tpsbench.roofline import ceilings_for, op_time
-
-MODES = ("fwd", "bwd", "fwd_bwd")
-MODE_PHASES: dict[str, tuple[Phase, ...]] = {
-    "fwd": (Phase.FWD,),
-    "bwd": (Phase.BWD_DGRAD, Phase.BWD_WGRAD),
-    "fwd_bwd": FWD_BWD,
-}
-STAGES = ("router", "permute", "up_gate", "act", "down", "unpermute")
-STAGE_OPS: dict[str, tuple[str, ...]] = {
-    "router": ("moe.router", "moe.router_topk"),
-    "permute": ("moe.permute",),
-    "up_gate": ("moe.expert_up_gate",),
-    "act": ("moe.expert_act",),
-    "down": ("moe.expert_down",),
-    "unpermute": ("moe.unpermute",),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,38 +73,11 @@ def micro_cases(spec: ModelSpec, impls: list[str], batches: list[int], stages: b
     return cases
 
 
-def _layer_params(spec: ModelSpec, layer: str) -> int:
-    """The matmul weights of a layer (what autocast casts every forward)."""
-    if layer == "attention":
-        return spec.attention_matmul_params
-    if is_bracket(layer):
-        return 3 * spec.d_model * bracket_hidden(spec, layer)
-    return spec.ffn_params()  # mlp or moe
-
-
 def case_ops(spec: ModelSpec, case: MicroCase, policy: DTypePolicy, attention_backend: str,
              capacity_factor: float | None) -> list[OpCost]:
     """The cost model's ops for exactly what a case times."""
-    w = Workload(model=spec, tokens=case.tokens, seq_len=min(spec.seq_len, case.tokens),
-                 impl=case.impl or "dropless", capacity_factor=capacity_factor, policy=policy,
-                 attention_backend=attention_backend)
-    if case.mode.startswith("stage:"):
-        names = STAGE_OPS[case.mode.split(":", 1)[1]]
-        return [op for op in moe_ops(w) if op.name in names and op.phase is Phase.FWD]
-    if case.layer == "attention":
-        ops = attention_layer_ops(w)
-    elif case.layer == "mlp":
-        assert spec.ffn_hidden is not None
-        ops = dense_mlp_ops(w, spec.ffn_hidden)
-    elif is_bracket(case.layer):
-        ops = dense_mlp_ops(w, bracket_hidden(spec, case.layer), prefix=case.layer, group="mlp")
-    else:
-        ops = moe_ops(w)
-    params = _layer_params(spec, case.layer)
-    uncast = expert_params_without_grad_cast(spec, w.impl) if case.layer == "moe" else 0
-    ops += cast_ops(case.layer, params, policy, grad_cast_params=params - uncast)
-    phases = MODE_PHASES[case.mode]
-    return [op for op in ops if op.phase in phases]
+    return layer_case_ops(spec, case.layer, case.impl, case.tokens, case.mode, policy, attention_backend,
+                          capacity_factor)
 
 
 def derived_metrics(ops: list[OpCost], tokens: int, median_s: float, profile: GPUProfile | None,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from rich.console import Console
 
 from tpsbench import __version__
-from tpsbench.cli import analyze, measure, predict
+from tpsbench.cli import analyze, estimate, measure, predict
 from tpsbench.cli.args import OneLineErrorParser
 from tpsbench.errors import InputError
 
@@ -37,6 +37,10 @@ COMMANDS: tuple[Command, ...] = (
             analyze.add_compare_args, analyze.cmd_compare),
     Command("explain", "tokens/s measured elsewhere (CSV) against tpsbench's predictions", analyze.add_explain_args,
             analyze.cmd_explain),
+    Command("validate", "measured points against the expected estimates and floors (errors by kind of point)",
+            estimate.add_validate_args, estimate.cmd_validate),
+    Command("fit", "fit a GPU's efficiency and host-cost table to measured runs", estimate.add_fit_args,
+            estimate.cmd_fit),
     Command("plot", "roofline chart and tokens/s versus batch size from results files", analyze.add_plot_args,
             analyze.cmd_plot),
     Command("check", "regression check against a baseline run; exit 1 on a regression", analyze.add_check_args,

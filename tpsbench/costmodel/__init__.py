@@ -26,6 +26,7 @@ from tpsbench.costmodel.ops import (
     POLICIES,
     DTypePolicy,
     FlopConvention,
+    GemmShape,
     OpCost,
     OpKind,
     Phase,
@@ -61,7 +62,8 @@ from tpsbench.costmodel.step import (
 
 __all__ = [
     "ADAMW_FLOPS_PER_PARAM", "CAPACITY_MULTIPLE", "DEFAULT_CAPACITY_FACTOR", "DEFAULT_POLICY", "FWD_BWD", "POLICIES",
-    "DTypePolicy", "FlopConvention", "OpCost", "OpKind", "Phase", "Routing", "Traffic", "Workload", "WorkloadError",
+    "DTypePolicy", "FlopConvention", "GemmShape", "OpCost", "OpKind", "Phase", "Routing", "Traffic", "Workload",
+    "WorkloadError",
     "adamw_op",
     "attention_core_ops", "attention_layer_ops", "attention_ops", "autocast_ops", "capacity_rows", "cast_ops",
     "dense_mlp_ops", "elementwise_ops", "embedding_ops", "expert_params_without_grad_cast", "ffn_ops",

@@ -4,12 +4,14 @@ the attention core per backend (flash with causal halving and recomputation, or 
 from __future__ import annotations
 
 from tpsbench.costmodel.ops import (
+    Eager,
     OpCost,
     OpKind,
     Phase,
     Traffic,
     Workload,
     elementwise_ops,
+    input_cast_ops,
     linear_ops,
     residual_ops,
     rmsnorm_ops,
@@ -35,15 +37,19 @@ def attention_layer_ops(w: Workload) -> list[OpCost]:
     """The attention layer alone: q/k/v projections, qk-norm, RoPE, attention core, output projection."""
     m, pol = w.model, w.policy
     t, d, c = w.tokens, m.d_model, pol.compute_bytes
-    ops: list[OpCost] = []
+    ops: list[OpCost] = input_cast_ops("attn.input_cast", "attention", rows=t, width=d, casts=3, pol=pol)
     ops += linear_ops("attn.qkv", "attention", rows=t, k=d, n=d, pol=pol, matrices=3)
     if m.qk_norm:
         # Non-head-wise qk-norm (OLMo-core default): RMSNorm over the full q and k projections.
         ops += [op.times(2) for op in rmsnorm_ops("attn.qk_norm", "attention", rows=t, width=d, in_bytes=c, pol=pol)]
     # RoPE on q and k: x*cos + rotate(x)*sin = 3 FLOP/element; the cos/sin tables (fp32) are tiny.
     table = 2 * w.seq_len * m.head_dim * 4
+    # Eager (tpsbench.nn.layers.apply_rope) per q and k: neg, cat, two table casts, two muls, add: 7 kernels
+    # moving about 8 elements' bytes each per element; its backward about as many.
+    n = 2 * t * d
+    eager = Eager(fwd_bytes=8 * n * c + table, fwd_launches=14, bwd_bytes=8 * n * c + table, bwd_launches=16)
     ops += elementwise_ops(
-        "attn.rope", "attention",
+        "attn.rope", "attention", eager=eager,
         fwd_flops=3.0 * 2 * t * d, fwd=Traffic(activations=2 * t * d * c * 2 + table),
         bwd_flops=3.0 * 2 * t * d, bwd=Traffic(activations=table, gradients=2 * t * d * c * 2),
     )

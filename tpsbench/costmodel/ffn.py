@@ -9,12 +9,15 @@ from dataclasses import dataclass, replace
 from tpsbench.costmodel.ops import (
     CAPACITY_MULTIPLE,
     POLICIES,
+    Eager,
+    GemmShape,
     OpCost,
     OpKind,
     Phase,
     Traffic,
     Workload,
     elementwise_ops,
+    input_cast_ops,
     linear_ops,
     swiglu_act_ops,
 )
@@ -56,6 +59,7 @@ def routing(w: Workload) -> Routing:
 def dense_mlp_ops(w: Workload, hidden: int, *, prefix: str = "mlp", group: str = "mlp") -> list[OpCost]:
     t, d, pol = w.tokens, w.model.d_model, w.policy
     return [
+        *input_cast_ops(f"{prefix}.input_cast", group, rows=t, width=d, casts=2, pol=pol),
         *linear_ops(f"{prefix}.up_gate", group, rows=t, k=d, n=hidden, pol=pol, matrices=2),
         *swiglu_act_ops(f"{prefix}.act", group, rows=t, hidden=hidden, pol=pol),
         *linear_ops(f"{prefix}.down", group, rows=t, k=hidden, n=d, pol=pol),
@@ -68,12 +72,23 @@ def moe_ops(w: Workload) -> list[OpCost]:
     moe = m.moe
     assert moe is not None
     t, d, c, k, e = w.tokens, m.d_model, pol.compute_bytes, moe.top_k, moe.num_experts
-    ops: list[OpCost] = []
+    # the router's input and the gathered expert rows are cast by autocast (the shared expert casts its own)
+    ops: list[OpCost] = input_cast_ops("moe.router_input_cast", "moe", rows=t, width=d, casts=1, pol=pol)
+    if get_impl(w.impl).counting is not Counting.FUSED:
+        ops += input_cast_ops("moe.expert_input_cast", "moe", rows=routing(w).expert_rows, width=d, casts=1,
+                              pol=pol)
     ops += router_ops(w)
     # Softmax (5/elem), top-k selection (~1), z-loss logsumexp (3), load-balance statistics (1).
     idx_bytes = t * k * (4 + 8)  # fp32 weights + int64 indices
+    # Eager (tpsbench.nn.moe.Router): logits.float(), softmax, topk, gather, the expert histogram (zeros,
+    # ones_like, scatter_add, cast, divide), the load-balancing loss (mean over tokens, mul, sum, 2 scalar muls),
+    # the z-loss (logsumexp, pow, mean, mul) and their sum: about 22 kernels, 5 passes over the fp32 logits;
+    # backward about 14 kernels, 6 passes.
+    te = t * e
+    router_eager = Eager(fwd_bytes=te * (c + 4 * 6) + idx_bytes, fwd_launches=22,
+                         bwd_bytes=te * (4 * 7 + c), bwd_launches=14)
     ops += elementwise_ops(
-        "moe.router_topk", "moe",
+        "moe.router_topk", "moe", eager=router_eager,
         fwd_flops=10.0 * t * e, fwd=Traffic(activations=t * e * c + idx_bytes + e * 8),
         bwd_flops=6.0 * t * e, bwd=Traffic(activations=t * e * 4, gradients=t * k * 4 + t * e * c),
     )
@@ -84,7 +99,7 @@ def moe_ops(w: Workload) -> list[OpCost]:
         # out = shared / (k+1) + routed * k / (k+1)
         n = t * d
         ops += elementwise_ops(
-            "moe.mix", "moe",
+            "moe.mix", "moe", eager=Eager(fwd_bytes=7 * n * c, fwd_launches=3, bwd_bytes=4 * n * c, bwd_launches=2),
             fwd_flops=3.0 * n, fwd=Traffic(activations=3 * n * c),
             bwd_flops=2.0 * n, bwd=Traffic(gradients=3 * n * c),
         )
@@ -117,33 +132,55 @@ def unfused_expert_ops(w: Workload) -> list[OpCost]:
     assert moe is not None
     t, d, c, k, h = w.tokens, m.d_model, pol.compute_bytes, moe.top_k, moe.expert_hidden
     r = routing(w)
-    per_expert = r.experts_touched if get_impl(w.impl).launches_per_expert else 1
+    # Only the GEMMs launch once per expert (the loop's permute, SwiGLU and unpermute run over all rows at once).
+    # Under autocast each of those GEMMs also casts its expert's weight: an unbind() view is not a leaf tensor,
+    # so autocast's cast cache does not keep it (the loop's 768 forward GEMMs of moe_1b take 31.3 ms, its stages
+    # on operands already in bf16 12.4 ms: results/h100-validation/h100-moe_1b.json).
+    loop = get_impl(w.impl).launches_per_expert
+    cast = 2 if pol.autocast else 1  # forward: cast + mm; weight gradient: mm + the gradient's cast back
+    launches = {Phase.FWD: cast, Phase.BWD_DGRAD: 1, Phase.BWD_WGRAD: cast}
+
+    def per_expert_launches(ops: list[OpCost]) -> list[OpCost]:
+        if not loop:
+            return ops
+        return [replace(op, launches=op.launches * r.experts_touched * launches[op.phase]) for op in ops]
     ops: list[OpCost] = []
     # Permute: sort assignments by expert (T*k int64 keys) and gather token rows into expert order.
     # Capacity writes the whole padded E*C buffer (zeros included).
     gathered = r.kept_assignments * d * c
     written = r.expert_rows * d * c
     sort = 3 * t * k * 8
+    # Eager: the dropless permute (argsort, //k, two gathers, cumsum, cast) is about 10 kernels, capacity's
+    # (sort, cumsum, arange, positions, keep mask, slots, scatter into a zeroed E*C buffer) about 16; the
+    # backward an index-add of the rows' gradients into a zeroed fp32 [T, d] (4 kernels).
+    capacity = get_impl(w.impl).pads_to_capacity
+    permute_eager = Eager(fwd_bytes=gathered + written + sort + (written if capacity else 0),
+                          fwd_launches=16 if capacity else 10,
+                          bwd_bytes=r.kept_assignments * d * c + t * d * (4 + 4 + c), bwd_launches=4)
     ops += elementwise_ops(
-        "moe.permute", "moe", kind=OpKind.MEMORY,
+        "moe.permute", "moe", kind=OpKind.MEMORY, eager=permute_eager,
         fwd_flops=0.0, fwd=Traffic(activations=gathered + written + sort),
         bwd_flops=1.0 * r.kept_assignments * d,
-        bwd=Traffic(gradients=r.kept_assignments * d * c + t * d * c), launches=per_expert,
+        bwd=Traffic(gradients=r.kept_assignments * d * c + t * d * c),
     )
-    ops += linear_ops("moe.expert_up_gate", "moe", rows=r.expert_rows, k=d, n=h, pol=pol, matrices=2,
-                      weight_sets=r.experts_touched, launches=per_expert)
-    ops += swiglu_act_ops("moe.expert_act", "moe", rows=r.expert_rows, hidden=h, pol=pol, launches=per_expert)
-    ops += linear_ops("moe.expert_down", "moe", rows=r.expert_rows, k=h, n=d, pol=pol,
-                      weight_sets=r.experts_touched, launches=per_expert)
+    ops += per_expert_launches(linear_ops("moe.expert_up_gate", "moe", rows=r.expert_rows, k=d, n=h, pol=pol,
+                                          matrices=2, weight_sets=r.experts_touched))
+    ops += swiglu_act_ops("moe.expert_act", "moe", rows=r.expert_rows, hidden=h, pol=pol)
+    ops += per_expert_launches(linear_ops("moe.expert_down", "moe", rows=r.expert_rows, k=h, n=d, pol=pol,
+                                          weight_sets=r.experts_touched))
     # Unpermute: weight each expert output by its router probability and sum the k rows per token.
+    # Eager (ExpertImpl.unpermute): weights cast, rows * weights, zeros, index_add (4 kernels); backward:
+    # index_select of the output gradient, two muls and the weight gradient's row sum (5 kernels).
+    a_bytes = r.kept_assignments * d * c
+    unpermute_eager = Eager(fwd_bytes=3 * a_bytes + 3 * t * d * c, fwd_launches=4,
+                            bwd_bytes=5 * a_bytes + t * d * c + r.expert_rows * d * c, bwd_launches=5)
     ops += elementwise_ops(
-        "moe.unpermute", "moe", kind=OpKind.MEMORY,
+        "moe.unpermute", "moe", kind=OpKind.MEMORY, eager=unpermute_eager,
         fwd_flops=2.0 * r.kept_assignments * d,
         fwd=Traffic(activations=r.kept_assignments * d * c + t * k * 4 + t * d * c),
         bwd_flops=4.0 * r.kept_assignments * d,
         bwd=Traffic(activations=r.kept_assignments * d * c,
                     gradients=t * d * c + r.expert_rows * d * c + t * k * 4),
-        launches=per_expert,
     )
     return ops
 
@@ -180,9 +217,13 @@ def fused_expert_ops(w: Workload) -> list[OpCost]:
     plan = rows * (8 + 4) + rows * 4 * 4  # int64 indices and fp32 weights in; tok, src, row_of, gate out
     index = rows * 4 * 2  # tok and gate per row, read by each row kernel
 
-    def op(name: str, phase: Phase, kind: OpKind, flops: float, traffic: Traffic, launches: int = 1) -> OpCost:
+    def op(name: str, phase: Phase, kind: OpKind, flops: float, traffic: Traffic, launches: int = 1,
+           gemm: tuple[int, int, int] | None = None) -> OpCost:
+        shape = None if gemm is None else GemmShape(*gemm, groups=e)
         return OpCost(name=name, group="moe", phase=phase, kind=kind, flops=flops, traffic=traffic,
-                      launches=launches)
+                      launches=launches, gemm=shape)
+
+    per = max(1, round(rows / e))  # rows per expert (balanced)
 
     fwd, dgrad, wgrad = Phase.FWD, Phase.BWD_DGRAD, Phase.BWD_WGRAD
     mm, mem, ew = OpKind.MATMUL, OpKind.MEMORY, OpKind.ELEMENTWISE
@@ -194,21 +235,23 @@ def fused_expert_ops(w: Workload) -> list[OpCost]:
     ops = [
         op("moe.permute", fwd, mem, 0.0, Traffic(activations=plan)),
         op("moe.expert_up_gate", fwd, mm, 2 * gemm,
-           Traffic(weights=2 * weights, activations=nd * c + 2 * nh * c + index)),
+           Traffic(weights=2 * weights, activations=nd * c + 2 * nh * c + index), gemm=(per, 2 * h, d)),
         op("moe.expert_act", fwd, ew, 5.0 * nh, Traffic(activations=nh * c), launches=0),
-        op("moe.expert_down", fwd, mm, gemm, Traffic(weights=weights, activations=nh * c + row_out + index)),
+        op("moe.expert_down", fwd, mm, gemm, Traffic(weights=weights, activations=nh * c + row_out + index),
+           gemm=(per, d, h)),
         op("moe.unpermute", fwd, mem, 2.0 * nd if k > 1 else float(nd),
            Traffic(activations=rows * 4 + nd * c + t * d * c) if k > 1 else Traffic(), launches=int(k > 1)),
         op("moe.expert_down", dgrad, mm, gemm, Traffic(weights=weights, activations=index,
-                                                       gradients=nd * c + rows * 4)),
+                                                       gradients=nd * c + rows * 4), gemm=(per, h, d)),
         op("moe.expert_act", dgrad, ew, 10.0 * nh, Traffic(activations=2 * nh * c, gradients=2 * nh * c),
            launches=0),
         op("moe.unpermute", dgrad, ew, 3.0 * nh, Traffic(), launches=0),
         op("moe.expert_up_gate", dgrad, mm, 2 * gemm,
-           Traffic(weights=2 * weights, activations=rows * 4, gradients=2 * nh * c + row_out)),
+           Traffic(weights=2 * weights, activations=rows * 4, gradients=2 * nh * c + row_out), gemm=(per, d, 2 * h)),
         op("moe.expert_up_gate", wgrad, mm, 2 * gemm,
-           Traffic(activations=nd * c + rows * 4, gradients=2 * nh * c + 2 * dw)),
-        op("moe.expert_down", wgrad, mm, gemm, Traffic(activations=nh * c + index, gradients=nd * c + dw)),
+           Traffic(activations=nd * c + rows * 4, gradients=2 * nh * c + 2 * dw), gemm=(d, 2 * h, per)),
+        op("moe.expert_down", wgrad, mm, gemm, Traffic(activations=nh * c + index, gradients=nd * c + dw),
+           gemm=(h, d, per)),
     ]
     if k > 1:  # the gather-sum of dX's rows per token
         ops.append(op("moe.permute", dgrad, mem, float(nd),

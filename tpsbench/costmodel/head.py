@@ -3,7 +3,18 @@ cross-entropy over the vocabulary)."""
 
 from __future__ import annotations
 
-from tpsbench.costmodel.ops import OpCost, OpKind, Phase, Traffic, Workload, elementwise_ops, linear_ops, rmsnorm_ops
+from tpsbench.costmodel.ops import (
+    Eager,
+    OpCost,
+    OpKind,
+    Phase,
+    Traffic,
+    Workload,
+    elementwise_ops,
+    input_cast_ops,
+    linear_ops,
+    rmsnorm_ops,
+)
 
 
 def embedding_ops(w: Workload) -> list[OpCost]:
@@ -26,6 +37,7 @@ def head_ops(w: Workload) -> list[OpCost]:
     t, d, v, c = w.tokens, m.d_model, m.vocab_size, pol.compute_bytes
     ops = [
         *rmsnorm_ops("head.norm", "head", rows=t, width=d, in_bytes=pol.residual_bytes, pol=pol),
+        *input_cast_ops("head.input_cast", "head", rows=t, width=d, casts=1, pol=pol),
         *linear_ops("head.lm_head", "head", rows=t, k=d, n=v, pol=pol),
     ]
     lc = c  # the bytes of a logit the loss reads
@@ -39,8 +51,13 @@ def head_ops(w: Workload) -> list[OpCost]:
         ops.append(OpCost(name="head.z_loss", group="head", phase=Phase.FWD, kind=OpKind.ELEMENTWISE,
                           flops=4.0 * t * v, traffic=Traffic(activations=t * v * 4 + t * 4)))
     # Cross-entropy over the vocabulary: max, exp-sum, log (4/elem); backward softmax - onehot (3/elem).
+    # Eager under autocast: the logits cast to fp32, log_softmax, nll_loss (3 kernels); backward: the nll
+    # gradient (zeros + scatter), log_softmax's backward, the cast back to bf16 (4 kernels).
+    tv = t * v
+    ce_eager = Eager(fwd_bytes=tv * (c + 4 + 4 + 4), fwd_launches=3, bwd_bytes=tv * (4 + 4 + 4 + 4 + c),
+                     bwd_launches=4)
     ops += elementwise_ops(
-        "head.cross_entropy", "head",
+        "head.cross_entropy", "head", eager=None if pol.loss_fp32_upcast or not pol.autocast else ce_eager,
         fwd_flops=4.0 * t * v, fwd=Traffic(activations=t * v * lc + t * 8 + t * 4),
         bwd_flops=3.0 * t * v, bwd=Traffic(activations=t * v * lc + t * 8, gradients=t * v * lc),
     )

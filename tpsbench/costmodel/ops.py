@@ -156,6 +156,18 @@ class Traffic:
         return Traffic(self.weights * k, self.activations * k, self.gradients * k, self.optimizer * k)
 
 
+@dataclass(frozen=True, slots=True)
+class GemmShape:
+    """The problem one launch of a matmul op computes: ``groups`` independent ``[m,k] @ [k,n]`` products
+    (experts, or matrices sharing an input). What the expected-time model's GEMM efficiency depends on
+    (tiles per SM, the length of the reduction), per instance (layer)."""
+
+    m: int
+    n: int
+    k: int
+    groups: int = 1
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OpCost:
     """One op in one phase, totalled over its ``count`` instances (layers) in a step."""
@@ -170,6 +182,12 @@ class OpCost:
     launches: int = 1  # kernel launches per instance (per layer)
     model_flops: bool = True  # False for recomputation (excluded from MFU)
     fp32_matmul: bool = False  # a matmul in fp32 without TF32: the CUDA cores' rate, not the tensor cores'
+    gemm: GemmShape | None = None  # a matmul's problem shape per instance (None: not a plain GEMM)
+    # Eager PyTorch (tpsbench's own modules, no torch.compile) runs an elementwise op as a chain of aten kernels,
+    # each reading and writing its tensors in DRAM: bytes over all instances and kernels per instance there
+    # (None: as the fused graph above).
+    eager_bytes: float | None = None
+    eager_launches: int | None = None
 
     @property
     def bytes(self) -> float:
@@ -184,7 +202,9 @@ class OpCost:
         return OpCost(
             name=self.name, group=self.group, phase=self.phase, kind=self.kind,
             flops=self.flops * count, traffic=self.traffic.scaled(count), count=self.count * count,
-            launches=self.launches, model_flops=self.model_flops, fp32_matmul=self.fp32_matmul,
+            launches=self.launches, model_flops=self.model_flops, fp32_matmul=self.fp32_matmul, gemm=self.gemm,
+            eager_bytes=None if self.eager_bytes is None else self.eager_bytes * count,
+            eager_launches=self.eager_launches,
         )
 
 
@@ -247,36 +267,73 @@ def linear_ops(
     flops = 2.0 * rows * k * n * matrices
     x, y, wt = rows * k * c, rows * n * c, weight_sets * k * n * c
     nl = launches if launches is not None else 1
+    per_set = max(1, round(rows / weight_sets))  # rows of one weight set (balanced)
+    groups = weight_sets * matrices
     return [
         OpCost(name=name, group=group, phase=Phase.FWD, kind=OpKind.MATMUL, flops=flops,
                traffic=Traffic(weights=wt * matrices, activations=(x + y) * matrices),
-               launches=nl * matrices),
+               launches=nl * matrices, gemm=GemmShape(per_set, n, k, groups)),
         OpCost(name=name, group=group, phase=Phase.BWD_DGRAD, kind=OpKind.MATMUL, flops=flops,
                traffic=Traffic(weights=wt * matrices, gradients=(y + x) * matrices),
-               launches=nl * matrices),
+               launches=nl * matrices, gemm=GemmShape(per_set, k, n, groups)),
         OpCost(name=name, group=group, phase=Phase.BWD_WGRAD, kind=OpKind.MATMUL, flops=flops,
                traffic=Traffic(activations=x * matrices, gradients=(y + wt) * matrices),
-               launches=nl * matrices),
+               launches=nl * matrices, gemm=GemmShape(k, n, per_set, groups)),
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class Eager:
+    """How eager PyTorch runs an elementwise op (tpsbench/nn's code, one aten kernel per op that launches one):
+    bytes and kernels of the forward and of the backward."""
+
+    fwd_bytes: float
+    fwd_launches: int
+    bwd_bytes: float
+    bwd_launches: int
 
 
 def elementwise_ops(
     name: str, group: str, *, fwd_flops: float, fwd: Traffic, bwd_flops: float, bwd: Traffic,
-    kind: OpKind = OpKind.ELEMENTWISE, launches: int = 1,
+    kind: OpKind = OpKind.ELEMENTWISE, launches: int = 1, eager: Eager | None = None,
 ) -> list[OpCost]:
+    e = eager
     return [
         OpCost(name=name, group=group, phase=Phase.FWD, kind=kind, flops=fwd_flops, traffic=fwd,
-               launches=launches),
+               launches=launches, eager_bytes=None if e is None else e.fwd_bytes,
+               eager_launches=None if e is None else e.fwd_launches),
         OpCost(name=name, group=group, phase=Phase.BWD_DGRAD, kind=kind, flops=bwd_flops, traffic=bwd,
-               launches=launches),
+               launches=launches, eager_bytes=None if e is None else e.bwd_bytes,
+               eager_launches=None if e is None else e.bwd_launches),
     ]
+
+
+def input_cast_ops(name: str, group: str, *, rows: int, width: int, casts: int, pol: DTypePolicy) -> list[OpCost]:
+    """Eager autocast with an fp32 residual stream (``amp_bf16``): each matmul reading a fp32 activation casts it
+    to bf16 itself (``casts`` of one ``[rows, width]`` tensor: read 4, write 2 bytes per element); backward casts
+    each gradient back to fp32 and sums the ``casts`` gradients of the shared input in fp32. A compiled graph
+    fuses the casts into the producing kernel: no bytes and no kernels of their own there (the fused counts
+    are zero). Seen on the H100: bf16 and fp32 copy and fp32 add kernels are 36% of moe_1b's MoE layer's GPU
+    time (results/h100-kernels/rows/moe_1b-host-trace.log)."""
+    if not (pol.autocast and pol.residual_bytes > pol.compute_bytes) or casts <= 0:
+        return []
+    n, c, r = rows * width, pol.compute_bytes, pol.residual_bytes
+    eager = Eager(fwd_bytes=casts * n * (r + c), fwd_launches=casts,
+                  bwd_bytes=casts * n * (c + r) + (casts - 1) * n * 3 * r, bwd_launches=2 * casts - 1)
+    return elementwise_ops(name, group, kind=OpKind.MEMORY, fwd_flops=0.0, fwd=Traffic(), bwd_flops=0.0,
+                           bwd=Traffic(), launches=0, eager=eager)
 
 
 def rmsnorm_ops(name: str, group: str, *, rows: int, width: int, in_bytes: int, pol: DTypePolicy) -> list[OpCost]:
     """RMSNorm with weight: fwd x^2, sum, rsqrt, scale, weight (4 FLOP/element); bwd about twice that."""
     n, c = rows * width, pol.compute_bytes
+    # Eager (tpsbench.nn.layers.RMSNorm, in fp32): x.float(), pow, mean, add, rsqrt, mul, mul by the weight,
+    # cast back: 7 kernels over fp32 rows; its backward about twice the kernels and bytes.
+    up = 0 if in_bytes == 4 else n * (in_bytes + 4)
+    eager = Eager(fwd_bytes=up + n * 4 * 8 + n * (4 + c), fwd_launches=7 + (in_bytes != 4),
+                  bwd_bytes=n * 4 * 16 + n * (c + 4 + in_bytes), bwd_launches=14)
     return elementwise_ops(
-        name, group,
+        name, group, eager=eager,
         fwd_flops=4.0 * n,
         fwd=Traffic(weights=width * pol.param_bytes, activations=n * in_bytes + n * c),
         bwd_flops=8.0 * n,
@@ -300,8 +357,10 @@ def swiglu_act_ops(
 ) -> list[OpCost]:
     """silu(a) * b: sigmoid (exp, add, div) + 2 mul = 5 FLOP/element fwd, ~10 bwd."""
     n, c = rows * hidden, pol.compute_bytes
+    # Eager: silu(a), then * b (2 kernels, s written and read back); backward: g*b, g*s, silu_backward.
+    eager = Eager(fwd_bytes=5 * n * c, fwd_launches=2 * launches, bwd_bytes=9 * n * c, bwd_launches=3 * launches)
     return elementwise_ops(
-        name, group,
+        name, group, eager=eager,
         fwd_flops=5.0 * n, fwd=Traffic(activations=3 * n * c),
         bwd_flops=10.0 * n, bwd=Traffic(activations=2 * n * c, gradients=3 * n * c),
         launches=launches,

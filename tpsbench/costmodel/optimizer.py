@@ -14,7 +14,15 @@ def matmul_params(m: ModelSpec) -> dict[str, int]:
             "moe" if m.is_moe else "mlp": m.n_layers * m.ffn_params()}
 
 
-def cast_ops(group: str, params: int, pol: DTypePolicy, grad_cast_params: int | None = None) -> list[OpCost]:
+def matmul_tensors(m: ModelSpec) -> dict[str, int]:
+    """Weight tensors read by matmuls, per group: autocast casts each in a kernel of its own."""
+    moe = m.moe
+    ffn = 3 if moe is None else 3 + 1 + (3 if moe.shared_hidden else 0)  # experts' w1 w3 w2, router, shared
+    return {"attention": 4 * m.n_layers, "head": 1, "moe" if m.is_moe else "mlp": ffn * m.n_layers}
+
+
+def cast_ops(group: str, params: int, pol: DTypePolicy, grad_cast_params: int | None = None,
+             tensors: int = 1) -> list[OpCost]:
     """Under autocast: ``params`` fp32 master weights cast to bf16 once per forward (all experts, used
     or not), and the bf16 weight gradients of ``grad_cast_params`` of them (default: all) cast back to
     fp32 in backward. Nothing otherwise."""
@@ -23,13 +31,14 @@ def cast_ops(group: str, params: int, pol: DTypePolicy, grad_cast_params: int | 
     grads = params if grad_cast_params is None else grad_cast_params
     cast = Traffic(weights=params * (pol.param_bytes + pol.compute_bytes))
     ops = [OpCost(name=f"{group}.weight_cast", group=group, phase=Phase.FWD, kind=OpKind.MEMORY, flops=0.0,
-                  traffic=cast)]
+                  traffic=cast, launches=tensors)]
     if pol.recast_params_in_backward:  # FSDP unshards (casts) the parameters again for the backward
         ops.append(OpCost(name=f"{group}.weight_cast", group=group, phase=Phase.BWD_DGRAD, kind=OpKind.MEMORY,
-                          flops=0.0, traffic=cast))
+                          flops=0.0, traffic=cast, launches=tensors))
     if grads:
         ops.append(OpCost(name=f"{group}.grad_cast", group=group, phase=Phase.BWD_WGRAD, kind=OpKind.MEMORY,
-                          flops=0.0, traffic=Traffic(gradients=grads * (pol.compute_bytes + pol.grad_bytes))))
+                          flops=0.0, traffic=Traffic(gradients=grads * (pol.compute_bytes + pol.grad_bytes)),
+                          launches=tensors))
     return ops
 
 
@@ -44,9 +53,10 @@ def expert_params_without_grad_cast(m: ModelSpec, impl: str) -> int:
 def autocast_ops(w: Workload) -> list[OpCost]:
     m = w.model
     ops: list[OpCost] = []
+    tensors = matmul_tensors(m)
     for group, params in matmul_params(m).items():
         uncast = m.n_layers * expert_params_without_grad_cast(m, w.impl) if group == "moe" else 0
-        ops += cast_ops(group, params, w.policy, grad_cast_params=params - uncast)
+        ops += cast_ops(group, params, w.policy, grad_cast_params=params - uncast, tensors=tensors[group])
     if w.policy.recast_params_in_backward:  # FSDP unshards every parameter in bf16, the embedding too
         ops += cast_ops("embedding", m.embedding_params, w.policy)
     return ops

@@ -1,0 +1,106 @@
+"""Peak GPU memory of a training step (tpsbench's stack), and whether it fits a GPU.
+
+The peak comes at the start of the backward, in the loss's backward: every layer's saved activations are still
+held, and the cross-entropy's backward holds three fp32 ``[T, V]`` tensors at once (log_softmax's saved
+output, the nll gradient, log_softmax's input gradient). Counted:
+
+* parameters and AdamW state (fp32 master weights and two moments: the timed steps follow a warm-up step, so
+  the state exists), gradients of the head (computed first);
+* the bf16 copies of the matmul weights autocast makes in the forward, saved for the backward;
+* per layer and token, the tensors autograd saves (tpsbench/nn's modules, eager, amp_bf16: fp32 residual
+  stream): ``SAVED_PER_D`` bytes per model-width element and ``SAVED_PER_H`` per FFN-hidden element, listed
+  below; torch.compile saves fewer (its partitioner recomputes elementwise chains): ``COMPILED_PER_D``,
+  ``COMPILED_PER_H``;
+* the head's transient (above), and a fraction for the caching allocator's rounding and workspaces
+  (``memory_overhead_fraction`` of the efficiency table).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tpsbench.costmodel import Workload, matmul_params, routing
+
+# Saved bytes per token per layer per element of d (eager, amp_bf16): attention sublayer: norm (the normalised
+# fp32 rows, 4), the three projections' bf16 inputs (6), RoPE (input and rotated half of q and k, 8), flash
+# attention (q, k, v, output: 8), the output projection's input (2); FFN sublayer: norm (4), the bf16 inputs of
+# w1 and w3 (4). Counting also the norms' fp32 inputs (16 more) put every eager peak of the committed H100 runs
+# 10-13% high (dense_135m 44.3 GB estimated, 39.1 measured): the residual stream holds them already.
+SAVED_PER_D = 36
+QK_NORM_PER_D = 16  # qk-norm's fp32 rows of q and k (8 each)
+# per element of the FFN's hidden width: a and b, silu(a), and w2's input (bf16 each)
+SAVED_PER_H = 8
+# MoE, per routed row: two bf16 casts of the gathered row (one per up/gate grouped GEMM) and the expert's output
+# row saved by the router-weight multiply (2 bytes each per element of d); per token: the router's bf16 input
+# (2 per d) and its fp32 probabilities and logits (8 per expert)
+MOE_ROW_PER_D = 6
+ROUTER_INPUT_PER_D = 2
+ROUTER_PER_EXPERT = 8
+# torch.compile keeps the matmul inputs and the attention's saved tensors, recomputing norms and SwiGLU
+COMPILED_PER_D = 2 * 3 + 8 + 2 + 4 + 2 * 2 + 4
+COMPILED_PER_H = 4
+COMPILED_MOE_ROW_PER_D = 2
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryEstimate:
+    parameters_and_state_bytes: float
+    weight_copies_bytes: float
+    activations_bytes: float
+    loss_transient_bytes: float
+    overhead_bytes: float
+
+    @property
+    def peak_bytes(self) -> float:
+        """Peak allocated bytes (what ``torch.cuda.max_memory_allocated`` reports)."""
+        return (self.parameters_and_state_bytes + self.weight_copies_bytes + self.activations_bytes
+                + self.loss_transient_bytes)
+
+    @property
+    def required_bytes(self) -> float:
+        """What the GPU must hold: the peak and the caching allocator's reserve beyond it."""
+        return self.peak_bytes + self.overhead_bytes
+
+    def fits(self, memory_bytes: float) -> bool:
+        return self.required_bytes <= memory_bytes
+
+    def to_dict(self) -> dict[str, float]:
+        return {"peak_bytes": self.peak_bytes, "required_bytes": self.required_bytes,
+                "parameters_and_state_bytes": self.parameters_and_state_bytes,
+                "weight_copies_bytes": self.weight_copies_bytes, "activations_bytes": self.activations_bytes,
+                "loss_transient_bytes": self.loss_transient_bytes, "overhead_bytes": self.overhead_bytes}
+
+
+def step_memory(w: Workload, *, compiled: bool, overhead_fraction: float) -> MemoryEstimate:
+    m, pol = w.model, w.policy
+    t = w.tokens
+    state = m.total_params * (pol.param_bytes + 2 * pol.optim_state_bytes) + m.lm_head_params * pol.grad_bytes
+    copies = sum(matmul_params(m).values()) * pol.compute_bytes if pol.autocast else 0.0
+    per_d = COMPILED_PER_D if compiled else SAVED_PER_D + (QK_NORM_PER_D if m.qk_norm else 0)
+    per_h = COMPILED_PER_H if compiled else SAVED_PER_H
+    row_d = COMPILED_MOE_ROW_PER_D if compiled else MOE_ROW_PER_D
+    per_token = per_d * m.d_model
+    moe = m.moe
+    if moe is None:
+        assert m.ffn_hidden is not None
+        per_token += per_h * m.ffn_hidden
+    else:
+        r = routing(w)
+        rows_per_token = r.expert_rows / t
+        per_token += rows_per_token * (per_h * moe.expert_hidden + row_d * m.d_model)
+        per_token += ROUTER_PER_EXPERT * moe.num_experts + ROUTER_INPUT_PER_D * m.d_model
+        if moe.shared_hidden:
+            per_token += per_h * moe.shared_hidden
+    activations = float(per_token * t * m.n_layers)
+    loss = 3.0 * t * m.vocab_size * 4  # three fp32 [T, V] tensors in the cross-entropy's backward
+    base = state + copies + activations + loss
+    return MemoryEstimate(state, copies, activations, loss, base * overhead_fraction)
+
+
+# What torch can allocate of a GPU sold as N GB: NVIDIA's "80GB" is 80 GiB, of which the H100 reports 85.0e9 bytes
+# (results/h100-counters/validated/calibration.json, machine.gpu_memory_gb = 85.017): 99% of 80 GiB.
+USABLE_FRACTION_OF_GIB = 0.99
+
+
+def usable_bytes(memory_gb: float) -> float:
+    return memory_gb * 2**30 * USABLE_FRACTION_OF_GIB

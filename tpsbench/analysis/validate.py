@@ -14,7 +14,12 @@ from tpsbench.estimate.points import MeasuredPoint, estimate_point
 from tpsbench.estimate.table import EfficiencyTable
 from tpsbench.models import get_model
 
-KINDS = ("step", "layer", "stage")
+KINDS = ("step", "moe layer", "layer", "stage")
+
+
+def kind_of(p: MeasuredPoint) -> str:
+    """Training step, MoE layer, other layer (attention, MLP, brackets) or MoE stage."""
+    return "moe layer" if p.kind == "layer" and p.layer == "moe" else p.kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +69,7 @@ def _stats(values: Sequence[float | None]) -> tuple[float | None, float | None]:
 def summarize(rows: Sequence[ValidatedPoint]) -> list[ErrorSummary]:
     out = []
     for kind in KINDS:
-        sel = [r for r in rows if r.point.kind == kind]
+        sel = [r for r in rows if kind_of(r.point) == kind]
         if not sel:
             continue
         med, mx = _stats([r.error for r in sel])

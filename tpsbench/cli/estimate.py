@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console

@@ -144,6 +144,7 @@ def unfused_expert_ops(w: Workload) -> list[OpCost]:
         if not loop:
             return ops
         return [replace(op, launches=op.launches * r.experts_touched * launches[op.phase]) for op in ops]
+
     ops: list[OpCost] = []
     # Permute: sort assignments by expert (T*k int64 keys) and gather token rows into expert order.
     # Capacity writes the whole padded E*C buffer (zeros included).
@@ -157,12 +158,14 @@ def unfused_expert_ops(w: Workload) -> list[OpCost]:
     permute_eager = Eager(fwd_bytes=gathered + written + sort + (written if capacity else 0),
                           fwd_launches=16 if capacity else 10,
                           bwd_bytes=r.kept_assignments * d * c + t * d * (4 + 4 + c), bwd_launches=4)
-    ops += elementwise_ops(
+    permute = elementwise_ops(
         "moe.permute", "moe", kind=OpKind.MEMORY, eager=permute_eager,
         fwd_flops=0.0, fwd=Traffic(activations=gathered + written + sort),
         bwd_flops=1.0 * r.kept_assignments * d,
         bwd=Traffic(gradients=r.kept_assignments * d * c + t * d * c),
     )
+    ops += [replace(op, atomic_elements=float(r.kept_assignments * d) if op.phase is Phase.BWD_DGRAD else 0.0)
+            for op in permute]
     ops += per_expert_launches(linear_ops("moe.expert_up_gate", "moe", rows=r.expert_rows, k=d, n=h, pol=pol,
                                           matrices=2, weight_sets=r.experts_touched))
     ops += swiglu_act_ops("moe.expert_act", "moe", rows=r.expert_rows, hidden=h, pol=pol)
@@ -174,7 +177,7 @@ def unfused_expert_ops(w: Workload) -> list[OpCost]:
     a_bytes = r.kept_assignments * d * c
     unpermute_eager = Eager(fwd_bytes=3 * a_bytes + 3 * t * d * c, fwd_launches=4,
                             bwd_bytes=5 * a_bytes + t * d * c + r.expert_rows * d * c, bwd_launches=5)
-    ops += elementwise_ops(
+    unpermute = elementwise_ops(
         "moe.unpermute", "moe", kind=OpKind.MEMORY, eager=unpermute_eager,
         fwd_flops=2.0 * r.kept_assignments * d,
         fwd=Traffic(activations=r.kept_assignments * d * c + t * k * 4 + t * d * c),
@@ -182,6 +185,10 @@ def unfused_expert_ops(w: Workload) -> list[OpCost]:
         bwd=Traffic(activations=r.kept_assignments * d * c,
                     gradients=t * d * c + r.expert_rows * d * c + t * k * 4),
     )
+    # the forward's index_add of every kept row into its token's row, the backward's index_put of the permuted
+    # rows' gradients into x's rows (x[token_of]'s backward): both accumulate with atomics
+    ops += [replace(op, atomic_elements=float(r.kept_assignments * d) if op.phase is Phase.FWD else 0.0)
+            for op in unpermute]
     return ops
 
 

@@ -188,6 +188,9 @@ class OpCost:
     # (None: as the fused graph above).
     eager_bytes: float | None = None
     eager_launches: int | None = None
+    # Elements added into rows that other rows also add into (index_add / index_put with accumulate): atomics,
+    # far slower than a stream of the same bytes. Over all instances.
+    atomic_elements: float = 0.0
 
     @property
     def bytes(self) -> float:
@@ -204,7 +207,7 @@ class OpCost:
             flops=self.flops * count, traffic=self.traffic.scaled(count), count=self.count * count,
             launches=self.launches, model_flops=self.model_flops, fp32_matmul=self.fp32_matmul, gemm=self.gemm,
             eager_bytes=None if self.eager_bytes is None else self.eager_bytes * count,
-            eager_launches=self.eager_launches,
+            eager_launches=self.eager_launches, atomic_elements=self.atomic_elements * count,
         )
 
 

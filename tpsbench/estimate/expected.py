@@ -98,7 +98,9 @@ class _Context:
     table: EfficiencyTable
     rates: Rates
     compiled: bool
-    host_launch_s: float
+    host_launch_s: float  # autograd's share included
+    host_gemm_s: float
+    autograd_s: float
     fast_grouped: bool
     impl: str | None
 
@@ -109,7 +111,9 @@ def _context(profile: GPUProfile, table: EfficiencyTable, matmul_math: str, comp
         host = table.host_launch_compiled_s.value
     else:
         host = table.host_launch_eager_s.value + (table.host_autograd_s.value if autograd else 0.0)
-    return _Context(profile, table, Rates.of(profile, matmul_math, table), compiled, host,
+    gemm = 0.0 if compiled else table.host_gemm_s.value
+    autograd = table.host_autograd_s.value if autograd and not compiled else 0.0
+    return _Context(profile, table, Rates.of(profile, matmul_math, table), compiled, host, gemm, autograd,
                     grouped_mm_fast_path(profile, matmul_math), impl)
 
 
@@ -131,7 +135,10 @@ def _events(ops: Iterable[OpCost], ctx: _Context, w: Workload | None, costs: dic
             out.append(Sync("loop: per-expert counts to the host", sync_s))
         if w is not None and _grouped_fallback(ctx, w, op):
             out.append(Sync("grouped_mm fallback: offsets to the host", sync_s))
-        out.append(KernelRun(op.name, cost.launches * per_layer, cost.gpu_s * per_layer, ctx.host_launch_s))
+        host = ctx.host_launch_s + (ctx.host_gemm_s if op.kind is OpKind.MATMUL else 0.0)
+        if op.phase is Phase.BWD_WGRAD:  # one autograd node (MmBackward) computes the data and weight gradients
+            host -= ctx.autograd_s
+        out.append(KernelRun(op.name, cost.launches * per_layer, cost.gpu_s * per_layer, host))
     return out
 
 

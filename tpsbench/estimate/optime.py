@@ -92,7 +92,7 @@ def op_instance_cost(op: OpCost, rates: Rates, table: EfficiencyTable, *, compil
             nbytes = op.eager_bytes / inst
         if not compiled and op.eager_launches is not None:
             launches = op.eager_launches
-    memory = nbytes / rates.bandwidth
+    memory = nbytes / rates.bandwidth + op.atomic_elements / inst / table.atomic_add_per_s.value
     busy = max(compute, memory)
     total = busy + launches * floor
     bound = "floor" if launches * floor > busy else ("compute" if compute >= memory else "memory")

@@ -11,6 +11,8 @@ per-kernel floor, each with the file it came from."""
 from __future__ import annotations
 
 import json
+import re
+import statistics
 from dataclasses import replace
 from pathlib import Path
 
@@ -93,6 +95,12 @@ def calibration_fixed(paths: list[Path], profile: GPUProfile) -> dict[str, Sourc
         if triad.get("launch") == "cuda_graph" and triad.get("median_s"):
             fixed["kernel_floor_s"] = Sourced(triad["median_s"], f"{path}: 4 MiB L2-resident triad per kernel, "
                                               "replayed from a CUDA graph (no host cost)")
+        for name, wl in ((doc.get("sampler_overhead") or {}).get("workloads") or {}).items():
+            reps = re.search(r"tiny .* x(\d+)", name)
+            if reps and wl.get("without_s"):
+                per = statistics.median(wl["without_s"]) / int(reps.group(1))
+                fixed["host_launch_eager_s"] = Sourced(per, f"{path}: sampler_overhead '{name}' without sampling, "
+                                                       "median / launches: host time of one eager aten op")
         sweep = doc.get("launch_sweep") or {}
         if sweep.get("host_per_launch_s"):
             fixed["host_launch_eager_s"] = Sourced(sweep["host_per_launch_s"],

@@ -9,7 +9,7 @@ The parameters are keyed by kind of op and size only (never by a model, a point 
   ``TILE x TILE`` output tiles per SM, a reduction-length term ``K / (K + gemm_k_half)``, and for a launch
   over several groups (grouped or batched expert GEMMs, the fused expert kernels) a further fraction;
 * memory-bound kernels: a fraction of the datasheet DRAM bandwidth, plus a floor per kernel (small kernels do
-  not reach DRAM peak: launch ramp, tail);
+  not reach DRAM peak: launch ramp, tail), and a rate for elements added with atomics into shared rows;
 * the flash attention core, forward and backward, as fractions of the tensor-core peak;
 * the host: seconds of host time per kernel launch (eager, the extra of autograd, compiled), per GPU->CPU
   synchronisation.
@@ -54,12 +54,14 @@ class EfficiencyTable:
     # memory-bound kernels
     dram_fraction: Sourced
     kernel_floor_s: Sourced  # GPU time a kernel takes however little it does
+    atomic_add_per_s: Sourced  # elements/s of a scatter-add into shared rows (index_add, index_put accumulate)
     # flash attention core
     attention_fwd_fraction: Sourced
     attention_bwd_fraction: Sourced
     # the host
     host_launch_eager_s: Sourced  # an eager aten op's dispatch and launch, autograd off
     host_autograd_s: Sourced  # extra per kernel when autograd records the op (forward) or runs it (backward)
+    host_gemm_s: Sourced  # extra per matmul launch (cuBLAS's heuristics and handle, autocast's dispatch)
     host_launch_compiled_s: Sourced  # a kernel of a compiled graph (Inductor's wrapper, autograd included)
     host_sync_s: Sourced
     # peak memory: bytes the caching allocator holds beyond the tensors counted (fragmentation, workspaces)

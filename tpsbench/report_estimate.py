@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from rich.table import Table
 
 from tpsbench.analysis.validate import ErrorSummary, ValidatedPoint
-from tpsbench.estimate.expected import Expected
-from tpsbench.estimate.memory import MemoryEstimate
+from tpsbench.estimate.step import StepEstimate
 
 
 def _pct(x: float | None) -> str:
@@ -58,21 +57,29 @@ def summary_table(summary: Sequence[ErrorSummary], *, lomo: bool) -> Table:
     return t
 
 
-def expected_lines(e: Expected, tokens: int, mem: MemoryEstimate, capacity_bytes: float, gpu: str) -> list[str]:
-    tl = e.timeline
-    lines = [
-        f"expected step {e.seconds * 1e3:.2f} ms = {tokens / e.seconds:,.0f} tokens/s (+/-{100 * e.uncertainty:.0f}%,"
-        f" {'compiled' if e.compiled else 'eager'}); floor {e.floor_s * 1e3:.2f} ms = {tokens / e.floor_s:,.0f} "
-        f"tokens/s; the floor is {100 * e.floor_s / e.seconds:.0f}% of the expected time",
-        f"  GPU busy {tl.gpu_busy_s * 1e3:.2f} ms, idle {tl.gpu_idle_s * 1e3:.2f} ms "
-        f"({100 * tl.gpu_idle_fraction:.0f}%); host {tl.host_s * 1e3:.2f} ms for {tl.launches:,} kernel launches and "
-        f"{tl.syncs} GPU->CPU syncs",
-        f"  efficiencies: {e.table.basis} ({e.table.gpu})",
-    ]
-    lines += [f"  note: {n}" for n in e.notes]
-    verdict = "fits" if mem.fits(capacity_bytes) else "does not fit"
-    lines.append(f"memory: peak {mem.peak_bytes / 1e9:.1f} GB (parameters and AdamW state "
-                 f"{mem.parameters_and_state_bytes / 1e9:.1f}, activations {mem.activations_bytes / 1e9:.1f}, loss "
-                 f"{mem.loss_transient_bytes / 1e9:.1f}, weight copies {mem.weight_copies_bytes / 1e9:.1f}, allocator "
-                 f"reserve {mem.overhead_bytes / 1e9:.1f}) on {capacity_bytes / 1e9:.1f} GB usable: {verdict} on {gpu}")
+def step_estimate_lines(s: StepEstimate) -> list[str]:
+    """The expected step and the memory verdict, a few lines (what `predict` prints next to the floor)."""
+    lines: list[str] = []
+    e = s.expected
+    if e is None:
+        lines.append(f"expected: n/a ({s.reason})")
+    else:
+        tl = e.timeline
+        lines += [
+            f"expected step {e.seconds * 1e3:.2f} ms = {s.tokens / e.seconds:,.0f} tokens/s (+/-"
+            f"{100 * e.uncertainty:.0f}%, {'compiled' if e.compiled else 'eager'}); floor {e.floor_s * 1e3:.2f} ms = "
+            f"{s.tokens / e.floor_s:,.0f} tokens/s: the floor is {100 * e.floor_s / e.seconds:.0f}% of the expected",
+            f"  GPU busy {tl.gpu_busy_s * 1e3:.2f} ms, idle {tl.gpu_idle_s * 1e3:.2f} ms "
+            f"({100 * tl.gpu_idle_fraction:.0f}%); host {tl.host_s * 1e3:.2f} ms for {tl.launches:,} kernel launches "
+            f"and {tl.syncs} GPU->CPU syncs",
+            f"  efficiencies: {e.table.basis} ({e.table.gpu})",
+        ]
+        lines += [f"  note: {n}" for n in e.notes]
+    m = s.memory
+    verdict = "fits" if s.fits else "does not fit"
+    lines.append(f"memory: peak {m.peak_bytes / 1e9:.1f} GB allocated (parameters and AdamW state "
+                 f"{m.parameters_and_state_bytes / 1e9:.1f}, activations {m.activations_bytes / 1e9:.1f}, loss "
+                 f"{m.loss_transient_bytes / 1e9:.1f}, bf16 weight copies {m.weight_copies_bytes / 1e9:.1f}) + "
+                 f"allocator reserve {m.overhead_bytes / 1e9:.1f} GB on {s.usable_bytes / 1e9:.1f} GB usable: "
+                 f"{verdict} on {s.gpu}")
     return lines

@@ -178,6 +178,8 @@ class RunConfig:
     gpu_time: bool = True  # profile a few extra calls per point for GPU busy/idle time (GPU runs)
     seed: int = 0
     stack: str = "tpsbench"  # whose modules and training step run: tpsbench or olmo-core
+    force: bool = False  # try training steps predicted not to fit the GPU's memory
+    trace_dir: Path | None = None  # write the profiler's Chrome trace of one repetition per point there
 
     @property
     def gpu_label(self) -> str:
@@ -213,7 +215,7 @@ class RunConfig:
         global_batch: int | None = None, stages: bool = True, layers: str | None = None, reps: int | None = None,
         min_time: float | None = None, ceilings: str = "spec", calibration: str | None = None,
         counters: bool = True, counter_interval_s: float = DEFAULT_INTERVAL_S, counter_window_s: float | None = None,
-        gpu_time: bool = True, stack: str = "tpsbench",
+        gpu_time: bool = True, stack: str = "tpsbench", force: bool = False, trace_dir: str | None = None,
     ) -> RunConfig:
         """A run from `tpsbench run`'s options, each default decided here and nowhere else."""
         spec = get_model(model)
@@ -245,7 +247,7 @@ class RunConfig:
             e2e_timing=_timing(E2E_TIMING[dev], reps, min_time, counter_window_s), stages=stages,
             layers=_layers(layers, spec), counters=counters, ceilings=ceilings,
             calibration=calibration_for(ceilings, calibration, profile), counter_interval_s=counter_interval_s,
-            gpu_time=gpu_time, stack=stack,
+            gpu_time=gpu_time, stack=stack, force=force, trace_dir=None if trace_dir is None else Path(trace_dir),
         )
 
     @classmethod

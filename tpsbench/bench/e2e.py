@@ -13,11 +13,13 @@ import contextlib
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from tpsbench.bench.gpu_busy import measure_gpu_time
 from tpsbench.bench.timing import TimingConfig, WindowHook, time_fn
+from tpsbench.bench.trace import export_trace
 from tpsbench.costmodel import (
     FWD_BWD,
     DTypePolicy,
@@ -130,7 +132,7 @@ def tokens_per_expert_info(per_layer: list[torch.Tensor]) -> dict[str, object]:
 def run_e2e(
     spec: ModelSpec, case: E2ECase, *, device: torch.device, policy: DTypePolicy, routing: str, skew: float,
     timing: TimingConfig, profile: GPUProfile | None, compile_model: bool = False, seed: int = 0,
-    window: WindowHook | None = None, measure_idle: bool = True, stack: str = "tpsbench",
+    window: WindowHook | None = None, measure_idle: bool = True, stack: str = "tpsbench", trace: Path | None = None,
 ) -> dict[str, object]:
     torch.manual_seed(seed)
     if stack == "olmo-core":
@@ -158,6 +160,7 @@ def run_e2e(
     # two profiled steps: a loop-implementation step has ~10^5 kernels, and parsing the trace is slow
     gpu_time = (measure_gpu_time(step, device=device, median_s=statistics.median(step_t.samples_s), calls=2)
                 if measure_idle else None)
+    traced = export_trace(step, trace, device=device) if trace is not None else None
     train.microbatches()  # leave gradients in place so the optimizer step is timed on real gradients
     opt_t = time_fn(train.optimizer_step, device=device, config=step_cfg)
     train.zero_grad()
@@ -167,6 +170,7 @@ def run_e2e(
         "window": step_t.window, "window_info": step_t.window_info,
         "optimizer_samples_s": opt_t.samples_s, "peak_memory_bytes": peak, "accumulation_steps": case.accumulation,
         "compiled": compile_model, "params": train.params, "gpu_time": gpu_time, "recipe": train.recipe,
+        **({} if traced is None else {"trace": traced}),
     }
 
 

@@ -18,11 +18,13 @@ import contextlib
 import statistics
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from tpsbench.bench.gpu_busy import measure_gpu_time
 from tpsbench.bench.timing import L2Flusher, TimingConfig, WindowHook, time_fn
+from tpsbench.bench.trace import export_trace
 from tpsbench.costmodel import (
     DTypePolicy,
     OpCost,
@@ -165,7 +167,8 @@ class MicroBench:
         return torch.randn(shape, generator=g, device=self.device)
 
     # --- running -------------------------------------------------------------------------------
-    def run(self, case: MicroCase) -> dict[str, object]:
+    def run(self, case: MicroCase, trace: Path | None = None) -> dict[str, object]:
+        """Time ``case``; ``trace``: also write the profiler's Chrome trace of one repetition there."""
         layer = self._layer(case)
         x = self._input(case)
         info: dict[str, object] = {}
@@ -178,6 +181,8 @@ class MicroBench:
         if self.gpu_time:
             info["gpu_time"] = measure_gpu_time(fn, device=self.device, median_s=statistics.median(timed.samples_s),
                                                 setup=self._profiled_setup(setup, timed.l2_flushed))
+        if trace is not None:
+            info["trace"] = export_trace(fn, trace, device=self.device, setup=setup)
         if isinstance(layer, MoEFeedForward):
             info.update(self._routing_info(layer, x))
         elif hasattr(layer, "routing_info"):  # another stack's MoE

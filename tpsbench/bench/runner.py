@@ -20,7 +20,9 @@ from tpsbench.bench import e2e, micro
 from tpsbench.bench.config import RunConfig
 from tpsbench.bench.env import machine_info
 from tpsbench.bench.stats import summarize
+from tpsbench.bench.trace import trace_path
 from tpsbench.counters.sampler import NullSource, Sampler, open_source
+from tpsbench.estimate.memory import ALLOCATOR_RESERVE, step_memory, usable_bytes
 from tpsbench.models import ModelSpec
 from tpsbench.results import ResultsWriter, finite, from_dict
 from tpsbench.results.schema import Counters, Point, Raw, Stats
@@ -94,6 +96,19 @@ def make_sampler(cfg: RunConfig) -> Sampler | None:
     return Sampler(source, interval_s=cfg.counter_interval_s, bandwidth_gbs=bandwidth)
 
 
+def _memory_skip(case: e2e.E2ECase, spec: ModelSpec, cfg: RunConfig, cap: float | None) -> str | None:
+    """Why a training step is not tried (the memory model says it does not fit this GPU), or None."""
+    if cfg.force or cfg.device != "cuda" or cfg.profile is None or cfg.stack != "tpsbench":
+        return None
+    w = e2e.cost_workload(spec, case, cfg.policy, cap)
+    mem = step_memory(w, compiled=cfg.compile_model, overhead_fraction=ALLOCATOR_RESERVE.value)
+    usable = usable_bytes(cfg.profile.memory_gb.value)
+    if mem.fits(usable):
+        return None
+    return (f"predicted not to fit: {mem.peak_bytes / 1e9:.1f} GB peak + {mem.overhead_bytes / 1e9:.1f} GB allocator "
+            f"reserve > {usable / 1e9:.1f} GB usable on {cfg.profile.name}; skipped (run --force to try it)")
+
+
 def _measure(case: micro.MicroCase | e2e.E2ECase, spec: ModelSpec, bench: micro.MicroBench, cfg: RunConfig,
              device: torch.device, cap: float | None, sampler: Sampler | None) -> Point:
     is_micro = isinstance(case, micro.MicroCase)
@@ -101,9 +116,12 @@ def _measure(case: micro.MicroCase | e2e.E2ECase, spec: ModelSpec, bench: micro.
              "impl": case.impl, "tokens": case.tokens, "mode": case.mode if is_micro else "train_step",
              "global_tokens": None if is_micro else case.global_tokens, "label": case.label,
              "routing": cfg.routing if spec.moe is not None else None}
+    trace = None if cfg.trace_dir is None else trace_path(cfg.trace_dir, f"{spec.name}-{case.label}")
     try:
+        if not is_micro and (skip := _memory_skip(case, spec, cfg, cap)) is not None:
+            return Point(**ident, status="skipped", error=skip)
         if isinstance(case, micro.MicroCase):
-            raw = bench.run(case)
+            raw = bench.run(case, trace=trace)
             stats = summarize(raw["samples_s"])
             ops = micro.case_ops(spec, case, cfg.policy, "flash" if device.type == "cuda" else "math", cap)
             derived, prediction = micro.derived_metrics(ops, case.tokens, stats.median, cfg.profile, cfg.policy,
@@ -111,7 +129,8 @@ def _measure(case: micro.MicroCase | e2e.E2ECase, spec: ModelSpec, bench: micro.
         else:
             raw = e2e.run_e2e(spec, case, device=device, policy=cfg.policy, routing=cfg.routing, skew=cfg.skew,
                               timing=cfg.e2e_timing, profile=cfg.profile, compile_model=cfg.compile_model,
-                              seed=cfg.seed, window=sampler, measure_idle=cfg.gpu_time, stack=cfg.stack)
+                              seed=cfg.seed, window=sampler, measure_idle=cfg.gpu_time, stack=cfg.stack,
+                              trace=trace)
             stats = summarize(raw["samples_s"])
             opt_stats = summarize(raw["optimizer_samples_s"])
             raw["optimizer_stats"] = opt_stats.to_dict()

@@ -15,18 +15,12 @@ from tpsbench import __version__
 from tpsbench.analysis.validate import summarize, validate
 from tpsbench.cli.args import UsageError, add_json
 from tpsbench.estimate.fit import fit_table
+from tpsbench.estimate.memory import ALLOCATOR_RESERVE
 from tpsbench.estimate.points import MeasuredPoint, read_points
 from tpsbench.estimate.select import calibration_fixed, table_for
-from tpsbench.estimate.table import EfficiencyTable, Sourced, parse_table
+from tpsbench.estimate.table import EfficiencyTable, parse_table
 from tpsbench.profiles import load_profile
 from tpsbench.report_estimate import summary_table, validation_table
-
-# The caching allocator's reserve beyond the allocated peak, for the fits / does not fit verdict: bounded by the
-# committed H100 runs (moe_1b_a390m's 32,768-token MoE steps ran out of memory at an estimated 84.4 GB allocated
-# on 85.0 GB; its 16,384-token dense_total step ran at 69.0 GB): any fraction from 1% to 23% separates them.
-ALLOCATOR_RESERVE = Sourced(0.05, "bounded by the committed H100 runs: moe_1b_a390m's 32,768-token MoE steps ran out "
-                            "of memory at an estimated 84.4 GB allocated on 85.0 GB, its 16,384-token dense_total "
-                            "step ran at 69.0 GB; 1-23% separates them, 5% taken", 1.0)
 
 
 def _points(paths: Sequence[str], gpu: str | None) -> list[MeasuredPoint]:

@@ -12,10 +12,12 @@ from tpsbench.bench.calibrate import calibration_for
 from tpsbench.bench.config import parse_batches
 from tpsbench.cli.args import UsageError, add_json, positive_float, positive_int
 from tpsbench.costmodel import POLICIES, Workload, get_policy
+from tpsbench.estimate.step import expected_for
 from tpsbench.impls import cost_model_names
 from tpsbench.models import MODELS, USERS_GLOBAL_BATCH_TOKENS, USERS_MICROBATCH_TOKENS, default_global_batch, get_model
 from tpsbench.profiles import load_all_profiles, load_profile
 from tpsbench.report import gpus_table, impls_table, models_table, print_prediction, summary_table
+from tpsbench.report_estimate import step_estimate_lines
 from tpsbench.roofline import CeilingSource, predict
 from tpsbench.stacks import STACKS, resolve
 from tpsbench.stacks.olmo_core import cannot_express
@@ -43,6 +45,11 @@ def add_predict_args(pr: argparse.ArgumentParser) -> None:
     pr.add_argument("--ceilings", default="spec", help=f"roofline ceilings: {', '.join(CEILING_CHOICES)}")
     pr.add_argument("--calibration", default=None, help="calibration file for --ceilings calibrated (default: the "
                     "newest results/calibration/*-GPU.json)")
+    pr.add_argument("--estimate", default="expected", choices=["floor", "expected"],
+                    help="what the tables lead with: the roofline floor, or the expected time (floor / measured "
+                    "efficiency + host and launch time, from the GPU's efficiency table); --json has both")
+    pr.add_argument("--compile", action="store_true", help="expected time of a torch.compile'd step (the floor "
+                    "is the same)")
     pr.add_argument("--summary", action="store_true", help="totals only, no per-op table")
     add_json(pr)
 
@@ -70,6 +77,7 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
                         capacity_factor=args.capacity_factor, policy=policy)
         preds.append(predict(work, profile, ceilings=args.ceilings, global_batch_tokens=global_batch,
                              calibration=calibration))
+    estimates = [expected_for(p.workload, profile, compiled=args.compile) for p in preds]
     if args.json:
         doc = {
             "tool": "tpsbench", "version": __version__, "command": "predict",
@@ -77,12 +85,19 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
             "model": {"name": model.name, "olmo_name": model.olmo_name, "total_params": model.total_params,
                       "active_params": model.active_params},
             "dtype_policy": {"name": policy.name, "description": policy.description}, "stack": args.stack,
-            "predictions": [p.to_dict() for p in preds],
+            "predictions": [{**p.to_dict(), "expected": e.to_dict()} for p, e in zip(preds, estimates, strict=True)],
         }
         print(json.dumps(doc, indent=2))
         return 0
-    for p in preds:
-        print_prediction(console, p, ops=not args.summary)
+    for p, e in zip(preds, estimates, strict=True):
+        if args.estimate == "floor":
+            print_prediction(console, p, ops=not args.summary)
+            for line in step_estimate_lines(e):
+                console.print(line, highlight=False, soft_wrap=True)
+        else:
+            for line in step_estimate_lines(e):
+                console.print(line, highlight=False, soft_wrap=True)
+            print_prediction(console, p, ops=not args.summary)
     if len(preds) > 1:
         console.print(summary_table(preds))
     return 0

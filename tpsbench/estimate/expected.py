@@ -75,8 +75,8 @@ class Expected:
 
     @property
     def uncertainty(self) -> float:
-        """Relative 1-sigma spread of the estimate: the table's largest parameter uncertainty."""
-        return max(getattr(self.table, n).uncertainty for n in self.table.parameter_names())
+        """Relative spread of the estimate: the table's stated training-step uncertainty."""
+        return self.table.step_uncertainty.value
 
     def to_dict(self) -> dict[str, object]:
         tl = self.timeline

@@ -45,6 +45,7 @@ class FitResult:
 
 def _start_table(gpu: str, host: str, basis: str, fixed: dict[str, Sourced]) -> EfficiencyTable:
     s = {k: Sourced(v[2], "start value of the fit") for k, v in BOUNDS.items()}
+    s["step_uncertainty"] = Sourced(1.0, "not fitted yet")
     s.update(fixed)
     return EfficiencyTable(gpu=gpu, host=host, basis=basis, **s)  # type: ignore[arg-type]
 
@@ -93,6 +94,11 @@ def fit_table(points: Sequence[MeasuredPoint], *, gpu: str, host: str, source: s
     for n, v, s in zip(names, values, sd, strict=True):
         rel = float(s / v) if v > 0 and math.isfinite(s) else 1.0
         fitted[n] = Sourced(v, source, round(min(rel, 10.0), 3))
+    steps = [i for i, p in enumerate(pts) if p.kind == "step"]
+    rel = [math.exp(float(res[i] / w[i])) - 1.0 for i in steps]
+    spread = math.sqrt(sum(r * r for r in rel) / len(rel)) if rel else 1.0
+    fitted["step_uncertainty"] = Sourced(round(spread, 3), f"RMS relative error of the fit on its {len(rel)} "
+                                         "training-step points", 0.0)
     table = EfficiencyTable(gpu=gpu, host=host, basis="fitted", **{**fixed, **fitted})  # type: ignore[arg-type]
     rms = math.sqrt(float(np.mean((res / w) ** 2)))
     return FitResult(table, names, len(pts), rms)

@@ -58,6 +58,8 @@ def table_for(profile: GPUProfile) -> EfficiencyTable:
         s: Sourced = getattr(src, name)
         unc = max(MIN_TRANSFER_UNCERTAINTY, s.uncertainty * widening)
         values[name] = Sourced(s.value, f"{note}: {s.source}", round(unc, 3))
+    su = src.step_uncertainty
+    values["step_uncertainty"] = Sourced(round(su.value * widening, 3), f"{note}: {su.source}", 0.0)
     for name, key in (("gemm_peak_fraction", "measured_matmul_tflops"), ("dram_fraction", "measured_copy_gbs")):
         mine, theirs = _measured_fraction(profile, key), _measured_fraction(src_prof, key)
         if mine is not None and theirs is not None:

@@ -66,6 +66,9 @@ class EfficiencyTable:
     host_sync_s: Sourced
     # peak memory: bytes the caching allocator holds beyond the tensors counted (fragmentation, workspaces)
     memory_overhead_fraction: Sourced
+    # the stated relative uncertainty of an expected training step: the fit's RMS relative error on the training
+    # steps it was fitted to (widened when the table is transferred to another GPU)
+    step_uncertainty: Sourced
 
     @classmethod
     def parameter_names(cls) -> list[str]:

@@ -15,7 +15,7 @@ from tpsbench.results.typed import fld, schema
 
 SCHEMA = "tpsbench.results/2"
 SCHEMA_V1 = "tpsbench.results/1"
-POINT_STATUSES = ("ok", "oom", "error")
+POINT_STATUSES = ("ok", "oom", "error", "skipped")
 RUN_STATUSES = ("running", "complete", "interrupted")
 
 
@@ -73,6 +73,8 @@ class Raw:
     params: int | None = fld("training step: parameters of the model that ran", default=None)
     recipe: dict[str, str] | None = fld("training step of a stack other than tpsbench's: what ran (stack, MoE type, "
                                         "precision, loss, optimizer, compile)", default=None)
+    trace: dict[str, str | None] | None = fld("run --trace: the Chrome trace of one repetition (path) or why there "
+                                              "is none (reason)", default=None)
 
 
 @schema
@@ -156,7 +158,8 @@ class Point:
     mode: str = fld("fwd, bwd, fwd_bwd, stage:<name> or train_step")
     label: str = fld("human-readable name of the point")
     routing: str | None = fld("learned, uniform or skewed (MoE models)")
-    status: str = fld("ok, oom or error")
+    status: str = fld("ok, oom, error, or skipped (a training step predicted not to fit the GPU's memory; "
+                      "`run --force` tries it)")
     global_tokens: int | None = fld("e2e: tokens per optimizer step", "tokens", default=None)
     error: str | None = fld("oom/error: the exception's message", default=None)
     traceback: str | None = fld("error: the end of the traceback", default=None)

@@ -13,7 +13,6 @@ from tpsbench.analysis.explain import MeasuredCsvError, explain, read_measured_c
 from tpsbench.analysis.verdict import (
     Evidence,
     Verdict,
-    implied_bandwidth_share,
     speedup_verdict,
     workload_verdict,
 )
@@ -98,14 +97,6 @@ def test_speedup_matching_the_compute_ratio_or_one():
     assert speedup_verdict(4.6, c, b).verdict is Verdict.COMPUTE
     assert speedup_verdict(1.05, c, b).verdict is Verdict.OVERHEAD
     assert speedup_verdict(3.0, c, b).verdict is Verdict.INCONCLUSIVE
-
-
-def test_implied_bandwidth_share_is_exact():
-    c, b = 4.0, 2.0
-    for f in (0.0, 0.25, 1.0):
-        speedup = 1 / (f / b + (1 - f) / c)
-        assert implied_bandwidth_share(speedup, c, b) == pytest.approx(f)
-    assert implied_bandwidth_share(1.2, 1.0, 1.05) is None  # ratios too close to tell apart
 
 
 def _two_gpu_docs():

@@ -23,6 +23,8 @@ import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from tpsbench.analysis.shares import decompose
+
 # GPU idle for >= 30% of the time: host/launch overhead is a first-order cost (on a GPU-bound training
 # step the profiler shows a few percent of gaps).
 IDLE_OVERHEAD = 0.30
@@ -98,16 +100,6 @@ def workload_verdict(ev: Evidence) -> Finding:
     return Finding(Verdict.INCONCLUSIVE, f"no limit reached ({why}): {line}", values)
 
 
-def implied_bandwidth_share(speedup: float, compute_ratio: float, bandwidth_ratio: float) -> float | None:
-    """The share f of the first GPU's time that scales with bandwidth, if the rest scales with compute:
-    1 / speedup = f / bandwidth_ratio + (1 - f) / compute_ratio. None when the ratios are too close to
-    separate the two. Not clamped: outside [0, 1] means neither explanation covers the speedup."""
-    denom = 1 / bandwidth_ratio - 1 / compute_ratio
-    if abs(math.log(bandwidth_ratio / compute_ratio)) < math.log1p(SPEEDUP_TOLERANCE):
-        return None
-    return (1 / speedup - 1 / compute_ratio) / denom
-
-
 def speedup_verdict(speedup: float, compute_ratio: float, bandwidth_ratio: float,
                     predicted: float | None = None) -> Finding:
     """Which ratio the measured speedup of one workload between two GPUs matches."""
@@ -115,12 +107,11 @@ def speedup_verdict(speedup: float, compute_ratio: float, bandwidth_ratio: float
     tol = math.log1p(SPEEDUP_TOLERANCE)
     dist = {v: abs(math.log(speedup / r)) for v, r in candidates.items()}
     matches = [v for v, d in dist.items() if d <= tol]
-    f = implied_bandwidth_share(speedup, compute_ratio, bandwidth_ratio)
+    shares = decompose(speedup, compute_ratio, bandwidth_ratio)
     values = {"speedup": speedup, "compute_ratio": compute_ratio, "bandwidth_ratio": bandwidth_ratio,
-              "predicted_speedup": predicted, "implied_bandwidth_share": f}
+              "predicted_speedup": predicted, "shares": shares.to_dict()}
     line = (f"speedup {speedup:.2f}x vs compute {compute_ratio:.2f}x, bandwidth {bandwidth_ratio:.2f}x, "
-            f"host 1x" + ("" if predicted is None else f", roofline {predicted:.2f}x")
-            + ("" if f is None else f"; implies {100 * f:.0f}% of the time scales with bandwidth"))
+            f"host 1x" + ("" if predicted is None else f", roofline {predicted:.2f}x") + f"; {shares.text}")
     if len(matches) == 1:
         return Finding(matches[0], line, values)
     if matches:

@@ -151,13 +151,24 @@ def explain_tables(e: Explanation) -> list[TableData]:
     out = [rows]
     if e.speedups:
         s = TableData("Speedups between GPUs", ["model", "impl", "from", "to", "measured", "compute", "bandwidth",
-                                                "roofline", "verdict", "evidence"],
+                                                "roofline", "expected", "verdict", "evidence"],
                       left={"model", "impl", "from", "to", "verdict", "evidence"})
         for x in e.speedups:
             s.rows.append([x.model, x.impl, x.from_gpu, x.to_gpu, f"{x.speedup:.2f}x", f"{x.compute_ratio:.2f}x",
-                           f"{x.bandwidth_ratio:.2f}x", f"{x.predicted:.2f}x", str(x.finding.verdict),
+                           f"{x.bandwidth_ratio:.2f}x", f"{x.predicted:.2f}x",
+                           "n/a" if x.expected is None else f"{x.expected:.2f}x", str(x.finding.verdict),
                            x.finding.evidence])
         out.append(s)
+        lim = TableData("What does not scale, by the expected-time model", ["model", "impl", "GPU limits"],
+                        left={"model", "impl", "GPU limits"})
+        seen: set[tuple[str, str, str]] = set()
+        for x in e.speedups:
+            for text in x.limits:
+                key = (x.model, x.impl, text)
+                if key not in seen:
+                    seen.add(key)
+                    lim.rows.append([x.model, x.impl, text])
+        out.append(lim)
     if e.gaps:
         g = TableData("Dense / MoE gap on each GPU (dense tokens/s over MoE tokens/s)",
                       ["gpu", "dense", "MoE", "impl", "measured", "roofline", "unexplained"],

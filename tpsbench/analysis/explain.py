@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 
+from tpsbench.analysis.limits import StepLimits, step_limits
 from tpsbench.analysis.points import slots_dict
 from tpsbench.analysis.verdict import Evidence, Finding, Verdict, speedup_verdict, workload_verdict
 from tpsbench.costmodel import (
@@ -85,6 +86,8 @@ class SpeedupResult:
     bandwidth_ratio: float
     predicted: float
     finding: Finding
+    expected: float | None = None  # the expected-time model's speedup (None without efficiency data)
+    limits: tuple[str, ...] = ()  # per GPU: what the expected model says does not scale (host, launches, fp32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +141,8 @@ class Explanation:
                       "predicted_memory_share": r.predicted_memory_share, **r.finding.to_dict()} for r in self.rows],
             "speedups": [{"model": s.model, "impl": s.impl, "tokens": s.tokens, "from_gpu": s.from_gpu,
                           "to_gpu": s.to_gpu, "speedup": s.speedup, "compute_ratio": s.compute_ratio,
-                          "bandwidth_ratio": s.bandwidth_ratio, "predicted": s.predicted, **s.finding.to_dict()}
+                          "bandwidth_ratio": s.bandwidth_ratio, "predicted": s.predicted, "expected": s.expected,
+                          "limits": list(s.limits), **s.finding.to_dict()}
                          for s in self.speedups],
             "gaps": [slots_dict(g) for g in self.gaps],
             "gap_trends": [slots_dict(t) for t in self.trends],
@@ -240,6 +244,12 @@ def _row_result(m: Measured, ceilings: str) -> RowResult:
     return RowResult(m, p.global_tokens_per_s, fraction, tensor, bw, p.memory_bound_share, workload_verdict(ev))
 
 
+def _limits(m: Measured) -> StepLimits:
+    policy = get_policy(resolve(m.stack, None, "dropless", default_dtype="amp_bf16")[0])
+    cap = m.model.moe.capacity_factor if m.model.moe else None
+    return step_limits(train_workload(m.model, m.impl, m.tokens, policy, cap), m.profile)
+
+
 def _faster_than_floor(r: RowResult) -> str:
     return (f"row {r.m.row}: {r.m.model.name} on {r.m.profile.name} at {r.m.tokens_per_s:,.0f} tokens/s is "
             f"{100 * r.fraction_of_bound:.0f}% of its roofline bound ({r.predicted_tokens_per_s:,.0f} tokens/s, no "
@@ -268,9 +278,13 @@ def explain(measured: list[Measured], *, ceilings: str = "spec") -> Explanation:
             compute = b.m.profile.bf16_tflops.value / a.m.profile.bf16_tflops.value
             bandwidth = b.m.profile.mem_bandwidth_gbs.value / a.m.profile.mem_bandwidth_gbs.value
             predicted = b.predicted_tokens_per_s / a.predicted_tokens_per_s
+            la, lb = _limits(a.m), _limits(b.m)
+            ta, tb = la.expected_tokens_per_s, lb.expected_tokens_per_s
             out.speedups.append(SpeedupResult(model, impl, tokens, a.m.profile.name, b.m.profile.name, speedup,
                                               compute, bandwidth, predicted,
-                                              speedup_verdict(speedup, compute, bandwidth, predicted)))
+                                              speedup_verdict(speedup, compute, bandwidth, predicted),
+                                              None if ta is None or tb is None else tb / ta,
+                                              (la.text(), lb.text())))
     for a in rows:
         for b in rows:
             if (a.m.model.moe is None and b.m.model.moe is not None and a.m.profile.name == b.m.profile.name

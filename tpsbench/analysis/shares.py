@@ -28,9 +28,8 @@ class ShareRange:
     high: float
 
     def text(self) -> str:
-        if abs(self.high - self.low) < 0.005:
-            return f"{100 * self.low:.0f}%"
-        return f"{100 * self.low:.0f}-{100 * self.high:.0f}%"
+        lo, hi = round(100 * self.low) + 0, round(100 * self.high) + 0  # + 0: no "-0"
+        return f"{lo}%" if lo == hi else f"{lo}-{hi}%"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,11 +108,18 @@ def decompose(speedup: float, compute_ratio: float, bandwidth_ratio: float) -> D
     if speedup < min(bandwidth_ratio, compute_ratio) * (1 - 1e-9) and n.low > 0.005:
         parts.append(f"the speedup is below both the bandwidth and the compute ratio: at least {100 * n.low:.0f}% "
                      "of the step does not scale with the GPU (host, launches, syncs) or runs slower on the second")
-    indistinct = tuple(sorted(m for m in matching if m in alike))
-    if len(indistinct) > 1:
-        parts.append(f"{' and '.join(indistinct)} both predict {speedup:.2f}x on these GPUs: this pair cannot tell "
-                     "them apart; the profiler's GPU idle time (run without --no-gpu-time) or a pair of GPUs with a "
-                     "different compute ratio separates them")
-    elif single is not None:
+    indistinct = tuple(sorted(alike))
+    if indistinct:
+        same = ratios[indistinct[0]]
+        parts.append(f"{' and '.join(indistinct)} predict the same speedup on these GPUs ({same:.2f}x): this pair "
+                     "cannot tell their shares apart; " + _separating_measurement(indistinct))
+    if single is not None and single not in indistinct:
         parts.append(f"the simplest reading: {single} ({ratios[single]:.2f}x)")
     return Decomposition(speedup, compute_ratio, bandwidth_ratio, b, c, n, single, indistinct, "; ".join(parts))
+
+
+def _separating_measurement(names: tuple[str, ...]) -> str:
+    if any(n.startswith("not scaling") for n in names):
+        return ("the profiler's GPU idle time on each GPU (`run` records it unless --no-gpu-time) measures the "
+                "non-scaling share directly, or a GPU pair with a different compute ratio separates them")
+    return "a GPU pair whose bandwidth and compute ratios differ separates them"

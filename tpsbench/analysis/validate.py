@@ -14,7 +14,7 @@ from tpsbench.estimate.points import MeasuredPoint, estimate_point
 from tpsbench.estimate.table import EfficiencyTable
 from tpsbench.models import get_model
 
-KINDS = ("step", "moe layer", "layer", "stage")
+KINDS = ("step", "moe layer", "layer", "stage", "gemm")
 
 
 def kind_of(p: MeasuredPoint) -> str:

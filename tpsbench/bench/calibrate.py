@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from tpsbench.bench.calibrate_sweeps import gemm_sweep, launch_sweep
 from tpsbench.bench.stats import summarize
 from tpsbench.bench.timing import TimingConfig, time_fn
 from tpsbench.counters.sampler import Sampler, open_source
@@ -316,12 +317,17 @@ def run_calibration(profile: Any, *, quick: bool, interval_s: float,
     bandwidth = calibrate_bandwidth(device, timing)
     log("counter sampler overhead...")
     overhead = sampler_overhead(device, timing, interval_s)
+    log("GEMM shape sweep and launch sweep (the expected-time model's inputs)...")
+    sweep_timing = TimingConfig(warmup=2, min_reps=10, min_time_s=0.05, max_reps=100)
+    gemms = gemm_sweep(device, sweep_timing)
+    launches = launch_sweep(device)
     doc = {
         "schema": SCHEMA, "tool_version": __version__, "created_utc": utc_now(),
         "provenance": to_dict(current_provenance()), "machine": to_dict(machine_info("cuda", profile)),
         "profile": profile.name,
         "timing": {"warmup": timing.warmup, "min_reps": timing.min_reps, "min_time_s": timing.min_time_s},
-        "matmul": matmul, "bandwidth": bandwidth, "sampler_overhead": overhead,
+        "matmul": matmul, "bandwidth": bandwidth, "sampler_overhead": overhead, "gemm_sweep": gemms,
+        "launch_sweep": launches,
     }
     doc["best"] = best_ceilings(doc)
     return doc

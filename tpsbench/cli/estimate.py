@@ -16,7 +16,7 @@ from tpsbench.analysis.validate import summarize, validate
 from tpsbench.cli.args import UsageError, add_json
 from tpsbench.estimate.fit import fit_table
 from tpsbench.estimate.memory import ALLOCATOR_RESERVE
-from tpsbench.estimate.points import MeasuredPoint, read_points
+from tpsbench.estimate.points import MeasuredPoint, gemm_points, read_points
 from tpsbench.estimate.select import calibration_fixed, table_for
 from tpsbench.estimate.table import EfficiencyTable, parse_table
 from tpsbench.profiles import load_profile
@@ -53,6 +53,8 @@ def cmd_fit(args: argparse.Namespace, console: Console) -> int:
     points = _points(args.results, args.gpu)
     fixed = calibration_fixed([Path(c) for c in args.calibration], profile)
     fixed.setdefault("memory_overhead_fraction", ALLOCATOR_RESERVE)
+    for c in args.calibration:  # calibrate's GEMM shape sweep, where the file has one
+        points += gemm_points(c, profile.name)
     source = (f"fitted by `tpsbench fit` (scipy least_squares on log errors) to {len(points)} points of "
               + ", ".join(sorted({Path(p.source).as_posix() for p in points})))
     result = fit_table(points, gpu=profile.name, host=args.host, source=source, fixed=fixed)

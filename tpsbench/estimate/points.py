@@ -21,7 +21,7 @@ class MeasuredPoint:
     source: str  # results file
     gpu: str  # GPU profile
     model: str
-    kind: str  # "step" (training step), "layer" or "stage"
+    kind: str  # "step" (training step), "layer", "stage", or "gemm" (calibrate's GEMM sweep)
     layer: str  # attention, mlp, moe, a bracket, or model (step)
     impl: str | None
     tokens: int
@@ -69,6 +69,8 @@ def read_points(paths: Iterable[str | Path]) -> list[MeasuredPoint]:
 def estimate_point(p: MeasuredPoint, table: EfficiencyTable, profile: GPUProfile | None = None) -> Expected:
     """The expected estimate of what ``p`` measured (on its own GPU, or on ``profile``)."""
     prof = profile or load_profile(p.gpu)
+    if p.kind == "gemm":
+        return _gemm_estimate(p, table, prof)
     spec = get_model(p.model)
     policy = get_policy(p.policy)
     if p.kind == "step":
@@ -77,3 +79,34 @@ def estimate_point(p: MeasuredPoint, table: EfficiencyTable, profile: GPUProfile
         return expected_step(w, prof, table, compiled=p.compiled)
     impl = p.impl if p.layer == "moe" else None
     return expected_layer(spec, p.layer, impl, p.tokens, p.mode, prof, table, policy=policy)
+
+
+def gemm_points(calibration: str | Path, gpu: str) -> list[MeasuredPoint]:
+    """The GEMM shape sweep of a `tpsbench calibrate` file as measured points (kind ``gemm``)."""
+    import json
+
+    doc = json.loads(Path(calibration).read_text(encoding="utf-8"))
+    out = []
+    for g in doc.get("gemm_sweep") or []:
+        out.append(MeasuredPoint(
+            source=str(calibration), gpu=gpu, model="-", kind="gemm", layer="gemm", impl=None, tokens=int(g["m"]),
+            mode=f"{g['m']}x{g['n']}x{g['k']}x{g['groups']}", compiled=False, policy="bf16",
+            measured_s=float(g["median_s"]), peak_memory_bytes=None, gpu_idle_share=None))
+    return out
+
+
+def _gemm_estimate(p: MeasuredPoint, table: EfficiencyTable, profile: GPUProfile) -> Expected:
+    """One bf16 GEMM launch as `calibrate` times it (L2 flushed before each repetition)."""
+    from tpsbench.costmodel import GemmShape, OpCost, OpKind, Phase, Traffic
+    from tpsbench.estimate.optime import Rates, op_instance_cost
+    from tpsbench.estimate.timeline import KernelRun, simulate
+
+    m, n, k, groups = (int(x) for x in p.mode.split("x"))
+    op = OpCost(name="gemm", group="gemm", phase=Phase.FWD, kind=OpKind.MATMUL, flops=2.0 * m * n * k * groups,
+                traffic=Traffic(activations=2.0 * groups * (m * k + k * n + m * n)), gemm=GemmShape(m, n, k, groups))
+    rates = Rates.of(profile, "bf16", table)
+    cost = op_instance_cost(op, rates, table, compiled=False)
+    head = 2 * profile.l2_mb.value * 1e6 / rates.bandwidth
+    host = table.host_launch_eager_s.value + table.host_gemm_s.value
+    tl = simulate([KernelRun("gemm", 1, cost.gpu_s, host)], gpu_head_s=head)
+    return Expected((), tl, op.flops / (profile.bf16_tflops.value * 1e12), False, table, ())

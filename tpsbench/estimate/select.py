@@ -104,7 +104,10 @@ def calibration_fixed(paths: list[Path], profile: GPUProfile) -> dict[str, Sourc
                 fixed["host_launch_eager_s"] = Sourced(per, f"{path}: sampler_overhead '{name}' without sampling, "
                                                        "median / launches: host time of one eager aten op")
         sweep = doc.get("launch_sweep") or {}
-        if sweep.get("host_per_launch_s"):
-            fixed["host_launch_eager_s"] = Sourced(sweep["host_per_launch_s"],
-                                                   f"{path}: launch sweep, host time per eager aten op")
+        for key, name, what in (("host_per_launch_s", "host_launch_eager_s", "host time per eager aten op"),
+                                ("host_autograd_extra_s", "host_autograd_s", "autograd's extra host time per kernel"),
+                                ("host_gemm_extra_s", "host_gemm_s", "a matmul's extra host time per launch"),
+                                ("kernel_floor_s", "kernel_floor_s", "GPU time per tiny kernel from a CUDA graph")):
+            if sweep.get(key):
+                fixed[name] = Sourced(sweep[key], f"{path}: launch sweep, {what}")
     return fixed

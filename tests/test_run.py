@@ -65,10 +65,10 @@ def test_run_bad_input(argv, needle, capsys):
 def test_oom_point_is_recorded_and_sweep_goes_on(tmp_path, monkeypatch):
     real_run = micro.MicroBench.run
 
-    def flaky(self, case):
+    def flaky(self, case, trace=None):
         if case.layer == "attention" and case.mode == "bwd":
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_run(self, case)
+        return real_run(self, case, trace)
 
     monkeypatch.setattr(micro.MicroBench, "run", flaky)
     cfg = runner.RunConfig(model=get_model("dense_tiny"), profile=None, device="cpu", batches=[128], seq_len=64,

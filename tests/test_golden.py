@@ -1,7 +1,10 @@
 """Golden outputs: `compare`, `explain` and `check` on the committed H100 results print exactly what is stored
 under tests/golden/ (captured from the code of commit 7498b34, before the structure rework; a change of
-behaviour updates the golden file in the same commit, on purpose). `compare --all-points --json` of every
-committed results file pins every number the analyses read from it."""
+behaviour updates the golden file in the same commit, on purpose). The expected-time model added a table to
+`compare` and two columns to `explain`: with `--estimate floor` both print exactly what they printed before it
+(the `-floor` goldens, the files of 7498b34 renamed); the default output has its own goldens.
+`compare --all-points --json` of every committed results file pins every number the analyses read from it
+(the expected estimates' key, new, aside)."""
 
 from __future__ import annotations
 
@@ -32,23 +35,28 @@ def _run(argv: list[str], capsys) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
+@pytest.mark.parametrize("estimate", ["expected", "floor"])
 @pytest.mark.parametrize(("name", "files"), [("h100-validation", VALIDATION), ("h100-counters", COUNTERS)])
-def test_compare_golden(name, files, capsys, tmp_path):
+def test_compare_golden(name, files, estimate, capsys, tmp_path):
     md = tmp_path / "report.md"
-    code, out = _run(["compare", *files, "--markdown", str(md)], capsys)
+    code, out = _run(["compare", *files, "--markdown", str(md), "--estimate", estimate], capsys)
     assert code == 0
+    name += "-floor" if estimate == "floor" else ""
     assert md.read_text() == (GOLDEN / f"compare-{name}.md").read_text()
     expected = (GOLDEN / f"compare-{name}.txt").read_text().replace("/tmp/golden/compare-validation.md", str(md))
     expected = expected.replace("/tmp/golden/compare-counters.md", str(md))
     assert out.replace(str(md), "MD").replace("\n", "") == expected.replace(str(md), "MD").replace("\n", "")
 
 
-def test_explain_golden(capsys, tmp_path):
+@pytest.mark.parametrize("estimate", ["expected", "floor"])
+def test_explain_golden(estimate, capsys, tmp_path):
     md = tmp_path / "explain.md"
-    code, out = _run(["explain", "--measured", "results/examples/h100-measured.csv", "--markdown", str(md)], capsys)
+    code, out = _run(["explain", "--measured", "results/examples/h100-measured.csv", "--markdown", str(md),
+                      "--estimate", estimate], capsys)
     assert code == 0
-    assert md.read_text() == (GOLDEN / "explain-h100-measured.md").read_text()
-    expected = (GOLDEN / "explain-h100-measured.txt").read_text().replace("/tmp/golden/explain.md", "MD")
+    name = "explain-h100-measured" + ("-floor" if estimate == "floor" else "")
+    assert md.read_text() == (GOLDEN / f"{name}.md").read_text()
+    expected = (GOLDEN / f"{name}.txt").read_text().replace("/tmp/golden/explain.md", "MD")
     assert out.replace(str(md), "MD").replace("\n", "") == expected.replace("\n", "")
 
 
@@ -68,4 +76,7 @@ def test_every_committed_run_compares_to_the_same_numbers(path, capsys):
     code, out = _run(["compare", str(path.relative_to(ROOT)), "--all-points", "--json"], capsys)
     assert code == 0
     name = str(path.relative_to(ROOT / "results")).replace("/", "__")
-    assert json.loads(out) == json.loads((GOLDEN / "compare-json" / name).read_text())
+    doc = json.loads(out)
+    expected = doc.pop("expected")  # the expected-time model's rows: one per ok GPU training step, with its basis
+    assert all(x["basis"] and x["gpu"] != "cpu" for x in expected)
+    assert doc == json.loads((GOLDEN / "compare-json" / name).read_text())

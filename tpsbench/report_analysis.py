@@ -130,24 +130,43 @@ def _stack_table(c: Comparison) -> TableData:
     return t
 
 
-def compare_tables(c: Comparison) -> list[TableData]:
-    """The views of a comparison that have rows, in a fixed order."""
+def _expected_table(c: Comparison) -> TableData:
+    t = TableData("Training steps against the expected estimate (tpsbench.estimate; error = expected time / "
+                  "measured - 1)",
+                  ["gpu", "point", "measured tokens/s", "expected tokens/s", "error", "floor tokens/s", "efficiencies"],
+                  left={"gpu", "point", "efficiencies"})
+    for x in c.expected:
+        err = x.error
+        t.rows.append([x.gpu, x.label, f"{x.measured_tokens_per_s:,.0f}",
+                       _f(x.expected_tokens_per_s, "{:,.0f}"),
+                       "n/a" if err is None else f"{100 * err:+.0f}%", _f(x.floor_tokens_per_s, "{:,.0f}"), x.basis])
+    return t
+
+
+def compare_tables(c: Comparison, *, estimate: str = "expected") -> list[TableData]:
+    """The views of a comparison that have rows, in a fixed order (``estimate="floor"``: without the expected
+    estimates' table)."""
     views = [(True, _throughput_table), (bool(c.ratios), _ratio_table), (bool(c.speedups), _speedup_table),
              (bool(c.verdicts), _verdict_table), (bool(c.baseline_speedups), _baseline_table),
-             (bool(c.stacks), _stack_table)]
+             (bool(c.stacks), _stack_table), (bool(c.expected) and estimate == "expected", _expected_table)]
     return [build(c) for present, build in views if present]
 
 
 # --- explain -------------------------------------------------------------------------------------------
-def explain_tables(e: Explanation) -> list[TableData]:
-    rows = TableData("Measured tokens/s against the roofline bound (its floor of the step time)",
-                     ["row", "model", "gpu", "impl", "tokens", "measured", "roofline bound", "share of bound",
-                      "tensor use", "DRAM use (min)", "verdict"],
-                     left={"model", "gpu", "impl", "verdict"})
+def explain_tables(e: Explanation, *, estimate: str = "expected") -> list[TableData]:
+    expected = estimate == "expected"
+    cols = ["row", "model", "gpu", "impl", "tokens", "measured", "roofline bound", "share of bound"]
+    cols += ["expected", "measured / expected"] if expected else []
+    rows = TableData("Measured tokens/s against the roofline bound (its floor of the step time)"
+                     + (" and the expected estimate" if expected else ""),
+                     [*cols, "tensor use", "DRAM use (min)", "verdict"], left={"model", "gpu", "impl", "verdict"})
     for r in e.rows:
-        rows.rows.append([str(r.m.row), r.m.model.name, r.m.profile.name, r.m.impl, f"{r.m.tokens:,}",
-                          f"{r.m.tokens_per_s:,.0f}", f"{r.predicted_tokens_per_s:,.0f}", _pct(r.fraction_of_bound),
-                          _pct(r.tensor_util), _pct(r.bw_util), str(r.finding.verdict)])
+        cells = [str(r.m.row), r.m.model.name, r.m.profile.name, r.m.impl, f"{r.m.tokens:,}",
+                 f"{r.m.tokens_per_s:,.0f}", f"{r.predicted_tokens_per_s:,.0f}", _pct(r.fraction_of_bound)]
+        if expected:
+            x = r.expected_tokens_per_s
+            cells += [_f(x, "{:,.0f}"), "n/a" if x is None else f"{r.m.tokens_per_s / x:.2f}"]
+        rows.rows.append([*cells, _pct(r.tensor_util), _pct(r.bw_util), str(r.finding.verdict)])
     out = [rows]
     if e.speedups:
         s = TableData("Speedups between GPUs", ["model", "impl", "from", "to", "measured", "compute", "bandwidth",

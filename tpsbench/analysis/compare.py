@@ -18,6 +18,9 @@ from itertools import combinations
 from tpsbench.analysis.points import Entry, PointKey, profile_named, slots_dict
 from tpsbench.analysis.verdict import Finding, speedup_verdict, workload_verdict
 from tpsbench.costmodel import get_policy
+from tpsbench.estimate.points import MeasuredPoint, estimate_point
+from tpsbench.estimate.select import table_for
+from tpsbench.estimate.table import EfficiencyError
 from tpsbench.impls import BRACKETS, baseline, moe_impl_names
 
 
@@ -97,6 +100,23 @@ class SpeedupRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ExpectedRow:
+    """A measured training step next to the expected-time model's estimate of it (tpsbench.estimate)."""
+
+    gpu: str
+    label: str
+    measured_tokens_per_s: float
+    expected_tokens_per_s: float | None  # None: no efficiency table for this GPU (``basis`` says why)
+    floor_tokens_per_s: float | None
+    basis: str
+
+    @property
+    def error(self) -> float | None:
+        e = self.expected_tokens_per_s
+        return None if e is None else self.measured_tokens_per_s / e - 1.0  # time error: expected / measured - 1
+
+
+@dataclass(frozen=True, slots=True)
 class VerdictRow:
     gpu: str
     label: str
@@ -113,6 +133,7 @@ class Comparison:
     verdicts: list[VerdictRow] = field(default_factory=list)
     baseline_speedups: list[BaselineRow] = field(default_factory=list)
     stacks: list[StackRow] = field(default_factory=list)
+    expected: list[ExpectedRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
@@ -131,8 +152,27 @@ class Comparison:
             "verdicts": [{"gpu": r.gpu, "point": r.label, **r.finding.to_dict()} for r in self.verdicts],
             "baseline_speedups": [{**slots_dict(r), "speedup": r.speedup} for r in self.baseline_speedups],
             **({"stacks": [{**slots_dict(r), "ratio": r.ratio} for r in self.stacks]} if self.stacks else {}),
+            "expected": [{**slots_dict(r), "error": r.error} for r in self.expected],
             "notes": self.notes,
         }
+
+
+def _expected_row(e: Entry) -> ExpectedRow:
+    """The expected-time model's estimate of a measured training step (no table: its reason, no number)."""
+    assert e.tokens_per_s is not None
+    profile = profile_named(e.gpu)
+    assert profile is not None
+    point = MeasuredPoint(source=e.source, gpu=e.gpu, model=e.model, kind="step", layer="model", impl=e.impl,
+                          tokens=e.tokens, mode=e.mode, compiled=e.compiled, policy=e.policy,
+                          measured_s=e.median_s or 0.0, peak_memory_bytes=None, gpu_idle_share=None,
+                          accumulation=max(1, (e.global_tokens or e.tokens) // e.tokens))
+    try:
+        table = table_for(profile)
+    except EfficiencyError as exc:
+        return ExpectedRow(e.gpu, e.label, e.tokens_per_s, None, e.predicted_tokens_per_s, str(exc))
+    est = estimate_point(point, table, profile)
+    return ExpectedRow(e.gpu, e.label, e.tokens_per_s, (e.global_tokens or e.tokens) / est.seconds,
+                       e.predicted_tokens_per_s, table.basis)
 
 
 def _gpu_info(gpu: str, policy: str) -> GpuInfo:
@@ -171,6 +211,8 @@ def compare(entries: list[Entry], *, all_points: bool = False) -> Comparison:
     out.speedups = _speedups(table, out.gpus)
     out.baseline_speedups = _baseline_speedups(table)
     out.stacks = _stack_rows(table)
+    out.expected = [_expected_row(e) for row in out.throughput for e in row.per_gpu.values()
+                    if _ok(e) and e.kind == "e2e" and e.gpu != "cpu" and e.stack == "tpsbench"]
     for row in out.throughput:
         for g, e in row.per_gpu.items():
             if _ok(e) and g != "cpu":

@@ -72,6 +72,11 @@ class RowResult:
     bw_util: float  # cost-model bytes/s implied / datasheet bandwidth (a lower bound)
     predicted_memory_share: float
     finding: Finding
+    limits: StepLimits | None = None  # the expected-time model's estimate of the same optimizer step
+
+    @property
+    def expected_tokens_per_s(self) -> float | None:
+        return None if self.limits is None else self.limits.expected_tokens_per_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +143,10 @@ class Explanation:
                       "tokens": r.m.tokens, "global_tokens": r.m.global_tokens, "tokens_per_s": r.m.tokens_per_s,
                       "predicted_tokens_per_s": r.predicted_tokens_per_s, "fraction_of_bound": r.fraction_of_bound,
                       "tensor_util": r.tensor_util, "bw_util": r.bw_util,
-                      "predicted_memory_share": r.predicted_memory_share, **r.finding.to_dict()} for r in self.rows],
+                      "predicted_memory_share": r.predicted_memory_share,
+                      "expected_tokens_per_s": r.expected_tokens_per_s,
+                      "expected": None if r.limits is None else r.limits.estimate.to_dict(),
+                      **r.finding.to_dict()} for r in self.rows],
             "speedups": [{"model": s.model, "impl": s.impl, "tokens": s.tokens, "from_gpu": s.from_gpu,
                           "to_gpu": s.to_gpu, "speedup": s.speedup, "compute_ratio": s.compute_ratio,
                           "bandwidth_ratio": s.bandwidth_ratio, "predicted": s.predicted, "expected": s.expected,
@@ -241,13 +249,9 @@ def _row_result(m: Measured, ceilings: str) -> RowResult:
     fraction = m.tokens_per_s / p.global_tokens_per_s
     ev = Evidence(model_bw_util=bw, tensor_util=tensor, roofline_fraction=fraction,
                   predicted_memory_share=p.memory_bound_share)
-    return RowResult(m, p.global_tokens_per_s, fraction, tensor, bw, p.memory_bound_share, workload_verdict(ev))
-
-
-def _limits(m: Measured) -> StepLimits:
-    policy = get_policy(resolve(m.stack, None, "dropless", default_dtype="amp_bf16")[0])
-    cap = m.model.moe.capacity_factor if m.model.moe else None
-    return step_limits(train_workload(m.model, m.impl, m.tokens, policy, cap), m.profile)
+    limits = step_limits(w, m.profile, accumulation=global_tokens // m.tokens)
+    return RowResult(m, p.global_tokens_per_s, fraction, tensor, bw, p.memory_bound_share, workload_verdict(ev),
+                     limits)
 
 
 def _faster_than_floor(r: RowResult) -> str:
@@ -278,7 +282,8 @@ def explain(measured: list[Measured], *, ceilings: str = "spec") -> Explanation:
             compute = b.m.profile.bf16_tflops.value / a.m.profile.bf16_tflops.value
             bandwidth = b.m.profile.mem_bandwidth_gbs.value / a.m.profile.mem_bandwidth_gbs.value
             predicted = b.predicted_tokens_per_s / a.predicted_tokens_per_s
-            la, lb = _limits(a.m), _limits(b.m)
+            la, lb = a.limits, b.limits
+            assert la is not None and lb is not None
             ta, tb = la.expected_tokens_per_s, lb.expected_tokens_per_s
             out.speedups.append(SpeedupResult(model, impl, tokens, a.m.profile.name, b.m.profile.name, speedup,
                                               compute, bandwidth, predicted,

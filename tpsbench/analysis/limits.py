@@ -39,8 +39,8 @@ class StepLimits:
         return "; ".join(parts)
 
 
-def step_limits(w: Workload, profile: GPUProfile, *, compiled: bool = False) -> StepLimits:
-    est = expected_for(w, profile, compiled=compiled)
+def step_limits(w: Workload, profile: GPUProfile, *, compiled: bool = False, accumulation: int = 1) -> StepLimits:
+    est = expected_for(w, profile, compiled=compiled, accumulation=accumulation)
     e = est.expected
     if e is None:
         return StepLimits(profile.name, est, None, (), ())

@@ -53,12 +53,15 @@ def add_compare_args(cp: argparse.ArgumentParser) -> None:
     cp.add_argument("results", nargs="+", help="results JSON files written by `tpsbench run`")
     cp.add_argument("--all-points", action="store_true", help="every point (default: train steps and layer fwd_bwd)")
     cp.add_argument("--markdown", default=None, help="also write the tables as markdown to this file")
+    cp.add_argument("--estimate", default="expected", choices=["floor", "expected"],
+                    help="also show the training steps against the expected estimate (default), or the floor only; "
+                    "--json has both")
     add_json(cp)
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     comparison = compare(load_entries(args.results), all_points=args.all_points)
-    _emit(args, console, comparison.to_dict(), compare_tables(comparison))
+    _emit(args, console, comparison.to_dict(), compare_tables(comparison, estimate=args.estimate))
     for note in [] if args.json else comparison.notes:
         console.print(f"note: {note}", highlight=False)
     return 0
@@ -69,12 +72,16 @@ def add_explain_args(ex: argparse.ArgumentParser) -> None:
     ex.add_argument("--ceilings", default="spec", choices=["spec", "measured"],
                     help="roofline ceilings of the predictions (default: datasheet)")
     ex.add_argument("--markdown", default=None, help="also write the tables as markdown to this file")
+    ex.add_argument("--estimate", default="expected", choices=["floor", "expected"],
+                    help="show the expected estimate next to the roofline bound (default), or the bound only; --json "
+                    "has both")
     add_json(ex)
 
 
 def cmd_explain(args: argparse.Namespace, console: Console) -> int:
     result = explain(read_measured_csv(args.measured), ceilings=args.ceilings)
-    _emit(args, console, result.to_dict(), explain_tables(result), preamble=f"**Summary:** {result.summary}")
+    _emit(args, console, result.to_dict(), explain_tables(result, estimate=args.estimate),
+          preamble=f"**Summary:** {result.summary}")
     for warning in result.warnings:
         print(f"tpsbench explain: warning: {warning}", file=sys.stderr)
     if not args.json:

@@ -26,6 +26,7 @@ from tpsbench.costmodel import (
     autocast_ops,
     embedding_ops,
     ffn_ops,
+    grad_accumulation_bytes,
     head_ops,
     optimizer_ops,
     routing,
@@ -156,14 +157,19 @@ def _cost(op: OpCost, ctx: _Context, w: Workload | None) -> KernelCost:
 
 
 def _estimate(ops: list[OpCost], order: list[OpCost], ctx: _Context, w: Workload | None, matmul_math: str, *,
-              layers: int, layer_ops: set[int], gpu_head_s: float, notes: list[str]) -> Expected:
-    costs = {id(op): _cost(op, ctx, w) for op in ops}
+              layers: int, layer_ops: set[int], gpu_head_s: float, notes: list[str], tail: list[OpCost] | None = None,
+              repeat: int = 1, between: list[KernelRun] | None = None) -> Expected:
+    """``order`` issued ``repeat`` times (microbatches), then ``between`` (gradient accumulation), then ``tail``
+    (the optimizer step) once."""
+    tail = tail or []
+    costs = {id(op): _cost(op, ctx, w) for op in [*ops, *tail]}
     ceil = ceilings_for(ctx.profile, matmul_math)
     rows = []
-    for op in ops:
+    for op, times in [*((op, repeat) for op in ops), *((op, 1) for op in tail)]:
         c = costs[id(op)]
         inst = max(op.count, 1)
-        rows.append(OpEstimate(op, op_time(op, ceil).seconds, c.gpu_s * inst, c.launches * inst, c.bound))
+        rows.append(OpEstimate(op, op_time(op, ceil).seconds * times, c.gpu_s * inst * times,
+                               c.launches * inst * times, c.bound))
     events: list[KernelRun | Sync] = []
     i = 0
     while i < len(order):  # a stretch of layer ops is issued once per layer
@@ -176,8 +182,9 @@ def _estimate(ops: list[OpCost], order: list[OpCost], ctx: _Context, w: Workload
         else:
             events += _events([order[i]], ctx, w, costs, 1)
             i += 1
+    events = events * repeat + list(between or []) + _events(tail, ctx, w, costs, 1)
     tl = simulate(events, gpu_head_s=gpu_head_s)
-    floor = sum(r.floor_s for r in rows)
+    floor = sum(r.floor_s for r in rows) + sum(k.gpu_s for k in between or [])
     return Expected(tuple(rows), tl, floor, ctx.compiled, ctx.table, tuple(notes))
 
 
@@ -190,9 +197,10 @@ def _fallback_note(ctx: _Context, model: ModelSpec) -> list[str]:
     return []
 
 
-def expected_step(w: Workload, profile: GPUProfile, table: EfficiencyTable, *, compiled: bool = False
-                  ) -> Expected:
-    """One training step (forward, backward, optimizer) of one microbatch."""
+def expected_step(w: Workload, profile: GPUProfile, table: EfficiencyTable, *, compiled: bool = False,
+                  accumulation: int = 1) -> Expected:
+    """One optimizer step: ``accumulation`` microbatches forward and backward (each later one's gradients added
+    into the fp32 .grad, read both and write one, at the DRAM rate), then the optimizer."""
     ctx = _context(profile, table, w.policy.matmul_math, compiled, w.impl if w.model.moe is not None else None)
     layer = [*attention_ops(w), *ffn_ops(w)]
     emb, head, casts, optim = embedding_ops(w), head_ops(w), autocast_ops(w), optimizer_ops(w)
@@ -207,11 +215,15 @@ def expected_step(w: Workload, profile: GPUProfile, table: EfficiencyTable, *, c
 
     cast_fwd = [op for op in casts if op.phase is Phase.FWD]
     cast_bwd = [op for op in casts if op.phase is not Phase.FWD]
-    order = [*cast_fwd, *fwd(emb), *fwd(layer), *fwd(head), *bwd(head), *bwd(layer), *bwd(emb), *cast_bwd,
-             *optim]
-    ops = [*emb, *layer, *head, *casts, *optim]
+    order = [*cast_fwd, *fwd(emb), *fwd(layer), *fwd(head), *bwd(head), *bwd(layer), *bwd(emb), *cast_bwd]
+    ops = [*emb, *layer, *head, *casts]
+    between = []
+    if accumulation > 1:  # the 2nd..Ath microbatch add their gradients into .grad (costmodel.grad_accumulation_bytes)
+        nbytes = grad_accumulation_bytes(w, accumulation)
+        between = [KernelRun("grad_accumulation", accumulation - 1, nbytes / ctx.rates.bandwidth, ctx.host_launch_s)]
     return _estimate(ops, order, ctx, w, w.policy.matmul_math, layers=n, layer_ops={id(op) for op in layer},
-                     gpu_head_s=0.0, notes=_fallback_note(ctx, w.model))
+                     gpu_head_s=0.0, notes=_fallback_note(ctx, w.model), tail=optim, repeat=accumulation,
+                     between=between)
 
 
 def expected_layer(spec: ModelSpec, layer: str, impl: str | None, tokens: int, mode: str, profile: GPUProfile,

@@ -32,6 +32,7 @@ class MeasuredPoint:
     peak_memory_bytes: int | None
     gpu_idle_share: float | None  # measured GPU idle share (profiler), when recorded
     stack: str = "tpsbench"
+    accumulation: int = 1  # training step: microbatches per optimizer step
 
     @property
     def label(self) -> str:
@@ -62,7 +63,8 @@ def read_points(paths: Iterable[str | Path]) -> list[MeasuredPoint]:
                 source=str(path), gpu=cfg.gpu_profile, model=cfg.model, kind=kind, layer=p.layer, impl=p.impl,
                 tokens=p.tokens, mode=p.mode, compiled=compiled and kind == "step", policy=cfg.dtype_policy,
                 measured_s=p.stats.median, peak_memory_bytes=None if raw is None else raw.peak_memory_bytes,
-                gpu_idle_share=idle, stack=cfg.stack))
+                gpu_idle_share=idle, stack=cfg.stack,
+                accumulation=(raw.accumulation_steps or 1) if raw is not None else 1))
     return out
 
 
@@ -76,7 +78,7 @@ def estimate_point(p: MeasuredPoint, table: EfficiencyTable, profile: GPUProfile
     if p.kind == "step":
         impl = p.impl or "dense"
         w = train_workload(spec, impl if spec.is_moe else "dense", p.tokens, policy)
-        return expected_step(w, prof, table, compiled=p.compiled)
+        return expected_step(w, prof, table, compiled=p.compiled, accumulation=p.accumulation)
     impl = p.impl if p.layer == "moe" else None
     return expected_layer(spec, p.layer, impl, p.tokens, p.mode, prof, table, policy=policy)
 

@@ -35,8 +35,9 @@ class StepEstimate:
         }
 
 
-def expected_for(w: Workload, profile: GPUProfile, *, compiled: bool = False) -> StepEstimate:
-    """The expected step of ``w`` on ``profile`` (its own efficiency table, else a transferred one)."""
+def expected_for(w: Workload, profile: GPUProfile, *, compiled: bool = False, accumulation: int = 1) -> StepEstimate:
+    """The expected optimizer step of ``w`` (``accumulation`` microbatches) on ``profile`` (its own efficiency
+    table, else a transferred one); ``tokens`` of the estimate are per optimizer step."""
     try:
         table = table_for(profile)
     except EfficiencyError as exc:
@@ -45,5 +46,7 @@ def expected_for(w: Workload, profile: GPUProfile, *, compiled: bool = False) ->
         reason = None
     memory = step_memory(w, compiled=compiled,
                          overhead_fraction=0.0 if table is None else table.memory_overhead_fraction.value)
-    expected = None if table is None else expected_step(w, profile, table, compiled=compiled)
-    return StepEstimate(profile.name, w.tokens, expected, memory, usable_bytes(profile.memory_gb.value), reason)
+    expected = None if table is None else expected_step(w, profile, table, compiled=compiled,
+                                                        accumulation=accumulation)
+    return StepEstimate(profile.name, w.tokens * accumulation, expected, memory, usable_bytes(profile.memory_gb.value),
+                        reason)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from tpsbench.costmodel.attention import attention_layer_ops
 from tpsbench.costmodel.ffn import dense_mlp_ops, moe_ops
 from tpsbench.costmodel.ops import FWD_BWD, DTypePolicy, OpCost, Phase, Workload
-from tpsbench.costmodel.optimizer import cast_ops, expert_params_without_grad_cast
+from tpsbench.costmodel.optimizer import cast_ops, expert_params_without_grad_cast, matmul_tensors
 from tpsbench.impls import bracket_hidden, is_bracket
 from tpsbench.models import ModelSpec
 
@@ -57,7 +57,8 @@ def layer_case_ops(spec: ModelSpec, layer: str, impl: str | None, tokens: int, m
         ops = moe_ops(w)
     params = _layer_params(spec, layer)
     uncast = expert_params_without_grad_cast(spec, w.impl) if layer == "moe" else 0
-    ops += cast_ops(layer, params, policy, grad_cast_params=params - uncast)
+    tensors = 3 if is_bracket(layer) else matmul_tensors(spec.with_layers(1))[layer]
+    ops += cast_ops(layer, params, policy, grad_cast_params=params - uncast, tensors=tensors)
     phases = MODE_PHASES[mode]
     return [op for op in ops if op.phase in phases]
 

@@ -23,6 +23,13 @@ from tpsbench.costmodel.ops import (
 )
 from tpsbench.impls import Counting, get_impl
 
+# Kernels eager PyTorch runs for tpsbench's MoE stages (forward), as the profiler counted them on the H100: the
+# stages router (27, one of them the router GEMM), permute (29 dropless, 44 capacity) and unpermute (5, 8) of
+# results/h100-counters/validated/counters-moe_1b.json (raw.gpu_time.kernels_per_call).
+ROUTER_TOPK_KERNELS = 26
+PERMUTE_KERNELS = {"dropless": 29, "capacity": 44}
+UNPERMUTE_KERNELS = {"dropless": 5, "capacity": 8}
+
 
 @dataclass(frozen=True, slots=True)
 class Routing:
@@ -72,10 +79,13 @@ def moe_ops(w: Workload) -> list[OpCost]:
     moe = m.moe
     assert moe is not None
     t, d, c, k, e = w.tokens, m.d_model, pol.compute_bytes, moe.top_k, moe.num_experts
-    # the router's input and the gathered expert rows are cast by autocast (the shared expert casts its own)
+    # the router's input and the gathered expert rows are cast by autocast (the shared expert casts its own): the
+    # rows once per up/gate GEMM call (x W1 and x W3 cast them separately); the loop's per-expert casts are counted
+    # with its per-expert launches
     ops: list[OpCost] = input_cast_ops("moe.router_input_cast", "moe", rows=t, width=d, casts=1, pol=pol)
-    if get_impl(w.impl).counting is not Counting.FUSED:
-        ops += input_cast_ops("moe.expert_input_cast", "moe", rows=routing(w).expert_rows, width=d, casts=1,
+    impl = get_impl(w.impl)
+    if impl.counting is not Counting.FUSED and not impl.launches_per_expert:
+        ops += input_cast_ops("moe.expert_input_cast", "moe", rows=routing(w).expert_rows, width=d, casts=2,
                               pol=pol)
     ops += router_ops(w)
     # Softmax (5/elem), top-k selection (~1), z-loss logsumexp (3), load-balance statistics (1).
@@ -85,8 +95,8 @@ def moe_ops(w: Workload) -> list[OpCost]:
     # the z-loss (logsumexp, pow, mean, mul) and their sum: about 22 kernels, 5 passes over the fp32 logits;
     # backward about 14 kernels, 6 passes.
     te = t * e
-    router_eager = Eager(fwd_bytes=te * (c + 4 * 6) + idx_bytes, fwd_launches=22,
-                         bwd_bytes=te * (4 * 7 + c), bwd_launches=14)
+    router_eager = Eager(fwd_bytes=te * (c + 4 * 6) + idx_bytes, fwd_launches=ROUTER_TOPK_KERNELS,
+                         bwd_bytes=te * (4 * 7 + c), bwd_launches=16)
     ops += elementwise_ops(
         "moe.router_topk", "moe", eager=router_eager,
         fwd_flops=10.0 * t * e, fwd=Traffic(activations=t * e * c + idx_bytes + e * 8),
@@ -137,13 +147,23 @@ def unfused_expert_ops(w: Workload) -> list[OpCost]:
     # so autocast's cast cache does not keep it (the loop's 768 forward GEMMs of moe_1b take 31.3 ms, its stages
     # on operands already in bf16 12.4 ms: results/h100-validation/h100-moe_1b.json).
     loop = get_impl(w.impl).launches_per_expert
-    cast = 2 if pol.autocast else 1  # forward: cast + mm; weight gradient: mm + the gradient's cast back
-    launches = {Phase.FWD: cast, Phase.BWD_DGRAD: 1, Phase.BWD_WGRAD: cast}
+    # Kernels per expert and matrix: the GEMM, and under autocast the casts of its operands: the expert's weight
+    # (forward; its gradient back in the weight gradient) and, for up/gate, the fp32 rows (forward; their gradient
+    # back in the data gradient). The profiler counted 2,132 kernels in moe_1b's loop forward and 3,153 in its
+    # backward (results/h100-kernels/gated-h-split-dbwd/kernels-moe_1b.json, raw.gpu_time.kernels_per_call).
+    ac = 1 if pol.autocast else 0
+    launches = {("up_gate", Phase.FWD): 1 + 2 * ac, ("up_gate", Phase.BWD_DGRAD): 1 + ac,
+                ("up_gate", Phase.BWD_WGRAD): 1 + ac, ("down", Phase.FWD): 1 + ac, ("down", Phase.BWD_DGRAD): 1,
+                ("down", Phase.BWD_WGRAD): 1 + ac}
 
-    def per_expert_launches(ops: list[OpCost]) -> list[OpCost]:
+    # torch._grouped_mm runs two kernels per call (its up/gate stage: 4 kernels for 2 calls, its down stage 2 for 1,
+    # in results/h100-counters/validated/counters-moe_1b.json); taken to hold for its backward calls too
+    grouped_calls = 2 if get_impl(w.impl).name == "grouped" else 1
+
+    def per_expert_launches(ops: list[OpCost], which: str) -> list[OpCost]:
         if not loop:
-            return ops
-        return [replace(op, launches=op.launches * r.experts_touched * launches[op.phase]) for op in ops]
+            return [replace(op, launches=op.launches * grouped_calls) for op in ops]
+        return [replace(op, launches=op.launches * r.experts_touched * launches[which, op.phase]) for op in ops]
 
     ops: list[OpCost] = []
     # Permute: sort assignments by expert (T*k int64 keys) and gather token rows into expert order.
@@ -156,8 +176,8 @@ def unfused_expert_ops(w: Workload) -> list[OpCost]:
     # backward an index-add of the rows' gradients into a zeroed fp32 [T, d] (4 kernels).
     capacity = get_impl(w.impl).pads_to_capacity
     permute_eager = Eager(fwd_bytes=gathered + written + sort + (written if capacity else 0),
-                          fwd_launches=16 if capacity else 10,
-                          bwd_bytes=r.kept_assignments * d * c + t * d * (4 + 4 + c), bwd_launches=4)
+                          fwd_launches=PERMUTE_KERNELS["capacity" if capacity else "dropless"],
+                          bwd_bytes=r.kept_assignments * d * c + t * d * (4 + 4 + c), bwd_launches=8)
     permute = elementwise_ops(
         "moe.permute", "moe", kind=OpKind.MEMORY, eager=permute_eager,
         fwd_flops=0.0, fwd=Traffic(activations=gathered + written + sort),
@@ -167,16 +187,17 @@ def unfused_expert_ops(w: Workload) -> list[OpCost]:
     ops += [replace(op, atomic_elements=float(r.kept_assignments * d) if op.phase is Phase.BWD_DGRAD else 0.0)
             for op in permute]
     ops += per_expert_launches(linear_ops("moe.expert_up_gate", "moe", rows=r.expert_rows, k=d, n=h, pol=pol,
-                                          matrices=2, weight_sets=r.experts_touched))
+                                          matrices=2, weight_sets=r.experts_touched), "up_gate")
     ops += swiglu_act_ops("moe.expert_act", "moe", rows=r.expert_rows, hidden=h, pol=pol)
     ops += per_expert_launches(linear_ops("moe.expert_down", "moe", rows=r.expert_rows, k=h, n=d, pol=pol,
-                                          weight_sets=r.experts_touched))
+                                          weight_sets=r.experts_touched), "down")
     # Unpermute: weight each expert output by its router probability and sum the k rows per token.
     # Eager (ExpertImpl.unpermute): weights cast, rows * weights, zeros, index_add (4 kernels); backward:
     # index_select of the output gradient, two muls and the weight gradient's row sum (5 kernels).
     a_bytes = r.kept_assignments * d * c
-    unpermute_eager = Eager(fwd_bytes=3 * a_bytes + 3 * t * d * c, fwd_launches=4,
-                            bwd_bytes=5 * a_bytes + t * d * c + r.expert_rows * d * c, bwd_launches=5)
+    unpermute_eager = Eager(fwd_bytes=3 * a_bytes + 3 * t * d * c,
+                            fwd_launches=UNPERMUTE_KERNELS["capacity" if capacity else "dropless"],
+                            bwd_bytes=5 * a_bytes + t * d * c + r.expert_rows * d * c, bwd_launches=7)
     unpermute = elementwise_ops(
         "moe.unpermute", "moe", kind=OpKind.MEMORY, eager=unpermute_eager,
         fwd_flops=2.0 * r.kept_assignments * d,

@@ -29,7 +29,6 @@ from tpsbench.costmodel import (
     grad_accumulation_bytes,
     head_ops,
     optimizer_ops,
-    routing,
 )
 from tpsbench.costmodel.cases import layer_case_ops
 from tpsbench.estimate.optime import KernelCost, Rates, op_instance_cost
@@ -150,8 +149,9 @@ OUTSIDE_COMPILE = ("head.cross_entropy", "head.z_loss", "head.logits_upcast")
 
 def _cost(op: OpCost, ctx: _Context, w: Workload | None) -> KernelCost:
     if w is not None and _grouped_fallback(ctx, w, op):
-        # the fallback's loop: one GEMM per expert and matrix, each over that expert's rows
-        op = replace(op, launches=op.launches * routing(w).experts_touched)
+        # the fallback's loop: one GEMM per expert and matrix (the op's GEMM groups), each over that expert's rows
+        assert op.gemm is not None
+        op = replace(op, launches=op.gemm.groups)
     compiled = ctx.compiled and op.name not in OUTSIDE_COMPILE
     return op_instance_cost(op, ctx.rates, ctx.table, compiled=compiled)
 

@@ -92,9 +92,12 @@ def fit_table(points: Sequence[MeasuredPoint], *, gpu: str, host: str, source: s
         sd = np.full(len(names), math.nan)
     values = (sol.x * scale).tolist()
     fitted: dict[str, Sourced] = {}
-    for n, v, s in zip(names, values, sd, strict=True):
+    for n, v, s, low, high in zip(names, values, sd, lo, hi, strict=True):
         rel = float(s / v) if v > 0 and math.isfinite(s) else 1.0
-        fitted[n] = Sourced(v, source, round(min(rel, 10.0), 3))
+        pinned = min(abs(v - low), abs(v - high)) <= 1e-6 * max(abs(high), 1e-12)
+        note = f" (at the {'lower' if abs(v - low) <= abs(v - high) else 'upper'} bound of its range "\
+               f"[{low:g}, {high:g}]: these points do not determine it)" if pinned else ""
+        fitted[n] = Sourced(v, source + note, round(min(rel, 10.0), 3))
     steps = [i for i, p in enumerate(pts) if p.kind == "step"]
     rel = [math.exp(float(res[i] / w[i])) - 1.0 for i in steps]
     spread = math.sqrt(sum(r * r for r in rel) / len(rel)) if rel else 1.0

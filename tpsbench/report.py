@@ -78,6 +78,8 @@ def prediction_table(p: Prediction) -> Table:
     total = p.microbatch_step_s
     for r in p.rows:
         op = r.op
+        if not (op.flops or op.bytes) and op.eager_bytes is not None:  # eager-only work: nothing in the fused graph
+            continue
         name = op.name if op.count == 1 else f"{op.name} x{op.count}"
         bound = r.bound.value if op.bytes or op.flops else "-"
         t.add_row(name, op.phase.value, op.kind.value, f"{op.flops / 1e9:.2f}", f"{op.bytes / 1e6:.1f}",

@@ -156,7 +156,7 @@ def compare_tables(c: Comparison, *, estimate: str = "expected") -> list[TableDa
 def explain_tables(e: Explanation, *, estimate: str = "expected") -> list[TableData]:
     expected = estimate == "expected"
     cols = ["row", "model", "gpu", "impl", "tokens", "measured", "roofline bound", "share of bound"]
-    cols += ["expected", "measured / expected"] if expected else []
+    cols += ["expected", "measured / expected", "memory"] if expected else []
     rows = TableData("Measured tokens/s against the roofline bound (its floor of the step time)"
                      + (" and the expected estimate" if expected else ""),
                      [*cols, "tensor use", "DRAM use (min)", "verdict"], left={"model", "gpu", "impl", "verdict"})
@@ -165,7 +165,9 @@ def explain_tables(e: Explanation, *, estimate: str = "expected") -> list[TableD
                  f"{r.m.tokens_per_s:,.0f}", f"{r.predicted_tokens_per_s:,.0f}", _pct(r.fraction_of_bound)]
         if expected:
             x = r.expected_tokens_per_s
-            cells += [_f(x, "{:,.0f}"), "n/a" if x is None else f"{r.m.tokens_per_s / x:.2f}"]
+            fits = None if r.limits is None else r.limits.estimate.fits
+            cells += [_f(x, "{:,.0f}"), "n/a" if x is None else f"{r.m.tokens_per_s / x:.2f}",
+                      "n/a" if fits is None else ("fits" if fits else "does not fit")]
         rows.rows.append([*cells, _pct(r.tensor_util), _pct(r.bw_util), str(r.finding.verdict)])
     out = [rows]
     if e.speedups:

@@ -136,9 +136,7 @@ def test_peak_memory_within_10_percent_of_every_committed_training_step(points):
     steps = [p for p in points if p.kind == "step"]
     assert len(steps) >= 20
     for p in steps:
-        spec = get_model(p.model)
-        w = train_workload(spec, p.impl if spec.is_moe else "dense", p.tokens, get_policy(p.policy))
-        est = step_memory(w, compiled=p.compiled, overhead_fraction=0.0).peak_bytes
+        est = step_memory(p.step_workload(), compiled=p.compiled, overhead_fraction=0.0).peak_bytes
         assert abs(est / p.peak_memory_bytes - 1) <= 0.105, p.label
 
 
@@ -147,9 +145,7 @@ def test_fits_verdicts_match_what_ran_and_what_ran_out_of_memory(points, h100_ta
     reserve = h100_table.memory_overhead_fraction.value
     for p in points:
         if p.kind == "step":
-            spec = get_model(p.model)
-            w = train_workload(spec, p.impl if spec.is_moe else "dense", p.tokens, get_policy(p.policy))
-            assert step_memory(w, compiled=p.compiled, overhead_fraction=reserve).fits(usable), p.label
+            assert step_memory(p.step_workload(), compiled=p.compiled, overhead_fraction=reserve).fits(usable), p.label
     for impl in ("grouped", "capacity", "loop", "dense_total"):  # out of memory in h100-moe_1b_a390m.json
         w = train_workload(get_model("moe_1b_a390m"), impl, 32768, get_policy("amp_bf16"))
         assert not step_memory(w, compiled=False, overhead_fraction=reserve).fits(usable), impl

@@ -41,6 +41,8 @@ class MoEImpl:
     counting: Counting = Counting.UNFUSED
     pads_to_capacity: bool = False  # token dropping: each expert padded to C rows (capacity routing)
     launches_per_expert: bool = False  # one GEMM launch per expert per stage (E times the launches)
+    counts_to_host: bool = False  # copies the per-expert counts to the host once per forward (a GPU->CPU sync)
+    grouped_mm: bool = False  # torch._grouped_mm: 2 kernels per call on its fast path, a sync + loop elsewhere
     casts_expert_grads: bool = True  # under autocast, the experts' bf16 weight gradients are cast to fp32
     needs_gpu: bool = False  # runs only on a CUDA GPU (Triton kernels; the interpreter is far too slow to time)
     staged: bool = True  # permute / up_gate / act / down / unpermute can be timed one by one
@@ -163,14 +165,16 @@ def cpu_defaults() -> list[str]:
 
 # --- the built-in implementations (tpsbench.nn.experts) -----------------------------------------------------
 register(MoEImpl(
-    name="loop", baseline=True, launches_per_expert=True, factory="tpsbench.nn.experts:LoopExperts",
+    name="loop", baseline=True, launches_per_expert=True, counts_to_host=True,
+    factory="tpsbench.nn.experts:LoopExperts",
     description="dropless; one GEMM launch per expert per stage in Python, per-expert counts copied to the host "
     "(same bytes and FLOPs as grouped, E times the launches)",
 ))
 register(MoEImpl(
     # torch.compile traces torch._grouped_mm through its meta function, which accepts only bf16 operands
     # (torch 2.13: "Expected inputs of BF16 type"); eager fp32 runs its per-group fallback
-    name="grouped", aliases=("dropless",), factory="tpsbench.nn.experts:GroupedExperts", compile_needs_bf16=True,
+    name="grouped", aliases=("dropless",), grouped_mm=True, factory="tpsbench.nn.experts:GroupedExperts",
+    compile_needs_bf16=True,
     description="dropless; every routed token computed, tokens sorted by expert, torch._grouped_mm over "
     "device-side offsets (one grouped GEMM per stage)",
 ))

@@ -19,7 +19,6 @@ point timed once (``--reps 1``) has no interval and is judged by its medians alo
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -110,10 +109,11 @@ def _bootstrap(statistic, *, n_resamples: int, seed: int):
     """``scipy.stats.bootstrap`` with its seed under the keyword this scipy has (``rng`` since 1.15)."""
     from scipy import stats
 
-    key = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
+    from tpsbench.analysis.seeded import bootstrap_seed
+
     return lambda data: stats.bootstrap(data, statistic, vectorized=True, paired=False, n_resamples=n_resamples,
                                         confidence_level=CONFIDENCE, method="percentile",
-                                        **{key: np.random.default_rng(seed)}).confidence_interval
+                                        **bootstrap_seed(seed)).confidence_interval
 
 
 def _median_ratio(base: np.ndarray, cur: np.ndarray, axis: int = -1) -> np.ndarray:

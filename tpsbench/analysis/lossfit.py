@@ -9,13 +9,14 @@ the tokens to the target. A target at or below E is unreachable by the fit: said
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 from scipy.optimize import least_squares
+
+from tpsbench.analysis.seeded import bootstrap_seed
 
 WARMUP_FRACTION = 0.1  # the first 10% of the tokens (learning-rate warm-up, the initial drop) are left out
 SEED = 0
@@ -75,11 +76,6 @@ def _fit(tokens: np.ndarray, losses: np.ndarray) -> tuple[float, float, float, f
     return float(e), float(b), float(beta), rms
 
 
-def _bootstrap_kw() -> dict[str, object]:
-    key = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
-    return {key: np.random.default_rng(SEED)}
-
-
 def fit_loss_curve(tokens: np.ndarray, losses: np.ndarray, *, warmup_fraction: float = WARMUP_FRACTION,
                    bootstrap: bool = True) -> LossFit:
     """L(D) fitted to the points after warm-up (``tokens`` cumulative, increasing)."""
@@ -98,7 +94,7 @@ def fit_loss_curve(tokens: np.ndarray, losses: np.ndarray, *, warmup_fraction: f
             return np.array([fe, fbeta])
 
         res = stats.bootstrap((t, y), stat, paired=True, vectorized=False, n_resamples=RESAMPLES,
-                              confidence_level=CONFIDENCE, method="percentile", **_bootstrap_kw())
+                              confidence_level=CONFIDENCE, method="percentile", **bootstrap_seed(SEED))
         lo, hi = res.confidence_interval
         e_iv, beta_iv = Interval(float(lo[0]), float(hi[0])), Interval(float(lo[1]), float(hi[1]))
     return LossFit(e, b, beta, rms, len(t), float(tokens[-1]), float(smooth(losses)[-1]), e_iv, beta_iv)

@@ -8,11 +8,9 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from tpsbench.costmodel import get_policy, train_workload
 from tpsbench.estimate.memory import step_memory
 from tpsbench.estimate.points import MeasuredPoint, estimate_point
 from tpsbench.estimate.table import EfficiencyTable
-from tpsbench.models import get_model
 
 KINDS = ("step", "moe layer", "layer", "stage", "gemm")
 
@@ -95,9 +93,7 @@ def validate(points: Sequence[MeasuredPoint], table: EfficiencyTable,
         held_out = lomo.get(p.model)
         peak = None
         if p.kind == "step":
-            spec = get_model(p.model)
-            w = train_workload(spec, (p.impl or "dense") if spec.is_moe else "dense", p.tokens, get_policy(p.policy))
-            peak = step_memory(w, compiled=p.compiled, overhead_fraction=0.0).peak_bytes
+            peak = step_memory(p.step_workload(), compiled=p.compiled, overhead_fraction=0.0).peak_bytes
         rows.append(ValidatedPoint(p, e.seconds, e.floor_s, e.timeline.gpu_idle_fraction,
                                    None if held_out is None else estimate_point(p, held_out).seconds, peak))
     return rows

@@ -29,7 +29,12 @@ def _points(paths: Sequence[str], gpu: str | None) -> list[MeasuredPoint]:
         raise UsageError(f"no such results file: {missing[0]}")
     points = read_points(paths)
     if gpu is not None:
-        points = [p for p in points if p.gpu == load_profile(gpu).name]
+        wanted = load_profile(gpu).name
+        held = sorted({p.gpu for p in points})
+        points = [p for p in points if p.gpu == wanted]
+        if not points and held:
+            raise UsageError(f"no points measured on {wanted} in those files (they hold {', '.join(held)}): pass "
+                             f"{wanted}'s results, or --gpu {held[0]}")
     if not points:
         raise UsageError("no measured GPU points of tpsbench's stack in those files (CPU runs and other stacks are "
                          "left out); pass results of `tpsbench run` on a GPU")

@@ -158,7 +158,7 @@ def unfused_expert_ops(w: Workload) -> list[OpCost]:
 
     # torch._grouped_mm runs two kernels per call (its up/gate stage: 4 kernels for 2 calls, its down stage 2 for 1,
     # in results/h100-counters/validated/counters-moe_1b.json); taken to hold for its backward calls too
-    grouped_calls = 2 if get_impl(w.impl).name == "grouped" else 1
+    grouped_calls = 2 if get_impl(w.impl).grouped_mm else 1
 
     def per_expert_launches(ops: list[OpCost], which: str) -> list[OpCost]:
         if not loop:

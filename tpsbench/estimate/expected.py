@@ -118,7 +118,7 @@ def _context(profile: GPUProfile, table: EfficiencyTable, matmul_math: str, comp
 
 
 def _grouped_fallback(ctx: _Context, w: Workload, op: OpCost) -> bool:
-    return (ctx.impl is not None and get_impl(ctx.impl).name == "grouped" and not ctx.fast_grouped
+    return (ctx.impl is not None and get_impl(ctx.impl).grouped_mm and not ctx.fast_grouped
             and op.name in EXPERT_GEMMS and w.model.moe is not None)
 
 
@@ -127,11 +127,12 @@ def _events(ops: Iterable[OpCost], ctx: _Context, w: Workload | None, costs: dic
     """Kernel runs (and syncs) of ``ops`` in the given order, an op's instances in one layer as one run."""
     out: list[KernelRun | Sync] = []
     sync_s = ctx.table.host_sync_s.value
-    loop = ctx.impl is not None and w is not None and w.model.moe is not None and get_impl(ctx.impl).name == "loop"
+    counts_sync = (ctx.impl is not None and w is not None and w.model.moe is not None
+                   and get_impl(ctx.impl).counts_to_host)
     for op in ops:
         cost = costs[id(op)]
         per_layer = max(1, op.count // layers)
-        if loop and op.name == "moe.permute" and op.phase is Phase.FWD:
+        if counts_sync and op.name == "moe.permute" and op.phase is Phase.FWD:
             out.append(Sync("loop: per-expert counts to the host", sync_s))
         if w is not None and _grouped_fallback(ctx, w, op):
             out.append(Sync("grouped_mm fallback: offsets to the host", sync_s))
@@ -189,9 +190,8 @@ def _estimate(ops: list[OpCost], order: list[OpCost], ctx: _Context, w: Workload
 
 
 def _fallback_note(ctx: _Context, model: ModelSpec) -> list[str]:
-    if model.moe is not None and ctx.impl is not None and get_impl(ctx.impl).name == "grouped" \
-            and not ctx.fast_grouped:
-        return [f"grouped: torch._grouped_mm has no fast path on {ctx.profile.name} (compute capability "
+    if model.moe is not None and ctx.impl is not None and get_impl(ctx.impl).grouped_mm and not ctx.fast_grouped:
+        return [f"{ctx.impl}: torch._grouped_mm has no fast path on {ctx.profile.name} (compute capability "
                 f"{ctx.profile.compute_capability}); modelled as its fallback: offsets copied to the host (a sync) "
                 "before each grouped GEMM, then one GEMM per expert"]
     return []
@@ -247,9 +247,3 @@ def expected_layer(spec: ModelSpec, layer: str, impl: str | None, tokens: int, m
     return _estimate(ops, order, ctx, w if layer == "moe" else None, policy.matmul_math, layers=1,
                      layer_ops=set(), gpu_head_s=head, notes=_fallback_note(ctx, spec) if layer == "moe" else [])
 
-
-def kind_of(op: OpCost) -> str:
-    """The op kind an efficiency applies to (what `validate` and explanations group by)."""
-    if op.kind is OpKind.MATMUL:
-        return "gemm" if op.gemm is not None else "attention"
-    return "memory"

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tpsbench.costmodel import get_policy, train_workload
+from tpsbench.costmodel import Workload, get_policy, train_workload
 from tpsbench.estimate.expected import Expected, expected_layer, expected_step
 from tpsbench.estimate.table import EfficiencyTable
 from tpsbench.models import get_model
@@ -33,6 +33,12 @@ class MeasuredPoint:
     gpu_idle_share: float | None  # measured GPU idle share (profiler), when recorded
     stack: str = "tpsbench"
     accumulation: int = 1  # training step: microbatches per optimizer step
+
+    def step_workload(self) -> Workload:
+        """The cost model's workload of a training-step point (a dense model's impl is "dense")."""
+        spec = get_model(self.model)
+        return train_workload(spec, (self.impl or "dense") if spec.is_moe else "dense", self.tokens,
+                              get_policy(self.policy))
 
     @property
     def label(self) -> str:
@@ -73,14 +79,11 @@ def estimate_point(p: MeasuredPoint, table: EfficiencyTable, profile: GPUProfile
     prof = profile or load_profile(p.gpu)
     if p.kind == "gemm":
         return _gemm_estimate(p, table, prof)
-    spec = get_model(p.model)
-    policy = get_policy(p.policy)
     if p.kind == "step":
-        impl = p.impl or "dense"
-        w = train_workload(spec, impl if spec.is_moe else "dense", p.tokens, policy)
-        return expected_step(w, prof, table, compiled=p.compiled, accumulation=p.accumulation)
+        return expected_step(p.step_workload(), prof, table, compiled=p.compiled, accumulation=p.accumulation)
     impl = p.impl if p.layer == "moe" else None
-    return expected_layer(spec, p.layer, impl, p.tokens, p.mode, prof, table, policy=policy)
+    return expected_layer(get_model(p.model), p.layer, impl, p.tokens, p.mode, prof, table,
+                          policy=get_policy(p.policy))
 
 
 def gemm_points(calibration: str | Path, gpu: str) -> list[MeasuredPoint]:

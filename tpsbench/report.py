@@ -241,6 +241,11 @@ def run_notes(doc: RunDoc) -> list[str]:
                          f"{share} of the step, peak memory {_fmt(peak / 2**30 if peak else None, '{:.1f}')} GiB")
         elif p.mode == "fwd_bwd" and (facts := _moe_facts(p)):
             lines.append(f"{p.label}: {facts}")
+    retried = [p for p in doc.points if p.raw and p.raw.allocator and p.raw.allocator.alloc_retries]
+    for p in retried:
+        a = p.raw.allocator  # type: ignore[union-attr]
+        lines.append(f"WARNING: '{p.label}': the caching allocator freed its cache and retried {a.alloc_retries} "
+                     f"allocation(s) in {a.steps} steps (each frees with a device sync): its time includes them")
     throttled = [p for p in doc.points if p.counters and p.counters.throttled]
     if throttled:
         reasons = sorted({r for p in throttled if p.counters for r in p.counters.clock_events})

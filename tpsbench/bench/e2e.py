@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from tpsbench.bench.allocator import allocator_activity, allocator_snapshot
 from tpsbench.bench.gpu_busy import measure_gpu_time
 from tpsbench.bench.timing import TimingConfig, WindowHook, time_fn
 from tpsbench.bench.trace import export_trace
@@ -36,6 +37,7 @@ from tpsbench.models import ModelSpec
 from tpsbench.nn.transformer import build_model, moe_layers
 from tpsbench.profiles import GPUProfile
 from tpsbench.results.schema import Derived, PointPrediction
+from tpsbench.results.typed import to_dict
 from tpsbench.roofline import predict
 
 
@@ -155,8 +157,10 @@ def run_e2e(
     # The working set (weights, grads, optimizer state, activations) is far larger than L2: no flush.
     step_cfg = TimingConfig(warmup=timing.warmup, min_reps=timing.min_reps, min_time_s=timing.min_time_s,
                             max_reps=timing.max_reps, flush_l2=False)
+    before = allocator_snapshot(device)
     step_t = time_fn(step, device=device, config=step_cfg, window=window)
     peak = torch.cuda.max_memory_allocated(device) if cuda else None
+    allocator = allocator_activity(before, allocator_snapshot(device), step_t.warmup + len(step_t.samples_s))
     # two profiled steps: a loop-implementation step has ~10^5 kernels, and parsing the trace is slow
     gpu_time = (measure_gpu_time(step, device=device, median_s=statistics.median(step_t.samples_s), calls=2)
                 if measure_idle else None)
@@ -168,7 +172,8 @@ def run_e2e(
         **train.routing_info(),
         "samples_s": step_t.samples_s, "warmup": step_t.warmup, "l2_flushed": False, "timer": step_t.timer,
         "window": step_t.window, "window_info": step_t.window_info,
-        "optimizer_samples_s": opt_t.samples_s, "peak_memory_bytes": peak, "accumulation_steps": case.accumulation,
+        "optimizer_samples_s": opt_t.samples_s, "peak_memory_bytes": peak,
+        "allocator": None if allocator is None else to_dict(allocator), "accumulation_steps": case.accumulation,
         "compiled": compile_model, "params": train.params, "gpu_time": gpu_time, "recipe": train.recipe,
         **({} if traced is None else {"trace": traced}),
     }

@@ -48,6 +48,19 @@ class GpuTime:
 
 
 @schema
+class AllocatorActivity:
+    """The CUDA caching allocator during the timed training steps (bench/allocator.py): cache misses that went to
+    cudaMalloc, frees, and retries after freeing the cache (each one synchronises the device)."""
+
+    steps: int = fld("timed steps (warm-up included) the counts cover")
+    alloc_retries: int = fld("allocations retried after freeing cached blocks (num_alloc_retries)")
+    device_allocs: int = fld("cudaMalloc calls (num_device_alloc)")
+    device_frees: int = fld("cudaFree calls (num_device_free)")
+    ooms: int = fld("out-of-memory errors raised (num_ooms)")
+    reserved_peak_bytes: int | None = fld("peak memory reserved by the allocator (reserved_bytes.all.peak)", "B")
+
+
+@schema
 class Raw:
     """What was measured, unprocessed: every timed sample, and facts of the point's run."""
 
@@ -68,6 +81,8 @@ class Raw:
     optimizer_samples_s: list[float] | None = fld("training step: AdamW step timed alone", "s", default=None)
     optimizer_stats: Stats | None = fld("training step: statistics of optimizer_samples_s", default=None)
     peak_memory_bytes: int | None = fld("training step: peak allocated GPU memory", "B", default=None)
+    allocator: AllocatorActivity | None = fld("training step: caching-allocator activity over the timed steps",
+                                              default=None)
     accumulation_steps: int | None = fld("training step: microbatches per optimizer step", default=None)
     compiled: bool | None = fld("training step: torch.compile was on", default=None)
     params: int | None = fld("training step: parameters of the model that ran", default=None)

@@ -22,6 +22,7 @@ WARMUP_FRACTION = 0.1  # the first 10% of the tokens (learning-rate warm-up, the
 SEED = 0
 RESAMPLES = 200
 CONFIDENCE = 0.90
+MIN_POINTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,16 @@ class LossFit:
     last_loss: float  # smoothed
     e_interval: Interval | None
     beta_interval: Interval | None
+    target: float | None = None  # the target loss the bootstrap's tokens-to-target samples are for
+    # D* of each bootstrap resample (inf where the resample's E is at or above the target): the ratios of
+    # two models' tokens and hours take their intervals from these
+    tokens_samples: tuple[float, ...] = ()
+
+    @property
+    def tokens_interval(self) -> Interval | None:
+        """The bootstrap interval of the tokens to ``target`` (``high`` is inf where the target is unreachable
+        in the upper tail of the resamples)."""
+        return quantile_interval(np.array(self.tokens_samples)) if self.tokens_samples else None
 
     def loss_at(self, tokens: float) -> float:
         return self.e + self.b * tokens ** (-self.beta)
@@ -49,6 +60,16 @@ class LossFit:
     def plateau_gap(self) -> float:
         """How far the run's last (smoothed) loss is above E: near 0 means it has reached its plateau."""
         return self.last_loss - self.e
+
+
+def quantile_interval(samples: np.ndarray) -> Interval | None:
+    """The central CONFIDENCE interval of bootstrap samples, by the inverted CDF (no interpolation: a sample
+    that is inf, an unreachable target, stays inf instead of turning the bound into nan); None if any is nan."""
+    if len(samples) == 0 or np.isnan(samples).any():
+        return None
+    tail = (1.0 - CONFIDENCE) / 2
+    lo, hi = np.quantile(samples, [tail, 1.0 - tail], method="inverted_cdf")
+    return Interval(float(lo), float(hi))
 
 
 def smooth(losses: np.ndarray, window: int = 9) -> np.ndarray:
@@ -77,27 +98,34 @@ def _fit(tokens: np.ndarray, losses: np.ndarray) -> tuple[float, float, float, f
 
 
 def fit_loss_curve(tokens: np.ndarray, losses: np.ndarray, *, warmup_fraction: float = WARMUP_FRACTION,
-                   bootstrap: bool = True) -> LossFit:
-    """L(D) fitted to the points after warm-up (``tokens`` cumulative, increasing)."""
+                   bootstrap: bool = True, target: float | None = None, seed: int = SEED) -> LossFit:
+    """L(D) fitted to the points after warm-up (``tokens`` cumulative, increasing); with ``bootstrap``, intervals
+    of E and beta and, given a ``target``, bootstrap samples of the tokens to reach it."""
     tokens, losses = np.asarray(tokens, float), np.asarray(losses, float)
     keep = tokens >= tokens[0] + warmup_fraction * (tokens[-1] - tokens[0])
     keep &= tokens > 0
     t, y = tokens[keep], losses[keep]
-    if len(t) < 5:
-        raise ValueError(f"{len(t)} points after warm-up: at least 5 are needed for a fit")
+    if len(t) < MIN_POINTS:
+        raise ValueError(f"{len(t)} points after warm-up: at least {MIN_POINTS} are needed for a fit")
     e, b, beta, rms = _fit(t, y)
     e_iv = beta_iv = None
+    samples: tuple[float, ...] = ()
     if bootstrap:
         def stat(tt: np.ndarray, yy: np.ndarray) -> np.ndarray:
             order = np.argsort(tt)
-            fe, _, fbeta, _ = _fit(tt[order], yy[order])
-            return np.array([fe, fbeta])
+            fe, fb, fbeta, _ = _fit(tt[order], yy[order])
+            d = math.inf if target is None or target <= fe else (fb / (target - fe)) ** (1.0 / fbeta)
+            return np.array([fe, fbeta, d])
 
-        res = stats.bootstrap((t, y), stat, paired=True, vectorized=False, n_resamples=RESAMPLES,
-                              confidence_level=CONFIDENCE, method="percentile", **bootstrap_seed(SEED))
-        lo, hi = res.confidence_interval
-        e_iv, beta_iv = Interval(float(lo[0]), float(hi[0])), Interval(float(lo[1]), float(hi[1]))
-    return LossFit(e, b, beta, rms, len(t), float(tokens[-1]), float(smooth(losses)[-1]), e_iv, beta_iv)
+        with np.errstate(invalid="ignore"):  # scipy's standard error of a distribution holding inf (unreachable)
+            res = stats.bootstrap((t, y), stat, paired=True, vectorized=False, n_resamples=RESAMPLES,
+                                  confidence_level=CONFIDENCE, method="percentile", **bootstrap_seed(seed))
+        dist = np.asarray(res.bootstrap_distribution)
+        e_iv, beta_iv = quantile_interval(dist[0]), quantile_interval(dist[1])
+        if target is not None:
+            samples = tuple(float(x) for x in dist[2])
+    return LossFit(e, b, beta, rms, len(t), float(tokens[-1]), float(smooth(losses)[-1]), e_iv, beta_iv,
+                   target, samples)
 
 
 def tokens_to_target(fit: LossFit, target: float) -> float | None:

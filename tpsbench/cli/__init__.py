@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from rich.console import Console
 
 from tpsbench import __version__
-from tpsbench.cli import analyze, estimate, measure, predict
+from tpsbench.cli import analyze, estimate, measure, predict, worth
 from tpsbench.cli.args import OneLineErrorParser
 from tpsbench.errors import InputError
 
@@ -41,6 +41,8 @@ COMMANDS: tuple[Command, ...] = (
             estimate.add_validate_args, estimate.cmd_validate),
     Command("fit", "fit a GPU's efficiency and host-cost table to measured runs", estimate.add_fit_args,
             estimate.cmd_fit),
+    Command("worth", "hours and dollars to a target loss per model and GPU, from loss curves and tokens/s "
+            "(is the MoE worth it?)", worth.add_worth_args, worth.cmd_worth),
     Command("plot", "roofline chart and tokens/s versus batch size from results files", analyze.add_plot_args,
             analyze.cmd_plot),
     Command("check", "regression check against a baseline run; exit 1 on a regression", analyze.add_check_args,

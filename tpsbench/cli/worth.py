@@ -1,0 +1,120 @@
+"""`tpsbench worth`: is training the MoE worth it? Hours and dollars to a target loss per model and GPU."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from tpsbench.analysis.losses import DEFAULT_METRIC, read_losses
+from tpsbench.analysis.worth import fit_model, worth
+from tpsbench.analysis.worth_inputs import (
+    DEFAULT_MOE_IMPL,
+    DEFAULT_TOKENS_PER_STEP,
+    assign_runs,
+    model_curve,
+    parse_map,
+    predicted_throughput,
+    read_throughput,
+)
+from tpsbench.cli.args import UsageError, add_json, positive_float, positive_int
+from tpsbench.impls import cost_model_names
+from tpsbench.models import USERS_MICROBATCH_TOKENS
+from tpsbench.profiles import load_profile
+from tpsbench.report_analysis import to_markdown, to_rich
+from tpsbench.report_worth import worth_json, worth_tables
+from tpsbench.results import finite
+
+
+def add_worth_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--losses", nargs="+", required=True, metavar="FILE",
+                   help="loss curves: a W&B line-panel 'Export CSV' (columns '<run> - train/CE loss', '<run> - Step' "
+                   "or 'Step'), or a long CSV with columns run, step, loss[, tokens][, petaflops]")
+    p.add_argument("--target-loss", type=positive_float, required=True, help="the loss to reach")
+    p.add_argument("--throughput", nargs="+", default=[], metavar="FILE",
+                   help="measured tokens/s: results JSON of `tpsbench run` (training steps) or `explain`'s CSV")
+    p.add_argument("--gpu", nargs="+", default=[], metavar="GPU",
+                   help="predict tokens/s on these GPU profiles (floor and expected, labelled as predicted)")
+    p.add_argument("--map", action="append", default=[], metavar="RUN=MODEL",
+                   help="assign a run to a zoo model (repeatable, one pair per flag; several runs of one model are "
+                   "joined by step), or a .toml file of RUN = \"MODEL\" lines; a run named like a zoo model maps "
+                   "itself")
+    p.add_argument("--tokens-per-step", type=positive_int, default=DEFAULT_TOKENS_PER_STEP,
+                   help=f"tokens per optimizer step when the file has no tokens column (default "
+                   f"{DEFAULT_TOKENS_PER_STEP:,})")
+    p.add_argument("--price", action="append", default=[], metavar="GPU=USD_PER_HOUR",
+                   help="GPU price per hour, for the cost columns (repeatable)")
+    p.add_argument("--metric", default=DEFAULT_METRIC, help=f"the W&B loss column (default '{DEFAULT_METRIC}')")
+    p.add_argument("--impl", default=None,
+                   help="the MoE implementation the curves were trained with: measured tokens/s of it only (default: "
+                   f"the fastest measured), predicted tokens/s and exact FLOPs of it (default {DEFAULT_MOE_IMPL})")
+    p.add_argument("--batch", type=positive_int, default=USERS_MICROBATCH_TOKENS,
+                   help=f"tokens per microbatch of predicted tokens/s (default {USERS_MICROBATCH_TOKENS:,})")
+    p.add_argument("-o", "--out", default=None, help="plot: loss against hours on each GPU and against PF-days "
+                   "(.png, .svg or .pdf)")
+    p.add_argument("--markdown", default=None, help="also write the tables and the summary as markdown to this file")
+    add_json(p)
+
+
+def _prices(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        gpu, sep, usd = item.partition("=")
+        try:
+            value = float(usd)
+        except ValueError:
+            value = -1.0
+        if not sep or not gpu or not value > 0:
+            raise UsageError(f"--price '{item}': give GPU=USD_PER_HOUR with a positive price, e.g. h100=2.5")
+        out[load_profile(gpu.strip()).name] = value
+    return out
+
+
+def cmd_worth(args: argparse.Namespace, console: Console) -> int:
+    if not args.throughput and not args.gpu:
+        raise UsageError("give --throughput FILE (measured tokens/s) or --gpu GPU (predicted tokens/s), or both")
+    if args.impl is not None and args.impl not in cost_model_names():
+        raise UsageError(f"--impl '{args.impl}' is not one of {', '.join(cost_model_names())}")
+    impl = args.impl or DEFAULT_MOE_IMPL
+    prices = _prices(args.price)
+    mapping = parse_map(args.map)
+    runs = [r for path in args.losses for r in read_losses(path, metric=args.metric)]
+    by_model, left_out = assign_runs(runs, mapping)
+    if not by_model:
+        raise UsageError(f"no run maps to a zoo model (runs: {', '.join(r.name for r in runs)}); pass --map RUN=MODEL")
+    curves = [model_curve(m, segs, args.tokens_per_step) for m, segs in by_model.items()]
+    fits = [fit_model(c, args.target_loss, impl) for c in curves]
+    notes = [f"runs left out (no --map names them): {', '.join(left_out)}"] if left_out else []
+    throughput = read_throughput(args.throughput, set(by_model), args.impl)
+    if args.gpu:
+        predicted, pred_notes = predicted_throughput([c.model for c in curves], args.gpu, impl, args.batch)
+        throughput += predicted
+        notes += pred_notes
+    for f in fits:
+        if f.fit is not None and f.fitted_tokens is None:
+            notes.append(f"{f.name}: loss {args.target_loss:g} is at or below its fitted floor E = {f.fit.e:.3f}: "
+                         "unreachable by the fit (no hours)")
+    report = worth(fits, throughput, args.target_loss, prices=prices, left_out_runs=left_out, notes=notes)
+    if args.json:
+        print(json.dumps(finite(worth_json(report)), indent=1))
+    else:
+        for t in worth_tables(report):
+            console.print(to_rich(t))
+        for line in report.summary_lines() + [f"note: {n}" for n in report.notes]:
+            console.print(line, highlight=False, soft_wrap=True)
+    if args.markdown:
+        text = "\n".join(to_markdown(t) for t in worth_tables(report))
+        text += "\n" + "".join(f"- {line}\n" for line in report.summary_lines() + list(report.notes))
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(text, encoding="utf-8")
+        if not args.json:
+            console.print(f"markdown: {args.markdown}", highlight=False)
+    if args.out:
+        from tpsbench.plot_worth import plot_worth
+
+        path = plot_worth(report, args.out)
+        if not args.json:
+            console.print(f"plot: {path}", highlight=False)
+    return 0

@@ -159,3 +159,28 @@ def test_impl_picks_the_implementation_the_curves_were_trained_with(capsys):
     rows = {r["model"]: r for r in doc["rows"]}
     assert "capacity" in rows["moe_1b"]["throughput_from"] and rows["moe_1b"]["tokens_per_s"] < 140462
     assert "dense @" in rows["dense_135m"]["throughput_from"]  # a dense model has no MoE implementation to pick
+
+
+def test_a_toml_mapping_file_and_explain_csv_throughput(tmp_path, capsys):
+    mapping = tmp_path / "runs.toml"
+    mapping.write_text('[runs]\n"moe_1b-run1" = "moe_1b"\n"moe_1b-run1-resume" = "smallmoe_1B"\n'
+                       '"dense_135m-lr3e-3" = "dense_135m"\n')
+    doc = _worth_json(capsys, "--losses", str(FIXTURES / "wandb-curves.csv"), "--target-loss", str(TARGET),
+                      "--map", str(mapping), "--throughput", str(ROOT / "results/examples/h100-measured.csv"),
+                      "--impl", "capacity")
+    rows = {r["model"]: r for r in doc["rows"]}  # the OLMo-core name maps to the zoo model
+    assert rows["moe_1b"]["tokens_per_s"] == 134987 and "h100-measured.csv:3" in rows["moe_1b"]["throughput_from"]
+    assert rows["dense_135m"]["tokens_per_s"] == 210594
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ('"moe_1b-run1" = 3\n', "is not a string"),
+    ("moe_1b-run1 = \n", "not valid TOML"),
+])
+def test_a_bad_mapping_file_is_one_line(tmp_path, capsys, text, needle):
+    mapping = tmp_path / "runs.toml"
+    mapping.write_text(text)
+    assert main(["worth", "--losses", str(FIXTURES / "wandb-curves.csv"), "--target-loss", "3", "--gpu", "h100",
+                 "--map", str(mapping)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1, err

@@ -80,11 +80,12 @@ def ranking_tables(r: WorthReport) -> list[TableData]:
     for (gpu, kind), rows in groups.items():
         td = TableData(f"{gpu}: hours to loss {r.target:g} on one GPU ({kind} tokens/s), fastest first "
                        f"[{CONF}]", ["#", "model", "tokens/s", "from", "hours", "observed h", "cost $",
-                                      "PF-days (6N)"], left={"model", "from"})
+                                      "PF-days 6N / olmo / exact"], left={"model", "from"})
         for i, row in enumerate(rows, start=1):
             td.rows.append([str(i), row.model, f"{row.throughput.tokens_per_s:,.0f}", row.throughput.detail,
                             _with(_g(row.hours), _iv(row.hours_interval)), _g(row.observed_hours),
-                            _with(_g(row.cost_usd), _iv(row.cost_interval)), _g(row.pf_days("6N"))])
+                            _with(_g(row.cost_usd), _iv(row.cost_interval)),
+                            " / ".join(_g(row.pf_days(c)) for c in ("6N", "olmo", "exact"))])
         out.append(td)
     return out
 

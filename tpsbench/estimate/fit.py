@@ -19,6 +19,7 @@ from tpsbench.estimate.table import EfficiencyTable, Sourced
 BOUNDS: dict[str, tuple[float, float, float]] = {
     "gemm_peak_fraction": (0.3, 1.0, 0.75),
     "gemm_k_half": (0.0, 1024.0, 64.0),
+    "gemm_k_exponent": (0.5, 4.0, 1.0),
     "grouped_gemm_fraction": (0.2, 1.0, 0.7),
     "dram_fraction": (0.3, 1.0, 0.85),
     "kernel_floor_s": (0.0, 20e-6, 3e-6),

@@ -3,7 +3,7 @@
 A floor (tpsbench.roofline) divides FLOPs and bytes by the ceilings; here each is divided by the efficiency
 the op's kind and size reach (tpsbench.estimate.table):
 
-* a GEMM with a shape runs at ``peak * gemm_peak_fraction * waves(M, N, groups) * K / (K + k_half)``, where
+* a GEMM with a shape runs at ``peak * gemm_peak_fraction * waves(M, N, groups) * K^p / (K^p + k_half^p)``, where
   ``waves`` is the fraction of SM-slots its output tiles fill (wave quantisation: 256 experts of 128 rows on
   132 SMs fill few tiles per wave) after the split-K that cuBLAS picks for small outputs with a long reduction;
 * the flash attention core at its own fractions of the peak (forward, backward);
@@ -82,7 +82,8 @@ def op_instance_cost(op: OpCost, rates: Rates, table: EfficiencyTable, *, compil
         fill, split = wave_fraction(op.gemm, per_launch, rates.sm_count)
         k = op.gemm.k / split
         grouped = table.grouped_gemm_fraction.value if per_launch > 1 else 1.0
-        compute = flops / (rates.matmul_flops * fill * grouped * k / (k + table.gemm_k_half.value))
+        p, k_half = table.gemm_k_exponent.value, table.gemm_k_half.value
+        compute = flops / (rates.matmul_flops * fill * grouped * k ** p / (k ** p + k_half ** p))
     elif op.kind is OpKind.MATMUL:  # the attention core
         frac = table.attention_fwd_fraction if op.phase is Phase.FWD else table.attention_bwd_fraction
         compute = flops / (rates.matmul_flops / table.gemm_peak_fraction.value * frac.value)

@@ -1,6 +1,8 @@
-"""Expert parallelism on torch.distributed (issue 20), on the CPU with gloo under torchrun: the expert-parallel
-MoE layer's outputs and every gradient equal the single-process layer's (tpsbench/dist/check_ep.py: uneven
-splits, an expert no token chooses, skewed routing; loop, grouped, capacity)."""
+"""torch.distributed (issue 20) on the CPU with gloo under torchrun: the expert-parallel MoE layer's outputs and
+every gradient equal the single-process layer's (tpsbench/dist/check_ep.py: uneven splits, an expert no token
+chooses, skewed routing; loop, grouped, capacity), and an FSDP2 training step's gradients and parameters after
+AdamW equal the single-process step's (tpsbench/dist/check_fsdp.py). Each check has a control that must fail
+(experts on the wrong rank; gradients summed instead of averaged) and reports it as caught."""
 
 from __future__ import annotations
 
@@ -13,18 +15,33 @@ from tpsbench.dist.check_ep import CASES
 from tpsbench.dist.ep import ExpertParallelError, experts_per_rank
 
 
+def _torchrun(ranks: int, module: str) -> list[str]:
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                           str(ranks), "-m", module], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith(("ok", "FAIL"))]
+    assert all(line.startswith(f"ok   {ranks} ranks") for line in lines), lines
+    return lines
+
+
 @pytest.mark.parametrize("ranks", [2, 4])
 def test_expert_parallel_layer_equals_the_single_process_layer(ranks):
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                           str(ranks), "-m", "tpsbench.dist.check_ep"], capture_output=True, text=True, timeout=300)
-    lines = [line for line in done.stdout.splitlines() if line.startswith(("ok", "FAIL"))]
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert len(lines) == len(CASES) and all(line.startswith(f"ok   {ranks} ranks") for line in lines), lines
+    lines = _torchrun(ranks, "tpsbench.dist.check_ep")
+    assert len(lines) == len(CASES) and "control: experts on the wrong rank: caught" in lines[-1]
 
 
-def test_the_check_refuses_to_run_outside_torchrun():
-    done = subprocess.run([sys.executable, "-m", "tpsbench.dist.check_ep"], capture_output=True, text=True,
-                          timeout=120, env={"PATH": "/usr/bin:/bin"})
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_an_fsdp_step_equals_the_single_process_step(ranks):
+    lines = _torchrun(ranks, "tpsbench.dist.check_fsdp")
+    assert len(lines) == 3 and "FSDP step of moe_tiny" in lines[0] and "FSDP step of dense_tiny" in lines[1]
+    # summed over N ranks instead of averaged: the gradients are N times too large, off by N - 1 relative
+    assert f"control (gradients summed, not averaged): caught, gradients {ranks - 1:.2e}" in lines[2]
+
+
+@pytest.mark.parametrize("module", ["tpsbench.dist.check_ep", "tpsbench.dist.check_fsdp"])
+def test_the_checks_refuse_to_run_outside_torchrun(module):
+    done = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin"})
     assert done.returncode == 2 and "run under torchrun" in done.stderr
 
 

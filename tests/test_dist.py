@@ -1,8 +1,9 @@
 """torch.distributed (issue 20) on the CPU with gloo under torchrun: the expert-parallel MoE layer's outputs and
 every gradient equal the single-process layer's (tpsbench/dist/check_ep.py: uneven splits, an expert no token
-chooses, skewed routing; loop, grouped, capacity), and an FSDP2 training step's gradients and parameters after
-AdamW equal the single-process step's (tpsbench/dist/check_fsdp.py). Each check has a control that must fail
-(experts on the wrong rank; gradients summed instead of averaged) and reports it as caught."""
+chooses, skewed routing; loop, grouped, capacity), and a training step's gradients and parameters after AdamW
+equal the single-process step's with FSDP2, expert parallelism and both (tpsbench/dist/check_train.py). Each
+check has a control that must fail (experts on the wrong rank; gradients summed instead of averaged) and reports
+it as caught."""
 
 from __future__ import annotations
 
@@ -31,14 +32,15 @@ def test_expert_parallel_layer_equals_the_single_process_layer(ranks):
 
 
 @pytest.mark.parametrize("ranks", [2, 4])
-def test_an_fsdp_step_equals_the_single_process_step(ranks):
-    lines = _torchrun(ranks, "tpsbench.dist.check_fsdp")
-    assert len(lines) == 3 and "FSDP step of moe_tiny" in lines[0] and "FSDP step of dense_tiny" in lines[1]
+def test_a_distributed_step_equals_the_single_process_step(ranks):
+    lines = _torchrun(ranks, "tpsbench.dist.check_train")
+    assert [line.split(", ")[1].split(":")[0] for line in lines[:4]] == [
+        "fsdp step of moe_tiny", "fsdp step of dense_tiny", "ep step of moe_tiny", "fsdp+ep step of moe_tiny"]
     # summed over N ranks instead of averaged: the gradients are N times too large, off by N - 1 relative
-    assert f"control (gradients summed, not averaged): caught, gradients {ranks - 1:.2e}" in lines[2]
+    assert f"control (gradients summed, not averaged): caught, gradients {ranks - 1:.2e}" in lines[4]
 
 
-@pytest.mark.parametrize("module", ["tpsbench.dist.check_ep", "tpsbench.dist.check_fsdp"])
+@pytest.mark.parametrize("module", ["tpsbench.dist.check_ep", "tpsbench.dist.check_train"])
 def test_the_checks_refuse_to_run_outside_torchrun(module):
     done = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, timeout=120,
                           env={"PATH": "/usr/bin:/bin"})

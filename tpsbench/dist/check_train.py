@@ -1,0 +1,117 @@
+"""One distributed training step (tpsbench/dist/train.py: ``fsdp``, ``ep``, ``fsdp+ep``) against the same step in
+one process, under ``torchrun`` (CPU, gloo): ``torchrun --nproc-per-node N -m tpsbench.dist.check_train``.
+Exit 0 when, for every layout, every gradient of the step and every parameter after one AdamW step equal the
+single-process step's, 1 otherwise; rank 0 prints one line per check.
+
+Each rank trains on its own sequences; the single-process reference (run on every rank) takes the mean of the N
+ranks' losses. The gradients are compared as well as the parameters: AdamW's first update is about
+lr * sign(gradient), so the parameters alone would not see a gradient off by a constant factor. fp32; moe_tiny
+(8 experts, load-balancing and z-losses per rank's batch) and, for fsdp, dense_tiny. A control (gradients
+summed over the ranks instead of averaged) must be caught.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from tpsbench.bench.e2e import random_tokens
+from tpsbench.dist.train import DistSetup, dist_model
+from tpsbench.models import get_model
+from tpsbench.nn.transformer import build_model
+
+GRAD_TOLERANCE = 1e-5  # fp32 gradients, relative to each tensor's largest: 4 ranks sum in another order (1.5e-7)
+# parameters after the step, absolute, in units of the learning rate: AdamW's first update g / (|g| + eps) turns
+# the summation-order differences of gradients near eps into parameter differences (seen: up to 3.4e-3 lr on 4
+# ranks with eps 1e-8); a wrong or missing update moves a parameter by up to 1 lr
+PARAM_TOLERANCE_LR = 1e-2
+EPS = 1e-6  # AdamW's: above the gradients' rounding differences (1e-7 relative), so their sign noise stays small
+LR = 1e-2
+EPS = 1e-6  # AdamW's: above the gradients' rounding differences (1e-7 relative), so their sign noise stays small
+SEQUENCES_PER_RANK = 2
+CHECKS = (("fsdp", "moe_tiny"), ("fsdp", "dense_tiny"), ("ep", "moe_tiny"), ("fsdp+ep", "moe_tiny"))
+
+
+def _reference_view(name: str, p: torch.Tensor, ref: dict[str, torch.Tensor], model: nn.Module) -> torch.Tensor:
+    """The reference tensor a distributed parameter (or its gradient) stands for: the same name (an expert-parallel
+    layer keeps its router and shared expert under ``.dense``), this rank's slice of the experts."""
+    key = name.replace("feed_forward.dense.", "feed_forward.")
+    full = ref[key]
+    if ".experts." in key and p.shape[0] != full.shape[0]:
+        layer = model.get_submodule(name.split(".dense.")[0])
+        return full[layer.first_expert: layer.first_expert + layer.local_experts]
+    return full
+
+
+def _worst(model: nn.Module, reference: nn.Module, *, grads: bool) -> float:
+    ref = {n: (p.grad if grads else p) for n, p in reference.named_parameters()}
+    worst = 0.0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            a = p.grad if grads else p
+            mine = a.full_tensor() if hasattr(a, "full_tensor") else a
+            b = _reference_view(name, p, ref, model)
+            scale = b.abs().max().clamp_min(1e-12) if grads else 1.0
+            worst = max(worst, float((mine - b).abs().max() / scale))
+    return worst
+
+
+def check(mode: str, name: str, rank: int, world: int, loss_scale: float = 1.0) -> tuple[float, float]:
+    """The largest gradient difference (relative) and parameter difference after the step (in units of lr)."""
+    spec = get_model(name)
+    impl = "grouped" if spec.moe is not None else "loop"
+    torch.manual_seed(0)
+    reference = build_model(spec, impl=impl)
+    torch.manual_seed(0)
+    model, opt, reduce = dist_model(spec, impl, DistSetup(mode, world, rank, "gloo"), torch.device("cpu"), lr=LR,
+                                    foreach=False, eps=EPS)
+    tokens = SEQUENCES_PER_RANK * spec.seq_len
+    data = [random_tokens(spec.vocab_size, tokens, spec.seq_len, torch.device("cpu"), seed=10 + r)
+            for r in range(world)]
+    ref_opt = torch.optim.AdamW(reference.parameters(), lr=LR, weight_decay=0.1, foreach=False, eps=EPS)
+    torch.stack([reference.training_loss(ids, labels) for ids, labels in data]).mean().backward()
+    (model.training_loss(*data[rank]) * loss_scale).backward()
+    reduce()
+    grads = _worst(model, reference, grads=True)
+    ref_opt.step()
+    opt.step()
+    return grads, _worst(model, reference, grads=False) / LR
+
+
+def main() -> int:
+    if "RANK" not in os.environ:
+        print("run under torchrun: torchrun --nproc-per-node N -m tpsbench.dist.check_train", file=sys.stderr)
+        return 2
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    failed = 0
+    try:
+        for mode, name in CHECKS:
+            err = torch.tensor(check(mode, name, rank, world))
+            dist.all_reduce(err, op=dist.ReduceOp.MAX)
+            grads, params = (float(v) for v in err)
+            ok = grads <= GRAD_TOLERANCE and params <= PARAM_TOLERANCE_LR
+            failed += not ok
+            if rank == 0:
+                print(f"{'ok  ' if ok else 'FAIL'} {world} ranks, {mode} step of {name}: gradients {grads:.2e} "
+                      f"(relative), parameters after AdamW {params:.2e} lr", flush=True)
+        # the control: gradients summed over the ranks instead of averaged must be caught (by the gradients:
+        # the parameters after AdamW's sign-like first step are nearly the same)
+        grads, _ = check("fsdp", "dense_tiny", rank, world, loss_scale=float(world))
+        caught = grads > GRAD_TOLERANCE
+        failed += not caught
+        if rank == 0:
+            print(f"{'ok  ' if caught else 'FAIL'} {world} ranks, control (gradients summed, not averaged): "
+                  f"{'caught' if caught else 'not caught'}, gradients {grads:.2e}", flush=True)
+    finally:
+        dist.barrier()  # no rank tears gloo down while another still exchanges
+        dist.destroy_process_group()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

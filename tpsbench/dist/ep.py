@@ -1,0 +1,141 @@
+"""Expert parallelism for one MoE layer on ``torch.distributed`` (issue 20): rank r of an expert-parallel group of
+N ranks holds experts [r E/N, (r+1) E/N); every rank routes its own tokens with the replicated router, sends
+each (token, expert) assignment's row to the rank holding the expert, the experts run there with any registered
+implementation (tpsbench.impls), and the outputs come back to be weighted and summed per token.
+
+The exchange is the one torchtitan's and megablocks' expert parallelism use: the per-rank assignment counts
+first (``all_to_all_single`` of N integers), copied to the host (a GPU->CPU sync: the split sizes of the next
+collective must be host integers), then the rows with uneven splits (``all_to_all_single`` with
+``output_split_sizes`` / ``input_split_sizes``; ``torch.distributed.nn.functional``'s autograd version, whose
+backward is the reverse exchange), and the outputs back the same way.
+The list form ``dist.all_to_all`` is not used: gloo lacks it before PyTorch PR #165435.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.nn import functional as dist_autograd
+
+from tpsbench.models import MoESpec
+from tpsbench.nn.experts import ExpertImpl, make_impl
+from tpsbench.nn.moe import ExpertWeights, MoEFeedForward, RouterOutput
+
+
+class ExpertParallelError(ValueError):
+    """An expert-parallel layout that cannot be built (experts not divisible by the group size)."""
+
+
+def experts_per_rank(num_experts: int, group_size: int) -> int:
+    if group_size < 1 or num_experts % group_size:
+        raise ExpertParallelError(f"{num_experts} experts cannot be split evenly over {group_size} expert-parallel "
+                                  f"ranks; choose a group size that divides {num_experts}")
+    return num_experts // group_size
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """What one dispatch sent and received: the split sizes (host integers) of both directions."""
+
+    send: list[int]  # rows this rank sends to each rank
+    recv: list[int]  # rows this rank receives from each rank
+
+    @property
+    def received(self) -> int:
+        return sum(self.recv)
+
+
+def exchange_counts(dest: torch.Tensor, group_size: int, group: dist.ProcessGroup | None) -> Exchange:
+    """Each rank's assignment count per destination rank, exchanged (one all_to_all of N integers)."""
+    send = torch.zeros(group_size, dtype=torch.int64, device=dest.device).scatter_add_(0, dest, torch.ones_like(dest))
+    recv = torch.empty_like(send)
+    dist.all_to_all_single(recv, send, group=group)
+    return Exchange(send.tolist(), recv.tolist())  # the host sync expert parallelism needs
+
+
+class ExpertParallelMoE(nn.Module):
+    """An :class:`~tpsbench.nn.moe.MoEFeedForward` whose routed experts are sharded over ``group``: the router
+    and the shared expert are replicated (data-parallel), the experts are this rank's slice."""
+
+    def __init__(self, d_model: int, spec: MoESpec, *, impl: str = "loop", group: dist.ProcessGroup | None = None,
+                 device: torch.device | str | None = None) -> None:
+        super().__init__()
+        self.group = group
+        self.group_size = dist.get_world_size(group)
+        self.rank = dist.get_rank(group)
+        self.local_experts = experts_per_rank(spec.num_experts, self.group_size)
+        self.spec = spec
+        # the replicated parts are those of the single-process layer; only the experts are a slice
+        self.dense = MoEFeedForward(d_model, spec, impl=impl, device=device)
+        self.dense.experts = ExpertWeights(d_model, replace(spec, num_experts=self.local_experts), device=device)
+        self.impl: ExpertImpl = make_impl(impl, capacity_factor=spec.capacity_factor)
+        self.last_exchange: Exchange | None = None
+
+    @property
+    def aux_loss(self) -> torch.Tensor | None:
+        """The load-balancing and z-losses of this rank's last forward (of its own tokens)."""
+        return self.dense.aux_loss
+
+    def _pg(self) -> dist.ProcessGroup:
+        return self.group if self.group is not None else dist.group.WORLD  # type: ignore[return-value]
+
+    @property
+    def first_expert(self) -> int:
+        return self.rank * self.local_experts
+
+    def load_from(self, full: MoEFeedForward) -> None:
+        """Take the weights of a single-process layer: the replicated parts whole, this rank's experts."""
+        lo, hi = self.first_expert, self.first_expert + self.local_experts
+        with torch.no_grad():
+            self.dense.router.weight.copy_(full.router.weight)
+            for name in ("w1", "w3", "w2"):
+                getattr(self.dense.experts, name).copy_(getattr(full.experts, name)[lo:hi])
+            if full.shared is not None and self.dense.shared is not None:
+                self.dense.shared.load_state_dict(full.shared.state_dict())
+
+    def routed(self, flat: torch.Tensor, route: RouterOutput) -> torch.Tensor:
+        """The routed-expert output ``[T, d]`` of this rank's tokens, computed on the ranks of their experts."""
+        k = route.expert_indices.shape[1]
+        expert = route.expert_indices.flatten()
+        order = torch.argsort(expert, stable=True)  # by expert, hence by destination rank
+        expert_sorted = expert[order]
+        token = order // k
+        weight = route.expert_weights.flatten()[order]
+        dest = expert_sorted // self.local_experts
+        ex = exchange_counts(dest, self.group_size, self.group)
+        self.last_exchange = ex
+        rows = self._exchange(flat[token], ex.recv, ex.send)
+        local = torch.empty(ex.received, dtype=torch.int64, device=flat.device)
+        dist.all_to_all_single(local, (expert_sorted - dest * self.local_experts).contiguous(), ex.recv, ex.send,
+                               group=self.group)
+        out = self._compute(rows, local)
+        back = self._exchange(out, ex.send, ex.recv)
+        weighted = back * weight.unsqueeze(-1).to(back.dtype)
+        return torch.zeros(flat.shape, dtype=weighted.dtype, device=flat.device).index_add(0, token, weighted)
+
+    def _exchange(self, rows: torch.Tensor, recv: list[int], send: list[int]) -> torch.Tensor:
+        """Rows to the ranks of their experts (or back), with autograd: the backward is the reverse exchange
+        (torch.distributed.nn.functional; the functional-collectives version left a C++ thread that aborted
+        gloo processes at exit in 1 of 10 runs here)."""
+        out = rows.new_empty((sum(recv), *rows.shape[1:]))
+        return dist_autograd.all_to_all_single(out, rows.contiguous(), recv, send, group=self._pg())
+
+    def _compute(self, rows: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+        """Each received row through its (local) expert, by the registered implementation: one assignment per
+        row, weight 1 (the router's weight is applied where the token lives)."""
+        counts = torch.zeros(self.local_experts, dtype=torch.int64, device=rows.device).scatter_add_(
+            0, local, torch.ones_like(local))
+        zero = rows.new_zeros(())
+        route = RouterOutput(local.unsqueeze(-1), torch.ones(len(local), 1, device=rows.device), counts, zero, zero)
+        return self.impl.forward(rows, route, self.dense.experts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        route = self.dense.router(flat)
+        self.dense.aux_loss = route.lb_loss + route.z_loss
+        self.dense.last_route = route
+        return self.dense.mix(flat, self.routed(flat, route)).reshape(shape)

@@ -1,0 +1,181 @@
+"""tpsbench's training step over several ranks (issue 20): ``fsdp`` (FSDP2, ``fully_shard`` per block and at the
+root, over all ranks), ``ep`` (expert parallelism over all ranks: each holds E/N experts; the other parameters
+replicated, their gradients averaged with one all-reduce), ``fsdp+ep`` (both: the experts sharded by expert
+parallelism and left out of FSDP, the rest sharded by FSDP). Each rank trains on its own tokens; the objective is
+the mean of the ranks' losses, so every gradient is the average over ranks (FSDP's reduce-scatter averages; the
+expert gradients, which gather every rank's tokens through the all-to-all, are divided by N).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+from tpsbench.bench.e2e import E2ECase, Training, case_spec, random_tokens, tokens_per_expert_info
+from tpsbench.costmodel import DTypePolicy
+from tpsbench.dist.ep import ExpertParallelError, ExpertParallelMoE, experts_per_rank
+from tpsbench.errors import InputError
+from tpsbench.impls import baseline, is_bracket
+from tpsbench.models import ModelSpec
+from tpsbench.nn.moe import MoEFeedForward
+from tpsbench.nn.transformer import build_model, moe_layers
+
+DIST_MODES = ("fsdp", "ep", "fsdp+ep")
+# a rank that stops answering ends the others' collectives after this long (gloo's default is 30 minutes)
+COLLECTIVE_TIMEOUT = timedelta(seconds=120)
+
+
+class DistError(InputError):
+    """A distributed run that cannot start: no torchrun, a backend not available, a layout that does not divide."""
+
+
+@dataclass(frozen=True, slots=True)
+class DistSetup:
+    mode: str  # fsdp | ep | fsdp+ep
+    world: int
+    rank: int
+    backend: str
+
+    @property
+    def uses_ep(self) -> bool:
+        return "ep" in self.mode.split("+")
+
+    @property
+    def uses_fsdp(self) -> bool:
+        return "fsdp" in self.mode.split("+")
+
+
+def check_layout(mode: str, spec: ModelSpec, impls: list[str], world: int) -> None:
+    """Refuse what the layout cannot shard, before any process group work."""
+    if mode not in DIST_MODES:
+        raise DistError(f"--dist '{mode}': choose one of {', '.join(DIST_MODES)}")
+    if "ep" in mode.split("+"):
+        if spec.moe is None:
+            raise DistError(f"--dist {mode}: {spec.name} is dense and has no experts to split; use --dist fsdp")
+        bad = [i for i in impls if is_bracket(i)]
+        if bad:
+            raise DistError(f"--dist {mode}: {', '.join(bad)} is a dense bracket, not an MoE implementation")
+        try:
+            experts_per_rank(spec.moe.num_experts, world)
+        except ExpertParallelError as exc:
+            raise DistError(f"--dist {mode}: {exc}") from None
+
+
+def init_from_env(mode: str, device: str, backend: str | None) -> DistSetup:
+    """Join the process group torchrun set up (one line and exit 2 outside torchrun, or with a backend this
+    machine lacks)."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise DistError(f"--dist {mode} runs one process per GPU under torchrun: torchrun --nproc-per-node N -m "
+                        f"tpsbench run --dist {mode} ...")
+    chosen = backend or ("nccl" if device == "cuda" else "gloo")
+    available = {"gloo": dist.is_gloo_available(),
+                 "nccl": dist.is_nccl_available() and torch.cuda.is_available() and device == "cuda"}
+    if not available.get(chosen, False):
+        have = ", ".join(b for b, ok in available.items() if ok) or "none"
+        raise DistError(f"--dist-backend {chosen} is not available for --device {device} here (available: {have})")
+    if device == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group(chosen, timeout=COLLECTIVE_TIMEOUT)
+    return DistSetup(mode, dist.get_world_size(), dist.get_rank(), chosen)
+
+
+def shard_experts(model: nn.Module, impl: str, device: torch.device) -> list[nn.Parameter]:
+    """Every MoE layer replaced by its expert-parallel version (same weights; this rank's experts); the expert
+    parameters of this rank."""
+    experts: list[nn.Parameter] = []
+    for block in getattr(model, "blocks", []):
+        ff = block.feed_forward
+        if isinstance(ff, MoEFeedForward):
+            ep = ExpertParallelMoE(ff.router.weight.shape[1], ff.spec, impl=impl, device=device)
+            ep.load_from(ff)
+            block.feed_forward = ep
+            experts += list(ep.dense.experts.parameters())
+    return experts
+
+
+def _average(params: list[nn.Parameter], world: int) -> None:
+    """Gradients averaged over the ranks in one coalesced all-reduce (what DDP does, bucketed)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = _flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    flat /= world
+    for g, synced in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
+        g.copy_(synced)
+
+
+def dist_model(spec: ModelSpec, impl: str, setup: DistSetup, device: torch.device, *, lr: float = 1e-4,
+               foreach: bool | None = None, eps: float = 1e-8) -> tuple[nn.Module, torch.optim.Optimizer, _Reducer]:
+    """The model of ``spec`` laid out for ``setup`` (call with the same seed on every rank), its AdamW, and what
+    completes the gradients after backward."""
+    model = build_model(spec, impl=impl, device=device)
+    experts = shard_experts(model, impl, device) if setup.uses_ep else []
+    expert_ids = {id(p) for p in experts}
+    if setup.uses_fsdp:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh(device.type, (setup.world,))
+        for block in model.blocks:
+            mine = {p for p in block.parameters() if id(p) in expert_ids}
+            fully_shard(block, mesh=mesh, ignored_params=mine or None)
+        fully_shard(model, mesh=mesh, ignored_params=set(experts) or None)
+        replicated: list[nn.Parameter] = []
+    else:
+        replicated = [p for p in model.parameters() if id(p) not in expert_ids]
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, foreach=foreach, eps=eps)
+    return model, opt, _Reducer(replicated, experts, setup.world)
+
+
+@dataclass(slots=True)
+class _Reducer:
+    replicated: list[nn.Parameter]  # averaged by an all-reduce (ep without fsdp)
+    experts: list[nn.Parameter]  # this rank's experts: their gradients hold every rank's tokens, divided by N
+    world: int
+
+    def __call__(self) -> None:
+        _average(self.replicated, self.world)
+        with torch.no_grad():
+            for p in self.experts:
+                if p.grad is not None:
+                    p.grad /= self.world
+
+
+def dist_training(spec: ModelSpec, case: E2ECase, setup: DistSetup, *, device: torch.device, policy: DTypePolicy,
+                  routing: str, skew: float, seed: int) -> Training:
+    """The training step of ``case`` on this rank (its own tokens: seed + rank), ready to time."""
+    s = case_spec(spec, case.impl)
+    impl = case.impl if s.moe is not None else baseline().name
+    torch.manual_seed(seed)  # the same initial weights on every rank
+    model, opt, reduce = dist_model(s, impl, setup, device)
+    for layer in moe_layers(model):
+        layer.router.set_routing(routing, skew, seed)
+    ids, labels = random_tokens(s.vocab_size, case.tokens, min(s.seq_len, case.tokens), device, seed + setup.rank)
+
+    def autocast() -> contextlib.AbstractContextManager[None]:
+        return torch.autocast(device.type, dtype=torch.bfloat16) if policy.autocast else contextlib.nullcontext()
+
+    def microbatches() -> None:
+        for _ in range(case.accumulation):
+            with autocast():
+                loss = model.training_loss(ids, labels)
+            (loss / case.accumulation).backward()
+        reduce()
+
+    def routing_info() -> dict[str, object]:
+        layers = [m.last_route for m in moe_layers(model) if m.last_route is not None]
+        return tokens_per_expert_info([r.tokens_per_expert for r in layers])
+
+    params = sum(p.numel() for p in model.parameters())  # this rank's: local shards and experts
+    return Training(microbatches, opt.step, lambda: opt.zero_grad(set_to_none=True), params, routing_info,
+                    recipe={"stack": "tpsbench", "dist": setup.mode, "world_size": str(setup.world),
+                            "backend": setup.backend})

@@ -7,6 +7,7 @@ it as caught."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -51,3 +52,76 @@ def test_experts_must_split_evenly_over_the_group():
     assert experts_per_rank(64, 8) == 8
     with pytest.raises(ExpertParallelError, match="64 experts cannot be split evenly over 3"):
         experts_per_rank(64, 3)
+
+
+def _run_dist(tmp_path, ranks: int, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                           str(ranks), "-m", "tpsbench", "run", "--device", "cpu", "--model", "moe_tiny", *args],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, **(env or {})})
+
+
+def test_run_dist_ep_writes_a_results_file_that_compare_reads_next_to_one_process(tmp_path, capsys):
+    from tpsbench.cli import main
+    from tpsbench.results.io import load_results
+
+    out = tmp_path / "ep.json"
+    done = _run_dist(tmp_path, 2, "--dist", "ep", "--out", str(out))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    doc = load_results(out)
+    assert doc.status == "complete" and doc.config.dist == "ep" and doc.config.world_size == 2
+    assert [p.impl for p in doc.points] == ["loop", "grouped", "capacity"]  # the brackets have no experts
+    for p in doc.points:
+        d = p.raw.dist
+        assert p.status == "ok" and d.world_size == 2 and len(d.per_rank_median_s) == 2
+        assert d.max_median_s == max(d.per_rank_median_s) and d.straggler >= 1.0
+        assert d.tokens_per_s_total == 2 * d.tokens_per_s_per_gpu
+        assert p.derived.tokens_per_s == d.tokens_per_s_per_gpu  # the table's tokens/s are per GPU
+    one = tmp_path / "one.json"
+    assert main(["run", "--device", "cpu", "--model", "moe_tiny", "--mode", "e2e", "--impl", "grouped", "--reps", "2",
+                 "--out", str(one)]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(one), str(out), "--json"]) == 0
+    labels = [row["point"] for row in json.loads(capsys.readouterr().out)["throughput"]]
+    assert "moe_tiny train step/grouped @ 256" in labels
+    assert "moe_tiny train step/grouped @ 256 (ep x2, per GPU)" in labels
+
+
+def test_a_failing_rank_is_named_in_one_line_and_rank_0_keeps_the_finished_points(tmp_path):
+    from tpsbench.results.io import load_results
+
+    out = tmp_path / "ep.json"
+    done = _run_dist(tmp_path, 2, "--dist", "ep", "--out", str(out), env={"TPSBENCH_FAIL_RANK": "1"})
+    assert done.returncode != 0
+    ours = [line for line in done.stderr.splitlines() if line.startswith("tpsbench run: error:")]
+    assert ours == ["tpsbench run: error: rank 1 failed at 'train step/grouped @ 256 x1': RuntimeError: failure "
+                    "injected by TPSBENCH_FAIL_RANK=1"]
+    # rank 0 either sees the collective fail (a line that says so, not an error of its own) or is stopped by
+    # torchrun's SIGTERM; either way it marks the file, which keeps the point finished before the failure
+    assert all("another rank left the run" in line for line in done.stderr.splitlines()
+               if line.startswith("tpsbench run: rank 0"))
+    doc = load_results(out)
+    assert doc.status == "interrupted"
+    assert [p.impl for p in doc.points] == ["loop"] and doc.points[0].status == "ok"
+
+
+@pytest.mark.parametrize(("ranks", "args", "needle"), [
+    (3, ["--dist", "ep"], "8 experts cannot be split evenly over 3 expert-parallel ranks"),
+    (2, ["--dist", "ep", "--dist-backend", "nccl"], "--dist-backend nccl is not available for --device cpu"),
+    (2, ["--dist", "ep", "--mode", "micro"], "--dist measures training steps"),
+])
+def test_bad_distributed_runs_are_one_line_exit_2(tmp_path, ranks, args, needle):
+    done = _run_dist(tmp_path, ranks, *args, "--out", str(tmp_path / "x.json"))
+    ours = {line for line in done.stderr.splitlines() if line.startswith("tpsbench run: error:")}
+    assert len(ours) == 1 and needle in ours.pop(), done.stderr[-2000:]
+    assert "exitcode  : 2" in done.stderr  # every rank exits 2
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_dist_without_torchrun_is_one_line_exit_2(capsys):
+    from tpsbench.cli import main
+
+    assert main(["run", "--device", "cpu", "--model", "moe_tiny", "--dist", "ep"]) == 2
+    err = capsys.readouterr().err
+    assert "runs one process per GPU under torchrun" in err and err.count("\n") == 1

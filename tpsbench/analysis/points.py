@@ -31,6 +31,7 @@ class PointKey(NamedTuple):
     global_tokens: int | None
     compiled: bool
     stack: str = "tpsbench"
+    dist: str | None = None  # run --dist: "ep x2" (layout and ranks); tokens/s are per GPU
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +65,12 @@ class Entry:
     idle_share: float | None = None
     error: str | None = None
     stack: str = "tpsbench"  # whose modules and training step ran
+    dist: str | None = None  # run --dist: layout and ranks ("ep x2"); tokens/s per GPU
 
     @property
     def key(self) -> PointKey:
         return PointKey(self.model, self.kind, self.layer, self.impl, self.mode, self.tokens, self.global_tokens,
-                        self.compiled, self.stack)
+                        self.compiled, self.stack, self.dist)
 
     @property
     def label(self) -> str:
@@ -76,7 +78,8 @@ class Entry:
         impl = "" if self.impl in ("-", "dense") else f"/{self.impl}"
         comp = " compiled" if self.compiled else ""
         stack = "" if self.stack == "tpsbench" else f" [{self.stack}]"
-        return f"{self.model} {what}{impl} @ {self.tokens:,}{comp}{stack}"
+        spread = "" if self.dist is None else f" ({self.dist}, per GPU)"
+        return f"{self.model} {what}{impl} @ {self.tokens:,}{comp}{stack}{spread}"
 
     @property
     def predicted_tokens_per_s(self) -> float | None:
@@ -141,7 +144,8 @@ def entries_from_doc(doc: RunDoc, source: str = "") -> list[Entry]:
                      layer=p.layer, impl=impl, mode=p.mode, tokens=p.tokens,
                      global_tokens=(p.global_tokens or p.tokens) if is_e2e else None,
                      compiled=cfg.compile and is_e2e, routing=p.routing, policy=cfg.dtype_policy, status=p.status,
-                     error=p.error, stack=cfg.stack)
+                     error=p.error, stack=cfg.stack,
+                     dist=None if cfg.dist is None else f"{cfg.dist} x{cfg.world_size}")
         if p.status != "ok":
             out.append(base)
             continue

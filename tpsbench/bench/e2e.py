@@ -135,14 +135,16 @@ def run_e2e(
     spec: ModelSpec, case: E2ECase, *, device: torch.device, policy: DTypePolicy, routing: str, skew: float,
     timing: TimingConfig, profile: GPUProfile | None, compile_model: bool = False, seed: int = 0,
     window: WindowHook | None = None, measure_idle: bool = True, stack: str = "tpsbench", trace: Path | None = None,
+    train: Training | None = None,
 ) -> dict[str, object]:
+    """Time the training step of ``case`` (``train``: one built elsewhere, e.g. a distributed one)."""
     torch.manual_seed(seed)
-    if stack == "olmo-core":
+    if train is None and stack == "olmo-core":
         from tpsbench.stacks.olmo_core import olmo_core_training
 
         train = olmo_core_training(spec, case.impl, tokens=case.tokens, accumulation=case.accumulation, device=device,
                                    autocast=policy.autocast, compile_model=compile_model, seed=seed)
-    else:
+    elif train is None:
         train = tpsbench_training(spec, case, device=device, policy=policy, routing=routing, skew=skew,
                                   compile_model=compile_model, seed=seed)
     cuda = device.type == "cuda"

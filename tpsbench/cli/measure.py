@@ -45,7 +45,12 @@ def add_run_args(rn: argparse.ArgumentParser) -> None:
     rn.add_argument("--seq", type=positive_int, default=None, help="sequence length (default: the model's)")
     rn.add_argument("--impl", default=None, help="comma-separated MoE implementations and brackets "
                     f"(default: all: {', '.join(run_choices())}; triton only on a GPU)")
-    rn.add_argument("--mode", default="all", choices=list(MODES))
+    rn.add_argument("--mode", default=None, choices=list(MODES), help="default all (e2e with --dist)")
+    rn.add_argument("--dist", default=None, choices=["fsdp", "ep", "fsdp+ep"],
+                    help="training steps on the ranks of torchrun: FSDP2, expert parallelism, or both (torchrun "
+                    "--nproc-per-node N -m tpsbench run --dist ...); rank 0 writes the results")
+    rn.add_argument("--dist-backend", default=None, choices=["gloo", "nccl"],
+                    help="torch.distributed backend (default nccl on cuda, gloo on the CPU)")
     rn.add_argument("--stack", default="tpsbench", choices=["tpsbench", "olmo-core"],
                     help="whose modules and training step run (olmo-core: the users' OLMo-core, the .[olmo] extra)")
     rn.add_argument("--routing", default="learned", choices=list(ROUTING_MODES))
@@ -87,7 +92,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig.from_options(
         model=args.model, device=args.device, cuda_available=torch.cuda.is_available(), gpu=args.gpu,
         batch=args.batch, seq=args.seq, impl=args.impl,
-        mode=args.mode, routing=args.routing, skew=args.skew,
+        mode=args.mode or ("e2e" if args.dist else "all"), routing=args.routing, skew=args.skew,
         dtype=args.dtype, compile_model=args.compile, global_batch=args.global_batch, stages=not args.no_stages,
         layers=args.layers, reps=args.reps, min_time=args.min_time, ceilings=args.ceilings,
         calibration=args.calibration, counters=not args.no_counters, counter_interval_s=args.counter_interval,
@@ -97,6 +102,10 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     use_expandable_segments()
+    if args.dist:
+        from tpsbench.dist.cli import cmd_run_dist
+
+        return cmd_run_dist(args, run_config(args), console)
     cfg = run_config(args)
     out = Path(args.out) if args.out else cfg.default_out()
     check_output(out, overwrite=args.overwrite)  # before anything runs

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from tpsbench.dist.ep import ExpertParallelMoE
+from tpsbench.dist.train import exit_now
 from tpsbench.models import MoESpec
 from tpsbench.nn.moe import MoEFeedForward
 
@@ -134,4 +135,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from tpsbench.bench.e2e import random_tokens
-from tpsbench.dist.train import DistSetup, dist_model
+from tpsbench.dist.train import DistSetup, dist_model, exit_now
 from tpsbench.models import get_model
 from tpsbench.nn.transformer import build_model
 
@@ -114,4 +114,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

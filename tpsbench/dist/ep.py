@@ -6,8 +6,8 @@ implementation (tpsbench.impls), and the outputs come back to be weighted and su
 The exchange is the one torchtitan's and megablocks' expert parallelism use: the per-rank assignment counts
 first (``all_to_all_single`` of N integers), copied to the host (a GPU->CPU sync: the split sizes of the next
 collective must be host integers), then the rows with uneven splits (``all_to_all_single`` with
-``output_split_sizes`` / ``input_split_sizes``; ``torch.distributed.nn.functional``'s autograd version, whose
-backward is the reverse exchange), and the outputs back the same way.
+``output_split_sizes`` / ``input_split_sizes``, in an autograd function whose backward is the reverse
+exchange), and the outputs back the same way.
 The list form ``dist.all_to_all`` is not used: gloo lacks it before PyTorch PR #165435.
 """
 
@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.nn import functional as dist_autograd
 
 from tpsbench.models import MoESpec
 from tpsbench.nn.experts import ExpertImpl, make_impl
@@ -54,6 +53,27 @@ def exchange_counts(dest: torch.Tensor, group_size: int, group: dist.ProcessGrou
     recv = torch.empty_like(send)
     dist.all_to_all_single(recv, send, group=group)
     return Exchange(send.tolist(), recv.tolist())  # the host sync expert parallelism needs
+
+
+class _AllToAll(torch.autograd.Function):
+    """``all_to_all_single`` with uneven splits whose backward is the reverse exchange. torch's own autograd
+    versions: ``torch.distributed.nn.functional``'s is deprecated (a FutureWarning on every call in torch 2.13),
+    and the functional-collectives one left a C++ thread that aborted gloo processes at exit in 1 of 10 runs
+    here; this one uses only ``dist.all_to_all_single``."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, recv: list[int], send: list[int],  # type: ignore[override]
+                group: dist.ProcessGroup) -> torch.Tensor:
+        ctx.recv, ctx.send, ctx.group = recv, send, group
+        out = rows.new_empty((sum(recv), *rows.shape[1:]))
+        dist.all_to_all_single(out, rows.contiguous(), recv, send, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        back = grad.new_empty((sum(ctx.send), *grad.shape[1:]))
+        dist.all_to_all_single(back, grad.contiguous(), ctx.send, ctx.recv, group=ctx.group)
+        return back, None, None, None
 
 
 class ExpertParallelMoE(nn.Module):
@@ -117,11 +137,8 @@ class ExpertParallelMoE(nn.Module):
         return torch.zeros(flat.shape, dtype=weighted.dtype, device=flat.device).index_add(0, token, weighted)
 
     def _exchange(self, rows: torch.Tensor, recv: list[int], send: list[int]) -> torch.Tensor:
-        """Rows to the ranks of their experts (or back), with autograd: the backward is the reverse exchange
-        (torch.distributed.nn.functional; the functional-collectives version left a C++ thread that aborted
-        gloo processes at exit in 1 of 10 runs here)."""
-        out = rows.new_empty((sum(recv), *rows.shape[1:]))
-        return dist_autograd.all_to_all_single(out, rows.contiguous(), recv, send, group=self._pg())
+        """Rows to the ranks of their experts (or back), with autograd (:class:`_AllToAll`)."""
+        return _AllToAll.apply(rows, recv, send, self._pg())
 
     def _compute(self, rows: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
         """Each received row through its (local) expert, by the registered implementation: one assignment per

@@ -61,6 +61,22 @@ class AllocatorActivity:
 
 
 @schema
+class DistTiming:
+    """A training step on several ranks (tpsbench/dist/run.py): each rank's median step time; the slowest rank
+    sets the step (the collectives wait for it)."""
+
+    mode: str = fld("fsdp, ep or fsdp+ep")
+    world_size: int = fld("ranks (one GPU each on a GPU machine)")
+    backend: str = fld("gloo or nccl")
+    per_rank_median_s: list[float] = fld("median step time of each rank, by rank", "s")
+    max_median_s: float = fld("the slowest rank's median: the step time", "s")
+    mean_median_s: float = fld("mean of the ranks' medians", "s")
+    straggler: float = fld("max / mean of the ranks' medians (1 = no straggler)")
+    tokens_per_s_per_gpu: float = fld("tokens per optimizer step of one rank / the step time", "tokens/s")
+    tokens_per_s_total: float = fld("all ranks' tokens per optimizer step / the step time", "tokens/s")
+
+
+@schema
 class Raw:
     """What was measured, unprocessed: every timed sample, and facts of the point's run."""
 
@@ -90,6 +106,8 @@ class Raw:
                                         "precision, loss, optimizer, compile)", default=None)
     trace: dict[str, str | None] | None = fld("run --trace: the Chrome trace of one repetition (path) or why there "
                                               "is none (reason)", default=None)
+    dist: DistTiming | None = fld("training step on several ranks (run --dist under torchrun): per-rank timing",
+                                  default=None)
 
 
 @schema
@@ -233,6 +251,8 @@ class ConfigRecord:
     gpu_time: bool = fld("GPU idle time asked for", default=False)
     calibration: CalibrationRef | None = fld("the calibration of calibrated ceilings", default=None)
     stack: str = fld("whose modules and training step ran: tpsbench or olmo-core", default="tpsbench")
+    dist: str | None = fld("run --dist: fsdp, ep or fsdp+ep (null: one process)", default=None)
+    world_size: int | None = fld("run --dist: ranks", default=None)
 
 
 @schema
@@ -301,4 +321,4 @@ class RunDoc:
 
 ALL_CLASSES: tuple[type, ...] = (RunDoc, Provenance, Machine, ConfigRecord, TimingRecord, CalibrationRef, Point,
                                  Stats, Derived, PointPrediction, OpPrediction, Raw, GpuTime, Counters,
-                                 CounterWindow)
+                                 CounterWindow, AllocatorActivity, DistTiming)

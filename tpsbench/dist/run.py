@@ -1,0 +1,138 @@
+"""`torchrun --nproc-per-node N -m tpsbench run --dist fsdp|ep|fsdp+ep ...`: the training-step sweep on N ranks.
+
+Every rank builds the same model (the same seed), trains on its own tokens and times its own steps with the same
+fixed number of repetitions (an adaptive count could differ between ranks and leave one waiting in a collective
+for ever). Rank 0 gathers the ranks' timings and writes the results file after each point: the step time is the
+slowest rank's median (the collectives wait for it), reported next to the mean (stragglers), tokens/s per GPU and
+in total. A rank that fails prints one line naming itself and exits; torchrun then stops the others, and rank 0
+marks the file ``interrupted`` with every finished point in it. ``TPSBENCH_FAIL_RANK=R`` makes rank R fail before
+its second point (the fault test).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from tpsbench import __version__
+from tpsbench.bench import e2e
+from tpsbench.bench.config import RunConfig
+from tpsbench.bench.env import machine_info
+from tpsbench.bench.runner import plan
+from tpsbench.bench.stats import summarize
+from tpsbench.dist.train import DistSetup, dist_training
+from tpsbench.results import ResultsWriter, finite, from_dict
+from tpsbench.results.schema import DistTiming, Point, Raw, Stats
+from tpsbench.results.typed import to_dict
+
+FAIL_RANK_ENV = "TPSBENCH_FAIL_RANK"
+
+
+def _fixed_reps(cfg: RunConfig) -> e2e.TimingConfig:
+    t = cfg.e2e_timing
+    return replace(t, min_time_s=0.0, max_reps=t.min_reps)
+
+
+def _timing(samples: list[list[float]], setup: DistSetup, case: e2e.E2ECase) -> DistTiming:
+    medians = [statistics.median(s) for s in samples]
+    step = max(medians)
+    mean = statistics.fmean(medians)
+    return DistTiming(mode=setup.mode, world_size=setup.world, backend=setup.backend, per_rank_median_s=medians,
+                      max_median_s=step, mean_median_s=mean, straggler=step / mean,
+                      tokens_per_s_per_gpu=case.global_tokens / step,
+                      tokens_per_s_total=setup.world * case.global_tokens / step)
+
+
+def _point(case: e2e.E2ECase, cfg: RunConfig, setup: DistSetup, raw: dict[str, object],
+           samples: list[list[float]]) -> Point:
+    spec = replace(cfg.model, seq_len=cfg.seq_len)
+    timing = _timing(samples, setup, case)
+    slowest = samples[timing.per_rank_median_s.index(timing.max_median_s)]
+    stats = summarize(slowest)
+    opt = summarize(raw["optimizer_samples_s"])  # type: ignore[arg-type]
+    cap = spec.moe.capacity_factor if spec.moe else None
+    derived, _ = e2e.e2e_metrics(spec, case, stats.median, opt.median, cfg.policy, cfg.profile, cap, cfg.ceilings,
+                                 cfg.calibration)  # per GPU: one rank's tokens over the step time
+    raw = {k: v for k, v in raw.items() if k not in ("window", "window_info")}
+    raw.update(samples_s=slowest, optimizer_stats=opt.to_dict(), dist=to_dict(timing))
+    return Point(kind="e2e", layer="model", impl=case.impl, tokens=case.tokens, mode="train_step",
+                 global_tokens=case.global_tokens, label=f"{case.label} ({setup.mode} x{setup.world})",
+                 routing=cfg.routing if spec.moe is not None else None, status="ok",
+                 stats=from_dict(Stats, finite(stats.to_dict()), "stats"), derived=derived, prediction=None,
+                 counters=None, raw=from_dict(Raw, finite(raw), "raw"))
+
+
+def _on_sigterm(writer: ResultsWriter) -> Callable[[int, object], None]:
+    def handler(_signum: int, _frame: object) -> None:
+        writer.finish("interrupted")  # every finished point is in the file already
+        print(f"tpsbench run: another rank failed; finished points are in {writer.path}", file=sys.stderr, flush=True)
+        os._exit(143)
+    return handler
+
+
+def _peer_left(exc: Exception) -> bool:
+    """A collective that failed because another rank is gone (gloo: "Connection closed by peer"; NCCL: a
+    DistBackendError), not this rank's own failure."""
+    text = str(exc)
+    return isinstance(exc, getattr(dist, "DistError", ())) or any(
+        s in text for s in ("Connection closed by peer", "remote worker", "Connection reset by peer"))
+
+
+def _stop(exc: Exception, setup: DistSetup, case: e2e.E2ECase, writer: ResultsWriter | None) -> None:
+    """End this rank: one line, the error's own when this rank failed, a consequence when a peer did; rank 0
+    marks its file interrupted (every finished point is in it)."""
+    if writer is not None:
+        writer.finish("interrupted")
+    if _peer_left(exc):
+        where = f"; finished points are in {writer.path}" if writer is not None else ""
+        print(f"tpsbench run: rank {setup.rank} stopped at '{case.label}': another rank left the run{where}",
+              file=sys.stderr, flush=True)
+    else:
+        print(f"tpsbench run: error: rank {setup.rank} failed at '{case.label}': {type(exc).__name__}: {exc}",
+              file=sys.stderr, flush=True)
+    os._exit(1)
+
+
+def execute_dist(cfg: RunConfig, setup: DistSetup, out: Path, *, overwrite: bool = False,
+                 on_point: Callable[[int, int, Point], None] | None = None) -> ResultsWriter | None:
+    """Measure every training step of ``cfg`` on this rank; rank 0 writes ``out`` and returns its writer."""
+    spec = replace(cfg.model, seq_len=cfg.seq_len)
+    device = torch.device(cfg.device)
+    writer = None
+    if setup.rank == 0:
+        config = replace(cfg.describe(), dist=setup.mode, world_size=setup.world)
+        writer = ResultsWriter(out, config=config, machine=machine_info(cfg.device, cfg.profile),
+                               tool_version=__version__, overwrite=overwrite)
+        signal.signal(signal.SIGTERM, _on_sigterm(writer))
+    cases = [c for c in plan(cfg) if isinstance(c, e2e.E2ECase)]
+    for i, case in enumerate(cases):
+        try:
+            if i == 1 and os.environ.get(FAIL_RANK_ENV) == str(setup.rank):
+                raise RuntimeError(f"failure injected by {FAIL_RANK_ENV}={setup.rank}")
+            train = dist_training(spec, case, setup, device=device, policy=cfg.policy, routing=cfg.routing,
+                                  skew=cfg.skew, seed=cfg.seed)
+            raw = e2e.run_e2e(spec, case, device=device, policy=cfg.policy, routing=cfg.routing, skew=cfg.skew,
+                              timing=_fixed_reps(cfg), profile=cfg.profile, seed=cfg.seed, measure_idle=False,
+                              train=train)
+        except Exception as exc:  # one line naming the rank; torchrun stops the other ranks
+            _stop(exc, setup, case, writer)
+        samples: list[list[float]] = [[] for _ in range(setup.world)]
+        dist.all_gather_object(samples, list(raw["samples_s"]))  # type: ignore[arg-type]
+        if writer is not None:
+            point = _point(case, cfg, setup, raw, samples)
+            writer.add(point)
+            if on_point is not None:
+                on_point(i + 1, len(cases), point)
+        dist.barrier()  # the point is on disk before any rank goes on (and might fail)
+    if writer is not None:
+        writer.finish("complete")
+    dist.barrier()
+    return writer

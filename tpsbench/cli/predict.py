@@ -51,6 +51,12 @@ def add_predict_args(pr: argparse.ArgumentParser) -> None:
     pr.add_argument("--compile", action="store_true", help="expected time of a torch.compile'd step (the floor "
                     "is the same)")
     pr.add_argument("--summary", action="store_true", help="totals only, no per-op table")
+    pr.add_argument("--gpus", type=positive_int, default=None, help="with --dist: the step of one of N GPUs, "
+                    "with its communication (--batch is per GPU)")
+    pr.add_argument("--dist", default=None, choices=["fsdp", "ep", "fsdp+ep"], help="with --gpus: the layout")
+    pr.add_argument("--gpus-per-node", type=positive_int, default=8, help="GPUs sharing NVLink or PCIe (default 8)")
+    pr.add_argument("--network-gbs", type=positive_float, default=None,
+                    help="each GPU's scale-out bandwidth one way, GB/s (needed when --gpus spans nodes)")
     add_json(pr)
 
 
@@ -78,6 +84,10 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
         preds.append(predict(work, profile, ceilings=args.ceilings, global_batch_tokens=global_batch,
                              calibration=calibration))
     estimates = [expected_for(p.workload, profile, compiled=args.compile) for p in preds]
+    if (args.gpus is None) != (args.dist is None):
+        raise UsageError("--gpus and --dist go together: e.g. --gpus 8 --dist fsdp+ep")
+    if args.dist is not None:
+        return _predict_dist(args, preds, profile, console)
     if args.json:
         doc = {
             "tool": "tpsbench", "version": __version__, "command": "predict",
@@ -101,6 +111,37 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     if len(preds) > 1:
         console.print(summary_table(preds))
     return 0
+
+
+def _predict_dist(args: argparse.Namespace, preds: list, profile, console: Console) -> int:
+    from tpsbench.dist.predict import dist_lines, predict_dist
+
+    dists = [predict_dist(p.workload, profile, args.dist, args.gpus, gpus_per_node=args.gpus_per_node,
+                          network_gbs=args.network_gbs) for p in preds]
+    if args.json:
+        print(json.dumps({"tool": "tpsbench", "version": __version__, "command": "predict", "profile": profile.name,
+                          "dist": [_dist_dict(d) for d in dists]}, indent=2))
+        return 0
+    for d in dists:
+        for line in dist_lines(d):
+            console.print(line, highlight=False, soft_wrap=True)
+    return 0
+
+
+def _dist_dict(d) -> dict[str, object]:
+    return {
+        "mode": d.mode, "gpus": d.world, "tokens_per_gpu": d.tokens_per_rank,
+        "link": {"name": d.link.name, "gbs": d.link.gbs, "source": d.link.source},
+        "comm": [{"name": c.op.name, "phase": c.op.phase.value, "collective": c.op.collective, "count": c.op.count,
+                  "bytes_per_gpu": c.op.bytes_per_rank, "seconds": c.seconds, "host_syncs": c.op.host_syncs}
+                 for c in d.comm],
+        "comm_s": d.comm_s, "compute_floor_s": d.compute_floor_s, "compute_expected_s": d.compute_expected_s,
+        "steps": {f"{basis}_overlap_{ov}": {"step_s": d.step_s(basis, ov), "tokens_per_s_per_gpu":
+                                            d.tokens_per_s_per_gpu(basis, ov),
+                                            "scaling_efficiency": d.scaling_efficiency(basis, ov)}
+                  for basis in ("floor", "expected") for ov in ("none", "full")},
+        "measured": False,
+    }
 
 
 def add_list_args(ls: argparse.ArgumentParser) -> None:

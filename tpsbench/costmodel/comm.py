@@ -1,0 +1,80 @@
+"""The communication of a training step on N ranks (issue 20), per rank and per phase: what tpsbench/dist/train.py
+runs, counted.
+
+* Expert parallelism over the N ranks (``ep``, ``fsdp+ep``): per MoE layer four ``all_to_all_single`` exchanges,
+  dispatch and combine, forward and backward. Dispatch sends each of the rank's T*k assignments' rows (the MoE
+  input: the residual stream's dtype), combine the expert outputs back (the matmul dtype); their backwards send
+  the gradients of the same tensors, in the same dtypes. With routing balanced over the ranks, (N-1)/N of the rows
+  leave the rank. Before each dispatch the N per-rank counts are exchanged (N x 8 bytes: counted, negligible) and
+  copied to the host (a sync per MoE layer in the forward).
+* FSDP2 (``fsdp``, ``fsdp+ep``): each sharded unit (every block, and the root: embeddings, final norm, LM head)
+  all-gathers its parameters in the forward and again in the backward (FSDP2's default reshards after forward),
+  and reduce-scatters its gradients; a ring moves (N-1)/N of the unit's bytes per rank. The parameters travel in
+  their stored dtype (no mixed-precision policy: fp32 under amp_bf16), the gradients in theirs. With ``fsdp+ep``
+  the experts are not FSDP's (expert parallelism holds them).
+* ``ep`` alone: the replicated parameters' gradients are averaged by one all-reduce (a ring: 2 (N-1)/N of their
+  bytes per rank).
+
+Bytes are those each rank sends (equal to what it receives under balanced routing); one optimizer step of one
+microbatch per rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tpsbench.costmodel.ops import Phase, Workload
+
+INDEX_BYTES = 8  # int64 split sizes
+
+
+@dataclass(frozen=True, slots=True)
+class CommOp:
+    name: str  # moe.dispatch, moe.combine, moe.counts, fsdp.all_gather, fsdp.reduce_scatter, dp.all_reduce
+    phase: Phase
+    collective: str  # all_to_all, all_gather, reduce_scatter, all_reduce
+    bytes_per_rank: float  # sent by one rank, all instances
+    count: int  # instances per step (layers, sharded units)
+    host_syncs: int = 0  # the split sizes copied to the host
+
+
+def _expert_params(w: Workload) -> int:
+    m = w.model
+    if m.moe is None:
+        return 0
+    return m.n_layers * m.moe.routed_expert_params(m.d_model)
+
+
+def comm_ops(w: Workload, mode: str, world: int) -> list[CommOp]:
+    """The collectives of one training step of ``w`` (``w.tokens`` per rank) with layout ``mode`` on ``world``
+    ranks."""
+    if world < 2:
+        return []
+    m, pol = w.model, w.policy
+    parts = mode.split("+")
+    out: list[CommOp] = []
+    share = (world - 1) / world
+    if "ep" in parts:
+        if m.moe is None:
+            raise ValueError(f"{m.name} is dense: expert parallelism has no experts to split")
+        layers = m.n_layers
+        rows = w.tokens * m.moe.top_k * m.d_model * share
+        out += [
+            CommOp("moe.counts", Phase.FWD, "all_to_all", layers * world * INDEX_BYTES, layers, host_syncs=layers),
+            CommOp("moe.dispatch", Phase.FWD, "all_to_all", layers * rows * pol.residual_bytes, layers),
+            CommOp("moe.combine", Phase.FWD, "all_to_all", layers * rows * pol.compute_bytes, layers),
+            CommOp("moe.combine", Phase.BWD_DGRAD, "all_to_all", layers * rows * pol.compute_bytes, layers),
+            CommOp("moe.dispatch", Phase.BWD_DGRAD, "all_to_all", layers * rows * pol.residual_bytes, layers),
+        ]
+    sharded = m.total_params - (_expert_params(w) if "ep" in parts else 0)
+    units = m.n_layers + 1
+    if "fsdp" in parts:
+        gather = sharded * pol.param_bytes * share
+        out += [
+            CommOp("fsdp.all_gather", Phase.FWD, "all_gather", gather, units),
+            CommOp("fsdp.all_gather", Phase.BWD_DGRAD, "all_gather", gather, units),
+            CommOp("fsdp.reduce_scatter", Phase.BWD_WGRAD, "reduce_scatter", sharded * pol.grad_bytes * share, units),
+        ]
+    elif "ep" in parts:
+        out.append(CommOp("dp.all_reduce", Phase.BWD_WGRAD, "all_reduce", 2 * sharded * pol.grad_bytes * share, 1))
+    return out

@@ -1,0 +1,139 @@
+"""`tpsbench predict --gpus N --dist fsdp|ep|fsdp+ep`: one rank's training step on N GPUs, floor and expected, with
+the communication of tpsbench/costmodel/comm.py over the GPU's interconnect (its profile's cited NVLink, else
+PCIe, bandwidth inside a node of ``gpus_per_node``; across nodes the per-GPU network bandwidth the user gives).
+
+The floor of a collective is its bytes per rank over the link's one-way bandwidth; no measured collective
+efficiency exists in tpsbench yet (the GPU machines it has measured on hold one GPU each), so the expected step
+uses the same link-rate communication, said so. Overlap: ``none`` adds communication to compute; ``full``
+takes the larger of the two (FSDP's prefetch and expert-parallel overlap can hide some; neither is measured).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tpsbench.costmodel import Workload
+from tpsbench.costmodel.comm import CommOp, comm_ops
+from tpsbench.dist.train import DIST_MODES, DistError
+from tpsbench.estimate.step import expected_for
+from tpsbench.profiles import GPUProfile
+from tpsbench.roofline import predict
+
+DEFAULT_GPUS_PER_NODE = 8  # an HGX / DGX node
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    name: str  # nvlink, pcie, network
+    gbs: float  # one direction, per GPU
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommTime:
+    op: CommOp
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class DistPrediction:
+    mode: str
+    world: int
+    tokens_per_rank: int
+    link: Link
+    comm: tuple[CommTime, ...]
+    compute_floor_s: float  # one rank's forward, backward and its share of the optimizer, at the roofline
+    compute_expected_s: float | None  # the single-GPU expected step of the same microbatch (None: no table)
+    single_floor_s: float  # one GPU alone, the same microbatch, its whole optimizer
+    single_expected_s: float | None
+
+    @property
+    def comm_s(self) -> float:
+        return sum(c.seconds for c in self.comm)
+
+    def step_s(self, basis: str, overlap: str) -> float | None:
+        compute = self.compute_floor_s if basis == "floor" else self.compute_expected_s
+        if compute is None:
+            return None
+        return compute + self.comm_s if overlap == "none" else max(compute, self.comm_s)
+
+    def tokens_per_s_per_gpu(self, basis: str, overlap: str) -> float | None:
+        s = self.step_s(basis, overlap)
+        return None if s is None else self.tokens_per_rank / s
+
+    def scaling_efficiency(self, basis: str, overlap: str) -> float | None:
+        """Tokens/s per GPU over one GPU's alone (same microbatch, same basis)."""
+        per_gpu = self.tokens_per_s_per_gpu(basis, overlap)
+        single = self.single_floor_s if basis == "floor" else self.single_expected_s
+        return None if per_gpu is None or single is None else per_gpu * single / self.tokens_per_rank
+
+
+def choose_link(profile: GPUProfile, world: int, gpus_per_node: int, network_gbs: float | None) -> Link:
+    if world > gpus_per_node:
+        if network_gbs is None:
+            raise DistError(f"--gpus {world} spans more than one node of {gpus_per_node}: give --network-gbs (each "
+                            "GPU's scale-out bandwidth one way, e.g. 50 for 400 Gb/s InfiniBand)")
+        return Link("network", network_gbs, "--network-gbs (given)")
+    if profile.nvlink_gbs is not None:
+        return Link("nvlink", profile.nvlink_gbs.value, profile.nvlink_gbs.source)
+    if profile.pcie_gbs is not None:
+        return Link("pcie", profile.pcie_gbs.value, profile.pcie_gbs.source)
+    raise DistError(f"{profile.name}'s profile cites no NVLink or PCIe bandwidth; add nvlink_gbs or pcie_gbs to it")
+
+
+def _local_param_fraction(w: Workload, mode: str, world: int) -> float:
+    """The share of the parameters whose AdamW step this rank runs."""
+    if "fsdp" in mode.split("+"):
+        return 1.0 / world
+    m = w.model
+    experts = m.n_layers * m.moe.routed_expert_params(m.d_model) if m.moe is not None else 0
+    return (m.total_params - experts + experts / world) / m.total_params
+
+
+def predict_dist(w: Workload, profile: GPUProfile, mode: str, world: int, *,
+                 gpus_per_node: int = DEFAULT_GPUS_PER_NODE, network_gbs: float | None = None) -> DistPrediction:
+    if mode not in DIST_MODES:
+        raise DistError(f"--dist '{mode}': choose one of {', '.join(DIST_MODES)}")
+    if world < 2:
+        raise DistError(f"--gpus {world}: a distributed step needs at least 2 GPUs")
+    if "ep" in mode.split("+"):
+        if w.model.moe is None:
+            raise DistError(f"--dist {mode}: {w.model.name} is dense and has no experts to split; use --dist fsdp")
+        if w.model.moe.num_experts % world:
+            raise DistError(f"--dist {mode}: {w.model.moe.num_experts} experts cannot be split evenly over {world} "
+                            "GPUs; choose --gpus dividing the expert count")
+    link = choose_link(profile, world, gpus_per_node, network_gbs)
+    ops = comm_ops(w, mode, world)
+    comm = tuple(CommTime(op, op.bytes_per_rank / (link.gbs * 1e9)) for op in ops)
+    p = predict(w, profile, global_batch_tokens=w.tokens)
+    frac = _local_param_fraction(w, mode, world)
+    est = expected_for(w, profile)
+    single_expected = None if est.expected is None else est.expected.seconds
+    return DistPrediction(mode, world, w.tokens, link, comm, p.fwd_bwd_s + p.optimizer_s * frac, single_expected,
+                          p.microbatch_step_s, single_expected)
+
+
+def dist_lines(d: DistPrediction) -> list[str]:
+    """What `predict` prints: each collective per phase with its bytes and bound, then the step."""
+    head = (f"{d.world} GPUs, --dist {d.mode}, {d.tokens_per_rank:,} tokens per GPU per step: communication over "
+            f"{d.link.name} at {d.link.gbs:g} GB/s one way ({d.link.source})")
+    rows = [head, f"  {'phase':<10} {'collective':<15} {'op':<20} {'count':>5} {'MB per GPU':>11} {'ms (floor)':>10}"]
+    for c in d.comm:
+        rows.append(f"  {c.op.phase.value:<10} {c.op.collective:<15} {c.op.name:<20} {c.op.count:>5} "
+                    f"{c.op.bytes_per_rank / 1e6:>11,.1f} {c.seconds * 1e3:>10.2f}")
+    syncs = sum(c.op.host_syncs for c in d.comm)
+    rows.append(f"  communication {d.comm_s * 1e3:.2f} ms per step at the link rate; {syncs} host syncs (split sizes)")
+    for basis in ("floor", "expected"):
+        parts = []
+        for overlap in ("none", "full"):
+            s, tps, eff = (d.step_s(basis, overlap), d.tokens_per_s_per_gpu(basis, overlap),
+                           d.scaling_efficiency(basis, overlap))
+            if s is None or tps is None or eff is None:
+                parts.append(f"overlap {overlap}: n/a (no efficiency table)")
+                continue
+            parts.append(f"overlap {overlap}: {s * 1e3:.1f} ms, {tps:,.0f} tokens/s per GPU, "
+                         f"{tps * d.world:,.0f} in total, scaling efficiency {100 * eff:.0f}%")
+        note = "" if basis == "floor" else " (compute: the one-GPU expected step; communication at the link rate)"
+        rows.append(f"  {basis}{note}: " + "; ".join(parts))
+    rows.append("  predicted only: the GPU machines tpsbench has measured on hold one GPU each")
+    return rows

@@ -94,6 +94,14 @@ def tpsbench_training(spec: ModelSpec, case: E2ECase, *, device: torch.device, p
         model.compile()  # in place: training_loss's self(...) runs the compiled forward
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=device.type == "cuda" or None)
     ids, labels = random_tokens(s.vocab_size, case.tokens, min(s.seq_len, case.tokens), device, seed)
+    return model_training(model, opt, ids, labels, case, policy, device)
+
+
+def model_training(model: torch.nn.Module, opt: torch.optim.Optimizer, ids: torch.Tensor, labels: torch.Tensor,
+                   case: E2ECase, policy: DTypePolicy, device: torch.device, *,
+                   after_backward: Callable[[], None] | None = None, recipe: dict[str, str] | None = None) -> Training:
+    """The step of a built tpsbench model: ``case.accumulation`` microbatches under the policy's autocast, then
+    ``after_backward`` (a distributed step's gradient reduction), the optimizer, zero_grad."""
 
     def autocast() -> contextlib.AbstractContextManager[None]:
         return torch.autocast(device.type, dtype=torch.bfloat16) if policy.autocast else contextlib.nullcontext()
@@ -103,13 +111,15 @@ def tpsbench_training(spec: ModelSpec, case: E2ECase, *, device: torch.device, p
             with autocast():
                 loss = model.training_loss(ids, labels)
             (loss / case.accumulation).backward()
+        if after_backward is not None:
+            after_backward()
 
     def routing_info() -> dict[str, object]:
         layers = [m.last_route for m in moe_layers(model) if m.last_route is not None]
         return tokens_per_expert_info([r.tokens_per_expert for r in layers])
 
     return Training(microbatches, opt.step, lambda: opt.zero_grad(set_to_none=True),
-                    sum(p.numel() for p in model.parameters()), routing_info)
+                    sum(p.numel() for p in model.parameters()), routing_info, recipe)
 
 
 def random_tokens(vocab: int, tokens: int, seq: int, device: torch.device, seed: int) -> tuple[torch.Tensor, ...]:

@@ -13,15 +13,13 @@ large enough to drop nothing).
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from tpsbench.dist.ep import ExpertParallelMoE
-from tpsbench.dist.train import exit_now
+from tpsbench.dist.train import torchrun_checks
 from tpsbench.models import MoESpec
 from tpsbench.nn.moe import MoEFeedForward
 
@@ -111,28 +109,20 @@ def run_case(case: Case, rank: int, world: int) -> float:
     return max(errs)
 
 
-def main() -> int:
-    if "RANK" not in os.environ:
-        print("run under torchrun: torchrun --nproc-per-node N -m tpsbench.dist.check_ep", file=sys.stderr)
-        return 2
-    dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
+def checks(rank: int, world: int) -> int:
+    """Every case on this rank; rank 0 prints a line per case. The number of cases that failed."""
     failed = 0
-    try:
-        for case in CASES:
-            err = torch.tensor(run_case(case, rank, world))
-            dist.all_reduce(err, op=dist.ReduceOp.MAX)
-            ok = (float(err) > TOLERANCE) if case.control else (float(err) <= TOLERANCE)
-            failed += not ok
-            if rank == 0:
-                what = ("caught" if ok else "not caught") if case.control else "matches" if ok else "differs"
-                print(f"{'ok  ' if ok else 'FAIL'} {world} ranks, {case.name}: {what}, max relative difference "
-                      f"{float(err):.2e}", flush=True)
-    finally:
-        dist.barrier()  # no rank tears gloo down while another still exchanges
-        dist.destroy_process_group()
-    return 1 if failed else 0
+    for case in CASES:
+        err = torch.tensor(run_case(case, rank, world))
+        dist.all_reduce(err, op=dist.ReduceOp.MAX)
+        ok = (float(err) > TOLERANCE) if case.control else (float(err) <= TOLERANCE)
+        failed += not ok
+        if rank == 0:
+            what = ("caught" if ok else "not caught") if case.control else "matches" if ok else "differs"
+            print(f"{'ok  ' if ok else 'FAIL'} {world} ranks, {case.name}: {what}, max relative difference "
+                  f"{float(err):.2e}", flush=True)
+    return failed
 
 
 if __name__ == "__main__":
-    exit_now(main())
+    torchrun_checks("tpsbench.dist.check_ep", checks)

@@ -12,15 +12,13 @@ summed over the ranks instead of averaged) must be caught.
 
 from __future__ import annotations
 
-import os
-import sys
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from tpsbench.bench.e2e import random_tokens
-from tpsbench.dist.train import DistSetup, dist_model, exit_now
+from tpsbench.dist.train import DistSetup, dist_model, torchrun_checks
 from tpsbench.models import get_model
 from tpsbench.nn.transformer import build_model
 
@@ -82,36 +80,28 @@ def check(mode: str, name: str, rank: int, world: int, loss_scale: float = 1.0) 
     return grads, _worst(model, reference, grads=False) / LR
 
 
-def main() -> int:
-    if "RANK" not in os.environ:
-        print("run under torchrun: torchrun --nproc-per-node N -m tpsbench.dist.check_train", file=sys.stderr)
-        return 2
-    dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
+def checks(rank: int, world: int) -> int:
+    """Every layout, then the control, on this rank; rank 0 prints a line each. The number that failed."""
     failed = 0
-    try:
-        for mode, name in CHECKS:
-            err = torch.tensor(check(mode, name, rank, world))
-            dist.all_reduce(err, op=dist.ReduceOp.MAX)
-            grads, params = (float(v) for v in err)
-            ok = grads <= GRAD_TOLERANCE and params <= PARAM_TOLERANCE_LR
-            failed += not ok
-            if rank == 0:
-                print(f"{'ok  ' if ok else 'FAIL'} {world} ranks, {mode} step of {name}: gradients {grads:.2e} "
-                      f"(relative), parameters after AdamW {params:.2e} lr", flush=True)
-        # the control: gradients summed over the ranks instead of averaged must be caught (by the gradients:
-        # the parameters after AdamW's sign-like first step are nearly the same)
-        grads, _ = check("fsdp", "dense_tiny", rank, world, loss_scale=float(world))
-        caught = grads > GRAD_TOLERANCE
-        failed += not caught
+    for mode, name in CHECKS:
+        err = torch.tensor(check(mode, name, rank, world))
+        dist.all_reduce(err, op=dist.ReduceOp.MAX)
+        grads, params = (float(v) for v in err)
+        ok = grads <= GRAD_TOLERANCE and params <= PARAM_TOLERANCE_LR
+        failed += not ok
         if rank == 0:
-            print(f"{'ok  ' if caught else 'FAIL'} {world} ranks, control (gradients summed, not averaged): "
-                  f"{'caught' if caught else 'not caught'}, gradients {grads:.2e}", flush=True)
-    finally:
-        dist.barrier()  # no rank tears gloo down while another still exchanges
-        dist.destroy_process_group()
-    return 1 if failed else 0
+            print(f"{'ok  ' if ok else 'FAIL'} {world} ranks, {mode} step of {name}: gradients {grads:.2e} "
+                  f"(relative), parameters after AdamW {params:.2e} lr", flush=True)
+    # the control: gradients summed over the ranks instead of averaged must be caught (by the gradients: the
+    # parameters after AdamW's sign-like first step are nearly the same)
+    grads, _ = check("fsdp", "dense_tiny", rank, world, loss_scale=float(world))
+    caught = grads > GRAD_TOLERANCE
+    failed += not caught
+    if rank == 0:
+        print(f"{'ok  ' if caught else 'FAIL'} {world} ranks, control (gradients summed, not averaged): "
+              f"{'caught' if caught else 'not caught'}, gradients {grads:.2e}", flush=True)
+    return failed
 
 
 if __name__ == "__main__":
-    exit_now(main())
+    torchrun_checks("tpsbench.dist.check_train", checks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from rich.console import Console
 from tpsbench.bench.config import RunConfig
 from tpsbench.dist.run import execute_dist
 from tpsbench.dist.train import DistError, check_layout, exit_now, init_from_env
+from tpsbench.errors import InputError
 from tpsbench.impls import is_bracket
 from tpsbench.report import run_notes, run_table
 from tpsbench.results import finite
@@ -21,7 +23,23 @@ from tpsbench.results.io import check_output
 from tpsbench.results.typed import to_dict
 
 
+RANK0_GRACE_S = 30.0
+
+
 def cmd_run_dist(args: argparse.Namespace, cfg: RunConfig, console: Console) -> int:
+    try:
+        return _run_dist(args, cfg, console)
+    except InputError:
+        # every rank reaches the same verdict on bad input; rank 0 says it (several ranks' lines interleaved in
+        # the shared stderr here). The others wait for torchrun to stop them once rank 0 has exited: exiting at
+        # once could get rank 0 stopped before its line is out
+        if os.environ.get("RANK", "0") != "0":
+            time.sleep(RANK0_GRACE_S)
+            exit_now(2)
+        raise
+
+
+def _run_dist(args: argparse.Namespace, cfg: RunConfig, console: Console) -> int:
     if args.mode not in (None, "e2e"):
         raise DistError(f"--dist measures training steps: drop --mode {args.mode} (or give --mode e2e)")
     if args.stack != "tpsbench":

@@ -8,9 +8,9 @@ expert gradients, which gather every rank's tokens through the all-to-all, are d
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from tpsbench.bench.e2e import E2ECase, Training, case_spec, random_tokens, tokens_per_expert_info
+from tpsbench.bench.e2e import E2ECase, Training, case_spec, model_training, random_tokens
 from tpsbench.costmodel import DTypePolicy
 from tpsbench.dist.ep import ExpertParallelError, ExpertParallelMoE, experts_per_rank
 from tpsbench.errors import InputError
@@ -41,6 +41,22 @@ def exit_now(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def torchrun_checks(module: str, checks: Callable[[int, int], int]) -> None:
+    """Run ``checks(rank, world)`` (it returns how many failed) in a gloo process group under torchrun, and end the
+    process with 0 when none failed, 1 otherwise, 2 outside torchrun."""
+    if "RANK" not in os.environ:
+        print(f"run under torchrun: torchrun --nproc-per-node N -m {module}", file=sys.stderr)
+        exit_now(2)
+    dist.init_process_group("gloo")
+    failed = 1
+    try:
+        failed = checks(dist.get_rank(), dist.get_world_size())
+    finally:
+        dist.barrier()  # no rank tears gloo down while another still exchanges
+        dist.destroy_process_group()
+    exit_now(1 if failed else 0)
 
 
 class DistError(InputError):
@@ -163,7 +179,8 @@ class _Reducer:
 
 def dist_training(spec: ModelSpec, case: E2ECase, setup: DistSetup, *, device: torch.device, policy: DTypePolicy,
                   routing: str, skew: float, seed: int) -> Training:
-    """The training step of ``case`` on this rank (its own tokens: seed + rank), ready to time."""
+    """The training step of ``case`` on this rank (its own tokens: seed + rank), ready to time; its parameter
+    count is this rank's (local shards and experts)."""
     s = case_spec(spec, case.impl)
     impl = case.impl if s.moe is not None else baseline().name
     torch.manual_seed(seed)  # the same initial weights on every rank
@@ -171,22 +188,6 @@ def dist_training(spec: ModelSpec, case: E2ECase, setup: DistSetup, *, device: t
     for layer in moe_layers(model):
         layer.router.set_routing(routing, skew, seed)
     ids, labels = random_tokens(s.vocab_size, case.tokens, min(s.seq_len, case.tokens), device, seed + setup.rank)
-
-    def autocast() -> contextlib.AbstractContextManager[None]:
-        return torch.autocast(device.type, dtype=torch.bfloat16) if policy.autocast else contextlib.nullcontext()
-
-    def microbatches() -> None:
-        for _ in range(case.accumulation):
-            with autocast():
-                loss = model.training_loss(ids, labels)
-            (loss / case.accumulation).backward()
-        reduce()
-
-    def routing_info() -> dict[str, object]:
-        layers = [m.last_route for m in moe_layers(model) if m.last_route is not None]
-        return tokens_per_expert_info([r.tokens_per_expert for r in layers])
-
-    params = sum(p.numel() for p in model.parameters())  # this rank's: local shards and experts
-    return Training(microbatches, opt.step, lambda: opt.zero_grad(set_to_none=True), params, routing_info,
-                    recipe={"stack": "tpsbench", "dist": setup.mode, "world_size": str(setup.world),
-                            "backend": setup.backend})
+    return model_training(model, opt, ids, labels, case, policy, device, after_backward=reduce,
+                          recipe={"stack": "tpsbench", "dist": setup.mode, "world_size": str(setup.world),
+                                  "backend": setup.backend})

@@ -83,9 +83,13 @@ def test_run_dist_ep_writes_a_results_file_that_compare_reads_next_to_one_proces
                  "--out", str(one)]) == 0
     capsys.readouterr()
     assert main(["compare", str(one), str(out), "--json"]) == 0
-    labels = [row["point"] for row in json.loads(capsys.readouterr().out)["throughput"]]
+    doc_cmp = json.loads(capsys.readouterr().out)
+    labels = [row["point"] for row in doc_cmp["throughput"]]
     assert "moe_tiny train step/grouped @ 256" in labels
     assert "moe_tiny train step/grouped @ 256 (ep x2, per GPU)" in labels
+    [scaling] = doc_cmp["scaling"]  # the one step measured both ways
+    assert scaling["efficiency"] == pytest.approx(scaling["per_gpu_tokens_per_s"] / scaling["single_tokens_per_s"])
+    assert scaling["per_gpu_tokens_per_s"] == doc.points[1].derived.tokens_per_s
 
 
 def test_a_failing_rank_is_named_in_one_line_and_rank_0_keeps_the_finished_points(tmp_path):
@@ -109,7 +113,7 @@ def test_a_failing_rank_is_named_in_one_line_and_rank_0_keeps_the_finished_point
 @pytest.mark.parametrize(("ranks", "args", "needle"), [
     (3, ["--dist", "ep"], "8 experts cannot be split evenly over 3 expert-parallel ranks"),
     (2, ["--dist", "ep", "--dist-backend", "nccl"], "--dist-backend nccl is not available for --device cpu"),
-    (2, ["--dist", "ep", "--mode", "micro"], "--dist measures training steps"),
+    (2, ["--dist", "fsdp", "--mode", "all"], "the micro benchmarks time expert parallelism's exchanges"),
 ])
 def test_bad_distributed_runs_are_one_line_exit_2(tmp_path, ranks, args, needle):
     done = _run_dist(tmp_path, ranks, *args, "--out", str(tmp_path / "x.json"))
@@ -125,3 +129,31 @@ def test_dist_without_torchrun_is_one_line_exit_2(capsys):
     assert main(["run", "--device", "cpu", "--model", "moe_tiny", "--dist", "ep"]) == 2
     err = capsys.readouterr().err
     assert "runs one process per GPU under torchrun" in err and err.count("\n") == 1
+
+
+def test_dispatch_and_combine_micro_points_with_bytes_and_imbalance(tmp_path, capsys):
+    from tpsbench.cli import main
+    from tpsbench.results.io import load_results
+
+    out = tmp_path / "comm.json"
+    done = _run_dist(tmp_path, 2, "--dist", "ep", "--mode", "micro", "--out", str(out))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    doc = load_results(out)
+    points = {(p.layer, p.mode, p.routing): p for p in doc.points}
+    assert len(doc.points) == 12 == len(points)  # dispatch/combine x fwd/bwd x three routings, 256 tokens per rank
+    uniform = points[("ep.dispatch", "fwd", "uniform")].raw.dist
+    # moe_tiny: top-2 of 8 experts, d_model 64, fp32 on the CPU; uniform routing sends half of each rank's
+    # 256 x 2 rows to the other rank: 256 rows x 64 x 4 bytes
+    assert uniform.bytes_sent_per_rank == [256 * 64 * 4] * 2 and uniform.received_max_over_mean == 1.0
+    assert points[("ep.combine", "bwd", "uniform")].raw.dist.bytes_sent_per_rank == [256 * 64 * 4] * 2
+    assert points[("ep.dispatch", "fwd", "skewed")].raw.dist.received_max_over_mean > 1.2
+    for p in doc.points:
+        assert p.derived.achieved_gbs == pytest.approx(sum(p.raw.dist.bytes_sent_per_rank) / 2 / p.stats.median / 1e9)
+    assert main(["compare", str(out), "--all-points"]) == 0  # fwd and bwd points are not compare's headline
+    assert "ep.dispatch fwd @ 256 (ep x2, per GPU)" in capsys.readouterr().out
+
+
+def test_micro_benchmarks_need_expert_parallelism(tmp_path):
+    done = _run_dist(tmp_path, 2, "--dist", "fsdp", "--mode", "micro", "--out", str(tmp_path / "x.json"))
+    ours = [line for line in done.stderr.splitlines() if line.startswith("tpsbench run: error:")]
+    assert len(ours) == 1 and "the micro benchmarks time expert parallelism's exchanges" in ours[0]

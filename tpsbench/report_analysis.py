@@ -130,6 +130,16 @@ def _stack_table(c: Comparison) -> TableData:
     return t
 
 
+def _scaling_table(c: Comparison) -> TableData:
+    t = TableData("Scaling: a training step on several GPUs (run --dist) against the same step on one (tokens/s "
+                  "per GPU; efficiency 100% = linear)", ["gpu", "point", "per GPU", "one GPU", "efficiency"],
+                  left={"gpu", "point"})
+    for x in c.scaling:
+        t.rows.append([x.gpu, x.label, f"{x.per_gpu_tokens_per_s:,.0f}", f"{x.single_tokens_per_s:,.0f}",
+                       f"{100 * x.efficiency:.0f}%"])
+    return t
+
+
 def _expected_table(c: Comparison) -> TableData:
     t = TableData("Training steps against the expected estimate (tpsbench.estimate; error = expected time / "
                   "measured - 1)",
@@ -148,7 +158,8 @@ def compare_tables(c: Comparison, *, estimate: str = "expected") -> list[TableDa
     estimates' table)."""
     views = [(True, _throughput_table), (bool(c.ratios), _ratio_table), (bool(c.speedups), _speedup_table),
              (bool(c.verdicts), _verdict_table), (bool(c.baseline_speedups), _baseline_table),
-             (bool(c.stacks), _stack_table), (bool(c.expected) and estimate == "expected", _expected_table)]
+             (bool(c.stacks), _stack_table), (bool(c.expected) and estimate == "expected", _expected_table),
+             (bool(c.scaling), _scaling_table)]
     return [build(c) for present, build in views if present]
 
 

@@ -124,6 +124,20 @@ class VerdictRow:
     finding: Finding
 
 
+@dataclass(frozen=True, slots=True)
+class ScalingRow:
+    """A training step on several GPUs (run --dist) next to the same step on one: tokens/s per GPU over one's."""
+
+    gpu: str
+    label: str
+    per_gpu_tokens_per_s: float
+    single_tokens_per_s: float
+
+    @property
+    def efficiency(self) -> float:
+        return self.per_gpu_tokens_per_s / self.single_tokens_per_s
+
+
 @dataclass(slots=True)
 class Comparison:
     gpus: list[GpuInfo]
@@ -134,6 +148,7 @@ class Comparison:
     baseline_speedups: list[BaselineRow] = field(default_factory=list)
     stacks: list[StackRow] = field(default_factory=list)
     expected: list[ExpectedRow] = field(default_factory=list)
+    scaling: list[ScalingRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
@@ -153,6 +168,8 @@ class Comparison:
             "baseline_speedups": [{**slots_dict(r), "speedup": r.speedup} for r in self.baseline_speedups],
             **({"stacks": [{**slots_dict(r), "ratio": r.ratio} for r in self.stacks]} if self.stacks else {}),
             "expected": [{**slots_dict(r), "error": r.error} for r in self.expected],
+            **({"scaling": [{**slots_dict(r), "efficiency": r.efficiency} for r in self.scaling]}
+               if self.scaling else {}),
             "notes": self.notes,
         }
 
@@ -212,7 +229,8 @@ def compare(entries: list[Entry], *, all_points: bool = False) -> Comparison:
     out.baseline_speedups = _baseline_speedups(table)
     out.stacks = _stack_rows(table)
     out.expected = [_expected_row(e) for row in out.throughput for e in row.per_gpu.values()
-                    if _ok(e) and e.kind == "e2e" and e.gpu != "cpu" and e.stack == "tpsbench"]
+                    if _ok(e) and e.kind == "e2e" and e.gpu != "cpu" and e.stack == "tpsbench" and e.dist is None]
+    out.scaling = _scaling_rows(table)
     for row in out.throughput:
         for g, e in row.per_gpu.items():
             if _ok(e) and g != "cpu":
@@ -220,6 +238,21 @@ def compare(entries: list[Entry], *, all_points: bool = False) -> Comparison:
     if any(e.throttled for e in entries):
         out.notes.append("some points ran with throttled clocks (marked * in the throughput table)")
     return out
+
+
+def _scaling_rows(table: dict[PointKey, dict[str, Entry]]) -> list[ScalingRow]:
+    """Each multi-GPU training step whose one-GPU run (same model, implementation, tokens per GPU, GPU) is in
+    the files: the scaling efficiency, measured."""
+    rows = []
+    for key, per_gpu in table.items():
+        if key.kind != "e2e" or key.dist is None:
+            continue
+        single = table.get(key._replace(dist=None), {})
+        for gpu, e in per_gpu.items():
+            one = single.get(gpu)
+            if _ok(e) and _ok(one) and e.tokens_per_s and one is not None and one.tokens_per_s:
+                rows.append(ScalingRow(gpu, e.label, e.tokens_per_s, one.tokens_per_s))
+    return rows
 
 
 def _e2e_ratios(table: dict[PointKey, dict[str, Entry]], gpus: list[str]) -> list[RatioRow]:

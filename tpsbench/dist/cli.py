@@ -40,8 +40,9 @@ def cmd_run_dist(args: argparse.Namespace, cfg: RunConfig, console: Console) -> 
 
 
 def _run_dist(args: argparse.Namespace, cfg: RunConfig, console: Console) -> int:
-    if args.mode not in (None, "e2e"):
-        raise DistError(f"--dist measures training steps: drop --mode {args.mode} (or give --mode e2e)")
+    if args.mode in ("micro", "all") and "ep" not in args.dist.split("+"):
+        raise DistError(f"--dist {args.dist} --mode {args.mode}: the micro benchmarks time expert parallelism's "
+                        "exchanges; use --dist ep or fsdp+ep, or --mode e2e")
     if args.stack != "tpsbench":
         raise DistError("--dist runs tpsbench's own training step; drop --stack olmo-core")
     if args.compile:
@@ -67,7 +68,13 @@ def _run_dist(args: argparse.Namespace, cfg: RunConfig, console: Console) -> int
     for line in run_notes(writer.doc):
         console.print(line, highlight=False, soft_wrap=True)
     for p in writer.doc.points:
-        if p.raw is not None and p.raw.dist is not None:
+        if p.raw is not None and p.raw.dist is not None and p.raw.dist.bytes_sent_per_rank is not None:
+            d = p.raw.dist
+            sent = sum(d.bytes_sent_per_rank) / len(d.bytes_sent_per_rank)
+            console.print(f"{p.label}: {sent / 1e6:,.2f} MB sent per rank, {sent / d.max_median_s / 1e9:.3f} GB/s per "
+                          f"rank, rows received max/mean {d.received_max_over_mean:.2f}, slowest rank "
+                          f"{d.max_median_s * 1e3:.2f} ms (straggler {d.straggler:.2f})", highlight=False)
+        elif p.raw is not None and p.raw.dist is not None:
             d = p.raw.dist
             console.print(f"{p.label}: {d.tokens_per_s_per_gpu:,.0f} tokens/s per GPU, {d.tokens_per_s_total:,.0f} in "
                           f"total; slowest rank {d.max_median_s * 1e3:.1f} ms, mean {d.mean_median_s * 1e3:.1f} ms "

@@ -55,6 +55,16 @@ def exchange_counts(dest: torch.Tensor, group_size: int, group: dist.ProcessGrou
     return Exchange(send.tolist(), recv.tolist())  # the host sync expert parallelism needs
 
 
+@dataclass(frozen=True, slots=True)
+class DispatchPlan:
+    """One rank's assignments sorted by destination: their token, router weight and expert on the destination."""
+
+    token: torch.Tensor  # [A] the token of each assignment
+    weight: torch.Tensor  # [A] its router probability
+    local_expert: torch.Tensor  # [A] its expert's index on the destination rank
+    exchange: Exchange
+
+
 class _AllToAll(torch.autograd.Function):
     """``all_to_all_single`` with uneven splits whose backward is the reverse exchange. torch's own autograd
     versions: ``torch.distributed.nn.functional``'s is deprecated (a FutureWarning on every call in torch 2.13),
@@ -116,29 +126,34 @@ class ExpertParallelMoE(nn.Module):
             if full.shared is not None and self.dense.shared is not None:
                 self.dense.shared.load_state_dict(full.shared.state_dict())
 
-    def routed(self, flat: torch.Tensor, route: RouterOutput) -> torch.Tensor:
-        """The routed-expert output ``[T, d]`` of this rank's tokens, computed on the ranks of their experts."""
+    def plan(self, route: RouterOutput) -> DispatchPlan:
+        """This rank's assignments in destination order, and the exchanged counts (the host sync)."""
         k = route.expert_indices.shape[1]
         expert = route.expert_indices.flatten()
         order = torch.argsort(expert, stable=True)  # by expert, hence by destination rank
         expert_sorted = expert[order]
-        token = order // k
-        weight = route.expert_weights.flatten()[order]
         dest = expert_sorted // self.local_experts
         ex = exchange_counts(dest, self.group_size, self.group)
         self.last_exchange = ex
-        rows = self._exchange(flat[token], ex.recv, ex.send)
+        return DispatchPlan(order // k, route.expert_weights.flatten()[order],
+                            (expert_sorted - dest * self.local_experts).contiguous(), ex)
+
+    def exchange(self, rows: torch.Tensor, recv: list[int], send: list[int]) -> torch.Tensor:
+        """Rows to the ranks of their experts (dispatch: ``recv, send``) or back (combine: ``send, recv``), with
+        autograd (:class:`_AllToAll`)."""
+        return _AllToAll.apply(rows, recv, send, self._pg())
+
+    def routed(self, flat: torch.Tensor, route: RouterOutput) -> torch.Tensor:
+        """The routed-expert output ``[T, d]`` of this rank's tokens, computed on the ranks of their experts."""
+        p = self.plan(route)
+        token, weight, ex = p.token, p.weight, p.exchange
+        rows = self.exchange(flat[token], ex.recv, ex.send)
         local = torch.empty(ex.received, dtype=torch.int64, device=flat.device)
-        dist.all_to_all_single(local, (expert_sorted - dest * self.local_experts).contiguous(), ex.recv, ex.send,
-                               group=self.group)
+        dist.all_to_all_single(local, p.local_expert, ex.recv, ex.send, group=self.group)
         out = self._compute(rows, local)
-        back = self._exchange(out, ex.send, ex.recv)
+        back = self.exchange(out, ex.send, ex.recv)
         weighted = back * weight.unsqueeze(-1).to(back.dtype)
         return torch.zeros(flat.shape, dtype=weighted.dtype, device=flat.device).index_add(0, token, weighted)
-
-    def _exchange(self, rows: torch.Tensor, recv: list[int], send: list[int]) -> torch.Tensor:
-        """Rows to the ranks of their experts (or back), with autograd (:class:`_AllToAll`)."""
-        return _AllToAll.apply(rows, recv, send, self._pg())
 
     def _compute(self, rows: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
         """Each received row through its (local) expert, by the registered implementation: one assignment per

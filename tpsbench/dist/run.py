@@ -28,9 +28,10 @@ from tpsbench.bench.config import RunConfig
 from tpsbench.bench.env import machine_info
 from tpsbench.bench.runner import plan
 from tpsbench.bench.stats import summarize
+from tpsbench.dist.comm_bench import GatheredComm, comm_points, gather
 from tpsbench.dist.train import DistSetup, dist_training
 from tpsbench.results import ResultsWriter, finite, from_dict
-from tpsbench.results.schema import DistTiming, Point, Raw, Stats
+from tpsbench.results.schema import Derived, DistTiming, Point, Raw, Stats
 from tpsbench.results.typed import to_dict
 
 FAIL_RANK_ENV = "TPSBENCH_FAIL_RANK"
@@ -101,6 +102,41 @@ def _stop(exc: Exception, setup: DistSetup, case: e2e.E2ECase, writer: ResultsWr
     os._exit(1)
 
 
+def _comm_point(g: GatheredComm, setup: DistSetup, cfg: RunConfig) -> Point:
+    """A communication micro point (tpsbench/dist/comm_bench.py) as rank 0 writes it."""
+    p = g.point
+    step = max(g.per_rank_median_s)
+    sent = statistics.fmean(g.bytes_sent_per_rank)
+    stats = summarize(p.samples_s)
+    timing = DistTiming(mode=setup.mode, world_size=setup.world, backend=setup.backend,
+                        per_rank_median_s=g.per_rank_median_s, max_median_s=step,
+                        mean_median_s=statistics.fmean(g.per_rank_median_s),
+                        straggler=step / statistics.fmean(g.per_rank_median_s),
+                        tokens_per_s_per_gpu=p.tokens / step, tokens_per_s_total=setup.world * p.tokens / step,
+                        bytes_sent_per_rank=g.bytes_sent_per_rank, rows_received_per_rank=g.rows_received_per_rank,
+                        received_max_over_mean=g.imbalance)
+    raw = {"samples_s": p.samples_s, "warmup": cfg.micro_timing.warmup, "l2_flushed": False,
+           "timer": "cuda_event" if cfg.device == "cuda" else "perf_counter", "dist": to_dict(timing)}
+    derived = Derived(tokens_per_s=p.tokens / stats.median, bytes=sent, achieved_gbs=sent / stats.median / 1e9)
+    return Point(kind="micro", layer=f"ep.{p.op}", impl=None, tokens=p.tokens, mode=p.phase,
+                 label=f"{p.label} ({setup.mode} x{setup.world})", routing=p.routing, status="ok",
+                 stats=from_dict(Stats, finite(stats.to_dict()), "stats"), derived=derived, prediction=None,
+                 counters=None, raw=from_dict(Raw, finite(raw), "raw"))
+
+
+def _comm(cfg: RunConfig, setup: DistSetup, writer: ResultsWriter | None) -> None:
+    try:
+        mine = comm_points(cfg, setup)
+    except Exception as exc:  # one line naming the rank, as for a training step
+        _stop(exc, setup, e2e.E2ECase("ep.dispatch", cfg.batches[0], cfg.batches[0]), writer)
+        return
+    gathered = gather(mine, setup)
+    if writer is not None and gathered is not None:
+        for g in gathered:
+            writer.add(_comm_point(g, setup, cfg))
+    dist.barrier()
+
+
 def execute_dist(cfg: RunConfig, setup: DistSetup, out: Path, *, overwrite: bool = False,
                  on_point: Callable[[int, int, Point], None] | None = None) -> ResultsWriter | None:
     """Measure every training step of ``cfg`` on this rank; rank 0 writes ``out`` and returns its writer."""
@@ -112,6 +148,8 @@ def execute_dist(cfg: RunConfig, setup: DistSetup, out: Path, *, overwrite: bool
         writer = ResultsWriter(out, config=config, machine=machine_info(cfg.device, cfg.profile),
                                tool_version=__version__, overwrite=overwrite)
         signal.signal(signal.SIGTERM, _on_sigterm(writer))
+    if cfg.mode in ("micro", "all") and setup.uses_ep:
+        _comm(cfg, setup, writer)
     cases = [c for c in plan(cfg) if isinstance(c, e2e.E2ECase)]
     for i, case in enumerate(cases):
         try:

@@ -62,8 +62,9 @@ class AllocatorActivity:
 
 @schema
 class DistTiming:
-    """A training step on several ranks (tpsbench/dist/run.py): each rank's median step time; the slowest rank
-    sets the step (the collectives wait for it)."""
+    """A point on several ranks (tpsbench/dist/run.py, comm_bench.py): each rank's median time; the slowest rank
+    sets the point's time (the collectives wait for it). Tokens are per rank (a training step's per optimizer
+    step)."""
 
     mode: str = fld("fsdp, ep or fsdp+ep")
     world_size: int = fld("ranks (one GPU each on a GPU machine)")
@@ -74,6 +75,12 @@ class DistTiming:
     straggler: float = fld("max / mean of the ranks' medians (1 = no straggler)")
     tokens_per_s_per_gpu: float = fld("tokens per optimizer step of one rank / the step time", "tokens/s")
     tokens_per_s_total: float = fld("all ranks' tokens per optimizer step / the step time", "tokens/s")
+    bytes_sent_per_rank: list[float] | None = fld("communication micro point: bytes each rank sent", "B",
+                                                  default=None)
+    rows_received_per_rank: list[int] | None = fld("communication micro point: rows each rank received",
+                                                   default=None)
+    received_max_over_mean: float | None = fld("communication micro point: imbalance of the rows received "
+                                               "(1 = even)", default=None)
 
 
 @schema

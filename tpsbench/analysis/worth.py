@@ -185,9 +185,13 @@ def _ratio(moe: ModelFit, dense: ModelFit, m: WorthRow, d: WorthRow) -> Ratio:
         t_s = a / b if len(a) and len(a) == len(b) else np.array(())
     t_iv = quantile_interval(t_s) if len(t_s) else None
     fl = moe.flops_per_token["6N"] / dense.flops_per_token["6N"]
-    scale = lambda iv, k: None if iv is None else Interval(iv.low * k, iv.high * k)  # noqa: E731
-    return Ratio(m.gpu, m.throughput.kind, moe.name, dense.name, tokens / speed, scale(t_iv, 1 / speed), tokens,
-                 t_iv, tokens * fl, scale(t_iv, fl), speed)
+    return Ratio(m.gpu, m.throughput.kind, moe.name, dense.name, tokens / speed, _scaled(t_iv, 1 / speed), tokens,
+                 t_iv, tokens * fl, _scaled(t_iv, fl), speed)
+
+
+def _scaled(iv: Interval | None, k: float) -> Interval | None:
+    """The interval of k times a ratio whose interval is ``iv`` (hours = tokens / speed; 6N FLOPs = tokens x)."""
+    return None if iv is None else Interval(iv.low * k, iv.high * k)
 
 
 def worth(fits: list[ModelFit], throughput: list[Throughput], target: float, *, prices: dict[str, float],

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tpsbench.costmodel.ops import Phase, Workload
+from tpsbench.models import ModelSpec
 
 INDEX_BYTES = 8  # int64 split sizes
 
@@ -38,8 +39,8 @@ class CommOp:
     host_syncs: int = 0  # the split sizes copied to the host
 
 
-def _expert_params(w: Workload) -> int:
-    m = w.model
+def expert_params(m: ModelSpec) -> int:
+    """The routed experts' weights of every MoE layer (what expert parallelism shards)."""
     if m.moe is None:
         return 0
     return m.n_layers * m.moe.routed_expert_params(m.d_model)
@@ -66,7 +67,7 @@ def comm_ops(w: Workload, mode: str, world: int) -> list[CommOp]:
             CommOp("moe.combine", Phase.BWD_DGRAD, "all_to_all", layers * rows * pol.compute_bytes, layers),
             CommOp("moe.dispatch", Phase.BWD_DGRAD, "all_to_all", layers * rows * pol.residual_bytes, layers),
         ]
-    sharded = m.total_params - (_expert_params(w) if "ep" in parts else 0)
+    sharded = m.total_params - (expert_params(m) if "ep" in parts else 0)
     units = m.n_layers + 1
     if "fsdp" in parts:
         gather = sharded * pol.param_bytes * share

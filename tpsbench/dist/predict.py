@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tpsbench.costmodel import Workload
-from tpsbench.costmodel.comm import CommOp, comm_ops
+from tpsbench.costmodel.comm import CommOp, comm_ops, expert_params
 from tpsbench.dist.train import DIST_MODES, DistError
 from tpsbench.estimate.step import expected_for
 from tpsbench.profiles import GPUProfile
@@ -86,7 +86,7 @@ def _local_param_fraction(w: Workload, mode: str, world: int) -> float:
     if "fsdp" in mode.split("+"):
         return 1.0 / world
     m = w.model
-    experts = m.n_layers * m.moe.routed_expert_params(m.d_model) if m.moe is not None else 0
+    experts = expert_params(m)
     return (m.total_params - experts + experts / world) / m.total_params
 
 

@@ -42,20 +42,20 @@ def _fixed_reps(cfg: RunConfig) -> e2e.TimingConfig:
     return replace(t, min_time_s=0.0, max_reps=t.min_reps)
 
 
-def _timing(samples: list[list[float]], setup: DistSetup, case: e2e.E2ECase) -> DistTiming:
-    medians = [statistics.median(s) for s in samples]
+def _timing(medians: list[float], setup: DistSetup, tokens: int, **comm: object) -> DistTiming:
+    """The ranks' medians of one point: the slowest sets its time; ``tokens`` per rank; ``comm``: the
+    communication micro points' fields."""
     step = max(medians)
     mean = statistics.fmean(medians)
     return DistTiming(mode=setup.mode, world_size=setup.world, backend=setup.backend, per_rank_median_s=medians,
-                      max_median_s=step, mean_median_s=mean, straggler=step / mean,
-                      tokens_per_s_per_gpu=case.global_tokens / step,
-                      tokens_per_s_total=setup.world * case.global_tokens / step)
+                      max_median_s=step, mean_median_s=mean, straggler=step / mean, tokens_per_s_per_gpu=tokens / step,
+                      tokens_per_s_total=setup.world * tokens / step, **comm)  # type: ignore[arg-type]
 
 
 def _point(case: e2e.E2ECase, cfg: RunConfig, setup: DistSetup, raw: dict[str, object],
            samples: list[list[float]]) -> Point:
     spec = replace(cfg.model, seq_len=cfg.seq_len)
-    timing = _timing(samples, setup, case)
+    timing = _timing([statistics.median(x) for x in samples], setup, case.global_tokens)
     slowest = samples[timing.per_rank_median_s.index(timing.max_median_s)]
     stats = summarize(slowest)
     opt = summarize(raw["optimizer_samples_s"])  # type: ignore[arg-type]
@@ -87,17 +87,17 @@ def _peer_left(exc: Exception) -> bool:
         s in text for s in ("Connection closed by peer", "remote worker", "Connection reset by peer"))
 
 
-def _stop(exc: Exception, setup: DistSetup, case: e2e.E2ECase, writer: ResultsWriter | None) -> None:
+def _stop(exc: Exception, setup: DistSetup, where_label: str, writer: ResultsWriter | None) -> None:
     """End this rank: one line, the error's own when this rank failed, a consequence when a peer did; rank 0
     marks its file interrupted (every finished point is in it)."""
     if writer is not None:
         writer.finish("interrupted")
     if _peer_left(exc):
         where = f"; finished points are in {writer.path}" if writer is not None else ""
-        print(f"tpsbench run: rank {setup.rank} stopped at '{case.label}': another rank left the run{where}",
+        print(f"tpsbench run: rank {setup.rank} stopped at '{where_label}': another rank left the run{where}",
               file=sys.stderr, flush=True)
     else:
-        print(f"tpsbench run: error: rank {setup.rank} failed at '{case.label}': {type(exc).__name__}: {exc}",
+        print(f"tpsbench run: error: rank {setup.rank} failed at '{where_label}': {type(exc).__name__}: {exc}",
               file=sys.stderr, flush=True)
     os._exit(1)
 
@@ -105,16 +105,10 @@ def _stop(exc: Exception, setup: DistSetup, case: e2e.E2ECase, writer: ResultsWr
 def _comm_point(g: GatheredComm, setup: DistSetup, cfg: RunConfig) -> Point:
     """A communication micro point (tpsbench/dist/comm_bench.py) as rank 0 writes it."""
     p = g.point
-    step = max(g.per_rank_median_s)
     sent = statistics.fmean(g.bytes_sent_per_rank)
     stats = summarize(p.samples_s)
-    timing = DistTiming(mode=setup.mode, world_size=setup.world, backend=setup.backend,
-                        per_rank_median_s=g.per_rank_median_s, max_median_s=step,
-                        mean_median_s=statistics.fmean(g.per_rank_median_s),
-                        straggler=step / statistics.fmean(g.per_rank_median_s),
-                        tokens_per_s_per_gpu=p.tokens / step, tokens_per_s_total=setup.world * p.tokens / step,
-                        bytes_sent_per_rank=g.bytes_sent_per_rank, rows_received_per_rank=g.rows_received_per_rank,
-                        received_max_over_mean=g.imbalance)
+    timing = _timing(g.per_rank_median_s, setup, p.tokens, bytes_sent_per_rank=g.bytes_sent_per_rank,
+                     rows_received_per_rank=g.rows_received_per_rank, received_max_over_mean=g.imbalance)
     raw = {"samples_s": p.samples_s, "warmup": cfg.micro_timing.warmup, "l2_flushed": False,
            "timer": "cuda_event" if cfg.device == "cuda" else "perf_counter", "dist": to_dict(timing)}
     derived = Derived(tokens_per_s=p.tokens / stats.median, bytes=sent, achieved_gbs=sent / stats.median / 1e9)
@@ -128,7 +122,7 @@ def _comm(cfg: RunConfig, setup: DistSetup, writer: ResultsWriter | None) -> Non
     try:
         mine = comm_points(cfg, setup)
     except Exception as exc:  # one line naming the rank, as for a training step
-        _stop(exc, setup, e2e.E2ECase("ep.dispatch", cfg.batches[0], cfg.batches[0]), writer)
+        _stop(exc, setup, "the communication micro points", writer)
         return
     gathered = gather(mine, setup)
     if writer is not None and gathered is not None:
@@ -161,7 +155,7 @@ def execute_dist(cfg: RunConfig, setup: DistSetup, out: Path, *, overwrite: bool
                               timing=_fixed_reps(cfg), profile=cfg.profile, seed=cfg.seed, measure_idle=False,
                               train=train)
         except Exception as exc:  # one line naming the rank; torchrun stops the other ranks
-            _stop(exc, setup, case, writer)
+            _stop(exc, setup, case.label, writer)
         samples: list[list[float]] = [[] for _ in range(setup.world)]
         dist.all_gather_object(samples, list(raw["samples_s"]))  # type: ignore[arg-type]
         if writer is not None:

@@ -64,15 +64,81 @@ def test_predict_prints_each_collective_with_its_bytes_and_bound(capsys):
 @pytest.mark.parametrize(("args", "needle"), [
     (["--gpus", "8"], "--gpus and --dist go together"),
     (["--gpus", "6", "--dist", "ep"], "64 experts cannot be split evenly over 6 GPUs"),
-    (["--gpus", "16", "--dist", "fsdp"], "give --network-gbs"),
+    (["--gpu", "b200", "--gpus", "16", "--dist", "fsdp"], "cites no network bandwidth: give --network-gbs"),
 ])
 def test_bad_distributed_predictions_are_one_line(capsys, args, needle):
-    assert main(["predict", "--gpu", "h100_sxm", "--model", "olmoe_1b_7b", *args]) == 2
+    gpu = [] if "--gpu" in args else ["--gpu", "h100_sxm"]
+    assert main(["predict", *gpu, "--model", "olmoe_1b_7b", *args]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1, err
+
+
+def test_across_nodes_the_reference_servers_network_unless_given(capsys):
+    argv = ["predict", "--gpu", "h100_sxm", "--model", "olmoe_1b_7b", "--gpus", "16", "--dist", "fsdp"]
+    assert main(argv) == 0
+    assert "communication over network at 50 GB/s one way (NVIDIA DGX H100 User Guide" in capsys.readouterr().out
+    assert main([*argv, "--network-gbs", "25"]) == 0
+    assert "communication over network at 25 GB/s one way (--network-gbs (given))" in capsys.readouterr().out
 
 
 def test_a_gpu_without_nvlink_uses_pcie(capsys):
     assert main(["predict", "--gpu", "rtx5090", "--model", "moe_1b", "--gpus", "2", "--dist", "ep", "--batch",
                  "8192"]) == 0
     assert "communication over pcie at 63 GB/s one way" in capsys.readouterr().out
+
+
+# qwen3_30b_a3b as torchtitan trains it on 8 B200s (fsdp+ep, FSDP2 mixed precision, full activation checkpointing):
+# 48 layers, top-8, d 2048; bf16 residual stream and bf16 gathers (the olmo_core policy); 30,532,122,624
+# parameters of which 48 x 3 x 2048 x 768 x 128 = 28,991,029,248 are routed experts.
+Q_DISPATCH = 48 * 32768 * 8 * 2048 * 2 * 7 / 8  # 45,097,156,608
+Q_GATHER = (30_532_122_624 - 28_991_029_248) * 2 * 7 / 8  # bf16: 1,348,456,710.0 (a ring's 7/8 of 1.54 G params)
+
+
+def test_mixed_precision_gathers_bf16_and_recompute_repeats_the_forward_exchanges():
+    from dataclasses import replace
+
+    base = train_workload(get_model("qwen3_30b_a3b"), "dropless", 32768, get_policy("olmo_core"), None)
+    w = replace(base, seq_len=4096, recompute="full")
+    ops = {(o.name, o.phase): o for o in comm_ops(w, "fsdp+ep", 8)}
+    assert ops[("moe.dispatch", Phase.FWD)].bytes_per_rank == Q_DISPATCH == 45_097_156_608
+    assert ops[("moe.dispatch.recompute", Phase.BWD_DGRAD)].bytes_per_rank == Q_DISPATCH
+    assert ops[("moe.combine.recompute", Phase.BWD_DGRAD)].bytes_per_rank == Q_DISPATCH  # bf16 both ways
+    assert ops[("moe.counts.recompute", Phase.BWD_DGRAD)].host_syncs == 48
+    assert ops[("fsdp.all_gather", Phase.FWD)].bytes_per_rank == Q_GATHER
+    assert ops[("fsdp.reduce_scatter", Phase.BWD_WGRAD)].bytes_per_rank == 2 * Q_GATHER  # fp32 gradients
+    # the control: amp_bf16 gathers its fp32 parameters, and without recompute no exchange is repeated
+    amp = {(o.name, o.phase): o for o in comm_ops(replace(w, policy=get_policy("amp_bf16"), recompute="none"),
+                                                  "fsdp+ep", 8)}
+    assert amp[("fsdp.all_gather", Phase.FWD)].bytes_per_rank == 2 * Q_GATHER
+    assert not any(name.endswith(".recompute") for name, _ in amp)
+
+
+def test_memory_per_gpu_shards_the_parameters_and_state():
+    """fsdp+ep on 8: every parameter's fp32 value and two AdamW moments are held by one rank in 8 (12 bytes / 8 per
+    parameter), plus the LM head's unsharded fp32 gradient; FSDP's mixed precision keeps no bf16 copies beyond the
+    units in flight (the root and one block, bf16) and the rank's own 16 experts' casts."""
+    from dataclasses import replace
+
+    from tpsbench.dist.memory import dist_memory
+
+    m = get_model("qwen3_30b_a3b")
+    w = replace(train_workload(m, "dropless", 32768, get_policy("olmo_core"), None), seq_len=4096, recompute="full")
+    mem = dist_memory(w, "fsdp+ep", 8, compiled=True, overhead_fraction=0.0)
+    assert mem.parameters_and_state_bytes == 30_532_122_624 * 12 / 8 + (2048 * 151936 + 2048) * 4
+    block_without_experts = m.block_params() - 3 * 2048 * 768 * 128
+    in_flight = (2 * 151936 * 2048 + 2048 + block_without_experts) * 2
+    assert mem.weight_copies_bytes == in_flight + 28_991_029_248 / 8 * 2
+    one_gpu = dist_memory(w, "fsdp+ep", 2, compiled=True, overhead_fraction=0.0)
+    assert one_gpu.parameters_and_state_bytes > 3.9 * mem.parameters_and_state_bytes  # 1/2 against 1/8
+
+
+def test_predict_qwen3_on_8_b200s_prints_the_repeated_exchanges_and_the_memory(capsys):
+    argv = ["predict", "--gpu", "b200", "--model", "qwen3_30b_a3b", "--gpus", "8", "--dist", "fsdp+ep", "--ac", "full",
+            "--compile", "--dtype", "olmo_core"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "bwd_dgrad  all_to_all      moe.dispatch.recompute    48    45,097.2      50.11" in out  # 45.1 GB / 900
+    assert "memory per GPU: peak" in out and "one-GPU expected step, compiled" in out
+    assert main([*argv, "--json"]) == 0
+    [d] = json.loads(capsys.readouterr().out)["dist"]
+    assert d["recompute"] == "full" and d["compiled"] is True and d["memory_per_gpu"]["fits"] is True

@@ -1,5 +1,7 @@
 """Cost model: bytes on hand-computed cases, FLOP conventions, and FLOPs equal to what really runs."""
 
+import dataclasses
+
 import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -230,17 +232,27 @@ def count_grouped_mm():
     flop_counter.flop_registry.update(before)
 
 
+def qwen3_narrow():
+    """qwen3_30b_a3b's attention as it is (32 query heads of 128 over d 2048, 4 key/value heads, head-wise qk-norm:
+    q and kv projections wider and narrower than d) with fewer, narrower experts and a small vocabulary, so that a
+    CPU runs it in seconds."""
+    spec = get_model("qwen3_30b_a3b")
+    assert spec.moe is not None
+    moe = dataclasses.replace(spec.moe, num_experts=16, expert_hidden=64)
+    return dataclasses.replace(spec, name="qwen3_narrow", vocab_size=1024, moe=moe)
+
+
 CPU_IMPLS = ["loop", "grouped", "capacity"]  # triton: the same GEMMs as grouped (test above), GPU only
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "layers", "impl"), [
     ("dense_135m", 2, "grouped"), *[("moe_1b", 2, i) for i in CPU_IMPLS], *[("olmoe_1b_7b", 1, i) for i in CPU_IMPLS],
-    *[("moe_tiny", 2, i) for i in CPU_IMPLS],
+    *[("moe_tiny", 2, i) for i in CPU_IMPLS], ("qwen3_narrow", 1, "grouped"),
 ])
 def test_exact_flops_equal_the_flop_counter_to_the_flop(name, layers, impl, count_grouped_mm):
     torch.manual_seed(0)
-    spec = get_model(name).with_layers(layers)
+    spec = (qwen3_narrow() if name == "qwen3_narrow" else get_model(name)).with_layers(layers)
     seq = min(256, spec.seq_len)
     model = build_model(spec, impl=impl)
     ids = torch.randint(0, spec.vocab_size, (2, seq))
@@ -271,3 +283,73 @@ def test_causal_halving_of_the_flash_backend_against_a_hand_count():
                                                                         attention_backend="math"))
                 if op.phase is Phase.FWD}["attn.core"]
     assert math_fwd == 2 * fwd == sequences * 4 * s * s * d  # the math backend computes the whole square
+
+
+def test_grouped_query_attention_is_counted_by_its_projection_widths():
+    """qwen3_30b_a3b: q 32 x 128 = 4096 wide, k and v 4 x 128 = 512 each, over d 2048; the core over the query
+    heads. Per layer and token (forward): 2 x 2048 x 4096 (q) + 2 x 2 x 2048 x 512 (k, v) + 2 x 4096 x 2048 (out)."""
+    spec = get_model("qwen3_30b_a3b")
+    t, s = 8192, 4096
+    ops = [op for op in step_ops(Workload(model=spec, tokens=t, seq_len=s)) if op.group == "attention"
+           and op.phase is Phase.FWD and op.kind is OpKind.MATMUL]
+    by_name = {op.name: op.flops / spec.n_layers for op in ops}
+    assert by_name["attn.q"] == 2 * t * 2048 * 4096 and by_name["attn.kv"] == 2 * 2 * t * 2048 * 512
+    assert by_name["attn.out"] == 2 * t * 4096 * 2048
+    assert by_name["attn.core"] == (t // s) * 4 * s * s * 4096 * 0.5  # causal flash: half the square
+
+
+def test_full_recompute_repeats_the_blocks_forward_outside_the_model_flops():
+    from tpsbench.estimate.memory import step_memory
+
+    spec = get_model("moe_1b")
+    plain, ac = (Workload(model=spec, tokens=32768, seq_len=2048, recompute=r) for r in ("none", "full"))
+    assert total_flops(step_ops(ac), phases=FWD_BWD) == total_flops(step_ops(plain), phases=FWD_BWD)  # model FLOPs
+    block_fwd = sum(op.flops for op in step_ops(plain) if op.phase is Phase.FWD and op.group in ("attention", "moe")
+                    and op.name != "moe.residual")  # the trailing residual add is not recomputed
+    again = [op for op in step_ops(ac) if op.name.endswith(".recompute")]
+    assert again and all(op.phase is Phase.BWD_DGRAD and not op.model_flops for op in again)
+    assert sum(op.flops for op in again) == block_fwd
+    low, high = (step_memory(w, compiled=False, overhead_fraction=0.0) for w in (ac, plain))
+    # every block keeps only its fp32 input: 12 layers x 32,768 x 768 x 4 B, the loss's transient exceeding one
+    # block's recomputed activations
+    assert low.activations_bytes == 12 * 32768 * 768 * 4 < high.activations_bytes / 10
+    with pytest.raises(ValueError, match="recompute"):
+        Workload(model=spec, tokens=2048, seq_len=2048, recompute="some")
+
+
+def test_the_expected_step_pays_for_the_recompute():
+    from tpsbench.estimate.step import expected_for
+    from tpsbench.profiles import load_profile
+
+    spec, h100 = get_model("moe_1b"), load_profile("h100_sxm")
+    plain, ac = (expected_for(Workload(model=spec, tokens=32768, seq_len=2048, recompute=r), h100).expected
+                 for r in ("none", "full"))
+    assert plain is not None and ac is not None
+    assert 1.1 * plain.seconds < ac.seconds < 1.6 * plain.seconds  # one more forward of the blocks, not the head
+
+
+@pytest.mark.parametrize(("name", "impl"), [("dense_tiny", "grouped"), ("dense_1m", "grouped"), ("moe_tiny", "grouped"),
+                                           ("moe_tiny", "loop"), ("moe_tiny", "capacity")])
+def test_full_recompute_is_what_torch_recomputes_and_changes_no_gradient(name, impl, count_grouped_mm):
+    """With every block checkpointed (run --ac full) the backward runs each block's forward again: FlopCounterMode
+    counts the cost model's recompute ops on top of the step, to the FLOP, and the gradients are the same."""
+    spec = get_model(name)
+    seq = spec.seq_len
+    grads, flops = {}, {}
+    for recompute in ("none", "full"):
+        torch.manual_seed(0)
+        model = build_model(spec, impl=impl)
+        model.recompute = recompute
+        ids = torch.randint(1, spec.vocab_size, (2, seq), generator=torch.Generator().manual_seed(1))
+        with sdpa_kernel([SDPBackend.MATH]), FlopCounterMode(display=False) as counter:
+            model.training_loss(ids, ids).backward()
+        flops[recompute] = counter.get_total_flops()
+        grads[recompute] = [p.grad.clone() for p in model.parameters()]
+    w = Workload(model=spec, tokens=2 * seq, seq_len=seq, attention_backend="math", impl=impl, recompute="full")
+    ops = step_ops(w)
+    assert flops["none"] == total_flops(ops, phases=FWD_BWD)
+    again = [op for op in ops if op.name.endswith(".recompute")]
+    # FlopCounterMode counts matmuls only (the elementwise ops' FLOPs are the cost model's own)
+    assert flops["full"] == flops["none"] + sum(op.flops for op in again if op.kind is OpKind.MATMUL)
+    for a, b in zip(grads["none"], grads["full"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

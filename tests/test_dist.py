@@ -35,10 +35,11 @@ def test_expert_parallel_layer_equals_the_single_process_layer(ranks):
 @pytest.mark.parametrize("ranks", [2, 4])
 def test_a_distributed_step_equals_the_single_process_step(ranks):
     lines = _torchrun(ranks, "tpsbench.dist.check_train")
-    assert [line.split(", ")[1].split(":")[0] for line in lines[:4]] == [
-        "fsdp step of moe_tiny", "fsdp step of dense_tiny", "ep step of moe_tiny", "fsdp+ep step of moe_tiny"]
+    assert [line.split(", ")[1].split(":")[0] for line in lines[:5]] == [
+        "fsdp step of moe_tiny", "fsdp step of dense_tiny", "ep step of moe_tiny", "fsdp+ep step of moe_tiny",
+        "fsdp+ep step of moe_tiny (activation checkpointing full)"]
     # summed over N ranks instead of averaged: the gradients are N times too large, off by N - 1 relative
-    assert f"control (gradients summed, not averaged): caught, gradients {ranks - 1:.2e}" in lines[4]
+    assert f"control (gradients summed, not averaged): caught, gradients {ranks - 1:.2e}" in lines[5]
 
 
 @pytest.mark.parametrize("module", ["tpsbench.dist.check_ep", "tpsbench.dist.check_train"])

@@ -23,6 +23,10 @@ EXPECTED = {
     "moe_1b": (1_017_484_032, 115_053_312),
     "moe_1b_a390m": (1_040_063_616, 371_203_200),
     "olmoe_1b_7b": (6_919_161_856, 1_282_017_280),
+    # not an OLMo-core model: torchtitan's Qwen3-30B-A3B, whose total its docs print (30,532,122,624 parameters);
+    # per layer 2*2048*4096 + 2*2048*512 (grouped-query attention) + 2*128 (head-wise qk-norm) + 2*2048
+    # + 2048*128 + 3*2048*768*128 = 623,120,640; x48 + 2*151936*2048 + 2048
+    "qwen3_30b_a3b": (30_532_122_624, 3_353_032_704),
 }
 
 

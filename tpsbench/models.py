@@ -6,8 +6,9 @@ Every spec is plain data (no torch). Parameter counts follow OLMo-core's
 users' training logs agree on what "1B total, 11% active" means:
 
 * embedding ``V*d`` (untied), LM head ``d*V`` plus its own final RMSNorm ``d``;
-* per block: attention ``4*d*d`` (no bias, no GQA in the zoo), qk-norm ``2*d`` when enabled
-  (OLMo-core's default non-head-wise qk-norm normalises the full q and k projections), two block
+* per block: attention ``2*d*q + 2*d*kv`` with ``q = heads*head_dim`` and ``kv = kv_heads*head_dim`` (no bias;
+  ``4*d*d`` without grouped-query attention), qk-norm ``q + kv`` when enabled (OLMo-core's default non-head-wise
+  qk-norm normalises the full q and k projections) or ``2*head_dim`` when head-wise (Qwen3's), two block
   RMSNorms ``2*d``;
 * dense FFN (SwiGLU) ``3*d*h``; MoE: router ``d*E`` (no bias), routed experts ``3*d*h*E``, shared
   expert ``3*d*h_shared``. Active parameters replace ``E`` by ``top_k`` in the routed-expert term.
@@ -98,6 +99,11 @@ class ModelSpec:
     moe: MoESpec | None = None
     vocab_size: int = GPT2_PADDED_VOCAB
     qk_norm: bool = False
+    # Grouped-query attention and a free head width (Qwen3: 32 query heads of 128 over d_model 2048, 4 key/value
+    # heads): None keeps multi-head attention with head_dim = d_model / n_heads, as every OLMo-core model here.
+    n_kv_heads: int | None = None
+    head_width: int | None = None
+    qk_norm_per_head: bool = False  # RMSNorm over each head's head_dim (Qwen3) instead of the whole projection
     reordered_norm: bool = False  # OLMo-2 block: h = x + norm(attn(x)) instead of x + attn(norm(x))
     rope_theta: float = 10_000.0
     # RMSNorm epsilon: OLMo-core's llama_like default, 1e-5; its olmo2 and olmoe factories use 1e-6. It matters:
@@ -114,8 +120,12 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if (self.ffn_hidden is None) == (self.moe is None):
             raise ValueError(f"{self.name}: give exactly one of ffn_hidden (dense) or moe")
-        if self.d_model % self.n_heads:
+        if self.head_width is None and self.d_model % self.n_heads:
             raise ValueError(f"{self.name}: d_model={self.d_model} not divisible by n_heads={self.n_heads}")
+        if self.n_heads % self.kv_heads:
+            raise ValueError(f"{self.name}: n_heads={self.n_heads} not divisible by n_kv_heads={self.kv_heads}")
+        if self.qk_norm_per_head and not self.qk_norm:
+            raise ValueError(f"{self.name}: qk_norm_per_head needs qk_norm")
 
     # --- shape helpers -------------------------------------------------------------------------
     @property
@@ -124,16 +134,41 @@ class ModelSpec:
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.n_heads
+        return self.head_width if self.head_width is not None else self.d_model // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+
+    @property
+    def q_width(self) -> int:
+        """Width of the query projection (and of the attention output): heads x head_dim."""
+        return self.n_heads * self.head_dim
+
+    @property
+    def kv_width(self) -> int:
+        """Width of each of the key and value projections: kv_heads x head_dim."""
+        return self.kv_heads * self.head_dim
+
+    @property
+    def is_mha(self) -> bool:
+        """Plain multi-head attention over the model width (every OLMo-core model in the zoo)."""
+        return self.q_width == self.d_model and self.kv_width == self.d_model
 
     # --- parameter counts (OLMo-core's formulas) --------------------------------------------------
     @property
     def attention_matmul_params(self) -> int:
-        """w_q, w_k, w_v, w_out (no bias, no GQA in the zoo)."""
-        return 4 * self.d_model * self.d_model
+        """w_q and w_out (d x q each), w_k and w_v (d x kv each); no bias."""
+        return 2 * self.d_model * self.q_width + 2 * self.d_model * self.kv_width
+
+    @property
+    def qk_norm_params(self) -> int:
+        if not self.qk_norm:
+            return 0
+        return 2 * self.head_dim if self.qk_norm_per_head else self.q_width + self.kv_width
 
     def attention_params(self) -> int:
-        return self.attention_matmul_params + (2 * self.d_model if self.qk_norm else 0)
+        return self.attention_matmul_params + self.qk_norm_params
 
     def ffn_params(self, *, active: bool = False) -> int:
         """The FFN's parameters, all of them matmul weights: the dense SwiGLU, or the MoE layer."""
@@ -240,6 +275,17 @@ _ZOO: tuple[ModelSpec, ...] = (
         n_heads=16,
         moe=MoESpec(num_experts=64, top_k=8, expert_hidden=1024, shared_hidden=None, capacity_factor=None),
         note="dropless", norm_eps=1e-6, **_moe_block(),
+    ),
+    # Qwen3-30B-A3B as torchtitan builds it (torchtitan/models/qwen3/__init__.py, ``_30b_a3b``): 48 pre-norm blocks
+    # of d 2048, 32 query heads of 128 and 4 key/value heads with head-wise qk-norm, 128 experts of 768 top-8,
+    # no shared expert, untied embeddings; 30,532,122,624 parameters, the count torchtitan's docs print for it.
+    # Here to place tpsbench's multi-GPU prediction next to torchtitan's published 8 x B200 measurement.
+    ModelSpec(
+        name="qwen3_30b_a3b", olmo_name="", d_model=2048, n_layers=48, n_heads=32, n_kv_heads=4, head_width=128,
+        qk_norm=True, qk_norm_per_head=True, vocab_size=151_936, rope_theta=1_000_000.0, norm_eps=1e-6,
+        seq_len=4096,
+        moe=MoESpec(num_experts=128, top_k=8, expert_hidden=768, shared_hidden=None, capacity_factor=None),
+        note="dropless; torchtitan's Qwen3", olmo_factory_note="a Qwen3 model (torchtitan), not OLMo-core's",
     ),
 )
 

@@ -39,6 +39,7 @@ OPTIONAL_NUMBERS: dict[str, str] = {
     "measured_copy_gbs": "measured achievable device copy GB/s (bytes read + written)",
     "nvlink_gbs": "NVLink bandwidth per GPU, one direction, GB/s (absent: no NVLink)",
     "pcie_gbs": "PCIe x16 bandwidth, one direction, GB/s",
+    "network_gbs": "scale-out network bandwidth per GPU in its reference server (e.g. a DGX), one direction, GB/s",
 }
 REQUIRED_STRINGS = ("name", "display_name")
 PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
@@ -74,6 +75,7 @@ class GPUProfile:
     path: str
     nvlink_gbs: Cited | None = None
     pcie_gbs: Cited | None = None
+    network_gbs: Cited | None = None
 
     def matmul_peak(self, matmul_math: str) -> Cited:
         """The datasheet tensor-core peak a dtype policy's matmuls run at ("bf16"), or the FP32 CUDA-core

@@ -34,7 +34,8 @@ def models_table(models: list[ModelSpec]) -> Table:
             e = m.moe
             shared = f", shared h {e.shared_hidden}" if e.shared_hidden else ""
             ffn = f"{e.num_experts} experts top-{e.top_k}, h {e.expert_hidden}{shared}"
-        t.add_row(m.name, m.olmo_name or "-", str(m.d_model), str(m.n_layers), str(m.n_heads), ffn,
+        heads = str(m.n_heads) if m.is_mha else f"{m.n_heads} ({m.kv_heads} kv) x {m.head_dim}"
+        t.add_row(m.name, m.olmo_name or "-", str(m.d_model), str(m.n_layers), heads, ffn,
                   f"{m.total_params:,}", f"{m.active_params:,}", f"{100 * m.active_fraction:.1f}", m.note)
     return t
 

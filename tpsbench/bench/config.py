@@ -180,6 +180,7 @@ class RunConfig:
     stack: str = "tpsbench"  # whose modules and training step run: tpsbench or olmo-core
     force: bool = False  # try training steps predicted not to fit the GPU's memory
     trace_dir: Path | None = None  # write the profiler's Chrome trace of one repetition per point there
+    recompute: str = "none"  # activation checkpointing of training steps: none or full
 
     @property
     def gpu_label(self) -> str:
@@ -201,7 +202,7 @@ class RunConfig:
             micro_timing=TimingRecord(**asdict(self.micro_timing)), e2e_timing=TimingRecord(**asdict(self.e2e_timing)),
             stages=self.stages, layers=None if self.layers is None else list(self.layers), seed=self.seed,
             counters=self.counters, counter_interval_s=self.counter_interval_s, ceilings=self.ceilings,
-            gpu_time=self.gpu_time, stack=self.stack,
+            gpu_time=self.gpu_time, stack=self.stack, recompute=self.recompute,
             calibration=None if cal is None else CalibrationRef(
                 path=str(cal["path"]), bf16_tflops=_opt_float(cal.get("bf16_tflops")),
                 fp32_tflops=_opt_float(cal.get("fp32_tflops")), copy_gbs=_opt_float(cal.get("copy_gbs"))),
@@ -216,6 +217,7 @@ class RunConfig:
         min_time: float | None = None, ceilings: str = "spec", calibration: str | None = None,
         counters: bool = True, counter_interval_s: float = DEFAULT_INTERVAL_S, counter_window_s: float | None = None,
         gpu_time: bool = True, stack: str = "tpsbench", force: bool = False, trace_dir: str | None = None,
+        recompute: str = "none",
     ) -> RunConfig:
         """A run from `tpsbench run`'s options, each default decided here and nowhere else."""
         spec = get_model(model)
@@ -239,6 +241,10 @@ class RunConfig:
         _check_global_batch(global_batch, batches)
         _check_ceilings(ceilings, profile)
         _check_compile(compile_model, impls, policy)
+        if recompute != "none" and stack != "tpsbench":
+            raise ConfigError(f"--ac {recompute} checkpoints tpsbench's own blocks; drop it with --stack {stack}")
+        if recompute != "none" and mode == "micro":
+            raise ConfigError(f"--ac {recompute} applies to training steps; use --mode e2e or all")
         return cls(
             model=spec, profile=profile, device=dev, batches=batches, seq_len=seq_len, impls=impls,
             mode=mode, routing=routing, skew=skew, policy=policy, compile_model=compile_model,
@@ -248,6 +254,7 @@ class RunConfig:
             layers=_layers(layers, spec), counters=counters, ceilings=ceilings,
             calibration=calibration_for(ceilings, calibration, profile), counter_interval_s=counter_interval_s,
             gpu_time=gpu_time, stack=stack, force=force, trace_dir=None if trace_dir is None else Path(trace_dir),
+            recompute=recompute,
         )
 
     @classmethod
@@ -277,6 +284,7 @@ class RunConfig:
             layers=None if cfg.layers is None else list(cfg.layers), counters=cfg.counters, gpu_time=cfg.gpu_time,
             ceilings=cfg.ceilings, calibration=calibration,
             counter_interval_s=cfg.counter_interval_s or DEFAULT_INTERVAL_S, seed=cfg.seed, stack=cfg.stack,
+            recompute=cfg.recompute,
         )
 
 

@@ -46,6 +46,7 @@ class E2ECase:
     impl: str  # MoE implementation, a bracket, or "dense"
     tokens: int  # per microbatch
     global_tokens: int
+    recompute: str = "none"  # activation checkpointing: none, or full (every block recomputed in the backward)
 
     @property
     def accumulation(self) -> int:
@@ -53,12 +54,14 @@ class E2ECase:
 
     @property
     def label(self) -> str:
-        return f"train step/{self.impl} @ {self.tokens} x{self.accumulation}"
+        ac = "" if self.recompute == "none" else f" ac {self.recompute}"
+        return f"train step/{self.impl} @ {self.tokens} x{self.accumulation}{ac}"
 
 
-def e2e_cases(spec: ModelSpec, impls: list[str], batches: list[int], global_batch: int | None) -> list[E2ECase]:
+def e2e_cases(spec: ModelSpec, impls: list[str], batches: list[int], global_batch: int | None,
+              recompute: str = "none") -> list[E2ECase]:
     names = ["dense"] if spec.moe is None else list(impls)
-    return [E2ECase(i, t, global_batch or t) for t in batches for i in names]
+    return [E2ECase(i, t, global_batch or t, recompute) for t in batches for i in names]
 
 
 def case_spec(spec: ModelSpec, impl: str) -> ModelSpec:
@@ -66,7 +69,7 @@ def case_spec(spec: ModelSpec, impl: str) -> ModelSpec:
 
 
 def cost_workload(spec: ModelSpec, case: E2ECase, policy: DTypePolicy, capacity_factor: float | None) -> Workload:
-    return train_workload(spec, case.impl, case.tokens, policy, capacity_factor)
+    return train_workload(spec, case.impl, case.tokens, policy, capacity_factor, case.recompute)
 
 
 @dataclass(slots=True)
@@ -88,6 +91,7 @@ def tpsbench_training(spec: ModelSpec, case: E2ECase, *, device: torch.device, p
     s = case_spec(spec, case.impl)
     impl = case.impl if s.moe is not None else baseline().name  # a dense model has no experts: ignored
     model = build_model(s, impl=impl, device=device)
+    model.recompute = case.recompute
     for layer in moe_layers(model):
         layer.router.set_routing(routing, skew, seed)
     if compile_model:

@@ -34,8 +34,9 @@ from tpsbench.costmodel.cases import MODES, STAGES, layer_case_ops
 from tpsbench.impls import BRACKETS, bracket_hidden, get_impl, is_bracket, moe_impl_names
 from tpsbench.models import ModelSpec
 from tpsbench.nn.experts import GroupedExperts, grouped_mm_path, make_impl
-from tpsbench.nn.layers import Attention, SwiGLU
+from tpsbench.nn.layers import SwiGLU
 from tpsbench.nn.moe import MoEFeedForward
+from tpsbench.nn.transformer import attention_for
 from tpsbench.profiles import GPUProfile
 from tpsbench.results.schema import Derived, OpPrediction, PointPrediction
 from tpsbench.roofline import ceilings_for, op_time
@@ -137,8 +138,7 @@ class MicroBench:
             torch.manual_seed(self.seed)
             s, dev = self.spec, self.device
             if key == "attention":
-                layer: torch.nn.Module = Attention(s.d_model, s.n_heads, qk_norm=s.qk_norm, rope_theta=s.rope_theta,
-                                                   norm_eps=s.norm_eps, device=dev)
+                layer: torch.nn.Module = attention_for(s, dev)
             elif key == "mlp":
                 assert s.ffn_hidden is not None
                 layer = SwiGLU(s.d_model, s.ffn_hidden, device=dev)

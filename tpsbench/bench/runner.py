@@ -37,7 +37,7 @@ def plan(cfg: RunConfig) -> Plan:
         points += micro.micro_cases(spec, cfg.impls, cfg.batches, stages=cfg.stages, layers=cfg.layers,
                                     stack=cfg.stack)
     if cfg.mode in ("e2e", "all"):
-        points += e2e.e2e_cases(spec, cfg.impls, cfg.batches, cfg.global_batch)
+        points += e2e.e2e_cases(spec, cfg.impls, cfg.batches, cfg.global_batch, cfg.recompute)
     return points
 
 

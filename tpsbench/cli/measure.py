@@ -57,6 +57,8 @@ def add_run_args(rn: argparse.ArgumentParser) -> None:
     rn.add_argument("--skew", type=positive_float, default=DEFAULT_SKEW, help="Zipf exponent for --routing skewed")
     rn.add_argument("--dtype", default=None, help="dtype policy (default: amp_bf16 on a GPU, fp32 on the CPU)")
     rn.add_argument("--compile", action="store_true", help="torch.compile the model in e2e points")
+    rn.add_argument("--ac", default="none", choices=["none", "full"], help="e2e: activation checkpointing; full "
+                    "recomputes every block's forward in the backward and keeps only its input (default none)")
     rn.add_argument("--force", action="store_true", help="e2e: try training steps the memory model predicts do not "
                     "fit the GPU (default: record them as skipped, with the prediction)")
     rn.add_argument("--trace", default=None, metavar="DIR", help="write the PyTorch profiler's Chrome trace of one "
@@ -97,7 +99,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         layers=args.layers, reps=args.reps, min_time=args.min_time, ceilings=args.ceilings,
         calibration=args.calibration, counters=not args.no_counters, counter_interval_s=args.counter_interval,
         counter_window_s=args.counter_window, gpu_time=not args.no_gpu_time, stack=args.stack, force=args.force,
-        trace_dir=args.trace)
+        trace_dir=args.trace, recompute=args.ac)
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:

@@ -50,6 +50,9 @@ def add_predict_args(pr: argparse.ArgumentParser) -> None:
                     "efficiency + host and launch time, from the GPU's efficiency table); --json has both")
     pr.add_argument("--compile", action="store_true", help="expected time of a torch.compile'd step (the floor "
                     "is the same)")
+    pr.add_argument("--ac", default="none", choices=["none", "full"], help="activation checkpointing: full runs "
+                    "every block's forward again in the backward and saves only its input (torchtitan's "
+                    "activation_checkpoint.mode full; `run --ac full` measures it)")
     pr.add_argument("--summary", action="store_true", help="totals only, no per-op table")
     pr.add_argument("--gpus", type=positive_int, default=None, help="with --dist: the step of one of N GPUs, "
                     "with its communication (--batch is per GPU)")
@@ -80,7 +83,7 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
                              f"closest valid choices: {', '.join(map(str, closest))}")
         global_batch = args.global_batch or default_global_batch(tokens)
         work = Workload(model=model, tokens=tokens, seq_len=seq, impl=impl,
-                        capacity_factor=args.capacity_factor, policy=policy)
+                        capacity_factor=args.capacity_factor, policy=policy, recompute=args.ac)
         preds.append(predict(work, profile, ceilings=args.ceilings, global_batch_tokens=global_batch,
                              calibration=calibration))
     estimates = [expected_for(p.workload, profile, compiled=args.compile) for p in preds]
@@ -117,7 +120,7 @@ def _predict_dist(args: argparse.Namespace, preds: list, profile, console: Conso
     from tpsbench.dist.predict import dist_lines, predict_dist
 
     dists = [predict_dist(p.workload, profile, args.dist, args.gpus, gpus_per_node=args.gpus_per_node,
-                          network_gbs=args.network_gbs) for p in preds]
+                          network_gbs=args.network_gbs, compiled=args.compile) for p in preds]
     if args.json:
         print(json.dumps({"tool": "tpsbench", "version": __version__, "command": "predict", "profile": profile.name,
                           "dist": [_dist_dict(d) for d in dists]}, indent=2))
@@ -140,6 +143,9 @@ def _dist_dict(d) -> dict[str, object]:
                                             d.tokens_per_s_per_gpu(basis, ov),
                                             "scaling_efficiency": d.scaling_efficiency(basis, ov)}
                   for basis in ("floor", "expected") for ov in ("none", "full")},
+        "memory_per_gpu": {**d.memory.to_dict(), "usable_bytes": d.usable_bytes,
+                           "fits": d.memory.fits(d.usable_bytes)},
+        "recompute": d.recompute, "compiled": d.compiled,
         "measured": False,
     }
 

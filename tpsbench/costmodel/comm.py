@@ -10,8 +10,13 @@ runs, counted.
 * FSDP2 (``fsdp``, ``fsdp+ep``): each sharded unit (every block, and the root: embeddings, final norm, LM head)
   all-gathers its parameters in the forward and again in the backward (FSDP2's default reshards after forward),
   and reduce-scatters its gradients; a ring moves (N-1)/N of the unit's bytes per rank. The parameters travel in
-  their stored dtype (no mixed-precision policy: fp32 under amp_bf16), the gradients in theirs. With ``fsdp+ep``
-  the experts are not FSDP's (expert parallelism holds them).
+  their stored dtype (fp32 under amp_bf16: what `run --dist` does), or in the compute dtype under a policy with
+  FSDP2's mixed precision (``olmo_core``: ``param_dtype=bf16``, ``reduce_dtype=fp32``, as OLMo-core and
+  torchtitan train; its residual stream, and so the dispatched rows, are bf16 too); the gradients in theirs.
+  With ``fsdp+ep`` the experts are not FSDP's (expert parallelism holds them).
+* Full activation checkpointing (``w.recompute == "full"``) runs each block's forward again in the backward, and
+  with it the forward's expert-parallel exchanges (counts, dispatch, combine: listed as ``*.recompute``); FSDP's
+  backward all-gather is there either way.
 * ``ep`` alone: the replicated parameters' gradients are averaged by one all-reduce (a ring: 2 (N-1)/N of their
   bytes per rank).
 
@@ -21,9 +26,9 @@ microbatch per rank.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from tpsbench.costmodel.ops import Phase, Workload
+from tpsbench.costmodel.ops import DTypePolicy, Phase, Workload
 from tpsbench.models import ModelSpec
 
 INDEX_BYTES = 8  # int64 split sizes
@@ -37,6 +42,12 @@ class CommOp:
     bytes_per_rank: float  # sent by one rank, all instances
     count: int  # instances per step (layers, sharded units)
     host_syncs: int = 0  # the split sizes copied to the host
+
+
+def gathered_param_bytes(pol: DTypePolicy) -> int:
+    """Bytes per parameter FSDP all-gathers: the compute dtype under mixed precision (a policy whose parameters are
+    cast when unsharded, in forward and backward), else the stored dtype."""
+    return pol.compute_bytes if pol.recast_params_in_backward else pol.param_bytes
 
 
 def expert_params(m: ModelSpec) -> int:
@@ -64,13 +75,17 @@ def comm_ops(w: Workload, mode: str, world: int) -> list[CommOp]:
             CommOp("moe.counts", Phase.FWD, "all_to_all", layers * world * INDEX_BYTES, layers, host_syncs=layers),
             CommOp("moe.dispatch", Phase.FWD, "all_to_all", layers * rows * pol.residual_bytes, layers),
             CommOp("moe.combine", Phase.FWD, "all_to_all", layers * rows * pol.compute_bytes, layers),
+        ]
+        if w.recompute == "full":
+            out += [replace(op, name=f"{op.name}.recompute", phase=Phase.BWD_DGRAD) for op in out]
+        out += [
             CommOp("moe.combine", Phase.BWD_DGRAD, "all_to_all", layers * rows * pol.compute_bytes, layers),
             CommOp("moe.dispatch", Phase.BWD_DGRAD, "all_to_all", layers * rows * pol.residual_bytes, layers),
         ]
     sharded = m.total_params - (expert_params(m) if "ep" in parts else 0)
     units = m.n_layers + 1
     if "fsdp" in parts:
-        gather = sharded * pol.param_bytes * share
+        gather = sharded * gathered_param_bytes(pol) * share
         out += [
             CommOp("fsdp.all_gather", Phase.FWD, "all_gather", gather, units),
             CommOp("fsdp.all_gather", Phase.BWD_DGRAD, "all_gather", gather, units),

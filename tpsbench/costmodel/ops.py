@@ -211,6 +211,9 @@ class OpCost:
         )
 
 
+RECOMPUTE_MODES = ("none", "full")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Workload:
     """What is costed: one microbatch of ``tokens`` tokens in sequences of ``seq_len``."""
@@ -224,6 +227,9 @@ class Workload:
     causal: bool = True
     attention_backend: str = "flash"  # "flash" (GPU) or "math" (explicit S x S matrices)
     routing: str = "balanced"
+    # Activation checkpointing: "none", or "full" (every block's forward is run again in the backward, its
+    # input the only tensor it saves: torchtitan's ``activation_checkpoint.mode = "full"``)
+    recompute: str = "none"
 
     def __post_init__(self) -> None:
         if self.tokens <= 0 or self.seq_len <= 0:
@@ -233,6 +239,8 @@ class Workload:
         get_impl(self.impl)  # an unknown implementation gets the closest choices
         if self.attention_backend not in ("flash", "math"):
             raise WorkloadError(f"attention_backend must be 'flash' or 'math', got {self.attention_backend!r}")
+        if self.recompute not in RECOMPUTE_MODES:
+            raise WorkloadError(f"recompute must be one of {', '.join(RECOMPUTE_MODES)}, got {self.recompute!r}")
         if self.routing != "balanced":
             raise WorkloadError("the cost model assumes balanced routing (tokens per expert = T*k/E)")
         moe = self.model.moe

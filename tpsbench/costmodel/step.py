@@ -3,6 +3,8 @@ convention, and the bytes of one optimizer step over several microbatches."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from tpsbench.costmodel.attention import attention_ops
 from tpsbench.costmodel.ffn import dense_mlp_ops, moe_ops
 from tpsbench.costmodel.head import embedding_ops, head_ops
@@ -41,19 +43,35 @@ def ffn_ops(w: Workload) -> list[OpCost]:
 
 
 def step_ops(w: Workload) -> list[OpCost]:
-    """Every op of one training step on one microbatch, block ops multiplied by the layer count."""
+    """Every op of one training step on one microbatch, block ops multiplied by the layer count; with full
+    activation checkpointing each block's forward ops again in the backward (recomputation: not model FLOPs)."""
     layers = w.model.n_layers
     block = [op.times(layers) for op in (*attention_ops(w), *ffn_ops(w))]
+    if w.recompute == "full":
+        block += recompute_ops(block, w.model)
     return [*embedding_ops(w), *block, *head_ops(w), *autocast_ops(w), *optimizer_ops(w)]
 
 
+def recompute_ops(block: list[OpCost], m: ModelSpec) -> list[OpCost]:
+    """The forward ops of the blocks, run again in the backward before each block's gradients. torch's
+    non-reentrant checkpoint stops recomputing once every tensor the backward saved is back, so a block's trailing
+    ops whose outputs no backward keeps are not run again: the FFN's residual add, and in a pre-norm dense block
+    the down projection that feeds only it (FlopCounterMode on tpsbench's checkpointed blocks counts exactly this:
+    tests/test_costmodel.py)."""
+    group = "moe" if m.is_moe else "mlp"
+    trailing = {f"{group}.residual"} | ({"mlp.down"} if not m.is_moe and not m.reordered_norm else set())
+    return [replace(op, name=f"{op.name}.recompute", phase=Phase.BWD_DGRAD, model_flops=False)
+            for op in block if op.phase is Phase.FWD and op.name not in trailing]
+
+
 def train_workload(spec: ModelSpec, impl: str, tokens: int, policy: DTypePolicy,
-                   capacity_factor: float | None = None) -> Workload:
+                   capacity_factor: float | None = None, recompute: str = "none") -> Workload:
     """The workload of an end-to-end point: ``impl`` is an MoE implementation, a dense bracket (the MoE
     FFN replaced by a dense SwiGLU of that width) or "dense" for a dense model."""
     s = bracket_spec(spec, impl) if is_bracket(impl) else spec
     return Workload(model=s, tokens=tokens, seq_len=min(s.seq_len, tokens),
-                    impl=impl if s.moe is not None else "dropless", capacity_factor=capacity_factor, policy=policy)
+                    impl=impl if s.moe is not None else "dropless", capacity_factor=capacity_factor, policy=policy,
+                    recompute=recompute)
 
 
 def global_step_bytes(w: Workload, accumulation_steps: int) -> float:

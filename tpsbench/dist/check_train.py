@@ -29,9 +29,11 @@ GRAD_TOLERANCE = 1e-5  # fp32 gradients, relative to each tensor's largest: 4 ra
 PARAM_TOLERANCE_LR = 1e-2
 EPS = 1e-6  # AdamW's: above the gradients' rounding differences (1e-7 relative), so their sign noise stays small
 LR = 1e-2
-EPS = 1e-6  # AdamW's: above the gradients' rounding differences (1e-7 relative), so their sign noise stays small
 SEQUENCES_PER_RANK = 2
-CHECKS = (("fsdp", "moe_tiny"), ("fsdp", "dense_tiny"), ("ep", "moe_tiny"), ("fsdp+ep", "moe_tiny"))
+# (layout, model, activation checkpointing): the last one's blocks are recomputed in the backward, and with them the
+# expert-parallel exchanges and FSDP's gathers (the reference is not checkpointed)
+CHECKS = (("fsdp", "moe_tiny", "none"), ("fsdp", "dense_tiny", "none"), ("ep", "moe_tiny", "none"),
+          ("fsdp+ep", "moe_tiny", "none"), ("fsdp+ep", "moe_tiny", "full"))
 
 
 def _reference_view(name: str, p: torch.Tensor, ref: dict[str, torch.Tensor], model: nn.Module) -> torch.Tensor:
@@ -58,7 +60,8 @@ def _worst(model: nn.Module, reference: nn.Module, *, grads: bool) -> float:
     return worst
 
 
-def check(mode: str, name: str, rank: int, world: int, loss_scale: float = 1.0) -> tuple[float, float]:
+def check(mode: str, name: str, rank: int, world: int, loss_scale: float = 1.0,
+          recompute: str = "none") -> tuple[float, float]:
     """The largest gradient difference (relative) and parameter difference after the step (in units of lr)."""
     spec = get_model(name)
     impl = "grouped" if spec.moe is not None else "loop"
@@ -67,6 +70,7 @@ def check(mode: str, name: str, rank: int, world: int, loss_scale: float = 1.0) 
     torch.manual_seed(0)
     model, opt, reduce = dist_model(spec, impl, DistSetup(mode, world, rank, "gloo"), torch.device("cpu"), lr=LR,
                                     foreach=False, eps=EPS)
+    model.recompute = recompute
     tokens = SEQUENCES_PER_RANK * spec.seq_len
     data = [random_tokens(spec.vocab_size, tokens, spec.seq_len, torch.device("cpu"), seed=10 + r)
             for r in range(world)]
@@ -83,14 +87,15 @@ def check(mode: str, name: str, rank: int, world: int, loss_scale: float = 1.0) 
 def checks(rank: int, world: int) -> int:
     """Every layout, then the control, on this rank; rank 0 prints a line each. The number that failed."""
     failed = 0
-    for mode, name in CHECKS:
-        err = torch.tensor(check(mode, name, rank, world))
+    for mode, name, recompute in CHECKS:
+        err = torch.tensor(check(mode, name, rank, world, recompute=recompute))
         dist.all_reduce(err, op=dist.ReduceOp.MAX)
         grads, params = (float(v) for v in err)
         ok = grads <= GRAD_TOLERANCE and params <= PARAM_TOLERANCE_LR
         failed += not ok
         if rank == 0:
-            print(f"{'ok  ' if ok else 'FAIL'} {world} ranks, {mode} step of {name}: gradients {grads:.2e} "
+            ac = "" if recompute == "none" else f" (activation checkpointing {recompute})"
+            print(f"{'ok  ' if ok else 'FAIL'} {world} ranks, {mode} step of {name}{ac}: gradients {grads:.2e} "
                   f"(relative), parameters after AdamW {params:.2e} lr", flush=True)
     # the control: gradients summed over the ranks instead of averaged must be caught (by the gradients: the
     # parameters after AdamW's sign-like first step are nearly the same)

@@ -13,8 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tpsbench.costmodel import Workload
-from tpsbench.costmodel.comm import CommOp, comm_ops, expert_params
+from tpsbench.costmodel.comm import CommOp, comm_ops
+from tpsbench.dist.memory import dist_memory, rank_param_fraction
 from tpsbench.dist.train import DIST_MODES, DistError
+from tpsbench.estimate.memory import MemoryEstimate
 from tpsbench.estimate.step import expected_for
 from tpsbench.profiles import GPUProfile
 from tpsbench.roofline import predict
@@ -46,6 +48,10 @@ class DistPrediction:
     compute_expected_s: float | None  # the single-GPU expected step of the same microbatch (None: no table)
     single_floor_s: float  # one GPU alone, the same microbatch, its whole optimizer
     single_expected_s: float | None
+    memory: MemoryEstimate  # one rank's peak
+    usable_bytes: float
+    compiled: bool = False
+    recompute: str = "none"
 
     @property
     def comm_s(self) -> float:
@@ -70,10 +76,13 @@ class DistPrediction:
 
 def choose_link(profile: GPUProfile, world: int, gpus_per_node: int, network_gbs: float | None) -> Link:
     if world > gpus_per_node:
-        if network_gbs is None:
-            raise DistError(f"--gpus {world} spans more than one node of {gpus_per_node}: give --network-gbs (each "
-                            "GPU's scale-out bandwidth one way, e.g. 50 for 400 Gb/s InfiniBand)")
-        return Link("network", network_gbs, "--network-gbs (given)")
+        if network_gbs is not None:
+            return Link("network", network_gbs, "--network-gbs (given)")
+        if profile.network_gbs is not None:
+            return Link("network", profile.network_gbs.value, profile.network_gbs.source)
+        raise DistError(f"--gpus {world} spans more than one node of {gpus_per_node} and {profile.name}'s profile cites "
+                        "no network bandwidth: give --network-gbs (each GPU's scale-out bandwidth one way, e.g. 50 "
+                        "for 400 Gb/s InfiniBand)")
     if profile.nvlink_gbs is not None:
         return Link("nvlink", profile.nvlink_gbs.value, profile.nvlink_gbs.source)
     if profile.pcie_gbs is not None:
@@ -81,17 +90,9 @@ def choose_link(profile: GPUProfile, world: int, gpus_per_node: int, network_gbs
     raise DistError(f"{profile.name}'s profile cites no NVLink or PCIe bandwidth; add nvlink_gbs or pcie_gbs to it")
 
 
-def _local_param_fraction(w: Workload, mode: str, world: int) -> float:
-    """The share of the parameters whose AdamW step this rank runs."""
-    if "fsdp" in mode.split("+"):
-        return 1.0 / world
-    m = w.model
-    experts = expert_params(m)
-    return (m.total_params - experts + experts / world) / m.total_params
-
-
 def predict_dist(w: Workload, profile: GPUProfile, mode: str, world: int, *,
-                 gpus_per_node: int = DEFAULT_GPUS_PER_NODE, network_gbs: float | None = None) -> DistPrediction:
+                 gpus_per_node: int = DEFAULT_GPUS_PER_NODE, network_gbs: float | None = None,
+                 compiled: bool = False) -> DistPrediction:
     if mode not in DIST_MODES:
         raise DistError(f"--dist '{mode}': choose one of {', '.join(DIST_MODES)}")
     if world < 2:
@@ -106,20 +107,25 @@ def predict_dist(w: Workload, profile: GPUProfile, mode: str, world: int, *,
     ops = comm_ops(w, mode, world)
     comm = tuple(CommTime(op, op.bytes_per_rank / (link.gbs * 1e9)) for op in ops)
     p = predict(w, profile, global_batch_tokens=w.tokens)
-    frac = _local_param_fraction(w, mode, world)
-    est = expected_for(w, profile)
+    frac = rank_param_fraction(w, mode, world)
+    est = expected_for(w, profile, compiled=compiled)
     single_expected = None if est.expected is None else est.expected.seconds
+    memory = dist_memory(w, mode, world, compiled=compiled, overhead_fraction=est.memory.overhead_bytes
+                         / max(est.memory.peak_bytes, 1.0))
     return DistPrediction(mode, world, w.tokens, link, comm, p.fwd_bwd_s + p.optimizer_s * frac, single_expected,
-                          p.microbatch_step_s, single_expected)
+                          p.microbatch_step_s, single_expected, memory, est.usable_bytes, compiled,
+                          w.recompute)
 
 
 def dist_lines(d: DistPrediction) -> list[str]:
     """What `predict` prints: each collective per phase with its bytes and bound, then the step."""
     head = (f"{d.world} GPUs, --dist {d.mode}, {d.tokens_per_rank:,} tokens per GPU per step: communication over "
             f"{d.link.name} at {d.link.gbs:g} GB/s one way ({d.link.source})")
-    rows = [head, f"  {'phase':<10} {'collective':<15} {'op':<20} {'count':>5} {'MB per GPU':>11} {'ms (floor)':>10}"]
+    width = max(20, *(len(c.op.name) for c in d.comm))
+    rows = [head, f"  {'phase':<10} {'collective':<15} {'op':<{width}} {'count':>5} {'MB per GPU':>11} "
+            f"{'ms (floor)':>10}"]
     for c in d.comm:
-        rows.append(f"  {c.op.phase.value:<10} {c.op.collective:<15} {c.op.name:<20} {c.op.count:>5} "
+        rows.append(f"  {c.op.phase.value:<10} {c.op.collective:<15} {c.op.name:<{width}} {c.op.count:>5} "
                     f"{c.op.bytes_per_rank / 1e6:>11,.1f} {c.seconds * 1e3:>10.2f}")
     syncs = sum(c.op.host_syncs for c in d.comm)
     rows.append(f"  communication {d.comm_s * 1e3:.2f} ms per step at the link rate; {syncs} host syncs (split sizes)")
@@ -133,7 +139,15 @@ def dist_lines(d: DistPrediction) -> list[str]:
                 continue
             parts.append(f"overlap {overlap}: {s * 1e3:.1f} ms, {tps:,.0f} tokens/s per GPU, "
                          f"{tps * d.world:,.0f} in total, scaling efficiency {100 * eff:.0f}%")
-        note = "" if basis == "floor" else " (compute: the one-GPU expected step; communication at the link rate)"
+        note = "" if basis == "floor" else (f" (compute: the one-GPU expected step{', compiled' if d.compiled else ''};"
+                                            " communication at the link rate)")
         rows.append(f"  {basis}{note}: " + "; ".join(parts))
+    mem = d.memory
+    verdict = "fits" if mem.fits(d.usable_bytes) else "does not fit"
+    rows.append(f"  memory per GPU: peak {mem.peak_bytes / 1e9:,.1f} GB allocated (parameters and AdamW state "
+                f"{mem.parameters_and_state_bytes / 1e9:,.1f}, weight copies and gathered units "
+                f"{mem.weight_copies_bytes / 1e9:,.1f}, activations {mem.activations_bytes / 1e9:,.1f}, loss "
+                f"{mem.loss_transient_bytes / 1e9:,.1f}) + allocator reserve {mem.overhead_bytes / 1e9:,.1f} GB on "
+                f"{d.usable_bytes / 1e9:,.1f} GB usable: {verdict}")
     rows.append("  predicted only: the GPU machines tpsbench has measured on hold one GPU each")
     return rows

@@ -185,6 +185,7 @@ def dist_training(spec: ModelSpec, case: E2ECase, setup: DistSetup, *, device: t
     impl = case.impl if s.moe is not None else baseline().name
     torch.manual_seed(seed)  # the same initial weights on every rank
     model, opt, reduce = dist_model(s, impl, setup, device)
+    model.recompute = case.recompute  # its recomputed forward exchanges the expert rows again
     for layer in moe_layers(model):
         layer.router.set_routing(routing, skew, seed)
     ids, labels = random_tokens(s.vocab_size, case.tokens, min(s.seq_len, case.tokens), device, seed + setup.rank)

@@ -31,6 +31,7 @@ from tpsbench.costmodel import (
     optimizer_ops,
 )
 from tpsbench.costmodel.cases import layer_case_ops
+from tpsbench.costmodel.step import recompute_ops
 from tpsbench.estimate.optime import KernelCost, Rates, op_instance_cost
 from tpsbench.estimate.table import EfficiencyTable
 from tpsbench.estimate.timeline import KernelRun, Sync, Timeline, simulate
@@ -206,6 +207,8 @@ def expected_step(w: Workload, profile: GPUProfile, table: EfficiencyTable, *, c
     emb, head, casts, optim = embedding_ops(w), head_ops(w), autocast_ops(w), optimizer_ops(w)
     n = w.model.n_layers
     layer = [op.times(n) for op in layer]
+    if w.recompute == "full":
+        layer += recompute_ops(layer, w.model)
 
     def fwd(ops: list[OpCost]) -> list[OpCost]:
         return [op for op in ops if op.phase is Phase.FWD]

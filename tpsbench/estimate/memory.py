@@ -11,6 +11,8 @@ output, the nll gradient, log_softmax's input gradient). Counted:
   stream): ``SAVED_PER_D`` bytes per model-width element and ``SAVED_PER_H`` per FFN-hidden element, listed
   below; torch.compile saves fewer (its partitioner recomputes elementwise chains): ``COMPILED_PER_D``,
   ``COMPILED_PER_H``;
+* with full activation checkpointing (``Workload.recompute``), each block's input instead of its saved tensors,
+  and the larger of the head's transient and one block's recomputed activations;
 * the head's transient (above), and a fraction for the caching allocator's rounding and workspaces
   (``memory_overhead_fraction`` of the efficiency table).
 """
@@ -21,14 +23,21 @@ from dataclasses import dataclass
 
 from tpsbench.costmodel import Workload, matmul_params, routing
 from tpsbench.estimate.table import Sourced
+from tpsbench.models import ModelSpec
 
-# Saved bytes per token per layer per element of d (eager, amp_bf16): attention sublayer: norm (the normalised
-# fp32 rows, 4), the three projections' bf16 inputs (6), RoPE (input and rotated half of q and k, 8), flash
-# attention (q, k, v, output: 8), the output projection's input (2); FFN sublayer: norm (4), the bf16 inputs of
-# w1 and w3 (4). Counting also the norms' fp32 inputs (16 more) put every eager peak of the committed H100 runs
-# 10-13% high (dense_135m 44.3 GB estimated, 39.1 measured): the residual stream holds them already.
-SAVED_PER_D = 36
-QK_NORM_PER_D = 16  # qk-norm's fp32 rows of q and k (8 each)
+# Saved bytes per token per layer (eager, amp_bf16: fp32 residual stream), per element of d: the attention
+# sublayer's norm (the normalised fp32 rows, 4) and the three projections' bf16 input (6), the FFN sublayer's norm
+# (4) and the bf16 inputs of w1 and w3 (4); per element of the q and k projections (q = heads x head_dim and
+# kv = kv_heads x head_dim wide): RoPE's input and rotated half (4); per element of q, k, v and the attention
+# output: flash attention's saved bf16 tensors (2); per element of q: the output projection's input (2). With
+# multi-head attention (q = kv = d) that is 36 bytes per element of d. Counting also the norms' fp32 inputs (16
+# more per d) put every eager peak of the committed H100 runs 10-13% high (dense_135m 44.3 GB estimated, 39.1
+# measured): the residual stream holds them already.
+SAVED_PER_D = 18
+ROPE_PER_QK = 4
+ATTENTION_PER_QKVO = 2
+OUT_INPUT_PER_Q = 2
+QK_NORM_PER_QK = 8  # qk-norm's fp32 rows of q and k
 # per element of the FFN's hidden width: a and b, silu(a), and w2's input (bf16 each)
 SAVED_PER_H = 8
 # MoE, per routed row: two bf16 casts of the gathered row (one per up/gate grouped GEMM) and the expert's output
@@ -37,8 +46,10 @@ SAVED_PER_H = 8
 MOE_ROW_PER_D = 6
 ROUTER_INPUT_PER_D = 2
 ROUTER_PER_EXPERT = 8
-# torch.compile keeps the matmul inputs and the attention's saved tensors, recomputing norms and SwiGLU
-COMPILED_PER_D = 2 * 3 + 8 + 2 + 4 + 2 * 2 + 4
+# torch.compile keeps the matmul inputs and the attention's saved tensors, recomputing norms and SwiGLU: per element
+# of d the projections' input (6), w1 and w3's inputs (4) and 8 more; the attention's q, k, v, output and the output
+# projection's input as in eager (28 per element of d with multi-head attention)
+COMPILED_PER_D = 2 * 3 + 2 * 2 + 8
 COMPILED_PER_H = 4
 COMPILED_MOE_ROW_PER_D = 2
 
@@ -72,15 +83,24 @@ class MemoryEstimate:
                 "loss_transient_bytes": self.loss_transient_bytes, "overhead_bytes": self.overhead_bytes}
 
 
+def saved_attention_and_norms_per_token(m: ModelSpec, *, compiled: bool) -> int:
+    """Bytes per token and layer saved for the backward outside the FFN's hidden width (listed above)."""
+    q, kv = m.q_width, m.kv_width
+    attention = ATTENTION_PER_QKVO * (2 * q + 2 * kv) + OUT_INPUT_PER_Q * q
+    if compiled:
+        return COMPILED_PER_D * m.d_model + attention
+    qk_norm = QK_NORM_PER_QK * (q + kv) if m.qk_norm else 0
+    return SAVED_PER_D * m.d_model + ROPE_PER_QK * (q + kv) + attention + qk_norm
+
+
 def step_memory(w: Workload, *, compiled: bool, overhead_fraction: float) -> MemoryEstimate:
     m, pol = w.model, w.policy
     t = w.tokens
     state = m.total_params * (pol.param_bytes + 2 * pol.optim_state_bytes) + m.lm_head_params * pol.grad_bytes
     copies = sum(matmul_params(m).values()) * pol.compute_bytes if pol.autocast else 0.0
-    per_d = COMPILED_PER_D if compiled else SAVED_PER_D + (QK_NORM_PER_D if m.qk_norm else 0)
     per_h = COMPILED_PER_H if compiled else SAVED_PER_H
     row_d = COMPILED_MOE_ROW_PER_D if compiled else MOE_ROW_PER_D
-    per_token = per_d * m.d_model
+    per_token = saved_attention_and_norms_per_token(m, compiled=compiled)
     moe = m.moe
     if moe is None:
         assert m.ffn_hidden is not None
@@ -92,8 +112,14 @@ def step_memory(w: Workload, *, compiled: bool, overhead_fraction: float) -> Mem
         per_token += ROUTER_PER_EXPERT * moe.num_experts + ROUTER_INPUT_PER_D * m.d_model
         if moe.shared_hidden:
             per_token += per_h * moe.shared_hidden
-    activations = float(per_token * t * m.n_layers)
     loss = 3.0 * t * m.vocab_size * 4  # three fp32 [T, V] tensors in the cross-entropy's backward
+    if w.recompute == "full":
+        # Every block saves only its input (the residual stream); one block's activations exist again while it is
+        # recomputed, after the loss's backward has freed its transient: the peak holds the larger of the two.
+        one_block = float(per_token * t)
+        activations = float(t * m.d_model * pol.residual_bytes * m.n_layers) + max(0.0, one_block - loss)
+    else:
+        activations = float(per_token * t * m.n_layers)
     base = state + copies + activations + loss
     return MemoryEstimate(state, copies, activations, loss, base * overhead_fraction)
 

@@ -33,18 +33,20 @@ class MeasuredPoint:
     gpu_idle_share: float | None  # measured GPU idle share (profiler), when recorded
     stack: str = "tpsbench"
     accumulation: int = 1  # training step: microbatches per optimizer step
+    recompute: str = "none"  # training step: activation checkpointing
 
     def step_workload(self) -> Workload:
         """The cost model's workload of a training-step point (a dense model's impl is "dense")."""
         spec = get_model(self.model)
         return train_workload(spec, (self.impl or "dense") if spec.is_moe else "dense", self.tokens,
-                              get_policy(self.policy))
+                              get_policy(self.policy), recompute=self.recompute)
 
     @property
     def label(self) -> str:
         what = self.impl or self.layer
         if self.kind == "step":
-            return f"{self.model} {what} step{' compiled' if self.compiled else ''} @{self.tokens}"
+            ac = "" if self.recompute == "none" else f" ac {self.recompute}"
+            return f"{self.model} {what} step{' compiled' if self.compiled else ''}{ac} @{self.tokens}"
         return f"{self.model} {self.layer}{'/' + self.impl if self.impl and self.layer == 'moe' else ''} " \
                f"{self.mode} @{self.tokens}"
 
@@ -70,7 +72,8 @@ def read_points(paths: Iterable[str | Path]) -> list[MeasuredPoint]:
                 tokens=p.tokens, mode=p.mode, compiled=compiled and kind == "step", policy=cfg.dtype_policy,
                 measured_s=p.stats.median, peak_memory_bytes=None if raw is None else raw.peak_memory_bytes,
                 gpu_idle_share=idle, stack=cfg.stack,
-                accumulation=(raw.accumulation_steps or 1) if raw is not None else 1))
+                accumulation=(raw.accumulation_steps or 1) if raw is not None else 1,
+                recompute=cfg.recompute if kind == "step" else "none"))
     return out
 
 

@@ -44,21 +44,29 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class Attention(nn.Module):
+    """Causal self-attention: ``n_heads`` query heads of ``head_dim``, ``n_kv_heads`` key/value heads (grouped-query
+    attention when fewer, each shared by ``n_heads / n_kv_heads`` query heads), RoPE, optional qk-norm over the
+    whole projection (OLMo-core's default) or over each head (``qk_norm_per_head``, Qwen3's)."""
+
     def __init__(
         self, d_model: int, n_heads: int, *, qk_norm: bool, rope_theta: float, norm_eps: float = 1e-5,
+        n_kv_heads: int | None = None, head_dim: int | None = None, qk_norm_per_head: bool = False,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         self.n_heads = n_heads
-        self.head_dim = d_model // n_heads
+        self.n_kv_heads = n_kv_heads or n_heads
+        self.head_dim = head_dim or d_model // n_heads
         self.rope_theta = rope_theta
-        self.w_q = nn.Linear(d_model, d_model, bias=False, device=device)
-        self.w_k = nn.Linear(d_model, d_model, bias=False, device=device)
-        self.w_v = nn.Linear(d_model, d_model, bias=False, device=device)
-        self.w_out = nn.Linear(d_model, d_model, bias=False, device=device)
-        # OLMo-core's default qk-norm normalises the whole q / k projection, not each head.
-        self.q_norm = RMSNorm(d_model, norm_eps, device=device) if qk_norm else None
-        self.k_norm = RMSNorm(d_model, norm_eps, device=device) if qk_norm else None
+        q_width, kv_width = n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        self.w_q = nn.Linear(d_model, q_width, bias=False, device=device)
+        self.w_k = nn.Linear(d_model, kv_width, bias=False, device=device)
+        self.w_v = nn.Linear(d_model, kv_width, bias=False, device=device)
+        self.w_out = nn.Linear(q_width, d_model, bias=False, device=device)
+        self.qk_norm_per_head = qk_norm_per_head
+        q_norm_width, k_norm_width = (self.head_dim, self.head_dim) if qk_norm_per_head else (q_width, kv_width)
+        self.q_norm = RMSNorm(q_norm_width, norm_eps, device=device) if qk_norm else None
+        self.k_norm = RMSNorm(k_norm_width, norm_eps, device=device) if qk_norm else None
         self._rope_cache: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _rope(self, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,15 +76,22 @@ class Attention(nn.Module):
         return self._rope_cache[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, s, d = x.shape
+        b, s, _ = x.shape
         q, k, v = self.w_q(x), self.w_k(x), self.w_v(x)
-        if self.q_norm is not None and self.k_norm is not None:
+        if self.q_norm is not None and self.k_norm is not None and not self.qk_norm_per_head:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k, v = (t.view(b, s, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        q = q.view(b, s, self.n_heads, self.head_dim)
+        k, v = (t.view(b, s, self.n_kv_heads, self.head_dim) for t in (k, v))
+        if self.q_norm is not None and self.k_norm is not None and self.qk_norm_per_head:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         cos, sin = self._rope(s, x.device)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.w_out(out.transpose(1, 2).reshape(b, s, d))
+        if self.n_kv_heads == self.n_heads:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # each key/value head serves n_heads / n_kv_heads query heads (torch >= 2.5)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        return self.w_out(out.transpose(1, 2).reshape(b, s, self.n_heads * self.head_dim))
 
 
 class SwiGLU(nn.Module):

@@ -5,10 +5,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from tpsbench.models import ModelSpec
 from tpsbench.nn.layers import Attention, RMSNorm, SwiGLU
 from tpsbench.nn.moe import MoEFeedForward
+
+
+def attention_for(spec: ModelSpec, device: torch.device | str | None = None) -> Attention:
+    """The attention layer of a zoo model (its heads, key/value heads, head width and qk-norm)."""
+    return Attention(spec.d_model, spec.n_heads, qk_norm=spec.qk_norm, rope_theta=spec.rope_theta,
+                     norm_eps=spec.norm_eps, n_kv_heads=spec.kv_heads, head_dim=spec.head_dim,
+                     qk_norm_per_head=spec.qk_norm_per_head, device=device)
 
 
 class Block(nn.Module):
@@ -18,8 +26,7 @@ class Block(nn.Module):
         super().__init__()
         d = spec.d_model
         self.reordered_norm = spec.reordered_norm
-        self.attention = Attention(d, spec.n_heads, qk_norm=spec.qk_norm, rope_theta=spec.rope_theta,
-                                   norm_eps=spec.norm_eps, device=device)
+        self.attention = attention_for(spec, device)
         self.attention_norm = RMSNorm(d, spec.norm_eps, device=device)
         if spec.moe is not None:
             self.feed_forward: nn.Module = MoEFeedForward(d, spec.moe, impl=impl, device=device)
@@ -44,6 +51,9 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(spec, impl=impl, device=device) for _ in range(spec.n_layers))
         self.final_norm = RMSNorm(spec.d_model, spec.norm_eps, device=device)
         self.lm_head = nn.Linear(spec.d_model, spec.vocab_size, bias=False, device=device)
+        # "full": activation checkpointing of every block (torch.utils.checkpoint, non-reentrant): the block keeps
+        # only its input and runs its forward again in the backward, as torchtitan's activation_checkpoint "full"
+        self.recompute = "none"
         if device is None or torch.device(device).type != "meta":
             self._init_weights()
 
@@ -57,7 +67,10 @@ class Transformer(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         x = self.embeddings(input_ids)
         for block in self.blocks:
-            x = block(x)
+            if self.recompute == "full" and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
         return self.lm_head(self.final_norm(x))
 
     def aux_loss(self) -> torch.Tensor | None:

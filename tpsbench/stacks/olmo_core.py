@@ -34,9 +34,12 @@ def require_olmo_core() -> Any:
 
 
 def cannot_express(spec: ModelSpec) -> str | None:
-    """Why OLMo-core's config cannot hold the model, or None. Every zoo entry can be expressed today; a model
-    outside what ``olmo_config`` maps (OLMo-core's ``rope_theta`` is an int) would otherwise be built as a
-    different model without a word."""
+    """Why OLMo-core's config cannot hold the model, or None. Every OLMo-core model of the zoo can be expressed; a
+    model outside what ``olmo_config`` maps (OLMo-core's ``rope_theta`` is an int; grouped-query attention, a free
+    head width and head-wise qk-norm are not mapped) would otherwise be built as a different model without a
+    word."""
+    if not spec.is_mha or spec.qk_norm_per_head:
+        return "tpsbench maps only multi-head attention over d_model with whole-projection qk-norm to OLMo-core"
     if spec.rope_theta != int(spec.rope_theta):
         return f"OLMo-core's rope_theta is an integer, {spec.name} has {spec.rope_theta:g}"
     return None

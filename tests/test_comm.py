@@ -142,3 +142,38 @@ def test_predict_qwen3_on_8_b200s_prints_the_repeated_exchanges_and_the_memory(c
     assert main([*argv, "--json"]) == 0
     [d] = json.loads(capsys.readouterr().out)["dist"]
     assert d["recompute"] == "full" and d["compiled"] is True and d["memory_per_gpu"]["fits"] is True
+
+
+def test_expert_groups_inside_a_node_keep_the_all_to_alls_on_nvlink(capsys):
+    """olmoe_1b_7b on 64 H100s in expert-parallel groups of 8 (one node each): the dispatch is the 8-GPU hand count
+    over NVLink; each expert has 8 replicas whose fp32 gradients (64 / 8 experts x 16 layers x 3 x 2048 x 1024)
+    are all-reduced over the network, 2 x 7/8 of them; FSDP's gathers span the 64 GPUs, over the network."""
+    w = train_workload(get_model("olmoe_1b_7b"), "dropless", 32768, get_policy("amp_bf16"), None)
+    ops = {(o.name, o.phase): o for o in comm_ops(w, "fsdp+ep", 64, ep_size=8)}
+    dispatch = ops[("moe.dispatch", Phase.FWD)]
+    assert dispatch.bytes_per_rank == DISPATCH and dispatch.group == "ep"
+    replicas = ops[("moe.expert_all_reduce", Phase.BWD_WGRAD)]
+    assert replicas.group == "replicas" and replicas.bytes_per_rank == 2 * 6_442_450_944 / 8 * 4 * 7 / 8
+    assert ops[("fsdp.all_gather", Phase.FWD)].bytes_per_rank == (6_919_161_856 - 6_442_450_944) * 4 * 63 / 64
+    argv = ["predict", "--gpu", "h100_sxm", "--model", "olmoe_1b_7b", "--gpus", "64", "--dist", "fsdp+ep",
+            "--ep-size", "8"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "in expert-parallel groups of 8" in out
+    assert "fwd        all_to_all      moe.dispatch             16    30,064.8      66.81  nvlink (ep)" in out
+    assert "network (replicas)" in out and "network (world)" in out
+    assert main([*argv, "--json"]) == 0
+    [d] = json.loads(capsys.readouterr().out)["dist"]
+    assert d["ep_size"] == 8 and {c["link"] for c in d["comm"]} == {"nvlink", "network"}
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--gpus", "64", "--dist", "fsdp+ep", "--ep-size", "6"], "--ep-size 6 does not divide --gpus 64"),
+    (["--gpus", "128", "--dist", "fsdp+ep", "--ep-size", "128", "--network-gbs", "50"],
+     "64 experts cannot be split evenly over --ep-size 128"),
+    (["--gpus", "8", "--dist", "fsdp", "--ep-size", "2"], "--ep-size 2 sizes expert-parallel groups"),
+])
+def test_bad_expert_group_sizes_are_one_line(capsys, args, needle):
+    assert main(["predict", "--gpu", "h100_sxm", "--model", "olmoe_1b_7b", *args]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1, err

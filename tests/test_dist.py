@@ -15,6 +15,7 @@ import pytest
 
 from tpsbench.dist.check_ep import CASES
 from tpsbench.dist.ep import ExpertParallelError, experts_per_rank
+from tpsbench.models import get_model
 
 
 def _torchrun(ranks: int, module: str) -> list[str]:
@@ -35,11 +36,15 @@ def test_expert_parallel_layer_equals_the_single_process_layer(ranks):
 @pytest.mark.parametrize("ranks", [2, 4])
 def test_a_distributed_step_equals_the_single_process_step(ranks):
     lines = _torchrun(ranks, "tpsbench.dist.check_train")
-    assert [line.split(", ")[1].split(":")[0] for line in lines[:5]] == [
+    half = ranks // 2
+    assert [line.split(", ")[1].split(":")[0] for line in lines[:7]] == [
         "fsdp step of moe_tiny", "fsdp step of dense_tiny", "ep step of moe_tiny", "fsdp+ep step of moe_tiny",
-        "fsdp+ep step of moe_tiny (activation checkpointing full)"]
+        "fsdp+ep step of moe_tiny (activation checkpointing full)",
+        f"ep step of moe_tiny (expert-parallel groups of {half})",
+        f"fsdp+ep step of moe_tiny (expert-parallel groups of {half})"]
     # summed over N ranks instead of averaged: the gradients are N times too large, off by N - 1 relative
-    assert f"control (gradients summed, not averaged): caught, gradients {ranks - 1:.2e}" in lines[5]
+    assert f"control (gradients summed, not averaged): caught, gradients {ranks - 1:.2e}" in lines[7]
+    assert "control (expert replicas not all-reduced): caught" in lines[8]
 
 
 @pytest.mark.parametrize("module", ["tpsbench.dist.check_ep", "tpsbench.dist.check_train"])
@@ -158,3 +163,41 @@ def test_micro_benchmarks_need_expert_parallelism(tmp_path):
     done = _run_dist(tmp_path, 2, "--dist", "fsdp", "--mode", "micro", "--out", str(tmp_path / "x.json"))
     ours = [line for line in done.stderr.splitlines() if line.startswith("tpsbench run: error:")]
     assert len(ours) == 1 and "the micro benchmarks time expert parallelism's exchanges" in ours[0]
+
+
+def test_expert_parallel_groups_smaller_than_the_world(tmp_path):
+    """--ep-size 2 on 4 ranks: two expert-parallel groups of 2 (each rank holds 4 of moe_tiny's 8 experts, each
+    expert on two ranks); the file says so, and the exchanges' bytes are those of a group of 2: uniform routing
+    sends half of a rank's 256 x 2 rows to its one partner."""
+    from tpsbench.results.io import load_results
+
+    out = tmp_path / "groups.json"
+    done = _run_dist(tmp_path, 4, "--dist", "fsdp+ep", "--ep-size", "2", "--impl", "grouped", "--mode", "all",
+                     "--out", str(out))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    doc = load_results(out)
+    assert doc.config.ep_size == 2 and doc.config.world_size == 4
+    step = next(p for p in doc.points if p.kind == "e2e")
+    assert step.status == "ok" and step.label == "train step/grouped @ 256 x1 (fsdp+ep x4, expert groups of 2)"
+    uniform = next(p for p in doc.points if (p.layer, p.mode, p.routing) == ("ep.dispatch", "fwd", "uniform"))
+    assert uniform.raw.dist.bytes_sent_per_rank == [256 * 64 * 4] * 4
+
+
+def test_a_group_size_that_does_not_fit_is_refused_before_any_process_group():
+    from tpsbench.dist.train import DistError, check_layout
+
+    spec = get_model("moe_tiny")
+    with pytest.raises(DistError, match="--ep-size 3 does not divide the 4 ranks"):
+        check_layout("ep", spec, ["grouped"], 4, 3)
+    with pytest.raises(DistError, match="8 experts cannot be split evenly over 16"):
+        check_layout("ep", spec, ["grouped"], 16, 16)
+    with pytest.raises(DistError, match="use it with --dist ep or fsdp\\+ep"):
+        check_layout("fsdp", spec, ["grouped"], 4, 2)
+
+
+def test_ep_size_without_dist_is_one_line_exit_2(capsys):
+    from tpsbench.cli import main
+
+    assert main(["run", "--device", "cpu", "--model", "moe_tiny", "--ep-size", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--ep-size 2 sizes the expert-parallel groups of a --dist run" in err and err.count("\n") == 1

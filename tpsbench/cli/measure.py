@@ -16,7 +16,7 @@ from tpsbench.bench.config import LAYER_CHOICES, MODES, RunConfig
 from tpsbench.bench.env import DeviceError, resolve_gpu
 from tpsbench.bench.runner import execute, plan
 from tpsbench.bench.timing import TimingConfig
-from tpsbench.cli.args import add_json, positive_float, positive_int
+from tpsbench.cli.args import UsageError, add_json, positive_float, positive_int
 from tpsbench.cli.predict import CEILING_CHOICES
 from tpsbench.counters.sampler import DEFAULT_INTERVAL_S
 from tpsbench.impls import run_choices
@@ -49,6 +49,8 @@ def add_run_args(rn: argparse.ArgumentParser) -> None:
     rn.add_argument("--dist", default=None, choices=["fsdp", "ep", "fsdp+ep"],
                     help="training steps on the ranks of torchrun: FSDP2, expert parallelism, or both (torchrun "
                     "--nproc-per-node N -m tpsbench run --dist ...); rank 0 writes the results")
+    rn.add_argument("--ep-size", type=positive_int, default=None, help="with --dist ep or fsdp+ep: ranks per "
+                    "expert-parallel group (consecutive; default all); each expert then has one replica per group")
     rn.add_argument("--dist-backend", default=None, choices=["gloo", "nccl"],
                     help="torch.distributed backend (default nccl on cuda, gloo on the CPU)")
     rn.add_argument("--stack", default="tpsbench", choices=["tpsbench", "olmo-core"],
@@ -104,6 +106,9 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     use_expandable_segments()
+    if args.ep_size is not None and not args.dist:
+        raise UsageError(f"--ep-size {args.ep_size} sizes the expert-parallel groups of a --dist run: add --dist ep "
+                         "or fsdp+ep (under torchrun)")
     if args.dist:
         from tpsbench.dist.cli import cmd_run_dist
 

@@ -57,6 +57,8 @@ def add_predict_args(pr: argparse.ArgumentParser) -> None:
     pr.add_argument("--gpus", type=positive_int, default=None, help="with --dist: the step of one of N GPUs, "
                     "with its communication (--batch is per GPU)")
     pr.add_argument("--dist", default=None, choices=["fsdp", "ep", "fsdp+ep"], help="with --gpus: the layout")
+    pr.add_argument("--ep-size", type=positive_int, default=None, help="with --dist ep or fsdp+ep: GPUs per "
+                    "expert-parallel group (consecutive; default all): each expert then has one replica per group")
     pr.add_argument("--gpus-per-node", type=positive_int, default=8, help="GPUs sharing NVLink or PCIe (default 8)")
     pr.add_argument("--network-gbs", type=positive_float, default=None,
                     help="each GPU's scale-out bandwidth one way, GB/s (needed when --gpus spans nodes)")
@@ -120,7 +122,7 @@ def _predict_dist(args: argparse.Namespace, preds: list, profile, console: Conso
     from tpsbench.dist.predict import dist_lines, predict_dist
 
     dists = [predict_dist(p.workload, profile, args.dist, args.gpus, gpus_per_node=args.gpus_per_node,
-                          network_gbs=args.network_gbs, compiled=args.compile) for p in preds]
+                          network_gbs=args.network_gbs, compiled=args.compile, ep_size=args.ep_size) for p in preds]
     if args.json:
         print(json.dumps({"tool": "tpsbench", "version": __version__, "command": "predict", "profile": profile.name,
                           "dist": [_dist_dict(d) for d in dists]}, indent=2))
@@ -135,8 +137,10 @@ def _dist_dict(d) -> dict[str, object]:
     return {
         "mode": d.mode, "gpus": d.world, "tokens_per_gpu": d.tokens_per_rank,
         "link": {"name": d.link.name, "gbs": d.link.gbs, "source": d.link.source},
+        "ep_size": d.ep_size,
         "comm": [{"name": c.op.name, "phase": c.op.phase.value, "collective": c.op.collective, "count": c.op.count,
-                  "bytes_per_gpu": c.op.bytes_per_rank, "seconds": c.seconds, "host_syncs": c.op.host_syncs}
+                  "bytes_per_gpu": c.op.bytes_per_rank, "seconds": c.seconds, "host_syncs": c.op.host_syncs,
+                  "group": c.op.group, "link": c.link.name}
                  for c in d.comm],
         "comm_s": d.comm_s, "compute_floor_s": d.compute_floor_s, "compute_expected_s": d.compute_expected_s,
         "steps": {f"{basis}_overlap_{ov}": {"step_s": d.step_s(basis, ov), "tokens_per_s_per_gpu":

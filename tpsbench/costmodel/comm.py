@@ -1,12 +1,14 @@
 """The communication of a training step on N ranks (issue 20), per rank and per phase: what tpsbench/dist/train.py
 runs, counted.
 
-* Expert parallelism over the N ranks (``ep``, ``fsdp+ep``): per MoE layer four ``all_to_all_single`` exchanges,
-  dispatch and combine, forward and backward. Dispatch sends each of the rank's T*k assignments' rows (the MoE
-  input: the residual stream's dtype), combine the expert outputs back (the matmul dtype); their backwards send
-  the gradients of the same tensors, in the same dtypes. With routing balanced over the ranks, (N-1)/N of the rows
-  leave the rank. Before each dispatch the N per-rank counts are exchanged (N x 8 bytes: counted, negligible) and
-  copied to the host (a sync per MoE layer in the forward).
+* Expert parallelism (``ep``, ``fsdp+ep``) over groups of K consecutive ranks (K = N by default): per MoE layer
+  four ``all_to_all_single`` exchanges inside the group, dispatch and combine, forward and backward. Dispatch
+  sends each of the rank's T*k assignments' rows (the MoE input: the residual stream's dtype), combine the expert
+  outputs back (the matmul dtype); their backwards send the gradients of the same tensors, in the same dtypes.
+  With routing balanced over the ranks, (K-1)/K of the rows leave the rank. Before each dispatch the K per-rank
+  counts are exchanged (K x 8 bytes: counted, negligible) and copied to the host (a sync per MoE layer in the
+  forward). With R = N/K > 1 groups every expert has a replica in each group: its gradients are summed by an
+  all-reduce over the replicas (a ring: 2 (R-1)/R of the rank's expert gradients).
 * FSDP2 (``fsdp``, ``fsdp+ep``): each sharded unit (every block, and the root: embeddings, final norm, LM head)
   all-gathers its parameters in the forward and again in the backward (FSDP2's default reshards after forward),
   and reduce-scatters its gradients; a ring moves (N-1)/N of the unit's bytes per rank. The parameters travel in
@@ -21,7 +23,8 @@ runs, counted.
   bytes per rank).
 
 Bytes are those each rank sends (equal to what it receives under balanced routing); one optimizer step of one
-microbatch per rank.
+microbatch per rank. Each collective names its group (``ep``: an expert-parallel group, ``replicas``: an expert's
+replicas, ``world``: all ranks), which decides the link it runs over (tpsbench/dist/predict.py).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class CommOp:
     bytes_per_rank: float  # sent by one rank, all instances
     count: int  # instances per step (layers, sharded units)
     host_syncs: int = 0  # the split sizes copied to the host
+    group: str = "world"  # ep | replicas | world: the ranks it runs among
 
 
 def gathered_param_bytes(pol: DTypePolicy) -> int:
@@ -57,9 +61,9 @@ def expert_params(m: ModelSpec) -> int:
     return m.n_layers * m.moe.routed_expert_params(m.d_model)
 
 
-def comm_ops(w: Workload, mode: str, world: int) -> list[CommOp]:
+def comm_ops(w: Workload, mode: str, world: int, ep_size: int | None = None) -> list[CommOp]:
     """The collectives of one training step of ``w`` (``w.tokens`` per rank) with layout ``mode`` on ``world``
-    ranks."""
+    ranks, expert parallelism over groups of ``ep_size`` ranks (default: all)."""
     if world < 2:
         return []
     m, pol = w.model, w.policy
@@ -69,19 +73,31 @@ def comm_ops(w: Workload, mode: str, world: int) -> list[CommOp]:
     if "ep" in parts:
         if m.moe is None:
             raise ValueError(f"{m.name} is dense: expert parallelism has no experts to split")
+        k = ep_size or world
         layers = m.n_layers
-        rows = w.tokens * m.moe.top_k * m.d_model * share
-        out += [
-            CommOp("moe.counts", Phase.FWD, "all_to_all", layers * world * INDEX_BYTES, layers, host_syncs=layers),
-            CommOp("moe.dispatch", Phase.FWD, "all_to_all", layers * rows * pol.residual_bytes, layers),
-            CommOp("moe.combine", Phase.FWD, "all_to_all", layers * rows * pol.compute_bytes, layers),
-        ]
-        if w.recompute == "full":
-            out += [replace(op, name=f"{op.name}.recompute", phase=Phase.BWD_DGRAD) for op in out]
-        out += [
-            CommOp("moe.combine", Phase.BWD_DGRAD, "all_to_all", layers * rows * pol.compute_bytes, layers),
-            CommOp("moe.dispatch", Phase.BWD_DGRAD, "all_to_all", layers * rows * pol.residual_bytes, layers),
-        ]
+        rows = w.tokens * m.moe.top_k * m.d_model * (k - 1) / k
+        ep: list[CommOp] = []
+        if k > 1:
+            ep += [
+                CommOp("moe.counts", Phase.FWD, "all_to_all", layers * k * INDEX_BYTES, layers, host_syncs=layers,
+                       group="ep"),
+                CommOp("moe.dispatch", Phase.FWD, "all_to_all", layers * rows * pol.residual_bytes, layers, group="ep"),
+                CommOp("moe.combine", Phase.FWD, "all_to_all", layers * rows * pol.compute_bytes, layers, group="ep"),
+            ]
+            if w.recompute == "full":
+                ep += [replace(op, name=f"{op.name}.recompute", phase=Phase.BWD_DGRAD) for op in ep]
+            ep += [
+                CommOp("moe.combine", Phase.BWD_DGRAD, "all_to_all", layers * rows * pol.compute_bytes, layers,
+                       group="ep"),
+                CommOp("moe.dispatch", Phase.BWD_DGRAD, "all_to_all", layers * rows * pol.residual_bytes, layers,
+                       group="ep"),
+            ]
+        out += ep
+        replicas = world // k
+        if replicas > 1:
+            local = expert_params(m) / k * pol.grad_bytes
+            out.append(CommOp("moe.expert_all_reduce", Phase.BWD_WGRAD, "all_reduce",
+                              2 * local * (replicas - 1) / replicas, 1, group="replicas"))
     sharded = m.total_params - (expert_params(m) if "ep" in parts else 0)
     units = m.n_layers + 1
     if "fsdp" in parts:

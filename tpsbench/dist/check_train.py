@@ -1,13 +1,14 @@
 """One distributed training step (tpsbench/dist/train.py: ``fsdp``, ``ep``, ``fsdp+ep``) against the same step in
 one process, under ``torchrun`` (CPU, gloo): ``torchrun --nproc-per-node N -m tpsbench.dist.check_train``.
 Exit 0 when, for every layout, every gradient of the step and every parameter after one AdamW step equal the
-single-process step's, 1 otherwise; rank 0 prints one line per check.
+single-process step's, 1 otherwise; rank 0 prints one line per check, then the controls'.
 
 Each rank trains on its own sequences; the single-process reference (run on every rank) takes the mean of the N
 ranks' losses. The gradients are compared as well as the parameters: AdamW's first update is about
 lr * sign(gradient), so the parameters alone would not see a gradient off by a constant factor. fp32; moe_tiny
-(8 experts, load-balancing and z-losses per rank's batch) and, for fsdp, dense_tiny. A control (gradients
-summed over the ranks instead of averaged) must be caught.
+(8 experts, load-balancing and z-losses per rank's batch) and, for fsdp, dense_tiny. Two controls must be
+caught: gradients summed over the ranks instead of averaged; expert-parallel groups of half the ranks whose
+expert replicas are not all-reduced.
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ PARAM_TOLERANCE_LR = 1e-2
 EPS = 1e-6  # AdamW's: above the gradients' rounding differences (1e-7 relative), so their sign noise stays small
 LR = 1e-2
 SEQUENCES_PER_RANK = 2
-# (layout, model, activation checkpointing): the last one's blocks are recomputed in the backward, and with them the
-# expert-parallel exchanges and FSDP's gathers (the reference is not checkpointed)
-CHECKS = (("fsdp", "moe_tiny", "none"), ("fsdp", "dense_tiny", "none"), ("ep", "moe_tiny", "none"),
-          ("fsdp+ep", "moe_tiny", "none"), ("fsdp+ep", "moe_tiny", "full"))
+# (layout, model, activation checkpointing, expert-parallel groups of half the ranks): with "full" the blocks are
+# recomputed in the backward, and with them the expert-parallel exchanges and FSDP's gathers (the reference is not
+# checkpointed); with half-size groups each expert lives on two ranks (on 2 ranks: groups of one, every rank holding
+# every expert) and its gradient is completed by the replicas' all-reduce
+CHECKS = (("fsdp", "moe_tiny", "none", False), ("fsdp", "dense_tiny", "none", False),
+          ("ep", "moe_tiny", "none", False), ("fsdp+ep", "moe_tiny", "none", False),
+          ("fsdp+ep", "moe_tiny", "full", False), ("ep", "moe_tiny", "none", True),
+          ("fsdp+ep", "moe_tiny", "none", True))
 
 
 def _reference_view(name: str, p: torch.Tensor, ref: dict[str, torch.Tensor], model: nn.Module) -> torch.Tensor:
@@ -61,16 +66,18 @@ def _worst(model: nn.Module, reference: nn.Module, *, grads: bool) -> float:
 
 
 def check(mode: str, name: str, rank: int, world: int, loss_scale: float = 1.0,
-          recompute: str = "none") -> tuple[float, float]:
+          recompute: str = "none", ep_size: int | None = None, skip_replicas: bool = False) -> tuple[float, float]:
     """The largest gradient difference (relative) and parameter difference after the step (in units of lr)."""
     spec = get_model(name)
     impl = "grouped" if spec.moe is not None else "loop"
     torch.manual_seed(0)
     reference = build_model(spec, impl=impl)
     torch.manual_seed(0)
-    model, opt, reduce = dist_model(spec, impl, DistSetup(mode, world, rank, "gloo"), torch.device("cpu"), lr=LR,
+    model, opt, reduce = dist_model(spec, impl, DistSetup(mode, world, rank, "gloo", ep_size), torch.device("cpu"), lr=LR,
                                     foreach=False, eps=EPS)
     model.recompute = recompute
+    if skip_replicas:  # the second control: the experts' replicas never summed
+        reduce.replica_group = None
     tokens = SEQUENCES_PER_RANK * spec.seq_len
     data = [random_tokens(spec.vocab_size, tokens, spec.seq_len, torch.device("cpu"), seed=10 + r)
             for r in range(world)]
@@ -87,14 +94,16 @@ def check(mode: str, name: str, rank: int, world: int, loss_scale: float = 1.0,
 def checks(rank: int, world: int) -> int:
     """Every layout, then the control, on this rank; rank 0 prints a line each. The number that failed."""
     failed = 0
-    for mode, name, recompute in CHECKS:
-        err = torch.tensor(check(mode, name, rank, world, recompute=recompute))
+    for mode, name, recompute, half in CHECKS:
+        ep_size = world // 2 if half else None
+        err = torch.tensor(check(mode, name, rank, world, recompute=recompute, ep_size=ep_size))
         dist.all_reduce(err, op=dist.ReduceOp.MAX)
         grads, params = (float(v) for v in err)
         ok = grads <= GRAD_TOLERANCE and params <= PARAM_TOLERANCE_LR
         failed += not ok
         if rank == 0:
             ac = "" if recompute == "none" else f" (activation checkpointing {recompute})"
+            ac += "" if ep_size is None else f" (expert-parallel groups of {ep_size})"
             print(f"{'ok  ' if ok else 'FAIL'} {world} ranks, {mode} step of {name}{ac}: gradients {grads:.2e} "
                   f"(relative), parameters after AdamW {params:.2e} lr", flush=True)
     # the control: gradients summed over the ranks instead of averaged must be caught (by the gradients: the
@@ -104,6 +113,12 @@ def checks(rank: int, world: int) -> int:
     failed += not caught
     if rank == 0:
         print(f"{'ok  ' if caught else 'FAIL'} {world} ranks, control (gradients summed, not averaged): "
+              f"{'caught' if caught else 'not caught'}, gradients {grads:.2e}", flush=True)
+    grads, _ = check("ep", "moe_tiny", rank, world, ep_size=world // 2, skip_replicas=True)
+    caught = grads > GRAD_TOLERANCE
+    failed += not caught
+    if rank == 0:
+        print(f"{'ok  ' if caught else 'FAIL'} {world} ranks, control (expert replicas not all-reduced): "
               f"{'caught' if caught else 'not caught'}, gradients {grads:.2e}", flush=True)
     return failed
 

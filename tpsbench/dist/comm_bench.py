@@ -21,7 +21,7 @@ import torch.distributed as dist
 from tpsbench.bench.config import RunConfig
 from tpsbench.bench.timing import time_fn
 from tpsbench.dist.ep import ExpertParallelMoE, exchange_counts
-from tpsbench.dist.train import DistSetup
+from tpsbench.dist.train import DistSetup, expert_groups
 from tpsbench.nn.moe import ROUTING_MODES
 
 PHASES = (("dispatch", "fwd"), ("combine", "fwd"), ("dispatch", "bwd"), ("combine", "bwd"))
@@ -55,11 +55,12 @@ def comm_points(cfg: RunConfig, setup: DistSetup) -> list[CommPoint]:
     device = torch.device(cfg.device)
     timing = replace(cfg.micro_timing, min_time_s=0.0, max_reps=cfg.micro_timing.min_reps, flush_l2=False)
     residual, compute = _dtypes(cfg)
+    group, _ = expert_groups(setup)  # this rank's expert-parallel group (None: all ranks)
     out: list[CommPoint] = []
     for routing in ROUTING_MODES:
         for tokens in cfg.batches:
             torch.manual_seed(cfg.seed)  # the same router on every rank
-            layer = ExpertParallelMoE(spec.d_model, spec.moe, device=device)
+            layer = ExpertParallelMoE(spec.d_model, spec.moe, group=group, device=device)
             layer.dense.router.set_routing(routing, cfg.skew, cfg.seed)
             g = torch.Generator(device=device).manual_seed(cfg.seed + 1 + setup.rank)
             x = torch.randn(tokens, spec.d_model, generator=g, device=device)
@@ -67,13 +68,14 @@ def comm_points(cfg: RunConfig, setup: DistSetup) -> list[CommPoint]:
                 route = layer.dense.router(x)
                 plan = layer.plan(route)
             ex = plan.exchange
-            dest = torch.repeat_interleave(torch.arange(setup.world, device=device), torch.tensor(ex.send, device=device))
-            sent_rows = sum(ex.send) - ex.send[setup.rank]  # rows that leave this rank
+            ranks = torch.arange(layer.group_size, device=device)
+            dest = torch.repeat_interleave(ranks, torch.tensor(ex.send, device=device))
+            sent_rows = sum(ex.send) - ex.send[layer.rank]  # rows that leave this rank
             rows = x[plan.token].to(residual)
             back = torch.randn(ex.received, spec.d_model, generator=g, device=device).to(compute)
 
             def dispatch_fwd() -> None:
-                exchange_counts(dest, setup.world, layer.group)  # the counts and their host copy come first
+                exchange_counts(dest, layer.group_size, layer.group)  # the counts and their host copy come first
                 layer.exchange(rows, ex.recv, ex.send)
 
             grad_rows = torch.randn(ex.received, spec.d_model, generator=g, device=device).to(residual)
@@ -88,7 +90,7 @@ def comm_points(cfg: RunConfig, setup: DistSetup) -> list[CommPoint]:
                 dist.barrier()
                 t = time_fn(fn, device=device, config=timing)
                 sent = sent_rows if (op, phase) in (("dispatch", "fwd"), ("combine", "bwd")) else (
-                    ex.received - ex.recv[setup.rank])
+                    ex.received - ex.recv[layer.rank])
                 width = torch.empty((), dtype=dtype).element_size()
                 out.append(CommPoint(op, phase, routing, tokens, t.samples_s, float(sent * spec.d_model * width),
                                      ex.received))

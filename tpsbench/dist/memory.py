@@ -26,29 +26,32 @@ from tpsbench.costmodel.comm import expert_params, gathered_param_bytes
 from tpsbench.estimate.memory import MemoryEstimate, step_memory
 
 
-def rank_param_fraction(w: Workload, mode: str, world: int) -> float:
-    """The share of the model's parameters (and AdamW state) one rank holds."""
-    if "fsdp" in mode.split("+"):
-        return 1.0 / world
-    m = w.model
-    experts = expert_params(m)
-    return (m.total_params - experts + experts / world) / m.total_params
+def rank_param_fraction(w: Workload, mode: str, world: int, ep_size: int | None = None) -> float:
+    """The share of the model's parameters (and AdamW state) one rank holds: FSDP's shard of what it holds, the
+    rank's experts (E / ``ep_size``, the group spanning all ranks by default), the rest whole."""
+    m, parts = w.model, mode.split("+")
+    experts = expert_params(m) if "ep" in parts else 0
+    rest = m.total_params - experts
+    held = (rest / world if "fsdp" in parts else rest) + experts / (ep_size or world)
+    return held / m.total_params
 
 
-def dist_memory(w: Workload, mode: str, world: int, *, compiled: bool, overhead_fraction: float) -> MemoryEstimate:
+def dist_memory(w: Workload, mode: str, world: int, *, compiled: bool, overhead_fraction: float,
+                ep_size: int | None = None) -> MemoryEstimate:
     one = step_memory(w, compiled=compiled, overhead_fraction=0.0)
     m, pol = w.model, w.policy
-    fraction = rank_param_fraction(w, mode, world)
+    fraction = rank_param_fraction(w, mode, world, ep_size)
+    k = ep_size or world
     state = (m.total_params * fraction * (pol.param_bytes + 2 * pol.optim_state_bytes)
              + m.lm_head_params * pol.grad_bytes)
     parts = mode.split("+")
     experts = expert_params(m) if "ep" in parts else 0
-    local_matmul = sum(matmul_params(m).values()) - experts * (1 - 1 / world)
+    local_matmul = sum(matmul_params(m).values()) - experts * (1 - 1 / k)
     cast = pol.compute_bytes if pol.autocast else 0
     if "fsdp" in parts:
         block = m.block_params() - experts / m.n_layers
         in_flight = (m.embedding_params + m.lm_head_params + block) * gathered_param_bytes(pol)
-        copies = in_flight + (experts / world if pol.recast_params_in_backward else local_matmul) * cast
+        copies = in_flight + (experts / k if pol.recast_params_in_backward else local_matmul) * cast
     else:
         copies = local_matmul * cast
     est = replace(one, parameters_and_state_bytes=state, weight_copies_bytes=copies, overhead_bytes=0.0)

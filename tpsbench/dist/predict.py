@@ -35,6 +35,7 @@ class Link:
 class CommTime:
     op: CommOp
     seconds: float
+    link: Link
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +43,7 @@ class DistPrediction:
     mode: str
     world: int
     tokens_per_rank: int
-    link: Link
+    link: Link  # all ranks' (FSDP's) link
     comm: tuple[CommTime, ...]
     compute_floor_s: float  # one rank's forward, backward and its share of the optimizer, at the roofline
     compute_expected_s: float | None  # the single-GPU expected step of the same microbatch (None: no table)
@@ -52,6 +53,16 @@ class DistPrediction:
     usable_bytes: float
     compiled: bool = False
     recompute: str = "none"
+    ep_size: int | None = None
+
+    @property
+    def links(self) -> list[Link]:
+        """Every link a collective of the step runs over, all ranks' first."""
+        out = [self.link]
+        for c in self.comm:
+            if c.link not in out:
+                out.append(c.link)
+        return out
 
     @property
     def comm_s(self) -> float:
@@ -75,6 +86,8 @@ class DistPrediction:
 
 
 def choose_link(profile: GPUProfile, world: int, gpus_per_node: int, network_gbs: float | None) -> Link:
+    """The link a group of ``world`` consecutive ranks (or one spanning that many) runs its collectives over: the
+    node's NVLink (else PCIe) when they fit in one node, else the network."""
     if world > gpus_per_node:
         if network_gbs is not None:
             return Link("network", network_gbs, "--network-gbs (given)")
@@ -90,9 +103,19 @@ def choose_link(profile: GPUProfile, world: int, gpus_per_node: int, network_gbs
     raise DistError(f"{profile.name}'s profile cites no NVLink or PCIe bandwidth; add nvlink_gbs or pcie_gbs to it")
 
 
+def group_link(group: str, profile: GPUProfile, world: int, ep_size: int | None, gpus_per_node: int,
+               network_gbs: float | None) -> Link:
+    """An expert-parallel group is ``ep_size`` consecutive ranks: inside a node when it fits one evenly; an
+    expert's replicas (one per group, ``ep_size`` apart) and all ranks span the whole world."""
+    if group == "ep" and ep_size is not None:
+        inside = ep_size <= gpus_per_node and gpus_per_node % ep_size == 0
+        return choose_link(profile, ep_size if inside else world, gpus_per_node, network_gbs)
+    return choose_link(profile, world, gpus_per_node, network_gbs)
+
+
 def predict_dist(w: Workload, profile: GPUProfile, mode: str, world: int, *,
                  gpus_per_node: int = DEFAULT_GPUS_PER_NODE, network_gbs: float | None = None,
-                 compiled: bool = False) -> DistPrediction:
+                 compiled: bool = False, ep_size: int | None = None) -> DistPrediction:
     if mode not in DIST_MODES:
         raise DistError(f"--dist '{mode}': choose one of {', '.join(DIST_MODES)}")
     if world < 2:
@@ -100,33 +123,44 @@ def predict_dist(w: Workload, profile: GPUProfile, mode: str, world: int, *,
     if "ep" in mode.split("+"):
         if w.model.moe is None:
             raise DistError(f"--dist {mode}: {w.model.name} is dense and has no experts to split; use --dist fsdp")
-        if w.model.moe.num_experts % world:
-            raise DistError(f"--dist {mode}: {w.model.moe.num_experts} experts cannot be split evenly over {world} "
-                            "GPUs; choose --gpus dividing the expert count")
+        k = ep_size or world
+        if world % k:
+            raise DistError(f"--ep-size {k} does not divide --gpus {world} into expert-parallel groups")
+        if w.model.moe.num_experts % k:
+            what = f"--ep-size {k}" if ep_size else f"{world} GPUs"
+            raise DistError(f"--dist {mode}: {w.model.moe.num_experts} experts cannot be split evenly over {what}; "
+                            "choose a group size dividing the expert count")
+    elif ep_size is not None:
+        raise DistError(f"--ep-size {ep_size} sizes expert-parallel groups: use it with --dist ep or fsdp+ep")
     link = choose_link(profile, world, gpus_per_node, network_gbs)
-    ops = comm_ops(w, mode, world)
-    comm = tuple(CommTime(op, op.bytes_per_rank / (link.gbs * 1e9)) for op in ops)
+    ops = comm_ops(w, mode, world, ep_size)
+    comm: list[CommTime] = []
+    for op in ops:
+        on = group_link(op.group, profile, world, ep_size, gpus_per_node, network_gbs)
+        comm.append(CommTime(op, op.bytes_per_rank / (on.gbs * 1e9), on))
     p = predict(w, profile, global_batch_tokens=w.tokens)
-    frac = rank_param_fraction(w, mode, world)
+    frac = rank_param_fraction(w, mode, world, ep_size)
     est = expected_for(w, profile, compiled=compiled)
     single_expected = None if est.expected is None else est.expected.seconds
-    memory = dist_memory(w, mode, world, compiled=compiled, overhead_fraction=est.memory.overhead_bytes
-                         / max(est.memory.peak_bytes, 1.0))
-    return DistPrediction(mode, world, w.tokens, link, comm, p.fwd_bwd_s + p.optimizer_s * frac, single_expected,
-                          p.microbatch_step_s, single_expected, memory, est.usable_bytes, compiled,
-                          w.recompute)
+    memory = dist_memory(w, mode, world, compiled=compiled, ep_size=ep_size,
+                         overhead_fraction=est.memory.overhead_bytes / max(est.memory.peak_bytes, 1.0))
+    return DistPrediction(mode, world, w.tokens, link, tuple(comm), p.fwd_bwd_s + p.optimizer_s * frac,
+                          single_expected, p.microbatch_step_s, single_expected, memory, est.usable_bytes, compiled,
+                          w.recompute, ep_size)
 
 
 def dist_lines(d: DistPrediction) -> list[str]:
     """What `predict` prints: each collective per phase with its bytes and bound, then the step."""
-    head = (f"{d.world} GPUs, --dist {d.mode}, {d.tokens_per_rank:,} tokens per GPU per step: communication over "
-            f"{d.link.name} at {d.link.gbs:g} GB/s one way ({d.link.source})")
+    groups = "" if d.ep_size is None else f" in expert-parallel groups of {d.ep_size}"
+    over = "; ".join(f"{link.name} at {link.gbs:g} GB/s one way ({link.source})" for link in d.links)
+    head = (f"{d.world} GPUs, --dist {d.mode}{groups}, {d.tokens_per_rank:,} tokens per GPU per step: communication "
+            f"over {over}")
     width = max(20, *(len(c.op.name) for c in d.comm))
     rows = [head, f"  {'phase':<10} {'collective':<15} {'op':<{width}} {'count':>5} {'MB per GPU':>11} "
-            f"{'ms (floor)':>10}"]
+            f"{'ms (floor)':>10}  link"]
     for c in d.comm:
         rows.append(f"  {c.op.phase.value:<10} {c.op.collective:<15} {c.op.name:<{width}} {c.op.count:>5} "
-                    f"{c.op.bytes_per_rank / 1e6:>11,.1f} {c.seconds * 1e3:>10.2f}")
+                    f"{c.op.bytes_per_rank / 1e6:>11,.1f} {c.seconds * 1e3:>10.2f}  {c.link.name} ({c.op.group})")
     syncs = sum(c.op.host_syncs for c in d.comm)
     rows.append(f"  communication {d.comm_s * 1e3:.2f} ms per step at the link rate; {syncs} host syncs (split sizes)")
     for basis in ("floor", "expected"):

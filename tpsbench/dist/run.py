@@ -37,6 +37,12 @@ from tpsbench.results.typed import to_dict
 FAIL_RANK_ENV = "TPSBENCH_FAIL_RANK"
 
 
+def layout_label(setup: DistSetup) -> str:
+    """How a point's label names its layout: "ep x4", or "fsdp+ep x4, expert groups of 2"."""
+    groups = "" if setup.ep_size is None else f", expert groups of {setup.ep_size}"
+    return f"{setup.mode} x{setup.world}{groups}"
+
+
 def _fixed_reps(cfg: RunConfig) -> e2e.TimingConfig:
     t = cfg.e2e_timing
     return replace(t, min_time_s=0.0, max_reps=t.min_reps)
@@ -65,7 +71,7 @@ def _point(case: e2e.E2ECase, cfg: RunConfig, setup: DistSetup, raw: dict[str, o
     raw = {k: v for k, v in raw.items() if k not in ("window", "window_info")}
     raw.update(samples_s=slowest, optimizer_stats=opt.to_dict(), dist=to_dict(timing))
     return Point(kind="e2e", layer="model", impl=case.impl, tokens=case.tokens, mode="train_step",
-                 global_tokens=case.global_tokens, label=f"{case.label} ({setup.mode} x{setup.world})",
+                 global_tokens=case.global_tokens, label=f"{case.label} ({layout_label(setup)})",
                  routing=cfg.routing if spec.moe is not None else None, status="ok",
                  stats=from_dict(Stats, finite(stats.to_dict()), "stats"), derived=derived, prediction=None,
                  counters=None, raw=from_dict(Raw, finite(raw), "raw"))
@@ -113,7 +119,7 @@ def _comm_point(g: GatheredComm, setup: DistSetup, cfg: RunConfig) -> Point:
            "timer": "cuda_event" if cfg.device == "cuda" else "perf_counter", "dist": to_dict(timing)}
     derived = Derived(tokens_per_s=p.tokens / stats.median, bytes=sent, achieved_gbs=sent / stats.median / 1e9)
     return Point(kind="micro", layer=f"ep.{p.op}", impl=None, tokens=p.tokens, mode=p.phase,
-                 label=f"{p.label} ({setup.mode} x{setup.world})", routing=p.routing, status="ok",
+                 label=f"{p.label} ({layout_label(setup)})", routing=p.routing, status="ok",
                  stats=from_dict(Stats, finite(stats.to_dict()), "stats"), derived=derived, prediction=None,
                  counters=None, raw=from_dict(Raw, finite(raw), "raw"))
 
@@ -138,7 +144,7 @@ def execute_dist(cfg: RunConfig, setup: DistSetup, out: Path, *, overwrite: bool
     device = torch.device(cfg.device)
     writer = None
     if setup.rank == 0:
-        config = replace(cfg.describe(), dist=setup.mode, world_size=setup.world)
+        config = replace(cfg.describe(), dist=setup.mode, world_size=setup.world, ep_size=setup.ep_size)
         writer = ResultsWriter(out, config=config, machine=machine_info(cfg.device, cfg.profile),
                                tool_version=__version__, overwrite=overwrite)
         signal.signal(signal.SIGTERM, _on_sigterm(writer))

@@ -1,9 +1,13 @@
 """tpsbench's training step over several ranks (issue 20): ``fsdp`` (FSDP2, ``fully_shard`` per block and at the
-root, over all ranks), ``ep`` (expert parallelism over all ranks: each holds E/N experts; the other parameters
-replicated, their gradients averaged with one all-reduce), ``fsdp+ep`` (both: the experts sharded by expert
-parallelism and left out of FSDP, the rest sharded by FSDP). Each rank trains on its own tokens; the objective is
-the mean of the ranks' losses, so every gradient is the average over ranks (FSDP's reduce-scatter averages; the
-expert gradients, which gather every rank's tokens through the all-to-all, are divided by N).
+root, over all ranks), ``ep`` (expert parallelism: each rank of an expert-parallel group of K ranks holds E/K
+experts; the other parameters replicated, their gradients averaged with one all-reduce), ``fsdp+ep`` (both: the
+experts sharded by expert parallelism and left out of FSDP, the rest sharded by FSDP over all ranks). The groups
+are consecutive ranks (K = all of them by default; K = the GPUs of a node keeps the all-to-alls on NVLink, as
+torchtitan and DeepSeek lay it out); with N/K groups, each expert has N/K replicas, one per group, whose gradients
+are summed by an all-reduce over the replicas. Each rank trains on its own tokens; the objective is the mean of
+the ranks' losses, so every gradient is the average over ranks (FSDP's reduce-scatter averages; the expert
+gradients, which gather their group's tokens through the all-to-all and the other groups' through the replicas'
+all-reduce, are divided by N).
 """
 
 from __future__ import annotations
@@ -69,6 +73,16 @@ class DistSetup:
     world: int
     rank: int
     backend: str
+    ep_size: int | None = None  # ranks per expert-parallel group (consecutive); None: all ranks
+
+    @property
+    def ep_group_size(self) -> int:
+        return self.world if self.ep_size is None else self.ep_size
+
+    @property
+    def expert_replicas(self) -> int:
+        """Expert-parallel groups, each holding every expert once."""
+        return self.world // self.ep_group_size
 
     @property
     def uses_ep(self) -> bool:
@@ -79,10 +93,16 @@ class DistSetup:
         return "fsdp" in self.mode.split("+")
 
 
-def check_layout(mode: str, spec: ModelSpec, impls: list[str], world: int) -> None:
+def check_layout(mode: str, spec: ModelSpec, impls: list[str], world: int, ep_size: int | None = None) -> None:
     """Refuse what the layout cannot shard, before any process group work."""
     if mode not in DIST_MODES:
         raise DistError(f"--dist '{mode}': choose one of {', '.join(DIST_MODES)}")
+    if ep_size is not None:
+        if "ep" not in mode.split("+"):
+            raise DistError(f"--ep-size {ep_size} sizes expert-parallel groups: use it with --dist ep or fsdp+ep")
+        if world % ep_size:
+            raise DistError(f"--ep-size {ep_size} does not divide the {world} ranks into groups; choose a divisor "
+                            f"of {world}")
     if "ep" in mode.split("+"):
         if spec.moe is None:
             raise DistError(f"--dist {mode}: {spec.name} is dense and has no experts to split; use --dist fsdp")
@@ -90,12 +110,12 @@ def check_layout(mode: str, spec: ModelSpec, impls: list[str], world: int) -> No
         if bad:
             raise DistError(f"--dist {mode}: {', '.join(bad)} is a dense bracket, not an MoE implementation")
         try:
-            experts_per_rank(spec.moe.num_experts, world)
+            experts_per_rank(spec.moe.num_experts, ep_size or world)
         except ExpertParallelError as exc:
             raise DistError(f"--dist {mode}: {exc}") from None
 
 
-def init_from_env(mode: str, device: str, backend: str | None) -> DistSetup:
+def init_from_env(mode: str, device: str, backend: str | None, ep_size: int | None = None) -> DistSetup:
     """Join the process group torchrun set up (one line and exit 2 outside torchrun, or with a backend this
     machine lacks)."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
@@ -111,30 +131,54 @@ def init_from_env(mode: str, device: str, backend: str | None) -> DistSetup:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
         dist.init_process_group(chosen, timeout=COLLECTIVE_TIMEOUT)
-    return DistSetup(mode, dist.get_world_size(), dist.get_rank(), chosen)
+    return DistSetup(mode, dist.get_world_size(), dist.get_rank(), chosen, ep_size)
 
 
-def shard_experts(model: nn.Module, impl: str, device: torch.device) -> list[nn.Parameter]:
-    """Every MoE layer replaced by its expert-parallel version (same weights; this rank's experts); the expert
-    parameters of this rank."""
+_GROUPS: dict[tuple[int, int], tuple[dist.ProcessGroup | None, dist.ProcessGroup | None]] = {}
+
+
+def expert_groups(setup: DistSetup) -> tuple[dist.ProcessGroup | None, dist.ProcessGroup | None]:
+    """This rank's expert-parallel group and its experts' replica group (the same position in every other
+    expert-parallel group); (None, None) when expert parallelism spans all ranks (the world group, no replicas).
+    Every rank creates every group, in the same order, as ``new_group`` requires; made once per process."""
+    k, n = setup.ep_group_size, setup.world
+    if k == n:
+        return None, None
+    if (n, k) not in _GROUPS:
+        ep = replicas = None
+        for first in range(0, n, k):
+            group = dist.new_group(list(range(first, first + k)))
+            ep = group if first <= setup.rank < first + k else ep
+        for position in range(k):
+            group = dist.new_group(list(range(position, n, k)))
+            replicas = group if setup.rank % k == position else replicas
+        _GROUPS[(n, k)] = (ep, replicas)
+    return _GROUPS[(n, k)]
+
+
+def shard_experts(model: nn.Module, impl: str, device: torch.device,
+                  group: dist.ProcessGroup | None = None) -> list[nn.Parameter]:
+    """Every MoE layer replaced by its expert-parallel version over ``group`` (same weights; this rank's experts);
+    the expert parameters of this rank."""
     experts: list[nn.Parameter] = []
     for block in getattr(model, "blocks", []):
         ff = block.feed_forward
         if isinstance(ff, MoEFeedForward):
-            ep = ExpertParallelMoE(ff.router.weight.shape[1], ff.spec, impl=impl, device=device)
+            ep = ExpertParallelMoE(ff.router.weight.shape[1], ff.spec, impl=impl, group=group, device=device)
             ep.load_from(ff)
             block.feed_forward = ep
             experts += list(ep.dense.experts.parameters())
     return experts
 
 
-def _average(params: list[nn.Parameter], world: int) -> None:
-    """Gradients averaged over the ranks in one coalesced all-reduce (what DDP does, bucketed)."""
+def _average(params: list[nn.Parameter], world: int, group: dist.ProcessGroup | None = None) -> None:
+    """Gradients summed over ``group``'s ranks (default all) in one coalesced all-reduce (what DDP does, bucketed),
+    divided by ``world``."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return
     flat = _flatten_dense_tensors(grads)
-    dist.all_reduce(flat)
+    dist.all_reduce(flat, group=group)
     flat /= world
     for g, synced in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
         g.copy_(synced)
@@ -145,7 +189,8 @@ def dist_model(spec: ModelSpec, impl: str, setup: DistSetup, device: torch.devic
     """The model of ``spec`` laid out for ``setup`` (call with the same seed on every rank), its AdamW, and what
     completes the gradients after backward."""
     model = build_model(spec, impl=impl, device=device)
-    experts = shard_experts(model, impl, device) if setup.uses_ep else []
+    ep_group, replica_group = expert_groups(setup) if setup.uses_ep else (None, None)
+    experts = shard_experts(model, impl, device, ep_group) if setup.uses_ep else []
     expert_ids = {id(p) for p in experts}
     if setup.uses_fsdp:
         from torch.distributed.device_mesh import init_device_mesh
@@ -160,17 +205,21 @@ def dist_model(spec: ModelSpec, impl: str, setup: DistSetup, device: torch.devic
     else:
         replicated = [p for p in model.parameters() if id(p) not in expert_ids]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, foreach=foreach, eps=eps)
-    return model, opt, _Reducer(replicated, experts, setup.world)
+    return model, opt, _Reducer(replicated, experts, setup.world, replica_group)
 
 
 @dataclass(slots=True)
 class _Reducer:
     replicated: list[nn.Parameter]  # averaged by an all-reduce (ep without fsdp)
-    experts: list[nn.Parameter]  # this rank's experts: their gradients hold every rank's tokens, divided by N
+    experts: list[nn.Parameter]  # this rank's experts: their gradients hold their group's tokens
     world: int
+    replica_group: dist.ProcessGroup | None = None  # the same experts in the other groups (None: no other group)
 
     def __call__(self) -> None:
         _average(self.replicated, self.world)
+        if self.replica_group is not None:  # every group's tokens, then / N
+            _average(self.experts, self.world, self.replica_group)
+            return
         with torch.no_grad():
             for p in self.experts:
                 if p.grad is not None:

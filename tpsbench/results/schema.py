@@ -260,6 +260,7 @@ class ConfigRecord:
     stack: str = fld("whose modules and training step ran: tpsbench or olmo-core", default="tpsbench")
     dist: str | None = fld("run --dist: fsdp, ep or fsdp+ep (null: one process)", default=None)
     world_size: int | None = fld("run --dist: ranks", default=None)
+    ep_size: int | None = fld("run --dist: ranks per expert-parallel group (null: all of them)", default=None)
     recompute: str = fld("activation checkpointing of training steps: none, or full (every block)", default="none")
 
 

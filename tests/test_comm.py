@@ -172,8 +172,43 @@ def test_expert_groups_inside_a_node_keep_the_all_to_alls_on_nvlink(capsys):
     (["--gpus", "128", "--dist", "fsdp+ep", "--ep-size", "128", "--network-gbs", "50"],
      "64 experts cannot be split evenly over --ep-size 128"),
     (["--gpus", "8", "--dist", "fsdp", "--ep-size", "2"], "--ep-size 2 sizes expert-parallel groups"),
+    (["--gpus", "8", "--dist", "ep", "--shard-size", "2"], "--shard-size 2 sizes FSDP's shard groups"),
+    (["--gpus", "8", "--dist", "fsdp", "--shard-size", "3"], "--shard-size 3 does not divide --gpus 8"),
 ])
 def test_bad_expert_group_sizes_are_one_line(capsys, args, needle):
     assert main(["predict", "--gpu", "h100_sxm", "--model", "olmoe_1b_7b", *args]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1, err
+
+
+def test_hybrid_sharding_gathers_inside_the_node_and_all_reduces_the_shards_across():
+    """olmoe_1b_7b on 256 H100s, FSDP over groups of 8 (one node) replicated 32 times, bf16 gathers: each gather
+    moves 7/8 of the 6,919,161,856 parameters x 2 B over NVLink; the fp32 gradient shard (1/8) is all-reduced over
+    the network across the 32 replicas, 2 x 31/32 of it. The control: without --shard-size everything crosses the
+    network."""
+    w = train_workload(get_model("olmoe_1b_7b"), "dropless", 16384, get_policy("olmo_core"), None)
+    ops = {(o.name, o.phase): o for o in comm_ops(w, "fsdp", 256, shard_size=8)}
+    gather = ops[("fsdp.all_gather", Phase.FWD)]
+    assert gather.group == "shard" and gather.bytes_per_rank == 6_919_161_856 * 2 * 7 / 8
+    across = ops[("fsdp.replica_all_reduce", Phase.BWD_WGRAD)]
+    assert across.group == "shard_replicas" and across.bytes_per_rank == 2 * 6_919_161_856 / 8 * 4 * 31 / 32
+    flat = {(o.name, o.phase): o for o in comm_ops(w, "fsdp", 256)}
+    assert flat[("fsdp.all_gather", Phase.FWD)].group == "world" and ("fsdp.replica_all_reduce",
+                                                                       Phase.BWD_WGRAD) not in flat
+
+
+def test_hybrid_sharding_in_predict(capsys):
+    argv = ["predict", "--gpu", "h100_sxm", "--model", "olmoe_1b_7b", "--gpus", "256", "--dist", "fsdp", "--batch",
+            "16384", "--dtype", "olmo_core", "--json"]
+    assert main([*argv, "--shard-size", "8"]) == 0
+    [hybrid] = json.loads(capsys.readouterr().out)["dist"]
+    assert main(argv) == 0
+    [flat] = json.loads(capsys.readouterr().out)["dist"]
+    assert hybrid["shard_size"] == 8 and {c["link"] for c in hybrid["comm"]} == {"nvlink", "network"}
+    assert {c["link"] for c in flat["comm"]} == {"network"}
+    assert hybrid["comm_s"] < flat["comm_s"] / 4  # the gathers moved onto NVLink
+    # a shard is 1/8 of the parameters, not 1/256: fp32 values and two AdamW moments (12 B each), and the LM head's
+    # unsharded fp32 gradient either way
+    head = (2048 * 50304 + 2048) * 4
+    assert hybrid["memory_per_gpu"]["parameters_and_state_bytes"] == 6_919_161_856 * 12 / 8 + head
+    assert flat["memory_per_gpu"]["parameters_and_state_bytes"] == 6_919_161_856 * 12 / 256 + head

@@ -37,14 +37,16 @@ def test_expert_parallel_layer_equals_the_single_process_layer(ranks):
 def test_a_distributed_step_equals_the_single_process_step(ranks):
     lines = _torchrun(ranks, "tpsbench.dist.check_train")
     half = ranks // 2
-    assert [line.split(", ")[1].split(":")[0] for line in lines[:7]] == [
+    assert [line.split(", ")[1].split(":")[0] for line in lines[:9]] == [
         "fsdp step of moe_tiny", "fsdp step of dense_tiny", "ep step of moe_tiny", "fsdp+ep step of moe_tiny",
         "fsdp+ep step of moe_tiny (activation checkpointing full)",
         f"ep step of moe_tiny (expert-parallel groups of {half})",
-        f"fsdp+ep step of moe_tiny (expert-parallel groups of {half})"]
+        f"fsdp+ep step of moe_tiny (expert-parallel groups of {half})",
+        f"fsdp step of dense_tiny (hybrid sharding over groups of {half})",
+        f"fsdp+ep step of moe_tiny (hybrid sharding over groups of {half})"]
     # summed over N ranks instead of averaged: the gradients are N times too large, off by N - 1 relative
-    assert f"control (gradients summed, not averaged): caught, gradients {ranks - 1:.2e}" in lines[7]
-    assert "control (expert replicas not all-reduced): caught" in lines[8]
+    assert f"control (gradients summed, not averaged): caught, gradients {ranks - 1:.2e}" in lines[9]
+    assert "control (expert replicas not all-reduced): caught" in lines[10]
 
 
 @pytest.mark.parametrize("module", ["tpsbench.dist.check_ep", "tpsbench.dist.check_train"])
@@ -166,19 +168,21 @@ def test_micro_benchmarks_need_expert_parallelism(tmp_path):
 
 
 def test_expert_parallel_groups_smaller_than_the_world(tmp_path):
-    """--ep-size 2 on 4 ranks: two expert-parallel groups of 2 (each rank holds 4 of moe_tiny's 8 experts, each
-    expert on two ranks); the file says so, and the exchanges' bytes are those of a group of 2: uniform routing
-    sends half of a rank's 256 x 2 rows to its one partner."""
+    """--ep-size 2 --shard-size 2 on 4 ranks: two expert-parallel groups of 2 (each rank holds 4 of moe_tiny's 8
+    experts, each expert on two ranks) and FSDP's shards over pairs, replicated across them; the file says so, and
+    the exchanges' bytes are those of a group of 2: uniform routing sends half of a rank's 256 x 2 rows to its one
+    partner."""
     from tpsbench.results.io import load_results
 
     out = tmp_path / "groups.json"
-    done = _run_dist(tmp_path, 4, "--dist", "fsdp+ep", "--ep-size", "2", "--impl", "grouped", "--mode", "all",
-                     "--out", str(out))
+    done = _run_dist(tmp_path, 4, "--dist", "fsdp+ep", "--ep-size", "2", "--shard-size", "2", "--impl", "grouped",
+                     "--mode", "all", "--out", str(out))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     doc = load_results(out)
-    assert doc.config.ep_size == 2 and doc.config.world_size == 4
+    assert doc.config.ep_size == 2 and doc.config.shard_size == 2 and doc.config.world_size == 4
     step = next(p for p in doc.points if p.kind == "e2e")
-    assert step.status == "ok" and step.label == "train step/grouped @ 256 x1 (fsdp+ep x4, expert groups of 2)"
+    assert step.status == "ok"
+    assert step.label == "train step/grouped @ 256 x1 (fsdp+ep x4, expert groups of 2, shard groups of 2)"
     uniform = next(p for p in doc.points if (p.layer, p.mode, p.routing) == ("ep.dispatch", "fwd", "uniform"))
     assert uniform.raw.dist.bytes_sent_per_rank == [256 * 64 * 4] * 4
 
@@ -201,3 +205,21 @@ def test_ep_size_without_dist_is_one_line_exit_2(capsys):
     assert main(["run", "--device", "cpu", "--model", "moe_tiny", "--ep-size", "2"]) == 2
     err = capsys.readouterr().err
     assert "--ep-size 2 sizes the expert-parallel groups of a --dist run" in err and err.count("\n") == 1
+
+
+def test_shard_size_without_dist_is_one_line_exit_2(capsys):
+    from tpsbench.cli import main
+
+    assert main(["run", "--device", "cpu", "--model", "moe_tiny", "--shard-size", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--shard-size 2 sizes FSDP's shard groups of a --dist run" in err and err.count("\n") == 1
+
+
+def test_a_shard_size_that_does_not_fit_is_refused():
+    from tpsbench.dist.train import DistError, check_layout
+
+    spec = get_model("moe_tiny")
+    with pytest.raises(DistError, match="--shard-size 3 does not divide the 4 ranks"):
+        check_layout("fsdp", spec, ["grouped"], 4, None, 3)
+    with pytest.raises(DistError, match="use it with --dist fsdp or fsdp\\+ep"):
+        check_layout("ep", spec, ["grouped"], 4, None, 2)

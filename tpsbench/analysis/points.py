@@ -146,7 +146,8 @@ def entries_from_doc(doc: RunDoc, source: str = "") -> list[Entry]:
                      compiled=cfg.compile and is_e2e, routing=p.routing, policy=cfg.dtype_policy, status=p.status,
                      error=p.error, stack=cfg.stack,
                      dist=None if cfg.dist is None else f"{cfg.dist} x{cfg.world_size}"
-                     + ("" if cfg.ep_size is None else f", expert groups of {cfg.ep_size}"))
+                     + ("" if cfg.ep_size is None else f", expert groups of {cfg.ep_size}")
+                     + ("" if cfg.shard_size is None else f", shard groups of {cfg.shard_size}"))
         if p.status != "ok":
             out.append(base)
             continue

@@ -51,6 +51,8 @@ def add_run_args(rn: argparse.ArgumentParser) -> None:
                     "--nproc-per-node N -m tpsbench run --dist ...); rank 0 writes the results")
     rn.add_argument("--ep-size", type=positive_int, default=None, help="with --dist ep or fsdp+ep: ranks per "
                     "expert-parallel group (consecutive; default all); each expert then has one replica per group")
+    rn.add_argument("--shard-size", type=positive_int, default=None, help="with --dist fsdp or fsdp+ep: ranks FSDP "
+                    "shards over (consecutive; default all), the shards replicated across the groups (hybrid sharding)")
     rn.add_argument("--dist-backend", default=None, choices=["gloo", "nccl"],
                     help="torch.distributed backend (default nccl on cuda, gloo on the CPU)")
     rn.add_argument("--stack", default="tpsbench", choices=["tpsbench", "olmo-core"],
@@ -108,6 +110,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     use_expandable_segments()
     if args.ep_size is not None and not args.dist:
         raise UsageError(f"--ep-size {args.ep_size} sizes the expert-parallel groups of a --dist run: add --dist ep "
+                         "or fsdp+ep (under torchrun)")
+    if args.shard_size is not None and not args.dist:
+        raise UsageError(f"--shard-size {args.shard_size} sizes FSDP's shard groups of a --dist run: add --dist fsdp "
                          "or fsdp+ep (under torchrun)")
     if args.dist:
         from tpsbench.dist.cli import cmd_run_dist

@@ -59,6 +59,9 @@ def add_predict_args(pr: argparse.ArgumentParser) -> None:
     pr.add_argument("--dist", default=None, choices=["fsdp", "ep", "fsdp+ep"], help="with --gpus: the layout")
     pr.add_argument("--ep-size", type=positive_int, default=None, help="with --dist ep or fsdp+ep: GPUs per "
                     "expert-parallel group (consecutive; default all): each expert then has one replica per group")
+    pr.add_argument("--shard-size", type=positive_int, default=None, help="with --dist fsdp or fsdp+ep: GPUs FSDP "
+                    "shards over (consecutive; default all); the shards are replicated across the groups (hybrid "
+                    "sharding, HSDP)")
     pr.add_argument("--gpus-per-node", type=positive_int, default=8, help="GPUs sharing NVLink or PCIe (default 8)")
     pr.add_argument("--network-gbs", type=positive_float, default=None,
                     help="each GPU's scale-out bandwidth one way, GB/s (needed when --gpus spans nodes)")
@@ -122,7 +125,8 @@ def _predict_dist(args: argparse.Namespace, preds: list, profile, console: Conso
     from tpsbench.dist.predict import dist_lines, predict_dist
 
     dists = [predict_dist(p.workload, profile, args.dist, args.gpus, gpus_per_node=args.gpus_per_node,
-                          network_gbs=args.network_gbs, compiled=args.compile, ep_size=args.ep_size) for p in preds]
+                          network_gbs=args.network_gbs, compiled=args.compile, ep_size=args.ep_size,
+                          shard_size=args.shard_size) for p in preds]
     if args.json:
         print(json.dumps({"tool": "tpsbench", "version": __version__, "command": "predict", "profile": profile.name,
                           "dist": [_dist_dict(d) for d in dists]}, indent=2))
@@ -137,7 +141,7 @@ def _dist_dict(d) -> dict[str, object]:
     return {
         "mode": d.mode, "gpus": d.world, "tokens_per_gpu": d.tokens_per_rank,
         "link": {"name": d.link.name, "gbs": d.link.gbs, "source": d.link.source},
-        "ep_size": d.ep_size,
+        "ep_size": d.ep_size, "shard_size": d.shard_size,
         "comm": [{"name": c.op.name, "phase": c.op.phase.value, "collective": c.op.collective, "count": c.op.count,
                   "bytes_per_gpu": c.op.bytes_per_rank, "seconds": c.seconds, "host_syncs": c.op.host_syncs,
                   "group": c.op.group, "link": c.link.name}

@@ -16,6 +16,9 @@ runs, counted.
   FSDP2's mixed precision (``olmo_core``: ``param_dtype=bf16``, ``reduce_dtype=fp32``, as OLMo-core and
   torchtitan train; its residual stream, and so the dispatched rows, are bf16 too); the gradients in theirs.
   With ``fsdp+ep`` the experts are not FSDP's (expert parallelism holds them).
+* Hybrid sharding (``shard_size`` G < N): FSDP shards over groups of G consecutive ranks and replicates the shards
+  across the N/G groups: the gathers and reduce-scatters move (G-1)/G of a unit's bytes inside the group, and the
+  reduce-scattered gradient shards are all-reduced across the replicas (2 (R-1)/R of a shard for R = N/G).
 * Full activation checkpointing (``w.recompute == "full"``) runs each block's forward again in the backward, and
   with it the forward's expert-parallel exchanges (counts, dispatch, combine: listed as ``*.recompute``); FSDP's
   backward all-gather is there either way.
@@ -23,8 +26,8 @@ runs, counted.
   bytes per rank).
 
 Bytes are those each rank sends (equal to what it receives under balanced routing); one optimizer step of one
-microbatch per rank. Each collective names its group (``ep``: an expert-parallel group, ``replicas``: an expert's
-replicas, ``world``: all ranks), which decides the link it runs over (tpsbench/dist/predict.py).
+microbatch per rank. Each collective names its group (:class:`CommOp`), which decides the link it runs over
+(tpsbench/dist/predict.py).
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ class CommOp:
     bytes_per_rank: float  # sent by one rank, all instances
     count: int  # instances per step (layers, sharded units)
     host_syncs: int = 0  # the split sizes copied to the host
-    group: str = "world"  # ep | replicas | world: the ranks it runs among
+    # the ranks it runs among: ep (an expert-parallel group), replicas (an expert's replicas), shard (an FSDP shard
+    # group under hybrid sharding), shard_replicas (a shard's replicas), world (all ranks)
+    group: str = "world"
 
 
 def gathered_param_bytes(pol: DTypePolicy) -> int:
@@ -61,9 +66,11 @@ def expert_params(m: ModelSpec) -> int:
     return m.n_layers * m.moe.routed_expert_params(m.d_model)
 
 
-def comm_ops(w: Workload, mode: str, world: int, ep_size: int | None = None) -> list[CommOp]:
+def comm_ops(w: Workload, mode: str, world: int, ep_size: int | None = None,
+             shard_size: int | None = None) -> list[CommOp]:
     """The collectives of one training step of ``w`` (``w.tokens`` per rank) with layout ``mode`` on ``world``
-    ranks, expert parallelism over groups of ``ep_size`` ranks (default: all)."""
+    ranks, expert parallelism over groups of ``ep_size`` ranks and FSDP's shards over groups of ``shard_size``
+    (default: all)."""
     if world < 2:
         return []
     m, pol = w.model, w.policy
@@ -101,12 +108,20 @@ def comm_ops(w: Workload, mode: str, world: int, ep_size: int | None = None) -> 
     sharded = m.total_params - (expert_params(m) if "ep" in parts else 0)
     units = m.n_layers + 1
     if "fsdp" in parts:
-        gather = sharded * gathered_param_bytes(pol) * share
+        g = shard_size or world
+        group = "world" if g == world else "shard"
+        within = (g - 1) / g
+        gather = sharded * gathered_param_bytes(pol) * within
         out += [
-            CommOp("fsdp.all_gather", Phase.FWD, "all_gather", gather, units),
-            CommOp("fsdp.all_gather", Phase.BWD_DGRAD, "all_gather", gather, units),
-            CommOp("fsdp.reduce_scatter", Phase.BWD_WGRAD, "reduce_scatter", sharded * pol.grad_bytes * share, units),
+            CommOp("fsdp.all_gather", Phase.FWD, "all_gather", gather, units, group=group),
+            CommOp("fsdp.all_gather", Phase.BWD_DGRAD, "all_gather", gather, units, group=group),
+            CommOp("fsdp.reduce_scatter", Phase.BWD_WGRAD, "reduce_scatter", sharded * pol.grad_bytes * within, units,
+                   group=group),
         ]
+        r = world // g
+        if r > 1:
+            out.append(CommOp("fsdp.replica_all_reduce", Phase.BWD_WGRAD, "all_reduce",
+                              2 * sharded / g * pol.grad_bytes * (r - 1) / r, units, group="shard_replicas"))
     elif "ep" in parts:
         out.append(CommOp("dp.all_reduce", Phase.BWD_WGRAD, "all_reduce", 2 * sharded * pol.grad_bytes * share, 1))
     return out

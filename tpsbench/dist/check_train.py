@@ -39,6 +39,8 @@ CHECKS = (("fsdp", "moe_tiny", "none", False), ("fsdp", "dense_tiny", "none", Fa
           ("ep", "moe_tiny", "none", False), ("fsdp+ep", "moe_tiny", "none", False),
           ("fsdp+ep", "moe_tiny", "full", False), ("ep", "moe_tiny", "none", True),
           ("fsdp+ep", "moe_tiny", "none", True))
+# hybrid sharding: FSDP's shard groups of half the ranks, replicated across the two halves
+HYBRID = (("fsdp", "dense_tiny"), ("fsdp+ep", "moe_tiny"))
 
 
 def _reference_view(name: str, p: torch.Tensor, ref: dict[str, torch.Tensor], model: nn.Module) -> torch.Tensor:
@@ -66,14 +68,15 @@ def _worst(model: nn.Module, reference: nn.Module, *, grads: bool) -> float:
 
 
 def check(mode: str, name: str, rank: int, world: int, loss_scale: float = 1.0,
-          recompute: str = "none", ep_size: int | None = None, skip_replicas: bool = False) -> tuple[float, float]:
+          recompute: str = "none", ep_size: int | None = None, skip_replicas: bool = False,
+          shard_size: int | None = None) -> tuple[float, float]:
     """The largest gradient difference (relative) and parameter difference after the step (in units of lr)."""
     spec = get_model(name)
     impl = "grouped" if spec.moe is not None else "loop"
     torch.manual_seed(0)
     reference = build_model(spec, impl=impl)
     torch.manual_seed(0)
-    model, opt, reduce = dist_model(spec, impl, DistSetup(mode, world, rank, "gloo", ep_size), torch.device("cpu"), lr=LR,
+    model, opt, reduce = dist_model(spec, impl, DistSetup(mode, world, rank, "gloo", ep_size, shard_size), torch.device("cpu"), lr=LR,
                                     foreach=False, eps=EPS)
     model.recompute = recompute
     if skip_replicas:  # the second control: the experts' replicas never summed
@@ -106,6 +109,16 @@ def checks(rank: int, world: int) -> int:
             ac += "" if ep_size is None else f" (expert-parallel groups of {ep_size})"
             print(f"{'ok  ' if ok else 'FAIL'} {world} ranks, {mode} step of {name}{ac}: gradients {grads:.2e} "
                   f"(relative), parameters after AdamW {params:.2e} lr", flush=True)
+    for mode, name in HYBRID:
+        half = max(1, world // 2)
+        err = torch.tensor(check(mode, name, rank, world, shard_size=half))
+        dist.all_reduce(err, op=dist.ReduceOp.MAX)
+        grads, params = (float(v) for v in err)
+        ok = grads <= GRAD_TOLERANCE and params <= PARAM_TOLERANCE_LR
+        failed += not ok
+        if rank == 0:
+            print(f"{'ok  ' if ok else 'FAIL'} {world} ranks, {mode} step of {name} (hybrid sharding over groups of "
+                  f"{half}): gradients {grads:.2e} (relative), parameters after AdamW {params:.2e} lr", flush=True)
     # the control: gradients summed over the ranks instead of averaged must be caught (by the gradients: the
     # parameters after AdamW's sign-like first step are nearly the same)
     grads, _ = check("fsdp", "dense_tiny", rank, world, loss_scale=float(world))

@@ -26,21 +26,22 @@ from tpsbench.costmodel.comm import expert_params, gathered_param_bytes
 from tpsbench.estimate.memory import MemoryEstimate, step_memory
 
 
-def rank_param_fraction(w: Workload, mode: str, world: int, ep_size: int | None = None) -> float:
-    """The share of the model's parameters (and AdamW state) one rank holds: FSDP's shard of what it holds, the
-    rank's experts (E / ``ep_size``, the group spanning all ranks by default), the rest whole."""
+def rank_param_fraction(w: Workload, mode: str, world: int, ep_size: int | None = None,
+                        shard_size: int | None = None) -> float:
+    """The share of the model's parameters (and AdamW state) one rank holds: FSDP's shard of what it holds (over
+    ``shard_size`` ranks, all by default), the rank's experts (E / ``ep_size``, likewise), the rest whole."""
     m, parts = w.model, mode.split("+")
     experts = expert_params(m) if "ep" in parts else 0
     rest = m.total_params - experts
-    held = (rest / world if "fsdp" in parts else rest) + experts / (ep_size or world)
+    held = (rest / (shard_size or world) if "fsdp" in parts else rest) + experts / (ep_size or world)
     return held / m.total_params
 
 
 def dist_memory(w: Workload, mode: str, world: int, *, compiled: bool, overhead_fraction: float,
-                ep_size: int | None = None) -> MemoryEstimate:
+                ep_size: int | None = None, shard_size: int | None = None) -> MemoryEstimate:
     one = step_memory(w, compiled=compiled, overhead_fraction=0.0)
     m, pol = w.model, w.policy
-    fraction = rank_param_fraction(w, mode, world, ep_size)
+    fraction = rank_param_fraction(w, mode, world, ep_size, shard_size)
     k = ep_size or world
     state = (m.total_params * fraction * (pol.param_bytes + 2 * pol.optim_state_bytes)
              + m.lm_head_params * pol.grad_bytes)

@@ -54,6 +54,7 @@ class DistPrediction:
     compiled: bool = False
     recompute: str = "none"
     ep_size: int | None = None
+    shard_size: int | None = None
 
     @property
     def links(self) -> list[Link]:
@@ -103,19 +104,21 @@ def choose_link(profile: GPUProfile, world: int, gpus_per_node: int, network_gbs
     raise DistError(f"{profile.name}'s profile cites no NVLink or PCIe bandwidth; add nvlink_gbs or pcie_gbs to it")
 
 
-def group_link(group: str, profile: GPUProfile, world: int, ep_size: int | None, gpus_per_node: int,
-               network_gbs: float | None) -> Link:
-    """An expert-parallel group is ``ep_size`` consecutive ranks: inside a node when it fits one evenly; an
-    expert's replicas (one per group, ``ep_size`` apart) and all ranks span the whole world."""
-    if group == "ep" and ep_size is not None:
-        inside = ep_size <= gpus_per_node and gpus_per_node % ep_size == 0
-        return choose_link(profile, ep_size if inside else world, gpus_per_node, network_gbs)
+def group_link(group: str, profile: GPUProfile, world: int, ep_size: int | None, shard_size: int | None,
+               gpus_per_node: int, network_gbs: float | None) -> Link:
+    """An expert-parallel group is ``ep_size`` consecutive ranks, an FSDP shard group ``shard_size``: inside a node
+    when it fits one evenly; their replicas (one per group, a group's size apart) and all ranks span the world."""
+    size = {"ep": ep_size, "shard": shard_size}.get(group)
+    if size is not None:
+        inside = size <= gpus_per_node and gpus_per_node % size == 0
+        return choose_link(profile, size if inside else world, gpus_per_node, network_gbs)
     return choose_link(profile, world, gpus_per_node, network_gbs)
 
 
 def predict_dist(w: Workload, profile: GPUProfile, mode: str, world: int, *,
                  gpus_per_node: int = DEFAULT_GPUS_PER_NODE, network_gbs: float | None = None,
-                 compiled: bool = False, ep_size: int | None = None) -> DistPrediction:
+                 compiled: bool = False, ep_size: int | None = None, shard_size: int | None = None
+                 ) -> DistPrediction:
     if mode not in DIST_MODES:
         raise DistError(f"--dist '{mode}': choose one of {', '.join(DIST_MODES)}")
     if world < 2:
@@ -132,26 +135,32 @@ def predict_dist(w: Workload, profile: GPUProfile, mode: str, world: int, *,
                             "choose a group size dividing the expert count")
     elif ep_size is not None:
         raise DistError(f"--ep-size {ep_size} sizes expert-parallel groups: use it with --dist ep or fsdp+ep")
+    if shard_size is not None:
+        if "fsdp" not in mode.split("+"):
+            raise DistError(f"--shard-size {shard_size} sizes FSDP's shard groups: use it with --dist fsdp or fsdp+ep")
+        if world % shard_size:
+            raise DistError(f"--shard-size {shard_size} does not divide --gpus {world} into shard groups")
     link = choose_link(profile, world, gpus_per_node, network_gbs)
-    ops = comm_ops(w, mode, world, ep_size)
+    ops = comm_ops(w, mode, world, ep_size, shard_size)
     comm: list[CommTime] = []
     for op in ops:
-        on = group_link(op.group, profile, world, ep_size, gpus_per_node, network_gbs)
+        on = group_link(op.group, profile, world, ep_size, shard_size, gpus_per_node, network_gbs)
         comm.append(CommTime(op, op.bytes_per_rank / (on.gbs * 1e9), on))
     p = predict(w, profile, global_batch_tokens=w.tokens)
-    frac = rank_param_fraction(w, mode, world, ep_size)
+    frac = rank_param_fraction(w, mode, world, ep_size, shard_size)
     est = expected_for(w, profile, compiled=compiled)
     single_expected = None if est.expected is None else est.expected.seconds
-    memory = dist_memory(w, mode, world, compiled=compiled, ep_size=ep_size,
+    memory = dist_memory(w, mode, world, compiled=compiled, ep_size=ep_size, shard_size=shard_size,
                          overhead_fraction=est.memory.overhead_bytes / max(est.memory.peak_bytes, 1.0))
     return DistPrediction(mode, world, w.tokens, link, tuple(comm), p.fwd_bwd_s + p.optimizer_s * frac,
                           single_expected, p.microbatch_step_s, single_expected, memory, est.usable_bytes, compiled,
-                          w.recompute, ep_size)
+                          w.recompute, ep_size, shard_size)
 
 
 def dist_lines(d: DistPrediction) -> list[str]:
     """What `predict` prints: each collective per phase with its bytes and bound, then the step."""
     groups = "" if d.ep_size is None else f" in expert-parallel groups of {d.ep_size}"
+    groups += "" if d.shard_size is None else f", hybrid sharding over groups of {d.shard_size}"
     over = "; ".join(f"{link.name} at {link.gbs:g} GB/s one way ({link.source})" for link in d.links)
     head = (f"{d.world} GPUs, --dist {d.mode}{groups}, {d.tokens_per_rank:,} tokens per GPU per step: communication "
             f"over {over}")

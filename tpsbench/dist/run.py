@@ -40,6 +40,7 @@ FAIL_RANK_ENV = "TPSBENCH_FAIL_RANK"
 def layout_label(setup: DistSetup) -> str:
     """How a point's label names its layout: "ep x4", or "fsdp+ep x4, expert groups of 2"."""
     groups = "" if setup.ep_size is None else f", expert groups of {setup.ep_size}"
+    groups += "" if setup.shard_size is None else f", shard groups of {setup.shard_size}"
     return f"{setup.mode} x{setup.world}{groups}"
 
 
@@ -144,7 +145,8 @@ def execute_dist(cfg: RunConfig, setup: DistSetup, out: Path, *, overwrite: bool
     device = torch.device(cfg.device)
     writer = None
     if setup.rank == 0:
-        config = replace(cfg.describe(), dist=setup.mode, world_size=setup.world, ep_size=setup.ep_size)
+        config = replace(cfg.describe(), dist=setup.mode, world_size=setup.world, ep_size=setup.ep_size,
+                         shard_size=setup.shard_size)
         writer = ResultsWriter(out, config=config, machine=machine_info(cfg.device, cfg.profile),
                                tool_version=__version__, overwrite=overwrite)
         signal.signal(signal.SIGTERM, _on_sigterm(writer))

@@ -74,6 +74,8 @@ class DistSetup:
     rank: int
     backend: str
     ep_size: int | None = None  # ranks per expert-parallel group (consecutive); None: all ranks
+    shard_size: int | None = None  # FSDP: ranks a parameter is sharded over (consecutive; hybrid sharding
+    # replicates the shards across the world / shard_size groups); None: all ranks
 
     @property
     def ep_group_size(self) -> int:
@@ -93,10 +95,17 @@ class DistSetup:
         return "fsdp" in self.mode.split("+")
 
 
-def check_layout(mode: str, spec: ModelSpec, impls: list[str], world: int, ep_size: int | None = None) -> None:
+def check_layout(mode: str, spec: ModelSpec, impls: list[str], world: int, ep_size: int | None = None,
+                 shard_size: int | None = None) -> None:
     """Refuse what the layout cannot shard, before any process group work."""
     if mode not in DIST_MODES:
         raise DistError(f"--dist '{mode}': choose one of {', '.join(DIST_MODES)}")
+    if shard_size is not None:
+        if "fsdp" not in mode.split("+"):
+            raise DistError(f"--shard-size {shard_size} sizes FSDP's shard groups: use it with --dist fsdp or fsdp+ep")
+        if world % shard_size:
+            raise DistError(f"--shard-size {shard_size} does not divide the {world} ranks into groups; choose a "
+                            f"divisor of {world}")
     if ep_size is not None:
         if "ep" not in mode.split("+"):
             raise DistError(f"--ep-size {ep_size} sizes expert-parallel groups: use it with --dist ep or fsdp+ep")
@@ -115,7 +124,8 @@ def check_layout(mode: str, spec: ModelSpec, impls: list[str], world: int, ep_si
             raise DistError(f"--dist {mode}: {exc}") from None
 
 
-def init_from_env(mode: str, device: str, backend: str | None, ep_size: int | None = None) -> DistSetup:
+def init_from_env(mode: str, device: str, backend: str | None, ep_size: int | None = None,
+                  shard_size: int | None = None) -> DistSetup:
     """Join the process group torchrun set up (one line and exit 2 outside torchrun, or with a backend this
     machine lacks)."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
@@ -131,7 +141,7 @@ def init_from_env(mode: str, device: str, backend: str | None, ep_size: int | No
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
         dist.init_process_group(chosen, timeout=COLLECTIVE_TIMEOUT)
-    return DistSetup(mode, dist.get_world_size(), dist.get_rank(), chosen, ep_size)
+    return DistSetup(mode, dist.get_world_size(), dist.get_rank(), chosen, ep_size, shard_size)
 
 
 _GROUPS: dict[tuple[int, int], tuple[dist.ProcessGroup | None, dist.ProcessGroup | None]] = {}
@@ -196,7 +206,11 @@ def dist_model(spec: ModelSpec, impl: str, setup: DistSetup, device: torch.devic
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
-        mesh = init_device_mesh(device.type, (setup.world,))
+        shards = setup.shard_size or setup.world
+        # hybrid sharding (HSDP): shard over groups of consecutive ranks, replicate across them; FSDP2 reduce-
+        # scatters inside a group, then all-reduces across the replicas
+        mesh = (init_device_mesh(device.type, (setup.world,)) if shards == setup.world else
+                init_device_mesh(device.type, (setup.world // shards, shards), mesh_dim_names=("replicate", "shard")))
         for block in model.blocks:
             mine = {p for p in block.parameters() if id(p) in expert_ids}
             fully_shard(block, mesh=mesh, ignored_params=mine or None)

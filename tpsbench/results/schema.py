@@ -261,6 +261,8 @@ class ConfigRecord:
     dist: str | None = fld("run --dist: fsdp, ep or fsdp+ep (null: one process)", default=None)
     world_size: int | None = fld("run --dist: ranks", default=None)
     ep_size: int | None = fld("run --dist: ranks per expert-parallel group (null: all of them)", default=None)
+    shard_size: int | None = fld("run --dist: ranks FSDP shards over, hybrid sharding (null: all of them)",
+                                 default=None)
     recompute: str = fld("activation checkpointing of training steps: none, or full (every block)", default="none")
 
 

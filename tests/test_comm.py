@@ -64,7 +64,7 @@ def test_predict_prints_each_collective_with_its_bytes_and_bound(capsys):
 @pytest.mark.parametrize(("args", "needle"), [
     (["--gpus", "8"], "--gpus and --dist go together"),
     (["--gpus", "6", "--dist", "ep"], "64 experts cannot be split evenly over 6 GPUs"),
-    (["--gpu", "b200", "--gpus", "16", "--dist", "fsdp"], "cites no network bandwidth: give --network-gbs"),
+    (["--gpu", "a100_sxm", "--gpus", "16", "--dist", "fsdp"], "cites no network bandwidth: give --network-gbs"),
 ])
 def test_bad_distributed_predictions_are_one_line(capsys, args, needle):
     gpu = [] if "--gpu" in args else ["--gpu", "h100_sxm"]

@@ -168,12 +168,12 @@ def test_expert_groups_inside_a_node_keep_the_all_to_alls_on_nvlink(capsys):
 
 
 @pytest.mark.parametrize(("args", "needle"), [
-    (["--gpus", "64", "--dist", "fsdp+ep", "--ep-size", "6"], "--ep-size 6 does not divide --gpus 64"),
+    (["--gpus", "64", "--dist", "fsdp+ep", "--ep-size", "6"], "--ep-size 6 does not divide the 64 GPUs"),
     (["--gpus", "128", "--dist", "fsdp+ep", "--ep-size", "128", "--network-gbs", "50"],
      "64 experts cannot be split evenly over --ep-size 128"),
     (["--gpus", "8", "--dist", "fsdp", "--ep-size", "2"], "--ep-size 2 sizes expert-parallel groups"),
     (["--gpus", "8", "--dist", "ep", "--shard-size", "2"], "--shard-size 2 sizes FSDP's shard groups"),
-    (["--gpus", "8", "--dist", "fsdp", "--shard-size", "3"], "--shard-size 3 does not divide --gpus 8"),
+    (["--gpus", "8", "--dist", "fsdp", "--shard-size", "3"], "--shard-size 3 does not divide the 8 GPUs"),
 ])
 def test_bad_expert_group_sizes_are_one_line(capsys, args, needle):
     assert main(["predict", "--gpu", "h100_sxm", "--model", "olmoe_1b_7b", *args]) == 2

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from tpsbench.costmodel import Workload
 from tpsbench.costmodel.comm import CommOp, comm_ops
 from tpsbench.dist.memory import dist_memory, rank_param_fraction
-from tpsbench.dist.train import DIST_MODES, DistError
+from tpsbench.dist.train import DIST_MODES, DistError, check_group_sizes
 from tpsbench.estimate.memory import MemoryEstimate
 from tpsbench.estimate.step import expected_for
 from tpsbench.profiles import GPUProfile
@@ -123,23 +123,15 @@ def predict_dist(w: Workload, profile: GPUProfile, mode: str, world: int, *,
         raise DistError(f"--dist '{mode}': choose one of {', '.join(DIST_MODES)}")
     if world < 2:
         raise DistError(f"--gpus {world}: a distributed step needs at least 2 GPUs")
+    check_group_sizes(mode, world, ep_size, shard_size, ranks="GPUs")
     if "ep" in mode.split("+"):
         if w.model.moe is None:
             raise DistError(f"--dist {mode}: {w.model.name} is dense and has no experts to split; use --dist fsdp")
         k = ep_size or world
-        if world % k:
-            raise DistError(f"--ep-size {k} does not divide --gpus {world} into expert-parallel groups")
         if w.model.moe.num_experts % k:
             what = f"--ep-size {k}" if ep_size else f"{world} GPUs"
             raise DistError(f"--dist {mode}: {w.model.moe.num_experts} experts cannot be split evenly over {what}; "
                             "choose a group size dividing the expert count")
-    elif ep_size is not None:
-        raise DistError(f"--ep-size {ep_size} sizes expert-parallel groups: use it with --dist ep or fsdp+ep")
-    if shard_size is not None:
-        if "fsdp" not in mode.split("+"):
-            raise DistError(f"--shard-size {shard_size} sizes FSDP's shard groups: use it with --dist fsdp or fsdp+ep")
-        if world % shard_size:
-            raise DistError(f"--shard-size {shard_size} does not divide --gpus {world} into shard groups")
     link = choose_link(profile, world, gpus_per_node, network_gbs)
     ops = comm_ops(w, mode, world, ep_size, shard_size)
     comm: list[CommTime] = []

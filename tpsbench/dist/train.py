@@ -95,23 +95,28 @@ class DistSetup:
         return "fsdp" in self.mode.split("+")
 
 
+def check_group_sizes(mode: str, world: int, ep_size: int | None, shard_size: int | None,
+                      ranks: str = "ranks") -> None:
+    """An expert-parallel or shard group size belongs to a layout that has the groups and divides the world."""
+    for flag, size, layout, what in (("--ep-size", ep_size, "ep", "expert-parallel groups: use it with --dist ep or "
+                                      "fsdp+ep"),
+                                     ("--shard-size", shard_size, "fsdp", "FSDP's shard groups: use it with --dist "
+                                      "fsdp or fsdp+ep")):
+        if size is None:
+            continue
+        if layout not in mode.split("+"):
+            raise DistError(f"{flag} {size} sizes {what}")
+        if world % size:
+            raise DistError(f"{flag} {size} does not divide the {world} {ranks} into groups; choose a divisor of "
+                            f"{world}")
+
+
 def check_layout(mode: str, spec: ModelSpec, impls: list[str], world: int, ep_size: int | None = None,
                  shard_size: int | None = None) -> None:
     """Refuse what the layout cannot shard, before any process group work."""
     if mode not in DIST_MODES:
         raise DistError(f"--dist '{mode}': choose one of {', '.join(DIST_MODES)}")
-    if shard_size is not None:
-        if "fsdp" not in mode.split("+"):
-            raise DistError(f"--shard-size {shard_size} sizes FSDP's shard groups: use it with --dist fsdp or fsdp+ep")
-        if world % shard_size:
-            raise DistError(f"--shard-size {shard_size} does not divide the {world} ranks into groups; choose a "
-                            f"divisor of {world}")
-    if ep_size is not None:
-        if "ep" not in mode.split("+"):
-            raise DistError(f"--ep-size {ep_size} sizes expert-parallel groups: use it with --dist ep or fsdp+ep")
-        if world % ep_size:
-            raise DistError(f"--ep-size {ep_size} does not divide the {world} ranks into groups; choose a divisor "
-                            f"of {world}")
+    check_group_sizes(mode, world, ep_size, shard_size)
     if "ep" in mode.split("+"):
         if spec.moe is None:
             raise DistError(f"--dist {mode}: {spec.name} is dense and has no experts to split; use --dist fsdp")

@@ -91,7 +91,7 @@ def test_a_gpu_without_nvlink_uses_pcie(capsys):
 # 48 layers, top-8, d 2048; bf16 residual stream and bf16 gathers (the olmo_core policy); 30,532,122,624
 # parameters of which 48 x 3 x 2048 x 768 x 128 = 28,991,029,248 are routed experts.
 Q_DISPATCH = 48 * 32768 * 8 * 2048 * 2 * 7 / 8  # 45,097,156,608
-Q_GATHER = (30_532_122_624 - 28_991_029_248) * 2 * 7 / 8  # bf16: 1,348,456,710.0 (a ring's 7/8 of 1.54 G params)
+Q_GATHER = (30_532_122_624 - 28_991_029_248) * 2 * 7 / 8  # bf16: 2,696,913,408 (a ring's 7/8 of 1.54 G params x 2 B)
 
 
 def test_mixed_precision_gathers_bf16_and_recompute_repeats_the_forward_exchanges():

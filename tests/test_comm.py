@@ -212,3 +212,27 @@ def test_hybrid_sharding_in_predict(capsys):
     head = (2048 * 50304 + 2048) * 4
     assert hybrid["memory_per_gpu"]["parameters_and_state_bytes"] == 6_919_161_856 * 12 / 8 + head
     assert flat["memory_per_gpu"]["parameters_and_state_bytes"] == 6_919_161_856 * 12 / 256 + head
+
+
+def test_fsdp_mixed_precision_gathers_and_dispatches_bf16(capsys):
+    """--fsdp-param-dtype bf16 on amp_bf16: the gathers carry 2 bytes per parameter instead of 4 and, the residual
+    stream now bf16, so do the dispatched rows; the gradients are still reduce-scattered in fp32."""
+    argv = ["predict", "--gpu", "h100_sxm", "--model", "olmoe_1b_7b", "--gpus", "8", "--dist", "fsdp+ep", "--json"]
+    assert main([*argv, "--fsdp-param-dtype", "bf16"]) == 0
+    [mixed] = json.loads(capsys.readouterr().out)["dist"]
+    by = {(c["name"], c["phase"]): c["bytes_per_gpu"] for c in mixed["comm"]}
+    assert by[("fsdp.all_gather", "fwd")] == FSDP / 2 and by[("fsdp.reduce_scatter", "bwd_wgrad")] == FSDP
+    assert by[("moe.dispatch", "fwd")] == DISPATCH / 2 and mixed["dtype_policy"] == "amp_bf16+fsdp_bf16"
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--gpus", "8", "--dist", "ep", "--fsdp-param-dtype", "bf16"], "is FSDP's mixed precision: use it with"),
+    (["--gpus", "8", "--dist", "fsdp", "--dtype", "olmo_core", "--fsdp-param-dtype", "fp32"],
+     "--dtype olmo_core gathers bf16 parameters"),
+    (["--fsdp-param-dtype", "bf16"], "--fsdp-param-dtype bf16 describes a distributed step"),
+    (["--ep-size", "8"], "--ep-size 8 describes a distributed step"),
+])
+def test_bad_mixed_precision_predictions_are_one_line(capsys, args, needle):
+    assert main(["predict", "--gpu", "h100_sxm", "--model", "olmoe_1b_7b", *args]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1, err

@@ -37,16 +37,18 @@ def test_expert_parallel_layer_equals_the_single_process_layer(ranks):
 def test_a_distributed_step_equals_the_single_process_step(ranks):
     lines = _torchrun(ranks, "tpsbench.dist.check_train")
     half = ranks // 2
-    assert [line.split(", ")[1].split(":")[0] for line in lines[:9]] == [
+    assert [line.split(", ")[1].split(":")[0] for line in lines[:11]] == [
         "fsdp step of moe_tiny", "fsdp step of dense_tiny", "ep step of moe_tiny", "fsdp+ep step of moe_tiny",
         "fsdp+ep step of moe_tiny (activation checkpointing full)",
         f"ep step of moe_tiny (expert-parallel groups of {half})",
         f"fsdp+ep step of moe_tiny (expert-parallel groups of {half})",
+        "fsdp step of dense_tiny (bf16 gathers)", "fsdp+ep step of moe_tiny (bf16 gathers)",
         f"fsdp step of dense_tiny (hybrid sharding over groups of {half})",
         f"fsdp+ep step of moe_tiny (hybrid sharding over groups of {half})"]
     # summed over N ranks instead of averaged: the gradients are N times too large, off by N - 1 relative
-    assert f"control (gradients summed, not averaged): caught, gradients {ranks - 1:.2e}" in lines[9]
-    assert "control (expert replicas not all-reduced): caught" in lines[10]
+    assert all("blocks computed in torch.bfloat16, gradients torch.float32" in line for line in lines[7:9])
+    assert f"control (gradients summed, not averaged): caught, gradients {ranks - 1:.2e}" in lines[11]
+    assert "control (expert replicas not all-reduced): caught" in lines[12]
 
 
 @pytest.mark.parametrize("module", ["tpsbench.dist.check_ep", "tpsbench.dist.check_train"])
@@ -175,14 +177,16 @@ def test_expert_parallel_groups_smaller_than_the_world(tmp_path):
     from tpsbench.results.io import load_results
 
     out = tmp_path / "groups.json"
-    done = _run_dist(tmp_path, 4, "--dist", "fsdp+ep", "--ep-size", "2", "--shard-size", "2", "--impl", "grouped",
-                     "--mode", "all", "--out", str(out))
+    done = _run_dist(tmp_path, 4, "--dist", "fsdp+ep", "--ep-size", "2", "--shard-size", "2", "--fsdp-param-dtype",
+                     "bf16", "--impl", "grouped", "--mode", "all", "--out", str(out))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     doc = load_results(out)
     assert doc.config.ep_size == 2 and doc.config.shard_size == 2 and doc.config.world_size == 4
+    assert doc.config.fsdp_param_dtype == "bf16"
     step = next(p for p in doc.points if p.kind == "e2e")
     assert step.status == "ok"
-    assert step.label == "train step/grouped @ 256 x1 (fsdp+ep x4, expert groups of 2, shard groups of 2)"
+    assert step.label == ("train step/grouped @ 256 x1 (fsdp+ep x4, expert groups of 2, shard groups of 2, bf16 "
+                          "gathers)")
     uniform = next(p for p in doc.points if (p.layer, p.mode, p.routing) == ("ep.dispatch", "fwd", "uniform"))
     assert uniform.raw.dist.bytes_sent_per_rank == [256 * 64 * 4] * 4
 
@@ -207,12 +211,16 @@ def test_ep_size_without_dist_is_one_line_exit_2(capsys):
     assert "--ep-size 2 sizes the expert-parallel groups of a --dist run" in err and err.count("\n") == 1
 
 
-def test_shard_size_without_dist_is_one_line_exit_2(capsys):
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--shard-size", "2"], "--shard-size 2 sizes FSDP's shard groups of a --dist run"),
+    (["--fsdp-param-dtype", "bf16"], "--fsdp-param-dtype bf16 is FSDP's mixed precision of a --dist run"),
+])
+def test_layout_flags_without_dist_are_one_line_exit_2(capsys, args, needle):
     from tpsbench.cli import main
 
-    assert main(["run", "--device", "cpu", "--model", "moe_tiny", "--shard-size", "2"]) == 2
+    assert main(["run", "--device", "cpu", "--model", "moe_tiny", *args]) == 2
     err = capsys.readouterr().err
-    assert "--shard-size 2 sizes FSDP's shard groups of a --dist run" in err and err.count("\n") == 1
+    assert needle in err and err.count("\n") == 1
 
 
 def test_a_shard_size_that_does_not_fit_is_refused():
@@ -223,3 +231,5 @@ def test_a_shard_size_that_does_not_fit_is_refused():
         check_layout("fsdp", spec, ["grouped"], 4, None, 3)
     with pytest.raises(DistError, match="use it with --dist fsdp or fsdp\\+ep"):
         check_layout("ep", spec, ["grouped"], 4, None, 2)
+    with pytest.raises(DistError, match="--fsdp-param-dtype bf16 is FSDP's mixed precision"):
+        check_layout("ep", spec, ["grouped"], 4, None, None, "bf16")

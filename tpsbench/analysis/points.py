@@ -147,7 +147,8 @@ def entries_from_doc(doc: RunDoc, source: str = "") -> list[Entry]:
                      error=p.error, stack=cfg.stack,
                      dist=None if cfg.dist is None else f"{cfg.dist} x{cfg.world_size}"
                      + ("" if cfg.ep_size is None else f", expert groups of {cfg.ep_size}")
-                     + ("" if cfg.shard_size is None else f", shard groups of {cfg.shard_size}"))
+                     + ("" if cfg.shard_size is None else f", shard groups of {cfg.shard_size}")
+                     + ("" if cfg.fsdp_param_dtype in (None, "fp32") else f", {cfg.fsdp_param_dtype} gathers"))
         if p.status != "ok":
             out.append(base)
             continue

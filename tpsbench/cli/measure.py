@@ -53,6 +53,9 @@ def add_run_args(rn: argparse.ArgumentParser) -> None:
                     "expert-parallel group (consecutive; default all); each expert then has one replica per group")
     rn.add_argument("--shard-size", type=positive_int, default=None, help="with --dist fsdp or fsdp+ep: ranks FSDP "
                     "shards over (consecutive; default all), the shards replicated across the groups (hybrid sharding)")
+    rn.add_argument("--fsdp-param-dtype", default="fp32", choices=["fp32", "bf16"], help="with --dist fsdp or "
+                    "fsdp+ep: FSDP's unsharded parameters; bf16 is FSDP2's mixed precision (bf16 gathers and compute, "
+                    "gradients reduced in fp32), as OLMo-core and torchtitan train (default fp32)")
     rn.add_argument("--dist-backend", default=None, choices=["gloo", "nccl"],
                     help="torch.distributed backend (default nccl on cuda, gloo on the CPU)")
     rn.add_argument("--stack", default="tpsbench", choices=["tpsbench", "olmo-core"],
@@ -111,6 +114,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.ep_size is not None and not args.dist:
         raise UsageError(f"--ep-size {args.ep_size} sizes the expert-parallel groups of a --dist run: add --dist ep "
                          "or fsdp+ep (under torchrun)")
+    if args.fsdp_param_dtype != "fp32" and not args.dist:
+        raise UsageError(f"--fsdp-param-dtype {args.fsdp_param_dtype} is FSDP's mixed precision of a --dist run: add "
+                         "--dist fsdp or fsdp+ep (under torchrun)")
     if args.shard_size is not None and not args.dist:
         raise UsageError(f"--shard-size {args.shard_size} sizes FSDP's shard groups of a --dist run: add --dist fsdp "
                          "or fsdp+ep (under torchrun)")

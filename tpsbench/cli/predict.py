@@ -62,6 +62,9 @@ def add_predict_args(pr: argparse.ArgumentParser) -> None:
     pr.add_argument("--shard-size", type=positive_int, default=None, help="with --dist fsdp or fsdp+ep: GPUs FSDP "
                     "shards over (consecutive; default all); the shards are replicated across the groups (hybrid "
                     "sharding, HSDP)")
+    pr.add_argument("--fsdp-param-dtype", default=None, choices=["fp32", "bf16"], help="with --dist fsdp or "
+                    "fsdp+ep: FSDP's unsharded parameters (bf16: mixed precision, bf16 gathers and residual stream, "
+                    "as `run --dist --fsdp-param-dtype bf16`; default: the dtype policy's, bf16 under olmo_core)")
     pr.add_argument("--gpus-per-node", type=positive_int, default=8, help="GPUs sharing NVLink or PCIe (default 8)")
     pr.add_argument("--network-gbs", type=positive_float, default=None,
                     help="each GPU's scale-out bandwidth one way, GB/s (needed when --gpus spans nodes)")
@@ -94,6 +97,10 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     estimates = [expected_for(p.workload, profile, compiled=args.compile) for p in preds]
     if (args.gpus is None) != (args.dist is None):
         raise UsageError("--gpus and --dist go together: e.g. --gpus 8 --dist fsdp+ep")
+    for flag, value in (("--ep-size", args.ep_size), ("--shard-size", args.shard_size),
+                        ("--fsdp-param-dtype", args.fsdp_param_dtype)):
+        if value is not None and args.dist is None:
+            raise UsageError(f"{flag} {value} describes a distributed step: add --gpus N --dist ...")
     if args.dist is not None:
         return _predict_dist(args, preds, profile, console)
     if args.json:
@@ -122,11 +129,25 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
 
 
 def _predict_dist(args: argparse.Namespace, preds: list, profile, console: Console) -> int:
+    from dataclasses import replace
+
+    from tpsbench.costmodel.comm import fsdp_mixed_precision
     from tpsbench.dist.predict import dist_lines, predict_dist
 
-    dists = [predict_dist(p.workload, profile, args.dist, args.gpus, gpus_per_node=args.gpus_per_node,
+    workloads = [p.workload for p in preds]
+    if args.fsdp_param_dtype is not None:
+        if "fsdp" not in args.dist.split("+"):
+            raise UsageError(f"--fsdp-param-dtype {args.fsdp_param_dtype} is FSDP's mixed precision: use it with "
+                             "--dist fsdp or fsdp+ep")
+        policy = workloads[0].policy
+        if args.fsdp_param_dtype == "fp32" and policy.recast_params_in_backward:
+            raise UsageError(f"--dtype {policy.name} gathers bf16 parameters (FSDP mixed precision); drop "
+                             "--fsdp-param-dtype fp32 or choose --dtype amp_bf16")
+        if args.fsdp_param_dtype == "bf16":
+            workloads = [replace(w, policy=fsdp_mixed_precision(w.policy)) for w in workloads]
+    dists = [predict_dist(w, profile, args.dist, args.gpus, gpus_per_node=args.gpus_per_node,
                           network_gbs=args.network_gbs, compiled=args.compile, ep_size=args.ep_size,
-                          shard_size=args.shard_size) for p in preds]
+                          shard_size=args.shard_size) for w in workloads]
     if args.json:
         print(json.dumps({"tool": "tpsbench", "version": __version__, "command": "predict", "profile": profile.name,
                           "dist": [_dist_dict(d) for d in dists]}, indent=2))
@@ -141,7 +162,7 @@ def _dist_dict(d) -> dict[str, object]:
     return {
         "mode": d.mode, "gpus": d.world, "tokens_per_gpu": d.tokens_per_rank,
         "link": {"name": d.link.name, "gbs": d.link.gbs, "source": d.link.source},
-        "ep_size": d.ep_size, "shard_size": d.shard_size,
+        "ep_size": d.ep_size, "shard_size": d.shard_size, "dtype_policy": d.policy,
         "comm": [{"name": c.op.name, "phase": c.op.phase.value, "collective": c.op.collective, "count": c.op.count,
                   "bytes_per_gpu": c.op.bytes_per_rank, "seconds": c.seconds, "host_syncs": c.op.host_syncs,
                   "group": c.op.group, "link": c.link.name}

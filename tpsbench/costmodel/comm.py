@@ -53,6 +53,18 @@ class CommOp:
     group: str = "world"
 
 
+def fsdp_mixed_precision(pol: DTypePolicy) -> DTypePolicy:
+    """``pol`` under FSDP2's mixed precision (``param_dtype`` = the compute dtype, ``reduce_dtype`` fp32): the
+    parameters cast when unsharded, for the forward and again for the backward, so they travel and compute in the
+    compute dtype, and the embedding's output, hence the residual stream, is in it too (`run --dist
+    --fsdp-param-dtype bf16`; the olmo_core policy has it already)."""
+    if pol.recast_params_in_backward:
+        return pol
+    return replace(pol, name=f"{pol.name}+fsdp_bf16", residual_bytes=pol.compute_bytes, autocast=True,
+                   recast_params_in_backward=True,
+                   description=f"{pol.description}; FSDP mixed precision: bf16 unsharded parameters, fp32 reduction")
+
+
 def gathered_param_bytes(pol: DTypePolicy) -> int:
     """Bytes per parameter FSDP all-gathers: the compute dtype under mixed precision (a policy whose parameters are
     cast when unsharded, in forward and backward), else the stored dtype."""

@@ -41,6 +41,12 @@ CHECKS = (("fsdp", "moe_tiny", "none", False), ("fsdp", "dense_tiny", "none", Fa
           ("fsdp+ep", "moe_tiny", "none", True))
 # hybrid sharding: FSDP's shard groups of half the ranks, replicated across the two halves
 HYBRID = (("fsdp", "dense_tiny"), ("fsdp+ep", "moe_tiny"))
+# FSDP's mixed precision (bf16 unsharded parameters, forward and backward in bf16, gradients reduced in fp32)
+# against the single process computing in bf16 (the reference's parameters cast to bf16: the values FSDP gathers;
+# against the fp32 step the routing of near-tied tokens differs and moe_tiny's gradients by 17-20%): bf16's
+# 8 mantissa bits in the gradients' sums bound the difference, not the rounding order
+MIXED = (("fsdp", "dense_tiny"), ("fsdp+ep", "moe_tiny"))
+BF16_GRAD_TOLERANCE = 3e-2
 
 
 def _reference_view(name: str, p: torch.Tensor, ref: dict[str, torch.Tensor], model: nn.Module) -> torch.Tensor:
@@ -69,15 +75,15 @@ def _worst(model: nn.Module, reference: nn.Module, *, grads: bool) -> float:
 
 def check(mode: str, name: str, rank: int, world: int, loss_scale: float = 1.0,
           recompute: str = "none", ep_size: int | None = None, skip_replicas: bool = False,
-          shard_size: int | None = None) -> tuple[float, float]:
+          shard_size: int | None = None, param_dtype: str = "fp32") -> tuple[float, float]:
     """The largest gradient difference (relative) and parameter difference after the step (in units of lr)."""
     spec = get_model(name)
     impl = "grouped" if spec.moe is not None else "loop"
     torch.manual_seed(0)
     reference = build_model(spec, impl=impl)
     torch.manual_seed(0)
-    model, opt, reduce = dist_model(spec, impl, DistSetup(mode, world, rank, "gloo", ep_size, shard_size), torch.device("cpu"), lr=LR,
-                                    foreach=False, eps=EPS)
+    setup = DistSetup(mode, world, rank, "gloo", ep_size, shard_size, param_dtype)
+    model, opt, reduce = dist_model(spec, impl, setup, torch.device("cpu"), lr=LR, foreach=False, eps=EPS)
     model.recompute = recompute
     if skip_replicas:  # the second control: the experts' replicas never summed
         reduce.replica_group = None
@@ -92,6 +98,30 @@ def check(mode: str, name: str, rank: int, world: int, loss_scale: float = 1.0,
     ref_opt.step()
     opt.step()
     return grads, _worst(model, reference, grads=False) / LR
+
+
+def mixed_precision_check(mode: str, name: str, rank: int, world: int) -> tuple[float, str, set[str]]:
+    """FSDP's mixed precision: the gradient difference against the single process in bf16, the dtype a block's
+    first matmul weight had in the forward (FSDP's gathered parameter), and the dtypes of the sharded gradients."""
+    spec = get_model(name)
+    impl = "grouped" if spec.moe is not None else "loop"
+    torch.manual_seed(0)
+    reference = build_model(spec, impl=impl)
+    reference = reference.to(torch.bfloat16)
+    torch.manual_seed(0)
+    model, _, reduce = dist_model(spec, impl, DistSetup(mode, world, rank, "gloo", param_dtype="bf16"),
+                                  torch.device("cpu"), lr=LR, foreach=False, eps=EPS)
+    seen: list[str] = []
+    hook = model.blocks[0].attention.w_q.register_forward_hook(lambda m, i, o: seen.append(str(m.weight.dtype)))
+    tokens = SEQUENCES_PER_RANK * spec.seq_len
+    data = [random_tokens(spec.vocab_size, tokens, spec.seq_len, torch.device("cpu"), seed=10 + r)
+            for r in range(world)]
+    torch.stack([reference.training_loss(ids, labels) for ids, labels in data]).mean().backward()
+    model.training_loss(*data[rank]).backward()
+    reduce()
+    hook.remove()
+    grad_dtypes = {str(p.grad.dtype) for p in model.parameters() if p.grad is not None}
+    return _worst(model, reference, grads=True), seen[0], grad_dtypes
 
 
 def checks(rank: int, world: int) -> int:
@@ -109,6 +139,16 @@ def checks(rank: int, world: int) -> int:
             ac += "" if ep_size is None else f" (expert-parallel groups of {ep_size})"
             print(f"{'ok  ' if ok else 'FAIL'} {world} ranks, {mode} step of {name}{ac}: gradients {grads:.2e} "
                   f"(relative), parameters after AdamW {params:.2e} lr", flush=True)
+    for mode, name in MIXED:
+        grads, computed_in, grad_dtypes = mixed_precision_check(mode, name, rank, world)
+        err = torch.tensor([grads])
+        dist.all_reduce(err, op=dist.ReduceOp.MAX)
+        ok = float(err) <= BF16_GRAD_TOLERANCE and computed_in == "torch.bfloat16" and grad_dtypes == {"torch.float32"}
+        failed += not ok
+        if rank == 0:
+            print(f"{'ok  ' if ok else 'FAIL'} {world} ranks, {mode} step of {name} (bf16 gathers): gradients "
+                  f"{float(err):.2e} (relative, against one process in bf16), blocks computed in {computed_in}, gradients "
+                  f"{', '.join(sorted(grad_dtypes))}", flush=True)
     for mode, name in HYBRID:
         half = max(1, world // 2)
         err = torch.tensor(check(mode, name, rank, world, shard_size=half))

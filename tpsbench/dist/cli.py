@@ -50,8 +50,9 @@ def _run_dist(args: argparse.Namespace, cfg: RunConfig, console: Console) -> int
     if args.impl is None and "ep" in args.dist.split("+"):  # the default list's dense brackets have no experts
         cfg = replace(cfg, impls=[i for i in cfg.impls if not is_bracket(i)])
     world = int(os.environ.get("WORLD_SIZE", "0") or 0)
-    check_layout(args.dist, cfg.model, cfg.impls, world or 1, args.ep_size, args.shard_size)
-    setup = init_from_env(args.dist, cfg.device, args.dist_backend, args.ep_size, args.shard_size)
+    check_layout(args.dist, cfg.model, cfg.impls, world or 1, args.ep_size, args.shard_size, args.fsdp_param_dtype)
+    setup = init_from_env(args.dist, cfg.device, args.dist_backend, args.ep_size, args.shard_size,
+                          args.fsdp_param_dtype)
     out = Path(args.out) if args.out else cfg.default_out()
     if setup.rank == 0:
         check_output(out, overwrite=args.overwrite)

@@ -65,6 +65,15 @@ class DispatchPlan:
     exchange: Exchange
 
 
+@dataclass(frozen=True, slots=True)
+class CastExperts:
+    """Expert weights cast for one forward (what the implementations read: ``w1, w3: [E, d, h]``, ``w2: [E, h, d]``)."""
+
+    w1: torch.Tensor
+    w3: torch.Tensor
+    w2: torch.Tensor
+
+
 class _AllToAll(torch.autograd.Function):
     """``all_to_all_single`` with uneven splits whose backward is the reverse exchange. torch's own autograd
     versions: ``torch.distributed.nn.functional``'s is deprecated (a FutureWarning on every call in torch 2.13),
@@ -162,7 +171,12 @@ class ExpertParallelMoE(nn.Module):
             0, local, torch.ones_like(local))
         zero = rows.new_zeros(())
         route = RouterOutput(local.unsqueeze(-1), torch.ones(len(local), 1, device=rows.device), counts, zero, zero)
-        return self.impl.forward(rows, route, self.dense.experts)
+        experts = self.dense.experts
+        if experts.w1.dtype != rows.dtype and not torch.is_autocast_enabled(rows.device.type):
+            # FSDP's mixed precision hands the layer bf16 rows while the experts (expert parallelism's, not FSDP's)
+            # stay fp32: computed in the rows' dtype, as autocast would, the gradients flowing back to fp32
+            experts = CastExperts(*(w.to(rows.dtype) for w in (experts.w1, experts.w3, experts.w2)))
+        return self.impl.forward(rows, route, experts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape

@@ -55,6 +55,7 @@ class DistPrediction:
     recompute: str = "none"
     ep_size: int | None = None
     shard_size: int | None = None
+    policy: str = "amp_bf16"  # the dtype policy's name (+fsdp_bf16 under FSDP's mixed precision)
 
     @property
     def links(self) -> list[Link]:
@@ -146,13 +147,14 @@ def predict_dist(w: Workload, profile: GPUProfile, mode: str, world: int, *,
                          overhead_fraction=est.memory.overhead_bytes / max(est.memory.peak_bytes, 1.0))
     return DistPrediction(mode, world, w.tokens, link, tuple(comm), p.fwd_bwd_s + p.optimizer_s * frac,
                           single_expected, p.microbatch_step_s, single_expected, memory, est.usable_bytes, compiled,
-                          w.recompute, ep_size, shard_size)
+                          w.recompute, ep_size, shard_size, w.policy.name)
 
 
 def dist_lines(d: DistPrediction) -> list[str]:
     """What `predict` prints: each collective per phase with its bytes and bound, then the step."""
     groups = "" if d.ep_size is None else f" in expert-parallel groups of {d.ep_size}"
     groups += "" if d.shard_size is None else f", hybrid sharding over groups of {d.shard_size}"
+    groups += f", {d.policy}"
     over = "; ".join(f"{link.name} at {link.gbs:g} GB/s one way ({link.source})" for link in d.links)
     head = (f"{d.world} GPUs, --dist {d.mode}{groups}, {d.tokens_per_rank:,} tokens per GPU per step: communication "
             f"over {over}")

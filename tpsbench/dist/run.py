@@ -41,6 +41,7 @@ def layout_label(setup: DistSetup) -> str:
     """How a point's label names its layout: "ep x4", or "fsdp+ep x4, expert groups of 2"."""
     groups = "" if setup.ep_size is None else f", expert groups of {setup.ep_size}"
     groups += "" if setup.shard_size is None else f", shard groups of {setup.shard_size}"
+    groups += "" if setup.param_dtype == "fp32" else f", {setup.param_dtype} gathers"
     return f"{setup.mode} x{setup.world}{groups}"
 
 
@@ -146,7 +147,7 @@ def execute_dist(cfg: RunConfig, setup: DistSetup, out: Path, *, overwrite: bool
     writer = None
     if setup.rank == 0:
         config = replace(cfg.describe(), dist=setup.mode, world_size=setup.world, ep_size=setup.ep_size,
-                         shard_size=setup.shard_size)
+                         shard_size=setup.shard_size, fsdp_param_dtype=setup.param_dtype)
         writer = ResultsWriter(out, config=config, machine=machine_info(cfg.device, cfg.profile),
                                tool_version=__version__, overwrite=overwrite)
         signal.signal(signal.SIGTERM, _on_sigterm(writer))

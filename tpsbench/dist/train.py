@@ -76,6 +76,8 @@ class DistSetup:
     ep_size: int | None = None  # ranks per expert-parallel group (consecutive); None: all ranks
     shard_size: int | None = None  # FSDP: ranks a parameter is sharded over (consecutive; hybrid sharding
     # replicates the shards across the world / shard_size groups); None: all ranks
+    param_dtype: str = "fp32"  # FSDP's unsharded parameters: fp32 (as stored), or bf16 (mixed precision: bf16
+    # gathers and compute, fp32 gradient reduction, as OLMo-core and torchtitan train)
 
     @property
     def ep_group_size(self) -> int:
@@ -112,11 +114,14 @@ def check_group_sizes(mode: str, world: int, ep_size: int | None, shard_size: in
 
 
 def check_layout(mode: str, spec: ModelSpec, impls: list[str], world: int, ep_size: int | None = None,
-                 shard_size: int | None = None) -> None:
+                 shard_size: int | None = None, param_dtype: str = "fp32") -> None:
     """Refuse what the layout cannot shard, before any process group work."""
     if mode not in DIST_MODES:
         raise DistError(f"--dist '{mode}': choose one of {', '.join(DIST_MODES)}")
     check_group_sizes(mode, world, ep_size, shard_size)
+    if param_dtype != "fp32" and "fsdp" not in mode.split("+"):
+        raise DistError(f"--fsdp-param-dtype {param_dtype} is FSDP's mixed precision: use it with --dist fsdp or "
+                        "fsdp+ep")
     if "ep" in mode.split("+"):
         if spec.moe is None:
             raise DistError(f"--dist {mode}: {spec.name} is dense and has no experts to split; use --dist fsdp")
@@ -130,7 +135,7 @@ def check_layout(mode: str, spec: ModelSpec, impls: list[str], world: int, ep_si
 
 
 def init_from_env(mode: str, device: str, backend: str | None, ep_size: int | None = None,
-                  shard_size: int | None = None) -> DistSetup:
+                  shard_size: int | None = None, param_dtype: str = "fp32") -> DistSetup:
     """Join the process group torchrun set up (one line and exit 2 outside torchrun, or with a backend this
     machine lacks)."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
@@ -146,7 +151,7 @@ def init_from_env(mode: str, device: str, backend: str | None, ep_size: int | No
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
         dist.init_process_group(chosen, timeout=COLLECTIVE_TIMEOUT)
-    return DistSetup(mode, dist.get_world_size(), dist.get_rank(), chosen, ep_size, shard_size)
+    return DistSetup(mode, dist.get_world_size(), dist.get_rank(), chosen, ep_size, shard_size, param_dtype)
 
 
 _GROUPS: dict[tuple[int, int], tuple[dist.ProcessGroup | None, dist.ProcessGroup | None]] = {}
@@ -216,10 +221,15 @@ def dist_model(spec: ModelSpec, impl: str, setup: DistSetup, device: torch.devic
         # scatters inside a group, then all-reduces across the replicas
         mesh = (init_device_mesh(device.type, (setup.world,)) if shards == setup.world else
                 init_device_mesh(device.type, (setup.world // shards, shards), mesh_dim_names=("replicate", "shard")))
+        mp = None
+        if setup.param_dtype == "bf16":
+            from torch.distributed.fsdp import MixedPrecisionPolicy
+
+            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
         for block in model.blocks:
             mine = {p for p in block.parameters() if id(p) in expert_ids}
-            fully_shard(block, mesh=mesh, ignored_params=mine or None)
-        fully_shard(model, mesh=mesh, ignored_params=set(experts) or None)
+            fully_shard(block, mesh=mesh, ignored_params=mine or None, **({} if mp is None else {"mp_policy": mp}))
+        fully_shard(model, mesh=mesh, ignored_params=set(experts) or None, **({} if mp is None else {"mp_policy": mp}))
         replicated: list[nn.Parameter] = []
     else:
         replicated = [p for p in model.parameters() if id(p) not in expert_ids]

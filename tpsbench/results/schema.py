@@ -263,6 +263,8 @@ class ConfigRecord:
     ep_size: int | None = fld("run --dist: ranks per expert-parallel group (null: all of them)", default=None)
     shard_size: int | None = fld("run --dist: ranks FSDP shards over, hybrid sharding (null: all of them)",
                                  default=None)
+    fsdp_param_dtype: str | None = fld("run --dist: FSDP's unsharded parameters, fp32 or bf16 (mixed precision; "
+                                       "null: one process)", default=None)
     recompute: str = fld("activation checkpointing of training steps: none, or full (every block)", default="none")
 
 

@@ -10,7 +10,7 @@ import torch
 from tpsbench.bench.timing import TimingConfig, time_fn
 from tpsbench.counters import sampler as sampler_mod
 from tpsbench.counters.sampler import NullSource, NvmlSource, Sampler, open_source
-from tpsbench.counters.summary import BasicSample, GpmSample, decode_reasons, summarize_window
+from tpsbench.counters.summary import MIN_GPM_INTERVAL_S, BasicSample, GpmSample, decode_reasons, summarize_window
 
 
 def test_window_summary_exact():
@@ -194,11 +194,16 @@ def test_gpm_unsupported_and_metric_refused(monkeypatch):
 def test_sampler_with_gpm(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", _fake_nvml())
     src = open_source()
-    sampler = Sampler(src, interval_s=0.01, bandwidth_gbs=4800.0)
+    # intervals at least MIN_GPM_INTERVAL_S long (shorter ones are dropped when a longer one exists: with 10 ms
+    # intervals a loaded CI machine stretched one to 20 ms and left one usable interval), and waited for by
+    # count, not by a fixed sleep
+    sampler = Sampler(src, interval_s=MIN_GPM_INTERVAL_S * 1.5, bandwidth_gbs=4800.0)
     sampler.start()
     import time
 
-    time.sleep(0.05)
+    deadline = time.perf_counter() + 10.0
+    while len(sampler.gpm) < 3 and time.perf_counter() < deadline:
+        time.sleep(0.01)
     s = sampler.stop()
     assert s.n_basic >= 3 and s.n_gpm >= 2
     assert s.values["dram_bw_util_pct_mean"] == 55.0 and s.values["dram_gbs"] == pytest.approx(0.55 * 4800.0)

@@ -133,12 +133,11 @@ def _predict_dist(args: argparse.Namespace, preds: list, profile, console: Conso
 
     from tpsbench.costmodel.comm import fsdp_mixed_precision
     from tpsbench.dist.predict import dist_lines, predict_dist
+    from tpsbench.dist.train import check_layout_flags
 
     workloads = [p.workload for p in preds]
+    check_layout_flags(args.dist, args.gpus, None, None, args.fsdp_param_dtype, ranks="GPUs")
     if args.fsdp_param_dtype is not None:
-        if "fsdp" not in args.dist.split("+"):
-            raise UsageError(f"--fsdp-param-dtype {args.fsdp_param_dtype} is FSDP's mixed precision: use it with "
-                             "--dist fsdp or fsdp+ep")
         policy = workloads[0].policy
         if args.fsdp_param_dtype == "fp32" and policy.recast_params_in_backward:
             raise UsageError(f"--dtype {policy.name} gathers bf16 parameters (FSDP mixed precision); drop "

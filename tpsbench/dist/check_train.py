@@ -13,6 +13,7 @@ expert replicas are not all-reduced.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -73,72 +74,94 @@ def _worst(model: nn.Module, reference: nn.Module, *, grads: bool) -> float:
     return worst
 
 
-def check(mode: str, name: str, rank: int, world: int, loss_scale: float = 1.0,
-          recompute: str = "none", ep_size: int | None = None, skip_replicas: bool = False,
-          shard_size: int | None = None, param_dtype: str = "fp32") -> tuple[float, float]:
-    """The largest gradient difference (relative) and parameter difference after the step (in units of lr)."""
+@dataclass(slots=True)
+class Stepped:
+    """One distributed step's backward next to the single-process reference's (both before their optimizers)."""
+
+    model: nn.Module
+    reference: nn.Module
+    opt: torch.optim.Optimizer
+    ref_opt: torch.optim.Optimizer
+    computed_in: list[str]  # the dtype of block 0's query weight in each forward (FSDP's gathered parameter)
+
+
+def backward_both(setup: DistSetup, name: str, *, loss_scale: float = 1.0, recompute: str = "none",
+                  skip_replicas: bool = False, reference_dtype: torch.dtype = torch.float32) -> Stepped:
+    """The layout's step on this rank (its own sequences) and the reference's on every rank's, both backward."""
     spec = get_model(name)
     impl = "grouped" if spec.moe is not None else "loop"
     torch.manual_seed(0)
-    reference = build_model(spec, impl=impl)
+    reference = build_model(spec, impl=impl).to(reference_dtype)
     torch.manual_seed(0)
-    setup = DistSetup(mode, world, rank, "gloo", ep_size, shard_size, param_dtype)
     model, opt, reduce = dist_model(spec, impl, setup, torch.device("cpu"), lr=LR, foreach=False, eps=EPS)
     model.recompute = recompute
     if skip_replicas:  # the second control: the experts' replicas never summed
         reduce.replica_group = None
+    seen: list[str] = []
+    hook = model.blocks[0].attention.w_q.register_forward_hook(lambda m, i, o: seen.append(str(m.weight.dtype)))
     tokens = SEQUENCES_PER_RANK * spec.seq_len
     data = [random_tokens(spec.vocab_size, tokens, spec.seq_len, torch.device("cpu"), seed=10 + r)
-            for r in range(world)]
+            for r in range(setup.world)]
     ref_opt = torch.optim.AdamW(reference.parameters(), lr=LR, weight_decay=0.1, foreach=False, eps=EPS)
     torch.stack([reference.training_loss(ids, labels) for ids, labels in data]).mean().backward()
-    (model.training_loss(*data[rank]) * loss_scale).backward()
+    (model.training_loss(*data[setup.rank]) * loss_scale).backward()
     reduce()
-    grads = _worst(model, reference, grads=True)
-    ref_opt.step()
-    opt.step()
-    return grads, _worst(model, reference, grads=False) / LR
+    hook.remove()
+    return Stepped(model, reference, opt, ref_opt, seen)
+
+
+def check(mode: str, name: str, rank: int, world: int, loss_scale: float = 1.0,
+          recompute: str = "none", ep_size: int | None = None, skip_replicas: bool = False,
+          shard_size: int | None = None) -> tuple[float, float]:
+    """The largest gradient difference (relative) and parameter difference after the step (in units of lr)."""
+    s = backward_both(DistSetup(mode, world, rank, "gloo", ep_size, shard_size), name, loss_scale=loss_scale,
+                      recompute=recompute, skip_replicas=skip_replicas)
+    grads = _worst(s.model, s.reference, grads=True)
+    s.ref_opt.step()
+    s.opt.step()
+    return grads, _worst(s.model, s.reference, grads=False) / LR
 
 
 def mixed_precision_check(mode: str, name: str, rank: int, world: int) -> tuple[float, str, set[str]]:
     """FSDP's mixed precision: the gradient difference against the single process in bf16, the dtype a block's
     first matmul weight had in the forward (FSDP's gathered parameter), and the dtypes of the sharded gradients."""
-    spec = get_model(name)
-    impl = "grouped" if spec.moe is not None else "loop"
-    torch.manual_seed(0)
-    reference = build_model(spec, impl=impl)
-    reference = reference.to(torch.bfloat16)
-    torch.manual_seed(0)
-    model, _, reduce = dist_model(spec, impl, DistSetup(mode, world, rank, "gloo", param_dtype="bf16"),
-                                  torch.device("cpu"), lr=LR, foreach=False, eps=EPS)
-    seen: list[str] = []
-    hook = model.blocks[0].attention.w_q.register_forward_hook(lambda m, i, o: seen.append(str(m.weight.dtype)))
-    tokens = SEQUENCES_PER_RANK * spec.seq_len
-    data = [random_tokens(spec.vocab_size, tokens, spec.seq_len, torch.device("cpu"), seed=10 + r)
-            for r in range(world)]
-    torch.stack([reference.training_loss(ids, labels) for ids, labels in data]).mean().backward()
-    model.training_loss(*data[rank]).backward()
-    reduce()
-    hook.remove()
-    grad_dtypes = {str(p.grad.dtype) for p in model.parameters() if p.grad is not None}
-    return _worst(model, reference, grads=True), seen[0], grad_dtypes
+    s = backward_both(DistSetup(mode, world, rank, "gloo", param_dtype="bf16"), name,
+                      reference_dtype=torch.bfloat16)
+    grad_dtypes = {str(p.grad.dtype) for p in s.model.parameters() if p.grad is not None}
+    return _worst(s.model, s.reference, grads=True), s.computed_in[0], grad_dtypes
+
+
+def _layout(rank: int, world: int, mode: str, name: str, what: str, **kwargs) -> bool:
+    """One fp32 layout check, its worst over the ranks, rank 0's line; whether it passed."""
+    err = torch.tensor(check(mode, name, rank, world, **kwargs))
+    dist.all_reduce(err, op=dist.ReduceOp.MAX)
+    grads, params = (float(v) for v in err)
+    ok = grads <= GRAD_TOLERANCE and params <= PARAM_TOLERANCE_LR
+    if rank == 0:
+        print(f"{'ok  ' if ok else 'FAIL'} {world} ranks, {mode} step of {name}{what}: gradients {grads:.2e} "
+              f"(relative), parameters after AdamW {params:.2e} lr", flush=True)
+    return ok
+
+
+def _control(rank: int, world: int, what: str, mode: str, name: str, **kwargs) -> bool:
+    """A broken step that the gradients must catch (the parameters after AdamW's sign-like first step are nearly
+    the same); whether it was caught."""
+    grads, _ = check(mode, name, rank, world, **kwargs)
+    caught = grads > GRAD_TOLERANCE
+    if rank == 0:
+        print(f"{'ok  ' if caught else 'FAIL'} {world} ranks, control ({what}): "
+              f"{'caught' if caught else 'not caught'}, gradients {grads:.2e}", flush=True)
+    return caught
 
 
 def checks(rank: int, world: int) -> int:
-    """Every layout, then the control, on this rank; rank 0 prints a line each. The number that failed."""
+    """Every layout, then the controls, on this rank; rank 0 prints a line each. The number that failed."""
     failed = 0
     for mode, name, recompute, half in CHECKS:
         ep_size = world // 2 if half else None
-        err = torch.tensor(check(mode, name, rank, world, recompute=recompute, ep_size=ep_size))
-        dist.all_reduce(err, op=dist.ReduceOp.MAX)
-        grads, params = (float(v) for v in err)
-        ok = grads <= GRAD_TOLERANCE and params <= PARAM_TOLERANCE_LR
-        failed += not ok
-        if rank == 0:
-            ac = "" if recompute == "none" else f" (activation checkpointing {recompute})"
-            ac += "" if ep_size is None else f" (expert-parallel groups of {ep_size})"
-            print(f"{'ok  ' if ok else 'FAIL'} {world} ranks, {mode} step of {name}{ac}: gradients {grads:.2e} "
-                  f"(relative), parameters after AdamW {params:.2e} lr", flush=True)
+        what = "" if recompute == "none" else f" (activation checkpointing {recompute})"
+        what += "" if ep_size is None else f" (expert-parallel groups of {ep_size})"
+        failed += not _layout(rank, world, mode, name, what, recompute=recompute, ep_size=ep_size)
     for mode, name in MIXED:
         grads, computed_in, grad_dtypes = mixed_precision_check(mode, name, rank, world)
         err = torch.tensor([grads])
@@ -151,28 +174,11 @@ def checks(rank: int, world: int) -> int:
                   f"{', '.join(sorted(grad_dtypes))}", flush=True)
     for mode, name in HYBRID:
         half = max(1, world // 2)
-        err = torch.tensor(check(mode, name, rank, world, shard_size=half))
-        dist.all_reduce(err, op=dist.ReduceOp.MAX)
-        grads, params = (float(v) for v in err)
-        ok = grads <= GRAD_TOLERANCE and params <= PARAM_TOLERANCE_LR
-        failed += not ok
-        if rank == 0:
-            print(f"{'ok  ' if ok else 'FAIL'} {world} ranks, {mode} step of {name} (hybrid sharding over groups of "
-                  f"{half}): gradients {grads:.2e} (relative), parameters after AdamW {params:.2e} lr", flush=True)
-    # the control: gradients summed over the ranks instead of averaged must be caught (by the gradients: the
-    # parameters after AdamW's sign-like first step are nearly the same)
-    grads, _ = check("fsdp", "dense_tiny", rank, world, loss_scale=float(world))
-    caught = grads > GRAD_TOLERANCE
-    failed += not caught
-    if rank == 0:
-        print(f"{'ok  ' if caught else 'FAIL'} {world} ranks, control (gradients summed, not averaged): "
-              f"{'caught' if caught else 'not caught'}, gradients {grads:.2e}", flush=True)
-    grads, _ = check("ep", "moe_tiny", rank, world, ep_size=world // 2, skip_replicas=True)
-    caught = grads > GRAD_TOLERANCE
-    failed += not caught
-    if rank == 0:
-        print(f"{'ok  ' if caught else 'FAIL'} {world} ranks, control (expert replicas not all-reduced): "
-              f"{'caught' if caught else 'not caught'}, gradients {grads:.2e}", flush=True)
+        failed += not _layout(rank, world, mode, name, f" (hybrid sharding over groups of {half})", shard_size=half)
+    failed += not _control(rank, world, "gradients summed, not averaged", "fsdp", "dense_tiny",
+                           loss_scale=float(world))
+    failed += not _control(rank, world, "expert replicas not all-reduced", "ep", "moe_tiny", ep_size=world // 2,
+                           skip_replicas=True)
     return failed
 
 

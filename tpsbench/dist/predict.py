@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from tpsbench.costmodel import Workload
 from tpsbench.costmodel.comm import CommOp, comm_ops
 from tpsbench.dist.memory import dist_memory, rank_param_fraction
-from tpsbench.dist.train import DIST_MODES, DistError, check_group_sizes
+from tpsbench.dist.train import DIST_MODES, DistError, check_layout_flags
 from tpsbench.estimate.memory import MemoryEstimate
 from tpsbench.estimate.step import expected_for
 from tpsbench.profiles import GPUProfile
@@ -124,7 +124,7 @@ def predict_dist(w: Workload, profile: GPUProfile, mode: str, world: int, *,
         raise DistError(f"--dist '{mode}': choose one of {', '.join(DIST_MODES)}")
     if world < 2:
         raise DistError(f"--gpus {world}: a distributed step needs at least 2 GPUs")
-    check_group_sizes(mode, world, ep_size, shard_size, ranks="GPUs")
+    check_layout_flags(mode, world, ep_size, shard_size, ranks="GPUs")
     if "ep" in mode.split("+"):
         if w.model.moe is None:
             raise DistError(f"--dist {mode}: {w.model.name} is dense and has no experts to split; use --dist fsdp")

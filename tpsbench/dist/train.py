@@ -97,9 +97,13 @@ class DistSetup:
         return "fsdp" in self.mode.split("+")
 
 
-def check_group_sizes(mode: str, world: int, ep_size: int | None, shard_size: int | None,
-                      ranks: str = "ranks") -> None:
-    """An expert-parallel or shard group size belongs to a layout that has the groups and divides the world."""
+def check_layout_flags(mode: str, world: int, ep_size: int | None, shard_size: int | None,
+                       param_dtype: str | None = None, ranks: str = "ranks") -> None:
+    """An expert-parallel or shard group size belongs to a layout that has the groups and divides the world;
+    FSDP's mixed precision to a layout with FSDP."""
+    if param_dtype not in (None, "fp32") and "fsdp" not in mode.split("+"):
+        raise DistError(f"--fsdp-param-dtype {param_dtype} is FSDP's mixed precision: use it with --dist fsdp or "
+                        "fsdp+ep")
     for flag, size, layout, what in (("--ep-size", ep_size, "ep", "expert-parallel groups: use it with --dist ep or "
                                       "fsdp+ep"),
                                      ("--shard-size", shard_size, "fsdp", "FSDP's shard groups: use it with --dist "
@@ -118,10 +122,7 @@ def check_layout(mode: str, spec: ModelSpec, impls: list[str], world: int, ep_si
     """Refuse what the layout cannot shard, before any process group work."""
     if mode not in DIST_MODES:
         raise DistError(f"--dist '{mode}': choose one of {', '.join(DIST_MODES)}")
-    check_group_sizes(mode, world, ep_size, shard_size)
-    if param_dtype != "fp32" and "fsdp" not in mode.split("+"):
-        raise DistError(f"--fsdp-param-dtype {param_dtype} is FSDP's mixed precision: use it with --dist fsdp or "
-                        "fsdp+ep")
+    check_layout_flags(mode, world, ep_size, shard_size, param_dtype)
     if "ep" in mode.split("+"):
         if spec.moe is None:
             raise DistError(f"--dist {mode}: {spec.name} is dense and has no experts to split; use --dist fsdp")
@@ -221,15 +222,15 @@ def dist_model(spec: ModelSpec, impl: str, setup: DistSetup, device: torch.devic
         # scatters inside a group, then all-reduces across the replicas
         mesh = (init_device_mesh(device.type, (setup.world,)) if shards == setup.world else
                 init_device_mesh(device.type, (setup.world // shards, shards), mesh_dim_names=("replicate", "shard")))
-        mp = None
+        mixed: dict[str, object] = {}
         if setup.param_dtype == "bf16":
             from torch.distributed.fsdp import MixedPrecisionPolicy
 
-            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+            mixed["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
         for block in model.blocks:
             mine = {p for p in block.parameters() if id(p) in expert_ids}
-            fully_shard(block, mesh=mesh, ignored_params=mine or None, **({} if mp is None else {"mp_policy": mp}))
-        fully_shard(model, mesh=mesh, ignored_params=set(experts) or None, **({} if mp is None else {"mp_policy": mp}))
+            fully_shard(block, mesh=mesh, ignored_params=mine or None, **mixed)
+        fully_shard(model, mesh=mesh, ignored_params=set(experts) or None, **mixed)
         replicated: list[nn.Parameter] = []
     else:
         replicated = [p for p in model.parameters() if id(p) not in expert_ids]

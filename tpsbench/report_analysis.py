@@ -90,13 +90,17 @@ def _ratio_table(c: Comparison) -> TableData:
 
 
 def _speedup_table(c: Comparison) -> TableData:
-    s = TableData("Speedup between GPUs, next to what each explanation predicts",
-                  ["point", "from", "to", "measured", "compute", "bandwidth", "roofline", "verdict", "evidence"],
+    s = TableData("Speedup between GPUs, next to what each explanation predicts (compute and bandwidth: datasheet "
+                  "ratios, then the ratios of the ceilings `calibrate` measured; roofline: the floors' ratio; "
+                  "expected: the expected-time model's)",
+                  ["point", "from", "to", "measured", "compute", "bandwidth", "compute (cal.)", "bandwidth (cal.)",
+                   "roofline", "expected", "verdict", "evidence"],
                   left={"point", "from", "to", "verdict", "evidence"})
     for x in c.speedups:
         s.rows.append([x.label, x.from_gpu, x.to_gpu, f"{x.speedup:.2f}x", f"{x.compute_ratio:.2f}x",
-                       f"{x.bandwidth_ratio:.2f}x", _f(x.predicted, "{:.2f}x"), str(x.finding.verdict),
-                       x.finding.evidence])
+                       f"{x.bandwidth_ratio:.2f}x", _f(x.calibrated_compute_ratio, "{:.2f}x"),
+                       _f(x.calibrated_bandwidth_ratio, "{:.2f}x"), _f(x.predicted, "{:.2f}x"),
+                       _f(x.expected, "{:.2f}x"), str(x.finding.verdict), x.finding.evidence])
     return s
 
 

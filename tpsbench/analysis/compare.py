@@ -12,11 +12,20 @@ Four views, all computed from the results files (nothing is estimated that was n
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import combinations
+from pathlib import Path
 
 from tpsbench.analysis.points import Entry, PointKey, profile_named, slots_dict
-from tpsbench.analysis.verdict import Finding, speedup_verdict, workload_verdict
+from tpsbench.analysis.speedups import (
+    GpuCeilings,
+    SpeedupRow,
+    calibration_notes,
+    load_ceilings,
+    matmul_math_of,
+    speedup_rows,
+)
+from tpsbench.analysis.verdict import Finding, workload_verdict
 from tpsbench.costmodel import get_policy
 from tpsbench.estimate.points import MeasuredPoint, estimate_point
 from tpsbench.estimate.select import table_for
@@ -85,18 +94,6 @@ class RatioRow:
     moe_dram_gbs: float | None = None
     dense_dram_gbs: float | None = None
     note: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class SpeedupRow:
-    label: str
-    from_gpu: str
-    to_gpu: str
-    speedup: float
-    compute_ratio: float
-    bandwidth_ratio: float
-    predicted: float | None
-    finding: Finding
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,22 +171,37 @@ class Comparison:
         }
 
 
+def _measured_point(e: Entry) -> MeasuredPoint:
+    """An entry as the expected-time model sees it (a training step, a layer or a stage)."""
+    kind = "step" if e.kind == "e2e" else ("stage" if e.mode.startswith("stage:") else "layer")
+    return MeasuredPoint(source=e.source, gpu=e.gpu, model=e.model, kind=kind, layer=e.layer,
+                         impl=None if e.impl == "-" else e.impl, tokens=e.tokens, mode=e.mode,
+                         compiled=e.compiled and kind == "step", policy=e.policy, measured_s=e.median_s or 0.0,
+                         peak_memory_bytes=None, gpu_idle_share=None,
+                         accumulation=max(1, (e.global_tokens or e.tokens) // e.tokens))
+
+
+def _expected(e: Entry) -> tuple[float | None, str]:
+    """The expected-time model's seconds of an entry on its own GPU, and the table's basis (None and the reason
+    when the GPU has no table, or the point is of a kind the model does not estimate)."""
+    profile = profile_named(e.gpu)
+    if profile is None or e.stack != "tpsbench" or e.dist is not None:
+        return None, "not estimated (CPU, another stack, or several GPUs)"
+    try:
+        table = table_for(profile)
+        return estimate_point(_measured_point(e), table, profile).seconds, table.basis
+    except EfficiencyError as exc:
+        return None, str(exc)
+    except (KeyError, ValueError) as exc:  # a layer or implementation this version cannot estimate
+        return None, f"not estimated ({exc})"
+
+
 def _expected_row(e: Entry) -> ExpectedRow:
     """The expected-time model's estimate of a measured training step (no table: its reason, no number)."""
     assert e.tokens_per_s is not None
-    profile = profile_named(e.gpu)
-    assert profile is not None
-    point = MeasuredPoint(source=e.source, gpu=e.gpu, model=e.model, kind="step", layer="model", impl=e.impl,
-                          tokens=e.tokens, mode=e.mode, compiled=e.compiled, policy=e.policy,
-                          measured_s=e.median_s or 0.0, peak_memory_bytes=None, gpu_idle_share=None,
-                          accumulation=max(1, (e.global_tokens or e.tokens) // e.tokens))
-    try:
-        table = table_for(profile)
-    except EfficiencyError as exc:
-        return ExpectedRow(e.gpu, e.label, e.tokens_per_s, None, e.predicted_tokens_per_s, str(exc))
-    est = estimate_point(point, table, profile)
-    return ExpectedRow(e.gpu, e.label, e.tokens_per_s, (e.global_tokens or e.tokens) / est.seconds,
-                       e.predicted_tokens_per_s, table.basis)
+    seconds, basis = _expected(e)
+    expected = None if seconds is None else (e.global_tokens or e.tokens) / seconds
+    return ExpectedRow(e.gpu, e.label, e.tokens_per_s, expected, e.predicted_tokens_per_s, basis)
 
 
 def _gpu_info(gpu: str, policy: str) -> GpuInfo:
@@ -208,8 +220,10 @@ def _ratio(num: float | None, den: float | None) -> float | None:
     return num / den if num is not None and den else None
 
 
-def compare(entries: list[Entry], *, all_points: bool = False) -> Comparison:
-    """Everything `tpsbench compare` shows, as data. Later files win when two hold the same point."""
+def compare(entries: list[Entry], *, all_points: bool = False,
+            calibrations: Iterable[str | Path] = ()) -> Comparison:
+    """Everything `tpsbench compare` shows, as data. Later files win when two hold the same point.
+    ``calibrations``: `tpsbench calibrate` files of the GPUs, for the speedups' calibrated ratios."""
     gpus: list[str] = []
     for e in entries:
         if e.gpu not in gpus:
@@ -225,7 +239,18 @@ def compare(entries: list[Entry], *, all_points: bool = False) -> Comparison:
     labels = {e.key: e.label for e in entries}
     out.throughput = [ThroughputRow(labels[k], k, v) for k, v in table.items()]
     out.ratios = _e2e_ratios(table, gpus) + _layer_ratios(entries)
-    out.speedups = _speedups(table, out.gpus)
+    measured = load_ceilings(calibrations, matmul_math_of(entries))
+    out.notes += calibration_notes(measured, gpus)
+    seconds: dict[tuple[str, str, PointKey], float | None] = {}
+
+    def expected_s(e: Entry) -> float | None:
+        at = (e.source, e.gpu, e.key)
+        if at not in seconds:
+            seconds[at] = _expected(e)[0]
+        return seconds[at]
+
+    out.speedups = speedup_rows(table, [GpuCeilings(g.name, g.matmul_tflops, g.bandwidth_gbs) for g in out.gpus],
+                                measured, expected_s)
     out.baseline_speedups = _baseline_speedups(table)
     out.stacks = _stack_rows(table)
     out.expected = [_expected_row(e) for row in out.throughput for e in row.per_gpu.values()
@@ -329,22 +354,4 @@ def _baseline_speedups(table: dict[PointKey, dict[str, Entry]]) -> list[Baseline
             if _ok(e) and _ok(b):
                 assert b is not None and e.median_s and b.median_s
                 rows.append(BaselineRow(gpu, e.label, e.impl, base, e.median_s, b.median_s))
-    return rows
-
-
-def _speedups(table: dict[PointKey, dict[str, Entry]], gpus: list[GpuInfo]) -> list[SpeedupRow]:
-    rows = []
-    known = [g for g in gpus if g.matmul_tflops and g.bandwidth_gbs]
-    for a, b in combinations(known, 2):
-        assert a.matmul_tflops and b.matmul_tflops and a.bandwidth_gbs and b.bandwidth_gbs
-        for per_gpu in table.values():
-            ea, eb = per_gpu.get(a.name), per_gpu.get(b.name)
-            if not (_ok(ea) and _ok(eb)):
-                continue
-            assert ea is not None and eb is not None and ea.median_s and eb.median_s
-            speedup = ea.median_s / eb.median_s
-            compute, bandwidth = b.matmul_tflops / a.matmul_tflops, b.bandwidth_gbs / a.bandwidth_gbs
-            predicted = _ratio(ea.predicted_s, eb.predicted_s)
-            rows.append(SpeedupRow(ea.label, a.name, b.name, speedup, compute, bandwidth, predicted,
-                                   speedup_verdict(speedup, compute, bandwidth, predicted)))
     return rows

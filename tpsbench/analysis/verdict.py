@@ -101,17 +101,23 @@ def workload_verdict(ev: Evidence) -> Finding:
 
 
 def speedup_verdict(speedup: float, compute_ratio: float, bandwidth_ratio: float,
-                    predicted: float | None = None) -> Finding:
-    """Which ratio the measured speedup of one workload between two GPUs matches."""
+                    predicted: float | None = None, *, expected: float | None = None,
+                    ratios: str = "datasheet") -> Finding:
+    """Which ratio the measured speedup of one workload between two GPUs matches. ``ratios`` names where the
+    compute and bandwidth ratios come from (the datasheets, or the ceilings `tpsbench calibrate` measured);
+    ``predicted`` and ``expected`` are the roofline floor's and the expected-time model's speedups, shown."""
     candidates = {Verdict.COMPUTE: compute_ratio, Verdict.BANDWIDTH: bandwidth_ratio, Verdict.OVERHEAD: 1.0}
     tol = math.log1p(SPEEDUP_TOLERANCE)
     dist = {v: abs(math.log(speedup / r)) for v, r in candidates.items()}
     matches = [v for v, d in dist.items() if d <= tol]
     shares = decompose(speedup, compute_ratio, bandwidth_ratio)
     values = {"speedup": speedup, "compute_ratio": compute_ratio, "bandwidth_ratio": bandwidth_ratio,
-              "predicted_speedup": predicted, "shares": shares.to_dict()}
-    line = (f"speedup {speedup:.2f}x vs compute {compute_ratio:.2f}x, bandwidth {bandwidth_ratio:.2f}x, "
-            f"host 1x" + ("" if predicted is None else f", roofline {predicted:.2f}x") + f"; {shares.text}")
+              "predicted_speedup": predicted, "expected_speedup": expected, "ratios": ratios,
+              "shares": shares.to_dict()}
+    which = "" if ratios == "datasheet" else f" ({ratios})"
+    line = (f"speedup {speedup:.2f}x vs compute {compute_ratio:.2f}x, bandwidth {bandwidth_ratio:.2f}x{which}, "
+            f"host 1x" + ("" if predicted is None else f", roofline {predicted:.2f}x")
+            + ("" if expected is None else f", expected {expected:.2f}x") + f"; {shares.text}")
     if len(matches) == 1:
         return Finding(matches[0], line, values)
     if matches:

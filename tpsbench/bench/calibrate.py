@@ -18,7 +18,6 @@ Results go to ``results/calibration/<time>-<gpu>.json`` and feed ``--ceilings ca
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,8 @@ from tpsbench.bench.calibrate_sweeps import gemm_sweep, launch_sweep
 from tpsbench.bench.stats import summarize
 from tpsbench.bench.timing import TimingConfig, time_fn
 from tpsbench.counters.sampler import Sampler, open_source
-from tpsbench.errors import InputError
+from tpsbench.results.calibration import SCHEMA, CalibrationError, best_ceilings, load_calibration
 
-SCHEMA = "tpsbench.calibration/1"
 MATMUL_DTYPES: dict[str, tuple[torch.dtype, bool]] = {  # name -> (dtype, allow TF32)
     "bf16": (torch.bfloat16, False),
     "fp16": (torch.float16, False),
@@ -46,9 +44,6 @@ L2_ARRAY_BYTES = 4 << 20
 L2_CALLS_PER_SAMPLE = 100
 OVERHEAD_PAIRS = 4
 
-
-class CalibrationError(InputError):
-    """A calibration file that cannot be used."""
 
 
 def matmul_tflops(m: int, n: int, k: int, seconds: float) -> float:
@@ -246,30 +241,6 @@ def sampler_overhead(device: torch.device, timing: TimingConfig, interval_s: flo
     return {"interval_s": interval_s, "window_s": cfg.counter_window_s, "pairs": pairs, "workloads": workloads,
             "workload": worst, "overhead_fraction": workloads[worst]["overhead_fraction"],
             "source_unavailable": dict(source.unavailable)}
-
-
-def best_ceilings(doc: dict[str, Any]) -> dict[str, float | None]:
-    """The ceilings a roofline uses from a calibration document: best matmul per dtype, best large-array
-    copy GB/s over torch and CuPy (copy, the bytes-read-plus-written convention of the profiles)."""
-    if doc.get("schema") != SCHEMA:
-        raise CalibrationError(f"not a calibration file (schema {doc.get('schema')!r}, expected '{SCHEMA}')")
-    mm = {name: (entry or {}).get("best_tflops") for name, entry in doc.get("matmul", {}).items()}
-    copies = []
-    for lib in ("torch", "cupy"):
-        entry = doc.get("bandwidth", {}).get("large", {}).get(lib) or {}
-        if entry.get("copy"):
-            copies.append(entry["copy"]["gbs"])
-    return {"bf16_tflops": mm.get("bf16"), "fp32_tflops": mm.get("fp32"), "copy_gbs": max(copies) if copies else None}
-
-
-def load_calibration(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CalibrationError(f"{p}: cannot read a calibration file ({exc}); run `tpsbench calibrate` first") from exc
-    best_ceilings(doc)  # validates the schema
-    return doc
 
 
 def calibration_for(ceilings: str, path: str | None, profile: Any, results_dir: Path = Path("results")

@@ -53,6 +53,9 @@ def add_compare_args(cp: argparse.ArgumentParser) -> None:
     cp.add_argument("results", nargs="+", help="results JSON files written by `tpsbench run`")
     cp.add_argument("--all-points", action="store_true", help="every point (default: train steps and layer fwd_bwd)")
     cp.add_argument("--markdown", default=None, help="also write the tables as markdown to this file")
+    cp.add_argument("--calibration", action="append", default=[], metavar="CAL",
+                    help="a `tpsbench calibrate` file of one of the GPUs (repeatable; later files of a GPU win): the "
+                    "speedups also show the ratios of the measured ceilings, and judge by them when both GPUs have one")
     cp.add_argument("--estimate", default="expected", choices=["floor", "expected"],
                     help="also show the training steps against the expected estimate (default), or the floor only; "
                     "--json has both")
@@ -60,7 +63,7 @@ def add_compare_args(cp: argparse.ArgumentParser) -> None:
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
-    comparison = compare(load_entries(args.results), all_points=args.all_points)
+    comparison = compare(load_entries(args.results), all_points=args.all_points, calibrations=args.calibration)
     _emit(args, console, comparison.to_dict(), compare_tables(comparison, estimate=args.estimate))
     for note in [] if args.json else comparison.notes:
         console.print(f"note: {note}", highlight=False)

@@ -106,3 +106,5 @@ def test_run_trace_writes_a_chrome_trace_per_point(tmp_path, capsys):
     assert trace["reason"] is None
     events = json.loads(Path(trace["path"]).read_text())["traceEvents"]
     assert any("aten::" in str(e.get("name", "")) for e in events)
+    summary = Path(trace["summary"]).read_text()  # the per-op table next to the trace, by host self time
+    assert summary.startswith("ops by host self time") and "aten::mm" in summary and "Self CPU" in summary

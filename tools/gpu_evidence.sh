@@ -15,8 +15,9 @@
 #     for triton, grouped, capacity (no stages)                      23-57 s each with loop too       60 s each
 #                                                                    (h100-kernels/kernels-*.json)
 #   6 bf16 Triton kernel correctness tests                           148 s (kernels-correctness.log)  200 s
-#   7 issue 18's one outlier: moe_1b_a390m loop,grouped @16,384,
-#     10 reps, with the allocator's record                           30 s for five impls              60 s
+#   7 issue 18's one outlier: moe_1b_a390m @16,384, grouped,loop
+#     learned (10 reps, allocator record, trace), loop uniform,
+#     the loop layer alone (tools/gpu_stages.sh says why each)      30 s for five impls              75+45+45 s
 #
 # The stages sum to more than the budget (BUDGET_S, default 360 s: 8 minutes less 2 of margin). By the H100 times
 # stages 1-4 take about 270 s plus calibrate's (not recorded; moe_1b's compile counted as a third of the three-impl
@@ -28,45 +29,15 @@
 # DRY_RUN=1 runs the same stages on the CPU with the tiny models (no triton, no compile, no counters), to check
 # the commands and the packing before GPU time is spent: DRY_RUN=1 OUT=/tmp/dry bash tools/gpu_evidence.sh
 set -uo pipefail
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 COLUMNS=170
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 WORK=$(mktemp -d); LOG="$OUT/evidence.log"; : > "$LOG"
 BUDGET_S=${BUDGET_S:-360}; START=$(date +%s)
-if [ -n "${DRY_RUN:-}" ]; then
-  DENSE=dense_tiny MOE=moe_tiny LAYER_MODELS="moe_tiny" OUTLIER=moe_tiny BATCH=256 OUTLIER_BATCH=128 SEQ=64
-  E2E_IMPLS=grouped,capacity,dense_active LAYER_IMPLS=grouped,capacity COMPILE="" DEV="--device cpu --no-counters"
-else
-  DENSE=dense_135m MOE=moe_1b LAYER_MODELS="moe_1b moe_1b_a390m olmoe_1b_7b" OUTLIER=moe_1b_a390m BATCH=32768
-  OUTLIER_BATCH=16384 SEQ=2048 E2E_IMPLS=grouped,capacity,triton,dense_active LAYER_IMPLS=triton,grouped,capacity
-  COMPILE="--compile" DEV=""
-fi
-
-left() { echo $(( BUDGET_S - ($(date +%s) - START) )); }
-pack() { tar -czf "$OUT/evidence.tar.gz.part" -C "$WORK" . && mv "$OUT/evidence.tar.gz.part" "$OUT/evidence.tar.gz"; }
-# stage NAME TIMEOUT_S COMMAND...: run under min(TIMEOUT_S, what is left), log it, pack what exists
-stage() {
-  local name=$1 want=$2; shift 2
-  local have; have=$(left)
-  local limit=$(( want < have ? want : have ))
-  if [ "$limit" -lt 15 ]; then
-    echo "== $name: skipped, ${have} s of the ${BUDGET_S} s budget left" | tee -a "$LOG"; return
-  fi
-  echo "== $name (timeout ${limit} s, ${have} s left): $*" | tee -a "$LOG"
-  local t0; t0=$(date +%s)
-  timeout "$limit" "$@" > "$WORK/$name.log" 2>&1
-  local rc=$?
-  tail -25 "$WORK/$name.log" >> "$LOG"
-  echo "== $name: exit $rc after $(( $(date +%s) - t0 )) s$([ $rc = 124 ] && echo ' (timed out)')" | tee -a "$LOG"
-  pack
-}
-
-{ python3 -c "import torch, triton, numpy; print('torch', torch.__version__, 'triton', triton.__version__, 'numpy', numpy.__version__)"
-  git log -1 --format='code: %H %s' 2>/dev/null; git status --short | head -20; } >> "$LOG" 2>&1
+source "$(dirname "$0")/gpu_stages.sh"  # models and sizes, stage(), pack(), outlier_stages()
+code_header
 if [ -n "${DRY_RUN:-}" ]; then echo "dry run: no GPU" > "$OUT/nvidia-smi-q.txt"
 else stage nvidia-smi 10 nvidia-smi -q; cp "$WORK/nvidia-smi.log" "$OUT/nvidia-smi-q.txt"; fi
 if [ -n "${DRY_RUN:-}" ]; then stage calibrate 90 python3 -m tpsbench calibrate --help
 else stage calibrate 90 python3 -m tpsbench calibrate --quick --out "$WORK/calibration.json"; fi
-read -r -a RUN <<< "python3 -m tpsbench run $DEV --seq $SEQ"  # timeout runs commands, not shell functions
 stage e2e-dense 60 "${RUN[@]}" --model "$DENSE" --batch "$BATCH" --mode e2e --out "$WORK/e2e-$DENSE.json"
 stage e2e-moe 120 "${RUN[@]}" --model "$MOE" --batch "$BATCH" --impl "$E2E_IMPLS" --mode e2e --out "$WORK/e2e-$MOE.json"
 stage compile-dense 100 "${RUN[@]}" --model "$DENSE" --batch "$BATCH" --mode e2e $COMPILE --out "$WORK/e2e-$DENSE-compile.json"
@@ -77,7 +48,6 @@ for model in $LAYER_MODELS; do
     --impl "$LAYER_IMPLS" --out "$WORK/layers-$model.json"
 done
 stage kernel-tests 200 python3 -m pytest -q -m gpu tests/test_kernels.py -p no:cacheprovider  # skipped on the CPU
-stage outlier 60 "${RUN[@]}" --model "$OUTLIER" --batch "$OUTLIER_BATCH" --impl loop,grouped --mode e2e --reps 10 \
-  --out "$WORK/e2e-$OUTLIER-outlier.json"
+outlier_stages
 echo "== done after $(( $(date +%s) - START )) s of ${BUDGET_S}; files: $(cd "$WORK" && ls | tr '\n' ' ')" | tee -a "$LOG"
 pack

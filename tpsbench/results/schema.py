@@ -111,8 +111,8 @@ class Raw:
     params: int | None = fld("training step: parameters of the model that ran", default=None)
     recipe: dict[str, str] | None = fld("training step of a stack other than tpsbench's: what ran (stack, MoE type, "
                                         "precision, loss, optimizer, compile)", default=None)
-    trace: dict[str, str | None] | None = fld("run --trace: the Chrome trace of one repetition (path) or why there "
-                                              "is none (reason)", default=None)
+    trace: dict[str, str | None] | None = fld("run --trace: the Chrome trace of one repetition (path), its per-op "
+                                              "table (summary), or why either is missing (reason)", default=None)
     dist: DistTiming | None = fld("training step on several ranks (run --dist under torchrun): per-rank timing",
                                   default=None)
 

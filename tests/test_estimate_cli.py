@@ -55,6 +55,7 @@ def test_validate_prints_errors_by_kind(capsys):
     assert main(["validate", RUN, "--summary"]) == 0
     out = capsys.readouterr().out
     assert "Absolute errors by kind of point" in out and "moe layer" in out and "stage" in out
+    assert "h100_sxm: estimated with h100_sxm's table, fitted" in out  # which table, said
 
 
 def test_validate_json(capsys):
@@ -63,6 +64,7 @@ def test_validate_json(capsys):
     steps = [p for p in doc["points"] if p["kind"] == "step"]
     assert len(steps) == 4 and all(p["expected_peak_bytes"] for p in steps)
     assert {s["kind"] for s in doc["summary"]} == {"step", "moe layer", "layer", "stage"}
+    assert doc["tables"] == {"h100_sxm": "h100_sxm's table, fitted"}
 
 
 @pytest.mark.parametrize("argv,needle", [

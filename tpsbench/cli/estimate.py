@@ -94,9 +94,11 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     if len(gpus) > 1 and args.leave_one_model_out:
         raise UsageError(f"--leave-one-model-out fits one GPU at a time; these files hold {', '.join(gpus)}")
     rows = []
+    bases: dict[str, str] = {}  # which table predicted each GPU's points (its own, or transferred)
     for gpu in gpus:
         profile = load_profile(gpu)
         table: EfficiencyTable = parse_table(Path(args.table)) if args.table else table_for(profile)
+        bases[gpu] = f"{args.table}: {table.basis}" if args.table else f"{table.gpu}'s table, {table.basis}"
         sel = [p for p in points if p.gpu == gpu]
         refit = None
         if args.leave_one_model_out:
@@ -119,10 +121,12 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
                         "measured_peak_bytes": r.point.peak_memory_bytes,
                         "expected_peak_bytes": r.expected_peak_bytes, "memory_error": r.memory_error}
                        for r in rows],
-            "summary": [asdict(s) for s in summary],
+            "summary": [asdict(s) for s in summary], "tables": bases,
         }, indent=2))
         return 0
     if not args.summary:
         console.print(validation_table(rows, lomo=args.leave_one_model_out))
     console.print(summary_table(summary, lomo=args.leave_one_model_out))
+    for gpu, basis in bases.items():
+        console.print(f"{gpu}: estimated with {basis}", highlight=False, soft_wrap=True)
     return 0

@@ -3,7 +3,7 @@
 # only (no hand arithmetic). Run it after the files of tools/gpu_evidence.sh (and tools/gpu_outlier.sh) are
 # copied into DIR (default results/h200-evidence):
 #   bash tools/h200_report.sh [DIR]
-# 1. unpacks DIR/evidence.tar.gz (the JSON and per-stage logs) and traces.tar.gz into DIR;
+# 1. unpacks DIR/evidence.tar.gz (the JSON and per-stage logs) into DIR;
 # 2. compare: the H100 training steps (h100-validation, then the counters runs, which win where both hold a
 #    point) and MoE layers (the committed H100 baselines) next to the H200's, with both GPUs' calibrations:
 #    DIR/compare.md (tables), DIR/compare.json (the same as data);
@@ -17,10 +17,9 @@ DIR=${1:-results/h200-evidence}
 BASELINES=${BASELINES:-results/baselines}
 tps() { python3 -m tpsbench "$@"; }
 [ -d "$DIR" ] || { echo "h200_report: no folder $DIR: copy the GPU call's files there first" >&2; exit 2; }
-# the tarballs hold the stages' JSON and logs (and the traces): unpacked in place, then removed
-for tarball in "$DIR/evidence.tar.gz" "$DIR/traces.tar.gz"; do
-  if [ -f "$tarball" ]; then tar -xzf "$tarball" -C "$DIR" && rm "$tarball"; fi
-done
+# the stages' JSON and logs (and the traces' per-op summaries), unpacked in place; traces.tar.gz stays packed
+# (tens of megabytes unpacked: commit it only if it is small)
+if [ -f "$DIR/evidence.tar.gz" ]; then tar -xzf "$DIR/evidence.tar.gz" -C "$DIR" && rm "$DIR/evidence.tar.gz"; fi
 shopt -s nullglob
 H100_STEPS=(results/h100-validation/h100-dense_135m.json results/h100-validation/h100-moe_1b.json
   results/h100-validation/h100-dense_135m-compile.json results/h100-validation/h100-moe_1b-compile.json

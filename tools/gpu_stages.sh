@@ -59,11 +59,13 @@ code_header() {
 #   retries) show in the record, host time inside the per-expert matmuls in the trace;
 # - uniform routing: every expert gets the same rows in every step, so no new shapes appear from step to step
 #   (the learned router's counts change with every optimizer step): if this one meets the model and the learned
-#   one does not, the extra time comes from shapes changing between steps (allocator or cuBLAS heuristics);
+#   one does not, the extra time comes from shapes changing between steps (allocator, or cuBLAS heuristics: a
+#   heuristic query was measured at 0.059 ms in ml-explore/mlx issue 3861; moe_1b's ~128-row experts repeat
+#   their few row counts, moe_1b_a390m's ~2,048-row ones draw new counts every step);
 # - the MoE layer alone at 16,384 tokens (the committed layer points are at 32,768): its fwd_bwd x 12 layers
 #   against the step.
 outlier_stages() {
-  stage outlier-learned 75 "${RUN[@]}" --model "$OUTLIER" --batch "$OUTLIER_BATCH" --impl grouped,loop --mode e2e \
+  stage outlier-learned 100 "${RUN[@]}" --model "$OUTLIER" --batch "$OUTLIER_BATCH" --impl grouped,loop --mode e2e \
     --reps 10 --trace "$WORK/traces" --out "$WORK/e2e-$OUTLIER-outlier.json"
   stage outlier-uniform 45 "${RUN[@]}" --model "$OUTLIER" --batch "$OUTLIER_BATCH" --impl loop --mode e2e \
     --routing uniform --reps 10 --out "$WORK/e2e-$OUTLIER-outlier-uniform.json"

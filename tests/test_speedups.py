@@ -111,3 +111,17 @@ def test_a_bad_calibration_file_is_one_line_and_exit_2(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "bad.json" in err and "not a calibration file" in err
     assert main(["compare", str(a), "--calibration", str(tmp_path / "missing.json")]) == 2
     assert "run `tpsbench calibrate` first" in capsys.readouterr().err
+
+
+def test_a_uniform_routing_run_is_another_workload_than_a_learned_one():
+    learned = point(impl="loop", median=0.6)
+    uniform = {**point(impl="loop", median=0.3), "routing": "uniform"}
+    h100 = entries(doc("moe_1b_a390m", [learned]), "a.json")
+    h200 = entries(doc("moe_1b_a390m", [uniform], gpu="h200"), "b.json")
+    c = compare(h100 + h200)
+    assert c.speedups == []  # no speedup between two workloads
+    assert sorted(r.label for r in c.throughput) == ["moe_1b_a390m train step/loop @ 32,768",
+                                                    "moe_1b_a390m train step/loop @ 32,768 [uniform routing]"]
+    skewed = doc("moe_1b_a390m", [{**point(impl="loop"), "routing": "skewed"}])
+    skewed["config"].update(routing="skewed", skew=1.2)
+    assert entries(skewed)[0].label.endswith("[skewed 1.2 routing]")

@@ -32,6 +32,9 @@ class PointKey(NamedTuple):
     compiled: bool
     stack: str = "tpsbench"
     dist: str | None = None  # run --dist: "ep x2" (layout and ranks); tokens/s are per GPU
+    # the router's mode (run --routing): a uniform or skewed run is another workload than a learned one (every
+    # committed run is learned; a point without a router counts as learned)
+    routing: str = "learned"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +50,7 @@ class Entry:
     tokens: int
     global_tokens: int | None
     compiled: bool
-    routing: str | None
+    routing: str | None  # learned, uniform, "skewed S" (S: the Zipf exponent); None: no router
     policy: str
     status: str
     median_s: float | None = None
@@ -70,7 +73,7 @@ class Entry:
     @property
     def key(self) -> PointKey:
         return PointKey(self.model, self.kind, self.layer, self.impl, self.mode, self.tokens, self.global_tokens,
-                        self.compiled, self.stack, self.dist)
+                        self.compiled, self.stack, self.dist, self.routing or "learned")
 
     @property
     def label(self) -> str:
@@ -79,7 +82,8 @@ class Entry:
         comp = " compiled" if self.compiled else ""
         stack = "" if self.stack == "tpsbench" else f" [{self.stack}]"
         spread = "" if self.dist is None else f" ({self.dist}, per GPU)"
-        return f"{self.model} {what}{impl} @ {self.tokens:,}{comp}{stack}{spread}"
+        route = "" if self.routing in (None, "learned") else f" [{self.routing} routing]"
+        return f"{self.model} {what}{impl} @ {self.tokens:,}{comp}{stack}{spread}{route}"
 
     @property
     def predicted_tokens_per_s(self) -> float | None:
@@ -133,6 +137,10 @@ def _e2e_costs(model: str, seq_len: int, impl: str, tokens: int, global_tokens: 
     return steps * total_flops(step_ops(w), phases=FWD_BWD), global_step_bytes(w, steps)
 
 
+def _routing(mode: str | None, skew: float | None) -> str | None:
+    return f"skewed {skew:g}" if mode == "skewed" and skew is not None else mode
+
+
 def entries_from_doc(doc: RunDoc, source: str = "") -> list[Entry]:
     cfg, machine = doc.config, doc.machine
     gpu = gpu_label(cfg.device, machine.profile)
@@ -143,8 +151,8 @@ def entries_from_doc(doc: RunDoc, source: str = "") -> list[Entry]:
         base = Entry(source=source, gpu=gpu, gpu_name=machine.gpu_name, model=cfg.model, kind=p.kind,
                      layer=p.layer, impl=impl, mode=p.mode, tokens=p.tokens,
                      global_tokens=(p.global_tokens or p.tokens) if is_e2e else None,
-                     compiled=cfg.compile and is_e2e, routing=p.routing, policy=cfg.dtype_policy, status=p.status,
-                     error=p.error, stack=cfg.stack,
+                     compiled=cfg.compile and is_e2e, routing=_routing(p.routing, cfg.skew), policy=cfg.dtype_policy,
+                     status=p.status, error=p.error, stack=cfg.stack,
                      dist=None if cfg.dist is None else f"{cfg.dist} x{cfg.world_size}"
                      + ("" if cfg.ep_size is None else f", expert groups of {cfg.ep_size}")
                      + ("" if cfg.shard_size is None else f", shard groups of {cfg.shard_size}")

@@ -19,6 +19,7 @@ import torch
 
 from tpsbench.bench.allocator import allocator_activity, allocator_snapshot
 from tpsbench.bench.gpu_busy import measure_gpu_time
+from tpsbench.bench.row_counts import row_count_churn
 from tpsbench.bench.timing import TimingConfig, WindowHook, time_fn
 from tpsbench.bench.trace import export_trace
 from tpsbench.costmodel import (
@@ -83,6 +84,8 @@ class Training:
     params: int
     routing_info: Callable[[], dict[str, object]]
     recipe: dict[str, str] | None = None  # what ran, for stacks other than tpsbench's
+    # the MoE layers' per-expert counts of the last forward ([E] tensors, no host sync); None: not known
+    expert_counts: Callable[[], list[torch.Tensor]] | None = None
 
 
 def tpsbench_training(spec: ModelSpec, case: E2ECase, *, device: torch.device, policy: DTypePolicy, routing: str,
@@ -118,12 +121,14 @@ def model_training(model: torch.nn.Module, opt: torch.optim.Optimizer, ids: torc
         if after_backward is not None:
             after_backward()
 
+    def expert_counts() -> list[torch.Tensor]:
+        return [m.last_route.tokens_per_expert for m in moe_layers(model) if m.last_route is not None]
+
     def routing_info() -> dict[str, object]:
-        layers = [m.last_route for m in moe_layers(model) if m.last_route is not None]
-        return tokens_per_expert_info([r.tokens_per_expert for r in layers])
+        return tokens_per_expert_info(expert_counts())
 
     return Training(microbatches, opt.step, lambda: opt.zero_grad(set_to_none=True),
-                    sum(p.numel() for p in model.parameters()), routing_info, recipe)
+                    sum(p.numel() for p in model.parameters()), routing_info, recipe, expert_counts)
 
 
 def random_tokens(vocab: int, tokens: int, seq: int, device: torch.device, seed: int) -> tuple[torch.Tensor, ...]:
@@ -162,9 +167,12 @@ def run_e2e(
         train = tpsbench_training(spec, case, device=device, policy=policy, routing=routing, skew=skew,
                                   compile_model=compile_model, seed=seed)
     cuda = device.type == "cuda"
+    counts_per_step: list[list[torch.Tensor]] = []  # references only: read after the timing
 
     def step() -> None:
         train.microbatches()
+        if train.expert_counts is not None:
+            counts_per_step.append(train.expert_counts())
         train.optimizer_step()
         train.zero_grad()
 
@@ -190,6 +198,7 @@ def run_e2e(
         "window": step_t.window, "window_info": step_t.window_info,
         "optimizer_samples_s": opt_t.samples_s, "peak_memory_bytes": peak,
         "allocator": None if allocator is None else to_dict(allocator), "accumulation_steps": case.accumulation,
+        "row_counts": None if (churn := row_count_churn(counts_per_step)) is None else to_dict(churn),
         "compiled": compile_model, "params": train.params, "gpu_time": gpu_time, "recipe": train.recipe,
         **({} if traced is None else {"trace": traced}),
     }

@@ -61,6 +61,19 @@ class AllocatorActivity:
 
 
 @schema
+class RowCounts:
+    """How an MoE training step's per-expert row counts change from step to step (bench/row_counts.py). An
+    implementation with one GEMM per expert (``loop``) sizes each GEMM by its expert's row count, so a count new
+    in a step is a GEMM shape that cuBLAS's heuristics and the caching allocator meet for the first time; uniform
+    routing repeats its counts, a learned router's move with every optimizer step."""
+
+    steps: int = fld("steps recorded: warm-up, timed, profiled (the last microbatch of each)")
+    expert_gemms_per_step: int = fld("MoE layers x experts: per-expert row counts per step")
+    distinct_per_step: list[int] = fld("distinct row counts among all layers' experts, step by step")
+    new_per_step: list[int] = fld("row counts that no earlier step had, step by step (the first step's are all new)")
+
+
+@schema
 class DistTiming:
     """A point on several ranks (tpsbench/dist/run.py, comm_bench.py): each rank's median time; the slowest rank
     sets the point's time (the collectives wait for it). Tokens are per rank (a training step's per optimizer
@@ -106,6 +119,8 @@ class Raw:
     peak_memory_bytes: int | None = fld("training step: peak allocated GPU memory", "B", default=None)
     allocator: AllocatorActivity | None = fld("training step: caching-allocator activity over the timed steps",
                                               default=None)
+    row_counts: RowCounts | None = fld("MoE training step: how the per-expert row counts change step to step",
+                                       default=None)
     accumulation_steps: int | None = fld("training step: microbatches per optimizer step", default=None)
     compiled: bool | None = fld("training step: torch.compile was on", default=None)
     params: int | None = fld("training step: parameters of the model that ran", default=None)
@@ -334,4 +349,4 @@ class RunDoc:
 
 ALL_CLASSES: tuple[type, ...] = (RunDoc, Provenance, Machine, ConfigRecord, TimingRecord, CalibrationRef, Point,
                                  Stats, Derived, PointPrediction, OpPrediction, Raw, GpuTime, Counters,
-                                 CounterWindow, AllocatorActivity, DistTiming)
+                                 CounterWindow, AllocatorActivity, RowCounts, DistTiming)

@@ -81,6 +81,8 @@ def test_the_expected_speedup_is_the_ratio_of_the_two_gpus_expected_times():
     # equal compute, 1.43x bandwidth: a mix of both, between the two ratios
     assert 1.0 < step.expected < 4800 / 3350 and 1.0 < layer.expected < 4800 / 3350
     assert f"expected {step.expected:.2f}x" in step.finding.evidence
+    assert "expected speedups: h200 estimated with h200's table, transferred from h100_sxm (same architecture; " \
+           "uncertainty x2)" in c.notes
 
 
 def test_compare_cli_shows_the_calibrated_columns(tmp_path, capsys):

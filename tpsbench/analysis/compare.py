@@ -31,6 +31,7 @@ from tpsbench.estimate.points import MeasuredPoint, estimate_point
 from tpsbench.estimate.select import table_for
 from tpsbench.estimate.table import EfficiencyError
 from tpsbench.impls import BRACKETS, baseline, moe_impl_names
+from tpsbench.profiles import GPUProfile
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +197,14 @@ def _expected(e: Entry) -> tuple[float | None, str]:
         return None, f"not estimated ({exc})"
 
 
+def _table_basis(profile: GPUProfile) -> str:
+    try:
+        table = table_for(profile)
+    except EfficiencyError as exc:
+        return str(exc)
+    return f"{table.gpu}'s table, {table.basis}"
+
+
 def _expected_row(e: Entry) -> ExpectedRow:
     """The expected-time model's estimate of a measured training step (no table: its reason, no number)."""
     assert e.tokens_per_s is not None
@@ -251,6 +260,10 @@ def compare(entries: list[Entry], *, all_points: bool = False,
 
     out.speedups = speedup_rows(table, [GpuCeilings(g.name, g.matmul_tflops, g.bandwidth_gbs) for g in out.gpus],
                                 measured, expected_s)
+    for gpu in dict.fromkeys(g for r in out.speedups if r.expected is not None for g in (r.from_gpu, r.to_gpu)):
+        profile = profile_named(gpu)
+        if profile is not None:
+            out.notes.append(f"expected speedups: {gpu} estimated with {_table_basis(profile)}")
     out.baseline_speedups = _baseline_speedups(table)
     out.stacks = _stack_rows(table)
     out.expected = [_expected_row(e) for row in out.throughput for e in row.per_gpu.values()

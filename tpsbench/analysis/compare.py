@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tpsbench.analysis.points import Entry, PointKey, profile_named, slots_dict
 from tpsbench.analysis.speedups import (
-    GpuCeilings,
+    GpuInfo,
     SpeedupRow,
     calibration_notes,
     load_ceilings,
@@ -32,14 +32,6 @@ from tpsbench.estimate.select import table_for
 from tpsbench.estimate.table import EfficiencyError
 from tpsbench.impls import BRACKETS, baseline, moe_impl_names
 from tpsbench.profiles import GPUProfile
-
-
-@dataclass(frozen=True, slots=True)
-class GpuInfo:
-    name: str
-    display_name: str
-    matmul_tflops: float | None  # datasheet, for the runs' dtype policy
-    bandwidth_gbs: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,8 +250,7 @@ def compare(entries: list[Entry], *, all_points: bool = False,
             seconds[at] = _expected(e)[0]
         return seconds[at]
 
-    out.speedups = speedup_rows(table, [GpuCeilings(g.name, g.matmul_tflops, g.bandwidth_gbs) for g in out.gpus],
-                                measured, expected_s)
+    out.speedups = speedup_rows(table, out.gpus, measured, expected_s)
     for gpu in dict.fromkeys(g for r in out.speedups if r.expected is not None for g in (r.from_gpu, r.to_gpu)):
         profile = profile_named(gpu)
         if profile is not None:

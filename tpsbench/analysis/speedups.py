@@ -71,11 +71,12 @@ def _ratio(num: float | None, den: float | None) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
-class GpuCeilings:
-    """What speedup_rows needs of a GPU: its name and datasheet ceilings."""
+class GpuInfo:
+    """A GPU of the compared runs, with its datasheet ceilings (None: the CPU, or a profile no longer known)."""
 
     name: str
-    matmul_tflops: float | None
+    display_name: str
+    matmul_tflops: float | None  # datasheet, for the runs' dtype policy
     bandwidth_gbs: float | None
 
 
@@ -83,7 +84,7 @@ def _ok(e: Entry | None) -> bool:
     return e is not None and e.status == "ok" and bool(e.median_s)
 
 
-def speedup_rows(table: dict[PointKey, dict[str, Entry]], gpus: list[GpuCeilings],
+def speedup_rows(table: dict[PointKey, dict[str, Entry]], gpus: list[GpuInfo],
                  measured: dict[str, MeasuredCeilings] | None = None,
                  expected_s: Callable[[Entry], float | None] | None = None) -> list[SpeedupRow]:
     """A row per point measured on two GPUs with known datasheets, for every pair of them in the given order.
@@ -133,5 +134,5 @@ def matmul_math_of(entries: list[Entry]) -> str:
     return get_policy(entries[0].policy if entries else "amp_bf16").matmul_math
 
 
-__all__ = ["GpuCeilings", "MeasuredCeilings", "SpeedupRow", "calibration_notes",
+__all__ = ["GpuInfo", "MeasuredCeilings", "SpeedupRow", "calibration_notes",
            "load_ceilings", "matmul_math_of", "speedup_rows"]

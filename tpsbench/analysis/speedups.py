@@ -59,7 +59,7 @@ def load_ceilings(paths: Iterable[str | Path], matmul_math: str) -> dict[str, Me
         gpu = doc.get("profile")
         if not gpu:
             raise CalibrationError(f"{path}: the calibration names no GPU profile; recalibrate with "
-                                          "`tpsbench calibrate` on a GPU")
+                                   "`tpsbench calibrate` on a GPU")
         best = best_ceilings(doc)
         mm = best.get("bf16_tflops") if matmul_math != "fp32" else best.get("fp32_tflops")
         out[str(gpu)] = MeasuredCeilings(str(gpu), mm, best.get("copy_gbs"), str(path))

@@ -33,3 +33,21 @@ def test_uniform_routing_repeats_its_counts_and_learned_routing_moves(tmp_path):
     learned = _row_counts(tmp_path, "learned")
     assert learned["steps"] == uniform["steps"]
     assert sum(learned["new_per_step"][1:]) > 0  # the optimizer moves the router, and its counts with it
+
+
+def test_run_notes_say_how_many_row_counts_were_new_and_how_imbalanced_the_router_was(tmp_path):
+    from tpsbench.report import run_notes
+    from tpsbench.results import load_results
+
+    out = tmp_path / "loop.json"
+    assert main(["run", "--device", "cpu", "--model", "moe_tiny", "--impl", "loop", "--mode", "e2e", "--reps", "4",
+                 "--min-time", "0.001", "--no-gpu-time", "--out", str(out)]) == 0
+    doc = load_results(out)
+    rc = doc.points[0].raw.row_counts
+    median_new = sorted(rc.new_per_step[1:])[len(rc.new_per_step[1:]) // 2]
+    notes = run_notes(doc)
+    assert (f"train step/loop @ 256 x1: {median_new} of its {rc.expert_gemms_per_step} per-expert row counts were "
+            "new in a step after the first (median)") in "\n".join(notes)
+    ratio = doc.points[0].raw.tokens_per_expert_max_over_mean
+    assert any(n.startswith(f"NOTE: the learned router was up to {ratio:.1f}x imbalanced") for n in notes) \
+        == (ratio >= 2.0)

@@ -225,6 +225,34 @@ def _moe_facts(p: Point) -> str | None:
     return ", ".join(extra)
 
 
+# A training step whose busiest expert gets at least twice its share of assignments (worst layer): the dropless
+# implementations' busiest GEMM is twice the balanced one, and capacity (factor 1.2-1.25) drops assignments.
+IMBALANCE_NOTE = 2.0
+
+
+def _routing_notes(doc: RunDoc) -> list[str]:
+    """What the training steps' learned router did: how imbalanced it was at these fresh weights (the H100 moe_1b
+    steps: 2.3-4.4x per layer, where the layer benchmark's random inputs give moe_1b 1.52x), and how many per-expert row
+    counts (a loop's GEMM shapes) were new in each step."""
+    steps = [(p, p.raw) for p in doc.points if p.kind == "e2e" and p.raw is not None and p.routing == "learned"]
+    lines = []
+    skewed = [(p, r.tokens_per_expert_max_over_mean) for p, r in steps
+              if r.tokens_per_expert_max_over_mean is not None and r.tokens_per_expert_max_over_mean >= IMBALANCE_NOTE]
+    if skewed:
+        worst, ratio = max(skewed, key=lambda pr: pr[1])
+        lines.append(f"NOTE: the learned router was up to {ratio:.1f}x imbalanced (busiest expert / mean, worst "
+                     f"layer, '{worst.label}') at these fresh weights; a trained router's balance differs (its "
+                     "load-balancing loss pushes it toward 1x): `--routing uniform` times the balanced step")
+    for p, r in steps:
+        rc = r.row_counts
+        if p.impl == "loop" and rc is not None and rc.steps > 1:
+            later = sorted(rc.new_per_step[1:])
+            lines.append(f"{p.label}: {later[len(later) // 2]} of its {rc.expert_gemms_per_step} per-expert row "
+                         "counts were new in a step after the first (median), each a GEMM shape the loop meets "
+                         "for the first time")
+    return lines
+
+
 def run_notes(doc: RunDoc) -> list[str]:
     """Warnings and the e2e lines a reader wants: MFU, peak memory, optimizer share, MoE routing facts."""
     lines = []
@@ -247,6 +275,7 @@ def run_notes(doc: RunDoc) -> list[str]:
         a = p.raw.allocator  # type: ignore[union-attr]
         lines.append(f"WARNING: '{p.label}': the caching allocator freed its cache and retried {a.alloc_retries} "
                      f"allocation(s) in {a.steps} steps (each frees with a device sync): its time includes them")
+    lines += _routing_notes(doc)
     throttled = [p for p in doc.points if p.counters and p.counters.throttled]
     if throttled:
         reasons = sorted({r for p in throttled if p.counters for r in p.counters.clock_events})

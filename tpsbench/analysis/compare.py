@@ -197,10 +197,9 @@ def _table_basis(profile: GPUProfile) -> str:
     return f"{table.gpu}'s table, {table.basis}"
 
 
-def _expected_row(e: Entry) -> ExpectedRow:
-    """The expected-time model's estimate of a measured training step (no table: its reason, no number)."""
+def _expected_row(e: Entry, seconds: float | None, basis: str) -> ExpectedRow:
+    """A measured training step next to the expected-time model's estimate of it (no table: its reason)."""
     assert e.tokens_per_s is not None
-    seconds, basis = _expected(e)
     expected = None if seconds is None else (e.global_tokens or e.tokens) / seconds
     return ExpectedRow(e.gpu, e.label, e.tokens_per_s, expected, e.predicted_tokens_per_s, basis)
 
@@ -242,22 +241,22 @@ def compare(entries: list[Entry], *, all_points: bool = False,
     out.ratios = _e2e_ratios(table, gpus) + _layer_ratios(entries)
     measured = load_ceilings(calibrations, matmul_math_of(entries))
     out.notes += calibration_notes(measured, gpus)
-    seconds: dict[tuple[str, str, PointKey], float | None] = {}
+    estimates: dict[tuple[str, str, PointKey], tuple[float | None, str]] = {}  # each entry estimated once
 
-    def expected_s(e: Entry) -> float | None:
+    def expected(e: Entry) -> tuple[float | None, str]:
         at = (e.source, e.gpu, e.key)
-        if at not in seconds:
-            seconds[at] = _expected(e)[0]
-        return seconds[at]
+        if at not in estimates:
+            estimates[at] = _expected(e)
+        return estimates[at]
 
-    out.speedups = speedup_rows(table, out.gpus, measured, expected_s)
+    out.speedups = speedup_rows(table, out.gpus, measured, lambda e: expected(e)[0])
     for gpu in dict.fromkeys(g for r in out.speedups if r.expected is not None for g in (r.from_gpu, r.to_gpu)):
         profile = profile_named(gpu)
         if profile is not None:
             out.notes.append(f"expected speedups: {gpu} estimated with {_table_basis(profile)}")
     out.baseline_speedups = _baseline_speedups(table)
     out.stacks = _stack_rows(table)
-    out.expected = [_expected_row(e) for row in out.throughput for e in row.per_gpu.values()
+    out.expected = [_expected_row(e, *expected(e)) for row in out.throughput for e in row.per_gpu.values()
                     if _ok(e) and e.kind == "e2e" and e.gpu != "cpu" and e.stack == "tpsbench" and e.dist is None]
     out.scaling = _scaling_rows(table)
     for row in out.throughput:

@@ -106,14 +106,13 @@ def speedup_rows(table: dict[PointKey, dict[str, Entry]], gpus: list[GpuInfo],
             compute, bandwidth = b.matmul_tflops / a.matmul_tflops, b.bandwidth_gbs / a.bandwidth_gbs
             predicted = _ratio(ea.predicted_s, eb.predicted_s)
             expected = _ratio(expected_s(ea), expected_s(eb)) if expected_s is not None else None
-            calibrated = cal_compute is not None and cal_bandwidth is not None
-            use_c, use_b = (cal_compute, cal_bandwidth) if calibrated else (compute, bandwidth)
-            assert use_c is not None and use_b is not None
-            finding = speedup_verdict(speedup, use_c, use_b, predicted, expected=expected,
-                                      ratios="calibrated" if calibrated else "datasheet")
+            if cal_compute is not None and cal_bandwidth is not None:
+                use_c, use_b, ratios = cal_compute, cal_bandwidth, "calibrated"
+            else:
+                use_c, use_b, ratios = compute, bandwidth, "datasheet"
+            finding = speedup_verdict(speedup, use_c, use_b, predicted, expected=expected, ratios=ratios)
             rows.append(SpeedupRow(ea.label, a.name, b.name, speedup, compute, bandwidth, predicted, finding,
-                                   cal_compute, cal_bandwidth, expected,
-                                   "calibrated" if calibrated else "datasheet"))
+                                   cal_compute, cal_bandwidth, expected, ratios))
     return rows
 
 

@@ -45,7 +45,6 @@ L2_CALLS_PER_SAMPLE = 100
 OVERHEAD_PAIRS = 4
 
 
-
 def matmul_tflops(m: int, n: int, k: int, seconds: float) -> float:
     return 2.0 * m * n * k / seconds / 1e12
 

@@ -119,3 +119,20 @@ def test_sampler_overhead_is_the_median_paired_ratio():
     assert out["min_fraction"] == pytest.approx(0.01) and out["max_fraction"] == pytest.approx(0.01)
     with pytest.raises(ValueError, match="same number"):
         overhead_from_pairs([1.0], [])
+
+
+def test_shape_churn_times_new_and_repeated_matmul_shapes_on_the_cpu():
+    from tpsbench.bench.shape_churn import SAME_ROWS, shape_churn
+
+    churn = shape_churn(torch.device("cpu"), calls=4, reps=2)
+    assert len(churn.new_rows) == 4 * 2 * 2  # calls x reps x two layouts, every one a row count not used before
+    assert len(set(churn.new_rows)) == len(churn.new_rows) and SAME_ROWS not in churn.new_rows
+    assert all(m % 2 and m & (m - 1) for m in churn.new_rows)  # odd, so never a power of two
+    doc = churn.to_dict()
+    assert set(doc["host_new_shape_extra_s"]) == {"fprop", "wgrad"}
+    assert all(len(v) == 2 and min(v) > 0 for v in doc["new_samples_s"].values())
+    assert doc["host_new_shape_extra_s"]["fprop"] == pytest.approx(
+        sorted(doc["new_samples_s"]["fprop"])[0] / 2 + sorted(doc["new_samples_s"]["fprop"])[1] / 2
+        - doc["host_same_shape_s"]["fprop"])
+    table = calibration_table({**_doc(), "shape_churn": doc}, load_profile("h100_sxm"))
+    assert table.row_count == 4 + 2 * 2 * 2 + 1 + 2

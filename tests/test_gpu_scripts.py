@@ -27,7 +27,7 @@ def test_the_evidence_script_packs_what_finished_and_skips_what_does_not_fit(tmp
     assert "== outlier-layer: skipped" in log  # the last stage never fits a 22 s budget
 
 
-def test_the_outlier_script_runs_its_three_measurements_and_keeps_traces_apart(tmp_path):
+def test_the_outlier_script_runs_its_four_measurements_and_keeps_traces_apart(tmp_path):
     env = {**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path),
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     done = subprocess.run(["bash", "tools/gpu_outlier.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -36,12 +36,12 @@ def test_the_outlier_script_runs_its_three_measurements_and_keeps_traces_apart(t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evidence.log", "evidence.tar.gz", "nvidia-smi-q.txt",
                                                            "traces.tar.gz"]
     log = (tmp_path / "evidence.log").read_text()
-    for name in ("outlier-learned", "outlier-uniform", "outlier-layer"):
+    for name in ("shape-churn", "outlier-learned", "outlier-uniform", "outlier-layer"):
         assert f"== {name}: exit 0" in log
     with tarfile.open(tmp_path / "evidence.tar.gz") as tar:
         names = {Path(n).name for n in tar.getnames()}
     assert {"e2e-moe_tiny-outlier.json", "e2e-moe_tiny-outlier-uniform.json", "layers-moe_tiny-outlier.json",
-            "moe_tiny-train_step_loop_128_x1.ops.txt"} <= names
+            "moe_tiny-train_step_loop_128_x1.ops.txt", "shape-churn.log"} <= names
     assert not any(n.endswith(".trace.json") for n in names)  # the traces travel in their own tarball
     with tarfile.open(tmp_path / "traces.tar.gz") as tar:
         assert "traces/moe_tiny-train_step_loop_128_x1.trace.json" in tar.getnames()

@@ -15,9 +15,10 @@
 #     for triton, grouped, capacity (no stages)                      23-57 s each with loop too       60 s each
 #                                                                    (h100-kernels/kernels-*.json)
 #   6 bf16 Triton kernel correctness tests                           148 s (kernels-correctness.log)  200 s
-#   7 issue 18's one outlier: moe_1b_a390m @16,384, grouped,loop
-#     learned (10 reps, allocator record, trace), loop uniform,
-#     the loop layer alone (tools/gpu_stages.sh says why each)      30 s for five impls              100+45+45 s
+#   7 issue 18's one outlier: host cost of new matmul shapes;
+#     moe_1b_a390m @16,384, grouped,loop learned (10 reps, allocator
+#     record, trace), loop uniform, the loop layer alone
+#     (tools/gpu_stages.sh says why each)                            30 s for five impls              20+100+45+45 s
 #
 # The stages sum to more than the budget (BUDGET_S, default 360 s: 8 minutes less 2 of margin). By the H100 times
 # stages 1-4 take about 270 s plus calibrate's (not recorded; moe_1b's compile counted as a third of the three-impl

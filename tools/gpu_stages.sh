@@ -6,10 +6,11 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 COLUMNS=170
 if [ -n "${DRY_RUN:-}" ]; then
   DENSE=dense_tiny MOE=moe_tiny LAYER_MODELS="moe_tiny" OUTLIER=moe_tiny BATCH=256 OUTLIER_BATCH=128 SEQ=64
   E2E_IMPLS=grouped,capacity,dense_active LAYER_IMPLS=grouped,capacity COMPILE="" DEV="--device cpu --no-counters"
+  CHURN_CALLS=4
 else
   DENSE=dense_135m MOE=moe_1b LAYER_MODELS="moe_1b moe_1b_a390m olmoe_1b_7b" OUTLIER=moe_1b_a390m BATCH=32768
   OUTLIER_BATCH=16384 SEQ=2048 E2E_IMPLS=grouped,capacity,triton,dense_active LAYER_IMPLS=triton,grouped,capacity
-  COMPILE="--compile" DEV=""
+  COMPILE="--compile" DEV="" CHURN_CALLS=200
 fi
 read -r -a RUN <<< "python3 -m tpsbench run $DEV --seq $SEQ"  # timeout runs commands, not shell functions
 
@@ -63,9 +64,12 @@ code_header() {
 #   heuristic query was measured at 0.059 ms in ml-explore/mlx issue 3861; moe_1b's ~128-row experts repeat
 #   their few row counts, moe_1b_a390m's ~2,048-row ones draw new counts every step; raw.row_counts now counts the
 #   new ones per step: on the CPU its real forward at fresh weights gave 367 distinct counts among 384 experts);
+# - shape-churn first (seconds): the host time of a matmul of a shape not run before against a repeated one, at
+#   the expert GEMM's (k, n) (tpsbench/bench/shape_churn.py): ~100-180 us would explain the step alone;
 # - the MoE layer alone at 16,384 tokens (the committed layer points are at 32,768): its fwd_bwd x 12 layers
 #   against the step.
 outlier_stages() {
+  stage shape-churn 20 python3 -m tpsbench.bench.shape_churn "$CHURN_CALLS"
   stage outlier-learned 100 "${RUN[@]}" --model "$OUTLIER" --batch "$OUTLIER_BATCH" --impl grouped,loop --mode e2e \
     --reps 10 --trace "$WORK/traces" --out "$WORK/e2e-$OUTLIER-outlier.json"
   stage outlier-uniform 45 "${RUN[@]}" --model "$OUTLIER" --batch "$OUTLIER_BATCH" --impl loop --mode e2e \

@@ -325,4 +325,9 @@ def calibration_table(doc: dict, profile: GPUProfile) -> Table:
         spread = (f" ({100 * w['min_fraction']:+.2f}..{100 * w['max_fraction']:+.2f}%)"
                   if "min_fraction" in w else "")
         t.add_row("counter sampler overhead", f"{100 * w['overhead_fraction']:+.2f}%", name + spread, "-", "-")
+    churn = doc.get("shape_churn") or {}
+    for layout, extra in (churn.get("host_new_shape_extra_s") or {}).items():
+        same = churn["host_same_shape_s"][layout]
+        t.add_row(f"host us per new-shape matmul ({layout})", f"{1e6 * extra:+.1f}",
+                  f"{churn['k']}x{churn['n']}, {churn['calls']} calls, vs {1e6 * same:.1f} us repeated", "-", "-")
     return t

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from tpsbench.bench.calibrate_sweeps import gemm_sweep, launch_sweep
+from tpsbench.bench.shape_churn import shape_churn
 from tpsbench.bench.stats import summarize
 from tpsbench.bench.timing import TimingConfig, time_fn
 from tpsbench.counters.sampler import Sampler, open_source
@@ -291,13 +292,15 @@ def run_calibration(profile: Any, *, quick: bool, interval_s: float,
     sweep_timing = TimingConfig(warmup=2, min_reps=10, min_time_s=0.05, max_reps=100)
     gemms = gemm_sweep(device, sweep_timing)
     launches = launch_sweep(device)
+    log("host time of matmuls of new shapes against repeated ones...")
+    churn = shape_churn(device)
     doc = {
         "schema": SCHEMA, "tool_version": __version__, "created_utc": utc_now(),
         "provenance": to_dict(current_provenance()), "machine": to_dict(machine_info("cuda", profile)),
         "profile": profile.name,
         "timing": {"warmup": timing.warmup, "min_reps": timing.min_reps, "min_time_s": timing.min_time_s},
         "matmul": matmul, "bandwidth": bandwidth, "sampler_overhead": overhead, "gemm_sweep": gemms,
-        "launch_sweep": launches,
+        "launch_sweep": launches, "shape_churn": churn.to_dict(),
     }
     doc["best"] = best_ceilings(doc)
     return doc

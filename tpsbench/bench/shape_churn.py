@@ -1,0 +1,112 @@
+"""What a matmul of a shape this process has not run before costs the host, against the same call repeated.
+
+Why: cuBLAS picks a kernel per problem shape by a heuristic query and caches the answer (cuBLASLt's heuristics
+cache; PyTorch's own cache of it is discussed in pytorch/pytorch#191700). The per-expert ``loop`` runs one
+GEMM per expert sized by that step's routing, and a learned router moves the sizes every step: a real forward
+of moe_1b_a390m at fresh weights gave 367 distinct row counts among its 384 expert GEMMs (tpsbench's row-count
+record, ``raw.row_counts``, measures it per step on a GPU). The layer benchmark repeats one input, so its
+shapes are all cached; the one training step the expected model misses by 2x (moe_1b_a390m, ``loop`` at
+16,384 tokens on an H100: 648 ms measured, 310 expected, 10,828 launches) would need ~100-180 us per new-shape
+GEMM to be explained by this alone, against the 0.059 ms one heuristic query took on another machine
+(ml-explore/mlx#3861). This measures the number that decides it, on the GPU's own host and libraries.
+
+Method: bf16 ``x[:m] @ w`` (the forward and input-gradient layout) and ``x[:m].T @ g[:m]`` (the weight-gradient
+layout, the reduction of length ``m``) with ``(k, n)`` of moe_1b_a390m's experts. Each arm is ``calls`` calls
+timed on the host from the first call to the last issued (no synchronisation inside, so the GPU's work does not
+count unless the launch queue fills: ``calls`` is far below its depth); the "same" arm repeats one row count,
+the "new" arm uses row counts never used before in this process (distinct, odd, none a power of two), and the
+arms alternate ``reps`` times so a drift in clocks cancels.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+CHURN_K, CHURN_N = 1152, 576  # moe_1b_a390m: d_model 1152, expert width 576
+SAME_ROWS = 2048  # the repeated arm's rows: moe_1b_a390m's mean rows per expert at 16,384 tokens, top-4 of 32
+FIRST_NEW_ROWS, NEW_ROWS_STEP = 1031, 2  # odd row counts from 1,031 up: none is a row count calibrate uses
+CALLS, REPS = 200, 3
+
+
+@dataclass
+class ShapeChurn:
+    """Host seconds per call of each arm's repetitions; ``layout`` -> samples."""
+
+    k: int
+    n: int
+    calls: int
+    same_rows: int
+    new_rows: list[int]
+    same_s: dict[str, list[float]] = field(default_factory=dict)
+    new_s: dict[str, list[float]] = field(default_factory=dict)
+
+    def extra_s(self, layout: str) -> float:
+        """Median host time of a new-shape call less that of a repeated one (may be negative: noise)."""
+        return statistics.median(self.new_s[layout]) - statistics.median(self.same_s[layout])
+
+    def to_dict(self) -> dict[str, object]:
+        return {"k": self.k, "n": self.n, "calls": self.calls, "same_rows": self.same_rows,
+                "new_rows": [self.new_rows[0], self.new_rows[-1], len(self.new_rows)],
+                "same_samples_s": self.same_s, "new_samples_s": self.new_s,
+                "host_same_shape_s": {layout: statistics.median(v) for layout, v in self.same_s.items()},
+                "host_new_shape_extra_s": {layout: self.extra_s(layout) for layout in self.same_s}}
+
+
+def _new_row_counts() -> Iterator[int]:
+    m = FIRST_NEW_ROWS
+    while True:
+        yield m
+        m += NEW_ROWS_STEP
+
+
+def _host_time_per_call(fn: Callable[[int], object], rows: list[int], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for m in rows:
+        fn(m)
+    elapsed = time.perf_counter() - t0
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return elapsed / len(rows)
+
+
+def shape_churn(device: torch.device, *, calls: int = CALLS, reps: int = REPS) -> ShapeChurn:
+    """Host time per matmul of new shapes against repeated ones (see the module's docstring)."""
+    dtype = torch.bfloat16
+    fresh = _new_row_counts()
+    most = FIRST_NEW_ROWS + NEW_ROWS_STEP * calls * reps
+    x = torch.randn(most, CHURN_K, device=device, dtype=dtype)
+    g = torch.randn(most, CHURN_N, device=device, dtype=dtype)
+    w = torch.randn(CHURN_K, CHURN_N, device=device, dtype=dtype)
+    layouts: dict[str, Callable[[int], object]] = {
+        "fprop": lambda m: torch.matmul(x[:m], w),
+        "wgrad": lambda m: torch.matmul(x[:m].t(), g[:m]),
+    }
+    out = ShapeChurn(k=CHURN_K, n=CHURN_N, calls=calls, same_rows=SAME_ROWS, new_rows=[])
+    with torch.no_grad():
+        for layout, fn in layouts.items():
+            fn(SAME_ROWS)  # the repeated shape's heuristic query, outside the timing
+            out.same_s[layout], out.new_s[layout] = [], []
+        for _ in range(reps):
+            for layout, fn in layouts.items():
+                out.same_s[layout].append(_host_time_per_call(fn, [SAME_ROWS] * calls, device))
+                rows = [next(fresh) for _ in range(calls)]
+                out.new_rows.extend(rows)
+                out.new_s[layout].append(_host_time_per_call(fn, rows, device))
+    return out
+
+
+if __name__ == "__main__":  # the outlier experiment's stage (tools/gpu_stages.sh): one JSON document
+    import json
+    import sys
+
+    calls = int(sys.argv[1]) if len(sys.argv) > 1 else CALLS  # fewer for the CPU dry run
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    print(json.dumps({"device": str(dev), "torch": torch.__version__, **shape_churn(dev, calls=calls).to_dict()},
+                     indent=1))

@@ -136,8 +136,8 @@ def test_run_the_olmo_core_stack_on_the_cpu_and_compare_it_with_tpsbench(tmp_pat
     moe = tmp_path / "olmo-moe.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the command as a user types it
     out = subprocess.run([sys.executable, "-m", "tpsbench", "run", "--device", "cpu", "--stack", "olmo-core",
-                          "--model", "moe_tiny", "--mode", "e2e", "--impl", "capacity", "--reps", "1", "--out",
-                          str(moe)],
+                          "--model", "moe_tiny", "--mode", "e2e", "--impl", "capacity", "--reps", "1", "--batch",
+                          "64", "--out", str(moe)],  # one 64-token sequence: 12 s in the interpreter, 256 took 30
                          capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     (point,) = load_results(moe).points
@@ -208,7 +208,8 @@ def test_olmo_cores_layers_are_micro_points(tmp_path, capsys):
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     out = subprocess.run([sys.executable, "-m", "tpsbench", "run", "--device", "cpu", "--stack", "olmo-core",
                           "--model", "moe_tiny", "--mode", "micro", "--layers", "moe", "--impl", "dropless", "--reps",
-                          "1", "--out", str(moe)], capture_output=True, text=True, env=env, timeout=600)
+                          "1", "--batch", "64", "--out", str(moe)],
+                         capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     points = load_results(moe).points
     assert [(p.layer, p.impl, p.mode, p.status) for p in points] == [

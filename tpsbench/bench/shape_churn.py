@@ -7,8 +7,9 @@ of moe_1b_a390m at fresh weights gave 367 distinct row counts among its 384 expe
 record, ``raw.row_counts``, measures it per step on a GPU). The layer benchmark repeats one input, so its
 shapes are all cached; the one training step the expected model misses by 2x (moe_1b_a390m, ``loop`` at
 16,384 tokens on an H100: 648 ms measured, 310 expected, 10,828 launches) would need ~100-180 us per new-shape
-GEMM to be explained by this alone, against the 0.059 ms one heuristic query took on another machine
-(ml-explore/mlx#3861). This measures the number that decides it, on the GPU's own host and libraries.
+GEMM to be explained by this alone. Published figures for one heuristic query span 0.059 ms (ml-explore/mlx#3861,
+another GPU and OS) to "single-digit milliseconds" (the atomr-accel crate's docs for its cuBLASLt heuristic
+cache), too wide to decide it; this measures the number on the GPU's own host and libraries.
 
 Method: bf16 ``x[:m] @ w`` (the forward and input-gradient layout) and ``x[:m].T @ g[:m]`` (the weight-gradient
 layout, the reduction of length ``m``) with ``(k, n)`` of moe_1b_a390m's experts. Each arm is ``calls`` calls

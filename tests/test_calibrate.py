@@ -124,7 +124,14 @@ def test_sampler_overhead_is_the_median_paired_ratio():
 def test_shape_churn_times_new_and_repeated_matmul_shapes_on_the_cpu():
     from tpsbench.bench.shape_churn import SAME_ROWS, shape_churn
 
-    churn = shape_churn(torch.device("cpu"), calls=4, reps=2)
+    seen = []
+    real_matmul = torch.matmul
+    with pytest.MonkeyPatch.context() as mp:  # the shapes the matmuls really got, not only the planned rows
+        mp.setattr(torch, "matmul", lambda a, b: seen.append((tuple(a.shape), tuple(b.shape))) or real_matmul(a, b))
+        churn = shape_churn(torch.device("cpu"), calls=4, reps=2)
+    fprop_rows = [a[0] for a, b in seen if b == (1152, 576)]
+    assert sorted(fprop_rows[1:]).count(SAME_ROWS) == 8 and len(set(fprop_rows)) == 1 + 8  # 8 new, all distinct
+    assert {a[1] for a, b in seen if b[0] != 1152} == set(churn.new_rows[4:8] + churn.new_rows[12:16]) | {SAME_ROWS}
     assert len(churn.new_rows) == 4 * 2 * 2  # calls x reps x two layouts, every one a row count not used before
     assert len(set(churn.new_rows)) == len(churn.new_rows) and SAME_ROWS not in churn.new_rows
     assert all(m % 2 and m & (m - 1) for m in churn.new_rows)  # odd, so never a power of two

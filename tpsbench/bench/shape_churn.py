@@ -21,9 +21,10 @@ arms alternate ``reps`` times so a drift in clocks cancels.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -58,13 +59,6 @@ class ShapeChurn:
                 "host_new_shape_extra_s": {layout: self.extra_s(layout) for layout in self.same_s}}
 
 
-def _new_row_counts() -> Iterator[int]:
-    m = FIRST_NEW_ROWS
-    while True:
-        yield m
-        m += NEW_ROWS_STEP
-
-
 def _host_time_per_call(fn: Callable[[int], object], rows: list[int], device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -80,8 +74,12 @@ def _host_time_per_call(fn: Callable[[int], object], rows: list[int], device: to
 def shape_churn(device: torch.device, *, calls: int = CALLS, reps: int = REPS) -> ShapeChurn:
     """Host time per matmul of new shapes against repeated ones (see the module's docstring)."""
     dtype = torch.bfloat16
-    fresh = _new_row_counts()
-    most = FIRST_NEW_ROWS + NEW_ROWS_STEP * calls * reps
+    layout_names = ("fprop", "wgrad")
+    # every "new" arm's row counts drawn first, so that the operands hold the largest of them and the repeated
+    # arm's (a slice past the end would silently repeat one clipped shape)
+    fresh = itertools.count(FIRST_NEW_ROWS, NEW_ROWS_STEP)
+    plan = [{name: [next(fresh) for _ in range(calls)] for name in layout_names} for _ in range(reps)]
+    most = max(SAME_ROWS, *(max(rows) for arm in plan for rows in arm.values()))
     x = torch.randn(most, CHURN_K, device=device, dtype=dtype)
     g = torch.randn(most, CHURN_N, device=device, dtype=dtype)
     w = torch.randn(CHURN_K, CHURN_N, device=device, dtype=dtype)
@@ -94,20 +92,23 @@ def shape_churn(device: torch.device, *, calls: int = CALLS, reps: int = REPS) -
         for layout, fn in layouts.items():
             fn(SAME_ROWS)  # the repeated shape's heuristic query, outside the timing
             out.same_s[layout], out.new_s[layout] = [], []
-        for _ in range(reps):
+        for arm in plan:
             for layout, fn in layouts.items():
                 out.same_s[layout].append(_host_time_per_call(fn, [SAME_ROWS] * calls, device))
-                rows = [next(fresh) for _ in range(calls)]
-                out.new_rows.extend(rows)
-                out.new_s[layout].append(_host_time_per_call(fn, rows, device))
+                out.new_rows.extend(arm[layout])
+                out.new_s[layout].append(_host_time_per_call(fn, arm[layout], device))
     return out
 
 
 if __name__ == "__main__":  # the outlier experiment's stage (tools/gpu_stages.sh): one JSON document
+    import argparse
     import json
-    import sys
 
-    calls = int(sys.argv[1]) if len(sys.argv) > 1 else CALLS  # fewer for the CPU dry run
+    from tpsbench.cli.args import positive_int
+
+    parser = argparse.ArgumentParser(prog="python -m tpsbench.bench.shape_churn", description=__doc__.split("\n")[0])
+    parser.add_argument("calls", nargs="?", type=positive_int, default=CALLS, help="calls per arm (fewer on a CPU)")
+    calls = parser.parse_args().calls
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(json.dumps({"device": str(dev), "torch": torch.__version__, **shape_churn(dev, calls=calls).to_dict()},
                      indent=1))

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from guard import HANG_GUARD_S
 from results_factory import doc, point
 
 from tpsbench.cli import main
@@ -254,4 +255,4 @@ def test_a_broken_pipe_stops_quietly(tmp_path):
     proc.stdout.read(100)
     proc.stdout.close()  # as `| head -c 100` does
     err = proc.stderr.read().decode()
-    assert proc.wait(timeout=120) == 141 and "Traceback" not in err and "BrokenPipe" not in err
+    assert proc.wait(timeout=HANG_GUARD_S) == 141 and "Traceback" not in err and "BrokenPipe" not in err

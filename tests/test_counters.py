@@ -201,8 +201,7 @@ def test_sampler_with_gpm(monkeypatch):
     sampler.start()
     import time
 
-    deadline = time.perf_counter() + 10.0
-    while len(sampler.gpm) < 3 and time.perf_counter() < deadline:
+    while len(sampler.gpm) < 3:  # waited for by count: the fake source answers at once, the thread gets there
         time.sleep(0.01)
     s = sampler.stop()
     assert s.n_basic >= 3 and s.n_gpm >= 2

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from guard import HANG_GUARD_S
 
 from tpsbench.dist.check_ep import CASES
 from tpsbench.dist.ep import ExpertParallelError, experts_per_rank
@@ -20,7 +21,7 @@ from tpsbench.models import get_model
 
 def _torchrun(ranks: int, module: str) -> list[str]:
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                           str(ranks), "-m", module], capture_output=True, text=True, timeout=300)
+                           str(ranks), "-m", module], capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith(("ok", "FAIL"))]
     assert all(line.startswith(f"ok   {ranks} ranks") for line in lines), lines
@@ -53,7 +54,7 @@ def test_a_distributed_step_equals_the_single_process_step(ranks):
 
 @pytest.mark.parametrize("module", ["tpsbench.dist.check_ep", "tpsbench.dist.check_train"])
 def test_the_checks_refuse_to_run_outside_torchrun(module):
-    done = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, timeout=120,
+    done = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, timeout=HANG_GUARD_S,
                           env={"PATH": "/usr/bin:/bin"})
     assert done.returncode == 2 and "run under torchrun" in done.stderr
 
@@ -69,7 +70,8 @@ def _run_dist(tmp_path, ranks: int, *args: str, env: dict[str, str] | None = Non
 
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
                            str(ranks), "-m", "tpsbench", "run", "--device", "cpu", "--model", "moe_tiny", *args],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, **(env or {})})
+                          capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=tmp_path,
+                          env={**os.environ, **(env or {})})
 
 
 def test_run_dist_ep_writes_a_results_file_that_compare_reads_next_to_one_process(tmp_path, capsys):

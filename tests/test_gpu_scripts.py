@@ -9,30 +9,41 @@ import sys
 import tarfile
 from pathlib import Path
 
+from guard import HANG_GUARD_S
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_evidence_script_packs_what_finished_and_skips_what_does_not_fit(tmp_path):
-    env = {**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path), "BUDGET_S": "22",
+def _dry_run(script: str, out: Path, **env: str) -> subprocess.CompletedProcess:
+    """A GPU script's dry run on the CPU; what runs is set by stage counts and budgets that do not race the clock
+    (the budget far above what a dry run takes, or below what any stage needs)."""
+    env = {**os.environ, "DRY_RUN": "1", "OUT": str(out), "BUDGET_S": "100000", **env,
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # this interpreter is the script's python3
-    done = subprocess.run(["bash", "tools/gpu_evidence.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(["bash", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done
+
+
+def test_the_evidence_script_packs_what_finished_and_skips_what_does_not_fit(tmp_path):
+    _dry_run("tools/gpu_evidence.sh", tmp_path, MAX_STAGES="2")  # calibrate (its --help in a dry run), e2e-dense
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evidence.log", "evidence.tar.gz", "nvidia-smi-q.txt"]
     with tarfile.open(tmp_path / "evidence.tar.gz") as tar:
         names = {Path(n).name for n in tar.getnames()}
     assert "e2e-dense_tiny.json" in names and "e2e-dense.log" in names  # the first run finished and was packed
     log = (tmp_path / "evidence.log").read_text()
     assert "== e2e-dense: exit 0" in log
-    assert "== outlier-layer: skipped" in log  # the last stage never fits a 22 s budget
+    assert "== e2e-moe: skipped, the limit of 2 stages was reached" in log
+    assert "== outlier-layer: skipped" in log and "e2e-moe_tiny.json" not in names
+
+
+def test_a_stage_that_does_not_fit_the_time_left_is_skipped(tmp_path):
+    _dry_run("tools/gpu_evidence.sh", tmp_path, BUDGET_S="10")  # under the 15 s a stage needs at the least
+    log = (tmp_path / "evidence.log").read_text()
+    assert "== calibrate: skipped" in log and "== outlier-layer: skipped" in log and ": exit" not in log
 
 
 def test_the_outlier_script_runs_its_four_measurements_and_keeps_traces_apart(tmp_path):
-    env = {**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path),
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    done = subprocess.run(["bash", "tools/gpu_outlier.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=180)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    _dry_run("tools/gpu_outlier.sh", tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evidence.log", "evidence.tar.gz", "nvidia-smi-q.txt",
                                                            "traces.tar.gz"]
     log = (tmp_path / "evidence.log").read_text()
@@ -72,7 +83,7 @@ def test_the_h200_report_compares_plots_validates_and_checks_from_files(tmp_path
     _as_h200(ROOT / "results/baselines/h100_sxm-moe_1b-moe-layer.json", evidence / "layers-moe_1b.json", 0.9)
     env = {**os.environ, "BASELINES": str(baselines), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     done = subprocess.run(["bash", "tools/h200_report.sh", str(evidence)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "check moe_1b against" in done.stdout and "exit 0" in done.stdout
     md = (evidence / "compare.md").read_text()

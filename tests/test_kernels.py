@@ -13,6 +13,7 @@ import sys
 import kernel_check
 import pytest
 import torch
+from guard import HANG_GUARD_S
 
 HERE = os.path.dirname(__file__)
 
@@ -29,7 +30,7 @@ def test_triton_kernels_match_reference_in_interpreter(tmp_path):
             procs[name] = subprocess.Popen([sys.executable, os.path.join(HERE, "kernel_check.py"), name], env=env,
                                            stdout=log, stderr=subprocess.STDOUT)
     for name, proc in procs.items():
-        proc.wait(timeout=1200)
+        proc.wait(timeout=HANG_GUARD_S)
         out = (tmp_path / f"{name}.log").read_text()
         assert proc.returncode == 0, f"{name}: {out[-3000:]}"
         assert out.strip().endswith("ALL OK"), name

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from guard import HANG_GUARD_S
 
 HERE = os.path.dirname(__file__)
 
@@ -18,7 +19,7 @@ def _counts(autocast: bool) -> dict[str, tuple[int, int]]:
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     cmd = [sys.executable, os.path.join(HERE, "launch_count.py"), "triton,grouped,capacity"]
     out = subprocess.run(cmd + (["--autocast"] if autocast else []), capture_output=True, text=True, env=env,
-                         timeout=600)
+                         timeout=HANG_GUARD_S)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     counts = {}
     for line in out.stdout.splitlines():

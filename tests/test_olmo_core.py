@@ -9,6 +9,7 @@ import re
 import warnings
 
 import pytest
+from guard import HANG_GUARD_S
 
 from tpsbench.costmodel import Workload, flops_per_token
 from tpsbench.models import MODELS, get_model
@@ -99,7 +100,7 @@ def test_tpsbench_modules_compute_olmo_cores_model_and_its_flops():
 
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     script = os.path.join(os.path.dirname(__file__), "olmo_check.py")
-    out = subprocess.run([sys.executable, script], capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run([sys.executable, script], capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert out.stdout.strip().endswith("ALL OK")
     checked = set()  # (zoo entry, MoE type) pairs whose FLOPs were found equal
@@ -138,7 +139,7 @@ def test_run_the_olmo_core_stack_on_the_cpu_and_compare_it_with_tpsbench(tmp_pat
     out = subprocess.run([sys.executable, "-m", "tpsbench", "run", "--device", "cpu", "--stack", "olmo-core",
                           "--model", "moe_tiny", "--mode", "e2e", "--impl", "capacity", "--reps", "1", "--batch",
                           "64", "--out", str(moe)],  # one 64-token sequence: 12 s in the interpreter, 256 took 30
-                         capture_output=True, text=True, env=env, timeout=600)
+                         capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     (point,) = load_results(moe).points
     assert point.status == "ok" and point.raw is not None and point.raw.recipe is not None
@@ -209,7 +210,7 @@ def test_olmo_cores_layers_are_micro_points(tmp_path, capsys):
     out = subprocess.run([sys.executable, "-m", "tpsbench", "run", "--device", "cpu", "--stack", "olmo-core",
                           "--model", "moe_tiny", "--mode", "micro", "--layers", "moe", "--impl", "dropless", "--reps",
                           "1", "--batch", "64", "--out", str(moe)],
-                         capture_output=True, text=True, env=env, timeout=600)
+                         capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     points = load_results(moe).points
     assert [(p.layer, p.impl, p.mode, p.status) for p in points] == [

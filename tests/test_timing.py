@@ -1,13 +1,33 @@
-"""CPU timer: repetition and minimum-time rules, setup outside the timing."""
-
-import time
+"""CPU timer: repetition and minimum-time rules, setup outside the timing. Timed work "takes" time on a fake
+clock (tpsbench.bench.timing.CLOCK), so the rules are checked exactly, however busy the machine is."""
 
 import pytest
 import torch
 
+from tpsbench.bench import timing
 from tpsbench.bench.timing import TimingConfig, time_fn
 
 CPU = torch.device("cpu")
+
+
+class FakeClock:
+    """A clock that moves only when the code under test sleeps on it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(timing, "CLOCK", fake)
+    return fake
 
 
 def test_min_reps_and_warmup():
@@ -17,12 +37,12 @@ def test_min_reps_and_warmup():
     assert t.timer == "perf_counter" and not t.l2_flushed
 
 
-def test_min_time_extends_repetitions():
-    t = time_fn(lambda: time.sleep(0.002), device=CPU,
+def test_min_time_extends_repetitions(clock):
+    t = time_fn(lambda: clock.sleep(0.002), device=CPU,
                 config=TimingConfig(warmup=0, min_reps=2, min_time_s=0.03, max_reps=100))
-    assert sum(t.samples_s) >= 0.03
-    assert len(t.samples_s) > 2
-    assert all(s >= 0.002 for s in t.samples_s)
+    # 2 reps, then as many more as reach 0.03 s (one more than the estimate, against rounding): no more
+    assert 0.03 <= sum(t.samples_s) <= 0.03 + 2 * 0.002 and len(t.samples_s) > 2
+    assert t.samples_s == pytest.approx([0.002] * len(t.samples_s))
 
 
 def test_max_reps_caps():
@@ -30,10 +50,10 @@ def test_max_reps_caps():
     assert len(t.samples_s) == 5
 
 
-def test_setup_is_not_timed():
-    t = time_fn(lambda: None, setup=lambda: time.sleep(0.01), device=CPU,
+def test_setup_is_not_timed(clock):
+    t = time_fn(lambda: clock.sleep(0.001), setup=lambda: clock.sleep(0.01), device=CPU,
                 config=TimingConfig(warmup=0, min_reps=3, min_time_s=0.0))
-    assert max(t.samples_s) < 0.005
+    assert t.samples_s == pytest.approx([0.001] * 3)
 
 
 def test_bad_config():
@@ -53,22 +73,22 @@ class _RecordingWindow:
         return "summary"
 
 
-def test_counter_window_runs_back_to_back_after_the_timed_reps():
+def test_counter_window_runs_back_to_back_after_the_timed_reps(clock):
     calls: list[str] = []
     window = _RecordingWindow(measures=True)
     cfg = TimingConfig(warmup=0, min_reps=3, min_time_s=0.0, max_reps=3, counter_window_s=0.02)
 
     def fn() -> None:
         calls.append("start" if window.events == ["start"] else "timed")
-        time.sleep(0.002)
+        clock.sleep(0.002)
 
     timed = time_fn(fn, device=torch.device("cpu"), config=cfg, setup=lambda: None, window=window)
     assert len(timed.samples_s) == 3 and calls[:3] == ["timed"] * 3  # the timed reps ran outside the window
     info = timed.window_info
     assert timed.window == "summary" and window.events == ["start", "stop"]
     assert info["kind"] == "back_to_back" and info["includes_setup"] and not info["l2_flushed"]
-    # about 0.02 s / 2 ms = 10 repetitions (the timed median sets the count), all inside the window
-    assert 5 <= info["reps"] <= 12 and calls.count("start") == info["reps"]
+    # 0.02 s / 2 ms = 10 repetitions (the timed median sets the count), all inside the window
+    assert info["reps"] == 10 and calls.count("start") == info["reps"]
     assert info["per_rep_s"] == pytest.approx(info["elapsed_s"] / info["reps"])
 
 

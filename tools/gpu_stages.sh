@@ -2,6 +2,9 @@
 # real ones, or the tiny CPU ones under DRY_RUN=1), and `stage`, which runs one command under a timeout cut to
 # what is left of the call's budget, logs it, and re-packs every file written so far into $OUT/evidence.tar.gz,
 # so that a call cut short still brings back what finished. The caller sets BUDGET_S, OUT, WORK, LOG and START.
+# MAX_STAGES=N runs the first N stages and skips the rest (a budget counted in stages: the CPU tests use it, so
+# that what runs does not depend on how fast the machine is); under DRY_RUN a stage's own timeout is not applied
+# (the CPU's dry runs are slower than the GPU stages the timeouts are sized for), only the call's budget.
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 COLUMNS=170
 if [ -n "${DRY_RUN:-}" ]; then
   DENSE=dense_tiny MOE=moe_tiny LAYER_MODELS="moe_tiny" OUTLIER=moe_tiny BATCH=256 OUTLIER_BATCH=128 SEQ=64
@@ -30,13 +33,19 @@ pack() {
   fi
 }
 # stage NAME TIMEOUT_S COMMAND...: run under min(TIMEOUT_S, what is left), log it, pack what exists
+STAGES_RUN=0
 stage() {
   local name=$1 want=$2; shift 2
   local have; have=$(left)
+  [ -n "${DRY_RUN:-}" ] && want=$have
   local limit=$(( want < have ? want : have ))
+  if [ -n "${MAX_STAGES:-}" ] && [ "$STAGES_RUN" -ge "$MAX_STAGES" ]; then
+    echo "== $name: skipped, the limit of ${MAX_STAGES} stages was reached" | tee -a "$LOG"; return
+  fi
   if [ "$limit" -lt 15 ]; then
     echo "== $name: skipped, ${have} s of the ${BUDGET_S} s budget left" | tee -a "$LOG"; return
   fi
+  STAGES_RUN=$(( STAGES_RUN + 1 ))
   echo "== $name (timeout ${limit} s, ${have} s left): $*" | tee -a "$LOG"
   local t0; t0=$(date +%s)
   timeout "$limit" "$@" > "$WORK/$name.log" 2>&1

@@ -23,7 +23,9 @@ from tpsbench.results.io import check_output
 from tpsbench.results.typed import to_dict
 
 
-RANK0_GRACE_S = 30.0
+# Ranks other than 0 wait for torchrun to stop them once rank 0 has said what was wrong and exited: a fixed short
+# wait raced rank 0's start on a busy machine. The bound only ends a wait that nothing will end (no torchrun).
+RANK0_GRACE_S = 600.0
 
 
 def cmd_run_dist(args: argparse.Namespace, cfg: RunConfig, console: Console) -> int:

@@ -8,3 +8,10 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _wide_output(monkeypatch):
+    """Tables and prose wide enough that no name is folded, so that tests can look for what the output says; the
+    tests of fitting a width set their own (tests/test_width.py, the goldens at 100 columns)."""
+    monkeypatch.setenv("COLUMNS", "250")

@@ -3,8 +3,9 @@ file) with chosen numbers, for the analysis tests."""
 
 from __future__ import annotations
 
-from tpsbench.analysis.points import Entry, entries_from_doc
+from tpsbench.points import MeasuredPoint
 from tpsbench.results.io import parse_results
+from tpsbench.results.points import points_from_doc
 from tpsbench.results.schema import SCHEMA_V1 as SCHEMA
 
 H100_PEAK = 989.4e12  # profiles/h100_sxm.toml bf16 dense
@@ -86,6 +87,6 @@ def noisy_samples(median: float, iqr_rel: float, n: int, seed: int) -> list[floa
     return [float(median * (1 + iqr_rel * (v - med) / (q3 - q1))) for v in x]
 
 
-def entries(data: dict, source: str = "") -> list[Entry]:
-    """The comparable entries of a synthetic document, read through the schema as a file would be."""
-    return entries_from_doc(parse_results(data, source or "synthetic"), source)
+def entries(data: dict, source: str = "") -> list[MeasuredPoint]:
+    """The measured points of a synthetic document, read through the schema as a file would be."""
+    return points_from_doc(parse_results(data, source or "synthetic"), source)

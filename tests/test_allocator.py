@@ -34,7 +34,7 @@ def test_run_notes_warn_when_the_allocator_retried():
     import dataclasses
     from pathlib import Path
 
-    from tpsbench.report import run_notes
+    from tpsbench.report.run import run_notes
     from tpsbench.results.io import load_results
 
     root = Path(__file__).resolve().parents[1]

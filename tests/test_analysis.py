@@ -10,6 +10,7 @@ from results_factory import doc, entries, point, utilisation_point
 
 from tpsbench.analysis.compare import compare
 from tpsbench.analysis.explain import MeasuredCsvError, explain, read_measured_csv
+from tpsbench.analysis.points import evidence
 from tpsbench.analysis.verdict import (
     Evidence,
     Verdict,
@@ -18,7 +19,8 @@ from tpsbench.analysis.verdict import (
 )
 from tpsbench.bench.gpu_busy import idle_summary, measure_gpu_time, union_length
 from tpsbench.cli import main
-from tpsbench.plot import PlotError, plot_results
+from tpsbench.report.plot import PlotError, plot_results
+from tpsbench.results.schema import GpuTime
 
 # --- one GPU: the four kinds of workload --------------------------------------------------------------
 BANDWIDTH = dict(tensor=0.15, bw=0.50, idle=0.02, dram_pct=85.0)  # DRAM busy 87% by the counter
@@ -29,7 +31,7 @@ MIXED = dict(tensor=0.35, bw=0.30, idle=0.15, dram_pct=40.0)  # nothing near a l
 
 def _verdict_of(kind: dict) -> Verdict:
     found = entries(doc("dense_135m", [utilisation_point(**kind)]))
-    return workload_verdict(found[0].evidence()).verdict
+    return workload_verdict(evidence(found[0])).verdict
 
 
 def test_clearly_bandwidth_bound_workload():
@@ -247,7 +249,7 @@ def test_plot_writes_a_png(tmp_path):
 def test_roofline_figure_draws_each_point_at_its_intensity_and_rate():
     import matplotlib.pyplot as plt
 
-    from tpsbench.plot import roofline_figure
+    from tpsbench.report.plot import roofline_figure
 
     # one training step on the H100: 2e13 matmul FLOPs, 1e11 bytes (200 FLOP/B), 0.1 s measured, floor 0.05 s;
     # and one at half the microbatch, 0.06 s
@@ -276,7 +278,7 @@ def test_roofline_figure_draws_each_point_at_its_intensity_and_rate():
 def test_plot_of_cpu_results_and_of_one_batch_size_say_what_is_missing(recwarn):
     import matplotlib.pyplot as plt
 
-    from tpsbench.plot import roofline_figure
+    from tpsbench.report.plot import roofline_figure
 
     cpu = entries(doc("moe_tiny", [point(median=0.01, matmul_flops=1e9, nbytes=1e7),
                                    point(median=0.02, impl="capacity", matmul_flops=1e9, nbytes=1e7)],
@@ -312,17 +314,17 @@ def test_union_length_counts_overlaps_once():
 
 def test_idle_summary_arithmetic():
     s = idle_summary(0.75, 1.0, kernels_per_call=10, calls=3)
-    assert s["idle_share"] == pytest.approx(0.25) and s["reason"] is None
-    assert idle_summary(1.1, 1.0)["idle_share"] == 0.0  # profiler cost can push busy past the median
-    assert idle_summary(None, 1.0, reason="x") == {"busy_s": None, "idle_share": None, "kernels_per_call": None,
-                                                    "profiled_calls": 0, "reason": "x"}
+    assert s.idle_share == pytest.approx(0.25) and s.reason is None
+    assert idle_summary(1.1, 1.0).idle_share == 0.0  # profiler cost can push busy past the median
+    assert idle_summary(None, 1.0, reason="x") == GpuTime(busy_s=None, idle_share=None, kernels_per_call=None,
+                                                          profiled_calls=0, reason="x")
 
 
 def test_gpu_time_on_the_cpu_is_null_with_the_reason():
     import torch
 
     s = measure_gpu_time(lambda: None, device=torch.device("cpu"), median_s=0.1)
-    assert s["idle_share"] is None and "CPU run" in s["reason"]
+    assert s.idle_share is None and s.reason is not None and "CPU run" in s.reason
 
 
 def test_gpu_time_from_a_kernel_timeline(monkeypatch):
@@ -362,9 +364,9 @@ def test_gpu_time_from_a_kernel_timeline(monkeypatch):
     calls = []
     s = gpu_busy.measure_gpu_time(lambda: calls.append(1), device=torch.device("cuda"), median_s=1e-3, calls=2)
     assert len(calls) == 2
-    assert s["busy_s"] == pytest.approx(500e-6)  # (600 + 400) / 2 us
-    assert s["idle_share"] == pytest.approx(0.5)
-    assert s["kernels_per_call"] == pytest.approx(2.0)
+    assert s.busy_s == pytest.approx(500e-6)  # (600 + 400) / 2 us
+    assert s.idle_share == pytest.approx(0.5)
+    assert s.kernels_per_call == pytest.approx(2.0)
 
 
 def test_gpu_time_survives_a_profiler_failure(monkeypatch):
@@ -376,7 +378,7 @@ def test_gpu_time_survives_a_profiler_failure(monkeypatch):
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
     monkeypatch.setattr(torch.profiler, "profile", broken)
     s = measure_gpu_time(lambda: None, device=torch.device("cuda"), median_s=1e-3)
-    assert s["idle_share"] is None and "CUPTI_ERROR_NOT_INITIALIZED" in s["reason"]
+    assert s.idle_share is None and s.reason is not None and "CUPTI_ERROR_NOT_INITIALIZED" in s.reason
 
 
 def test_unwritable_output_is_one_line(tmp_path, capsys):

@@ -97,7 +97,7 @@ def test_largest_capacity_factor_still_predicts(capsys):
 
 # --- 6. Ctrl-C while check measures ------------------------------------------------------------------------
 def test_ctrl_c_during_check_keeps_the_file_and_exits_130(tmp_path, capsys, monkeypatch):
-    from tpsbench.cli import analyze
+    from tpsbench.bench import runner
 
     base = tmp_path / "base.json"
     assert main(["run", "--device", "cpu", "--model", "dense_tiny", "--mode", "micro", "--layers", "mlp",
@@ -108,7 +108,7 @@ def test_ctrl_c_during_check_keeps_the_file_and_exits_130(tmp_path, capsys, monk
         Path(out).write_text("{}")  # what a real run leaves: the points measured so far
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(analyze, "execute", interrupted)
+    monkeypatch.setattr(runner, "execute", interrupted)
     code = main(["check", "--baseline", str(base), "--out", str(tmp_path / "cur.json")])
     err = capsys.readouterr().err
     assert code == 130 and "finished points are in" in err and "Traceback" not in err
@@ -194,9 +194,9 @@ def test_run_refuses_up_front_what_cannot_run_on_the_cpu(args, needle, tmp_path,
 
 # --- 13. check of a GPU baseline on the CPU: refused before measuring ------------------------------------------
 def test_check_refuses_another_device_before_measuring(tmp_path, capsys, monkeypatch):
-    from tpsbench.cli import analyze
+    from tpsbench.bench import runner
 
-    monkeypatch.setattr(analyze, "execute", lambda *a, **k: pytest.fail("measured before checking the device"))
+    monkeypatch.setattr(runner, "execute", lambda *a, **k: pytest.fail("measured before checking the device"))
     code = main(["check", "--baseline", H100_BASELINE, "--device", "cpu", "--out", str(tmp_path / "c.json")])
     _one_line_error(capsys, code, "the baseline ran on h100_sxm, this run would be on cpu")
 

@@ -1,23 +1,18 @@
 """Calibration arithmetic, documents and their use as roofline ceilings; the GPU-only command refuses on the CPU."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
+from calibration_factory import calibration_doc
 
-from tpsbench.bench.calibrate import (
-    SCHEMA,
-    CalibrationError,
-    best_ceilings,
-    calibrate_bandwidth,
-    calibrate_matmul,
-    matmul_tflops,
-    stream_gbs,
-)
+from tpsbench.bench.calibrate import calibrate_bandwidth, calibrate_matmul, matmul_tflops, stream_gbs
 from tpsbench.bench.timing import TimingConfig
 from tpsbench.cli import main
 from tpsbench.profiles import load_profile
-from tpsbench.report import calibration_table
+from tpsbench.report.calibration import calibration_table
+from tpsbench.results.calibration import CalibrationError, best_ceilings, parse_calibration
 
 QUICK = TimingConfig(warmup=1, min_reps=3, min_time_s=0.0)
 
@@ -31,34 +26,27 @@ def test_rates():
     assert stream_gbs(1 << 28, 4, 3, 1e-3) == pytest.approx(3221.225472)
 
 
-def _doc(bf16=780.0, fp32=51.0, torch_copy=2950.0, cupy_copy=3010.0):
-    return {
-        "schema": SCHEMA,
-        "profile": "h100_sxm",
-        "machine": {"gpu_name": "NVIDIA H100 80GB HBM3"},
-        "matmul": {"bf16": {"best_tflops": bf16, "best_shape": [8192, 8192, 8192]},
-                   "fp16": {"best_tflops": bf16, "best_shape": [8192, 8192, 8192]},
-                   "tf32": {"best_tflops": 400.0, "best_shape": [8192, 8192, 8192]},
-                   "fp32": {"best_tflops": fp32, "best_shape": [4096, 4096, 4096]}},
-        "bandwidth": {
-            "large": {"array_bytes": 1 << 30, "torch": {"copy": {"gbs": torch_copy}, "triad": {"gbs": 3000.0}},
-                      "cupy": ({"copy": {"gbs": cupy_copy}, "triad": {"gbs": 3050.0}} if cupy_copy else
-                               {"copy": None, "triad": None, "reason": "ImportError: no cupy"})},
-            "l2_resident": {"array_bytes": 4 << 20, "torch": {"copy": {"gbs": 9000.0}, "triad": {"gbs": 9500.0}},
-                            "cupy": {"copy": None, "triad": None, "reason": "ImportError: no cupy"}},
-        },
-        "sampler_overhead": {"overhead_fraction": 0.003, "workload": "bf16 matmul 8192^3"},
-    }
+def _doc(**kw: float | None) -> dict:
+    return calibration_doc(**kw)  # type: ignore[arg-type]
 
 
 def test_best_ceilings_take_the_best_large_copy():
-    assert best_ceilings(_doc()) == {"bf16_tflops": 780.0, "fp32_tflops": 51.0, "copy_gbs": 3010.0}
-    assert best_ceilings(_doc(cupy_copy=None))["copy_gbs"] == 2950.0  # CuPy missing: torch's, not a guess
+    doc = parse_calibration(_doc(), "cal")
+    best = best_ceilings(doc.matmul, doc.bandwidth)
+    assert (best.bf16_tflops, best.fp32_tflops, best.copy_gbs) == (780.0, 51.0, 3010.0)
+    no_cupy = parse_calibration(_doc(cupy_copy=None), "cal")
+    assert best_ceilings(no_cupy.matmul, no_cupy.bandwidth).copy_gbs == 2950.0  # CuPy missing: torch's, no guess
 
 
 def test_wrong_schema():
     with pytest.raises(CalibrationError, match="schema"):
-        best_ceilings({"schema": "x"})
+        parse_calibration({"schema": "x"}, "cal.json")
+
+
+def test_a_version_1_file_is_read_through_its_upgrade():
+    doc = parse_calibration({**{k: v for k, v in _doc().items() if k != "provenance"},
+                             "schema": "tpsbench.calibration/1", "git_commit": "abc123"}, "old.json")
+    assert doc.provenance.v1_git_commit == "abc123" and doc.gemm_sweep is None
 
 
 def test_predict_with_calibrated_ceilings(tmp_path, capsys):
@@ -96,16 +84,18 @@ def test_calibrate_refuses_without_gpu(capsys):
 
 def test_matmul_and_bandwidth_sweeps_run_on_the_cpu():
     mm = calibrate_matmul(torch.device("cpu"), QUICK, [(64, 64, 64), (128, 64, 32)], ["fp32"])
-    assert mm["fp32"]["best_shape"] in ([64, 64, 64], [128, 64, 32])
-    assert mm["fp32"]["best_tflops"] == max(p["tflops"] for p in mm["fp32"]["points"]) > 0
+    assert mm["fp32"].best_shape in ([64, 64, 64], [128, 64, 32])
+    assert mm["fp32"].best_tflops == max(p.tflops for p in mm["fp32"].points) > 0
     bw = calibrate_bandwidth(torch.device("cpu"), QUICK, large_bytes=1 << 22, l2_bytes=1 << 16)
-    assert bw["large"]["torch"]["copy"]["gbs"] > 0 and bw["large"]["torch"]["triad"]["gbs"] > 0
-    assert bw["large"]["cupy"]["copy"] is None and bw["large"]["cupy"]["reason"]  # no GPU: why, not a number
+    large = bw["large"]
+    assert large.torch.copy is not None and large.torch.copy.gbs > 0
+    assert large.torch.triad is not None and large.torch.triad.gbs > 0
+    assert large.cupy.copy is None and large.cupy.reason  # no GPU: why, not a number
 
 
 def test_calibration_table_renders():
-    table = calibration_table(_doc(), load_profile("h100_sxm"))
-    assert table.row_count == 4 + 2 * 2 * 2 + 1
+    table = calibration_table(parse_calibration(_doc(), "cal"), load_profile("h100_sxm"))
+    assert len(table.rows) == 4 + 2 * 2 * 2 + 1
 
 
 def test_sampler_overhead_is_the_median_paired_ratio():
@@ -115,8 +105,8 @@ def test_sampler_overhead_is_the_median_paired_ratio():
     without = [1.0e-3, 1.1e-3, 1.2e-3, 1.3e-3]
     with_ = [t * 1.01 for t in without]
     out = overhead_from_pairs(without, with_)
-    assert out["overhead_fraction"] == pytest.approx(0.01)
-    assert out["min_fraction"] == pytest.approx(0.01) and out["max_fraction"] == pytest.approx(0.01)
+    assert out.overhead_fraction == pytest.approx(0.01)
+    assert out.min_fraction == pytest.approx(0.01) and out.max_fraction == pytest.approx(0.01)
     with pytest.raises(ValueError, match="same number"):
         overhead_from_pairs([1.0], [])
 
@@ -135,11 +125,11 @@ def test_shape_churn_times_new_and_repeated_matmul_shapes_on_the_cpu():
     assert len(churn.new_rows) == 4 * 2 * 2  # calls x reps x two layouts, every one a row count not used before
     assert len(set(churn.new_rows)) == len(churn.new_rows) and SAME_ROWS not in churn.new_rows
     assert all(m % 2 and m & (m - 1) for m in churn.new_rows)  # odd, so never a power of two
-    doc = churn.to_dict()
-    assert set(doc["host_new_shape_extra_s"]) == {"fprop", "wgrad"}
-    assert all(len(v) == 2 and min(v) > 0 for v in doc["new_samples_s"].values())
-    assert doc["host_new_shape_extra_s"]["fprop"] == pytest.approx(
-        sorted(doc["new_samples_s"]["fprop"])[0] / 2 + sorted(doc["new_samples_s"]["fprop"])[1] / 2
-        - doc["host_same_shape_s"]["fprop"])
-    table = calibration_table({**_doc(), "shape_churn": doc}, load_profile("h100_sxm"))
-    assert table.row_count == 4 + 2 * 2 * 2 + 1 + 2
+    record = churn.record()
+    assert set(record.host_new_shape_extra_s) == {"fprop", "wgrad"}
+    assert all(len(v) == 2 and min(v) > 0 for v in record.new_samples_s.values())
+    assert record.host_new_shape_extra_s["fprop"] == pytest.approx(
+        sorted(record.new_samples_s["fprop"])[0] / 2 + sorted(record.new_samples_s["fprop"])[1] / 2
+        - record.host_same_shape_s["fprop"])
+    doc = replace(parse_calibration(_doc(), "cal"), shape_churn=record)
+    assert len(calibration_table(doc, load_profile("h100_sxm")).rows) == 4 + 2 * 2 * 2 + 1 + 2

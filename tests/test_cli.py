@@ -35,7 +35,7 @@ def test_predict_several_batches_summary(capsys):
     assert "Predicted across microbatch sizes" in capsys.readouterr().out
 
 
-def test_list_models_gpus_and_impls_say_what_they_hold(capsys):
+def test_list_models_gpus_and_impls_say_what_they_hold(capsys, monkeypatch):
     assert main(["list", "models", "--json"]) == 0
     models = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
     assert models["moe_1b"]["olmo_name"] == "smallmoe_1B"
@@ -49,6 +49,7 @@ def test_list_models_gpus_and_impls_say_what_they_hold(capsys):
     impls = json.loads(capsys.readouterr().out)
     assert [i["name"] for i in impls["implementations"]] == ["loop", "grouped", "capacity", "triton"]
     assert [b["name"] for b in impls["brackets"]] == ["dense_active", "dense_total"]
+    monkeypatch.setenv("COLUMNS", "250")  # wide enough that no name is folded: what the tables hold
     for what in ("models", "gpus", "impls"):
         assert main(["list", what]) == 0
     out = capsys.readouterr().out

@@ -45,12 +45,25 @@ def test_layouts_differ_where_they_should():
     assert comm_ops(w, "fsdp", 1) == []
 
 
+def _rows(out: str) -> dict[tuple[str, str], list[str]]:
+    """The collectives table's rows by (op, phase): its cells, stripped."""
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        if len(cells) == 7:
+            rows[cells[2], cells[0]] = cells
+    return rows
+
+
 def test_predict_prints_each_collective_with_its_bytes_and_bound(capsys):
     assert main(["predict", "--gpu", "h100_sxm", "--model", "olmoe_1b_7b", "--gpus", "8", "--dist", "fsdp+ep"]) == 0
     out = capsys.readouterr().out
     assert "communication over nvlink at 450 GB/s one way" in out
-    assert "fwd        all_to_all      moe.dispatch            16    30,064.8      66.81" in out  # 30.06 GB / 450 GB/s
-    assert "bwd_wgrad  reduce_scatter  fsdp.reduce_scatter     17     1,668.5       3.71" in out
+    # 30.06 GB / 450 GB/s
+    assert _rows(out)["moe.dispatch", "fwd"] == ["fwd", "all_to_all", "moe.dispatch", "16", "30,064.8", "66.81",
+                                                  "nvlink (ep)"]
+    assert _rows(out)["fsdp.reduce_scatter", "bwd_wgrad"][:6] == ["bwd_wgrad", "reduce_scatter", "fsdp.reduce_scatter",
+                                                                 "17", "1,668.5", "3.71"]
     assert "predicted only" in out
     assert main(["predict", "--gpu", "h100_sxm", "--model", "olmoe_1b_7b", "--gpus", "8", "--dist", "fsdp+ep",
                  "--json"]) == 0
@@ -119,7 +132,7 @@ def test_memory_per_gpu_shards_the_parameters_and_state():
     units in flight (the root and one block, bf16) and the rank's own 16 experts' casts."""
     from dataclasses import replace
 
-    from tpsbench.dist.memory import dist_memory
+    from tpsbench.estimate.distributed_memory import dist_memory
 
     m = get_model("qwen3_30b_a3b")
     w = replace(train_workload(m, "dropless", 32768, get_policy("olmo_core"), None), seq_len=4096, recompute="full")
@@ -137,7 +150,9 @@ def test_predict_qwen3_on_8_b200s_prints_the_repeated_exchanges_and_the_memory(c
             "--compile", "--dtype", "olmo_core"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "bwd_dgrad  all_to_all      moe.dispatch.recompute    48    45,097.2      50.11" in out  # 45.1 GB / 900
+    # 45.1 GB / 900 GB/s
+    assert _rows(out)["moe.dispatch.recompute", "bwd_dgrad"][:6] == ["bwd_dgrad", "all_to_all", "moe.dispatch.recompute",
+                                                                     "48", "45,097.2", "50.11"]
     assert "memory per GPU: peak" in out and "one-GPU expected step, compiled" in out
     assert main([*argv, "--json"]) == 0
     [d] = json.loads(capsys.readouterr().out)["dist"]
@@ -160,7 +175,8 @@ def test_expert_groups_inside_a_node_keep_the_all_to_alls_on_nvlink(capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "in expert-parallel groups of 8" in out
-    assert "fwd        all_to_all      moe.dispatch             16    30,064.8      66.81  nvlink (ep)" in out
+    assert _rows(out)["moe.dispatch", "fwd"] == ["fwd", "all_to_all", "moe.dispatch", "16", "30,064.8", "66.81",
+                                                  "nvlink (ep)"]
     assert "network (replicas)" in out and "network (world)" in out
     assert main([*argv, "--json"]) == 0
     [d] = json.loads(capsys.readouterr().out)["dist"]
@@ -229,8 +245,9 @@ def test_fsdp_mixed_precision_gathers_and_dispatches_bf16(capsys):
     (["--gpus", "8", "--dist", "ep", "--fsdp-param-dtype", "bf16"], "is FSDP's mixed precision: use it with"),
     (["--gpus", "8", "--dist", "fsdp", "--dtype", "olmo_core", "--fsdp-param-dtype", "fp32"],
      "--dtype olmo_core gathers bf16 parameters"),
-    (["--fsdp-param-dtype", "bf16"], "--fsdp-param-dtype bf16 describes a distributed step"),
-    (["--ep-size", "8"], "--ep-size 8 describes a distributed step"),
+    (["--fsdp-param-dtype", "bf16"], "--fsdp-param-dtype bf16 is FSDP's mixed precision of a distributed step: "
+                                     "add --gpus N --dist"),
+    (["--ep-size", "8"], "--ep-size 8 sizes the expert-parallel groups of a distributed step: add --gpus N --dist"),
 ])
 def test_bad_mixed_precision_predictions_are_one_line(capsys, args, needle):
     assert main(["predict", "--gpu", "h100_sxm", "--model", "olmoe_1b_7b", *args]) == 2

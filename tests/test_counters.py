@@ -225,7 +225,7 @@ def test_timer_window_follows_the_timed_reps():
                 config=TimingConfig(warmup=3, min_reps=4, min_time_s=0.0, counter_window_s=0.0), window=Hook())
     # after the 3 warm-ups and the 4 timed calls; the window holds its own repetitions (one: 0 s asked)
     assert events == [("start", 7), ("stop", 8)]
-    assert t.window == "summary" and t.window_info["reps"] == 1
+    assert t.window == "summary" and t.window_info is not None and t.window_info.reps == 1
 
 
 def test_bad_interval():

@@ -1,7 +1,7 @@
 """torch.distributed (issue 20) on the CPU with gloo under torchrun: the expert-parallel MoE layer's outputs and
-every gradient equal the single-process layer's (tpsbench/dist/check_ep.py: uneven splits, an expert no token
+every gradient equal the single-process layer's (tests/dist_check_ep.py: uneven splits, an expert no token
 chooses, skewed routing; loop, grouped, capacity), and a training step's gradients and parameters after AdamW
-equal the single-process step's with FSDP2, expert parallelism and both (tpsbench/dist/check_train.py). Each
+equal the single-process step's with FSDP2, expert parallelism and both (tests/dist_check_train.py). Each
 check has a control that must fail (experts on the wrong rank; gradients summed instead of averaged) and reports
 it as caught."""
 
@@ -10,18 +10,22 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from dist_check_ep import CASES
 from guard import HANG_GUARD_S
 
-from tpsbench.dist.check_ep import CASES
-from tpsbench.dist.ep import ExpertParallelError, experts_per_rank
 from tpsbench.models import get_model
+from tpsbench.options import DistError, DistLayout, experts_per_rank
+
+TESTS = Path(__file__).resolve().parent
 
 
-def _torchrun(ranks: int, module: str) -> list[str]:
+def _torchrun(ranks: int, script: str) -> list[str]:
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                           str(ranks), "-m", module], capture_output=True, text=True, timeout=HANG_GUARD_S)
+                           str(ranks), str(TESTS / f"{script}.py")], capture_output=True, text=True,
+                          timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith(("ok", "FAIL"))]
     assert all(line.startswith(f"ok   {ranks} ranks") for line in lines), lines
@@ -30,13 +34,13 @@ def _torchrun(ranks: int, module: str) -> list[str]:
 
 @pytest.mark.parametrize("ranks", [2, 4])
 def test_expert_parallel_layer_equals_the_single_process_layer(ranks):
-    lines = _torchrun(ranks, "tpsbench.dist.check_ep")
+    lines = _torchrun(ranks, "dist_check_ep")
     assert len(lines) == len(CASES) and "control: experts on the wrong rank: caught" in lines[-1]
 
 
 @pytest.mark.parametrize("ranks", [2, 4])
 def test_a_distributed_step_equals_the_single_process_step(ranks):
-    lines = _torchrun(ranks, "tpsbench.dist.check_train")
+    lines = _torchrun(ranks, "dist_check_train")
     half = ranks // 2
     assert [line.split(", ")[1].split(":")[0] for line in lines[:11]] == [
         "fsdp step of moe_tiny", "fsdp step of dense_tiny", "ep step of moe_tiny", "fsdp+ep step of moe_tiny",
@@ -52,16 +56,16 @@ def test_a_distributed_step_equals_the_single_process_step(ranks):
     assert "control (expert replicas not all-reduced): caught" in lines[12]
 
 
-@pytest.mark.parametrize("module", ["tpsbench.dist.check_ep", "tpsbench.dist.check_train"])
-def test_the_checks_refuse_to_run_outside_torchrun(module):
-    done = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, timeout=HANG_GUARD_S,
-                          env={"PATH": "/usr/bin:/bin"})
+@pytest.mark.parametrize("script", ["dist_check_ep", "dist_check_train"])
+def test_the_checks_refuse_to_run_outside_torchrun(script):
+    done = subprocess.run([sys.executable, str(TESTS / f"{script}.py")], capture_output=True, text=True,
+                          timeout=HANG_GUARD_S, env={"PATH": "/usr/bin:/bin"})
     assert done.returncode == 2 and "run under torchrun" in done.stderr
 
 
 def test_experts_must_split_evenly_over_the_group():
     assert experts_per_rank(64, 8) == 8
-    with pytest.raises(ExpertParallelError, match="64 experts cannot be split evenly over 3"):
+    with pytest.raises(DistError, match="64 experts cannot be split evenly over 3"):
         experts_per_rank(64, 3)
 
 
@@ -111,8 +115,8 @@ def test_a_failing_rank_is_named_in_one_line_and_rank_0_keeps_the_finished_point
     done = _run_dist(tmp_path, 2, "--dist", "ep", "--out", str(out), env={"TPSBENCH_FAIL_RANK": "1"})
     assert done.returncode != 0
     ours = [line for line in done.stderr.splitlines() if line.startswith("tpsbench run: error:")]
-    assert ours == ["tpsbench run: error: rank 1 failed at 'train step/grouped @ 256 x1': RuntimeError: failure "
-                    "injected by TPSBENCH_FAIL_RANK=1"]
+    assert ours == ["tpsbench run: error: rank 1 failed at 'moe_tiny train step/grouped @ 256 (ep x2, per GPU)': "
+                    "RuntimeError: failure injected by TPSBENCH_FAIL_RANK=1"]
     # rank 0 either sees the collective fail (a line that says so, not an error of its own) or is stopped by
     # torchrun's SIGTERM; either way it marks the file, which keeps the point finished before the failure
     assert all("another rank left the run" in line for line in done.stderr.splitlines()
@@ -187,22 +191,28 @@ def test_expert_parallel_groups_smaller_than_the_world(tmp_path):
     assert doc.config.fsdp_param_dtype == "bf16"
     step = next(p for p in doc.points if p.kind == "e2e")
     assert step.status == "ok"
-    assert step.label == ("train step/grouped @ 256 x1 (fsdp+ep x4, expert groups of 2, shard groups of 2, bf16 "
-                          "gathers)")
+    assert step.label == ("moe_tiny train step/grouped @ 256 (fsdp+ep x4, expert groups of 2, shard groups of 2, "
+                          "bf16 gathers, per GPU)")
     uniform = next(p for p in doc.points if (p.layer, p.mode, p.routing) == ("ep.dispatch", "fwd", "uniform"))
     assert uniform.raw.dist.bytes_sent_per_rank == [256 * 64 * 4] * 4
 
 
-def test_a_group_size_that_does_not_fit_is_refused_before_any_process_group():
-    from tpsbench.dist.train import DistError, check_layout
+def _check(mode: str, world: int, ep_size: int | None = None, shard_size: int | None = None,
+           param_dtype: str | None = None) -> None:
+    from tpsbench.distributed.train import check_layout
 
-    spec = get_model("moe_tiny")
+    layout = DistLayout.from_flags(mode, world, ep_size=ep_size, shard_size=shard_size, param_dtype=param_dtype)
+    assert layout is not None
+    check_layout(layout, get_model("moe_tiny"), ["grouped"])
+
+
+def test_a_group_size_that_does_not_fit_is_refused_before_any_process_group():
     with pytest.raises(DistError, match="--ep-size 3 does not divide the 4 ranks"):
-        check_layout("ep", spec, ["grouped"], 4, 3)
-    with pytest.raises(DistError, match="8 experts cannot be split evenly over 16"):
-        check_layout("ep", spec, ["grouped"], 16, 16)
+        _check("ep", 4, 3)
+    with pytest.raises(DistError, match="8 experts cannot be split evenly over --ep-size 16"):
+        _check("ep", 16, 16)
     with pytest.raises(DistError, match="use it with --dist ep or fsdp\\+ep"):
-        check_layout("fsdp", spec, ["grouped"], 4, 2)
+        _check("fsdp", 4, 2)
 
 
 def test_ep_size_without_dist_is_one_line_exit_2(capsys):
@@ -210,12 +220,13 @@ def test_ep_size_without_dist_is_one_line_exit_2(capsys):
 
     assert main(["run", "--device", "cpu", "--model", "moe_tiny", "--ep-size", "2"]) == 2
     err = capsys.readouterr().err
-    assert "--ep-size 2 sizes the expert-parallel groups of a --dist run" in err and err.count("\n") == 1
+    assert "--ep-size 2 sizes the expert-parallel groups of a distributed step: add --dist ep or fsdp+ep" in err
+    assert err.count("\n") == 1
 
 
 @pytest.mark.parametrize(("args", "needle"), [
-    (["--shard-size", "2"], "--shard-size 2 sizes FSDP's shard groups of a --dist run"),
-    (["--fsdp-param-dtype", "bf16"], "--fsdp-param-dtype bf16 is FSDP's mixed precision of a --dist run"),
+    (["--shard-size", "2"], "--shard-size 2 sizes FSDP's shard groups of a distributed step"),
+    (["--fsdp-param-dtype", "bf16"], "--fsdp-param-dtype bf16 is FSDP's mixed precision of a distributed step"),
 ])
 def test_layout_flags_without_dist_are_one_line_exit_2(capsys, args, needle):
     from tpsbench.cli import main
@@ -226,12 +237,9 @@ def test_layout_flags_without_dist_are_one_line_exit_2(capsys, args, needle):
 
 
 def test_a_shard_size_that_does_not_fit_is_refused():
-    from tpsbench.dist.train import DistError, check_layout
-
-    spec = get_model("moe_tiny")
     with pytest.raises(DistError, match="--shard-size 3 does not divide the 4 ranks"):
-        check_layout("fsdp", spec, ["grouped"], 4, None, 3)
+        _check("fsdp", 4, None, 3)
     with pytest.raises(DistError, match="use it with --dist fsdp or fsdp\\+ep"):
-        check_layout("ep", spec, ["grouped"], 4, None, 2)
+        _check("ep", 4, None, 2)
     with pytest.raises(DistError, match="--fsdp-param-dtype bf16 is FSDP's mixed precision"):
-        check_layout("ep", spec, ["grouped"], 4, None, None, "bf16")
+        _check("ep", 4, None, None, "bf16")

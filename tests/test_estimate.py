@@ -17,11 +17,13 @@ from tpsbench.costmodel import get_policy, train_workload
 from tpsbench.estimate import KernelRun, Sync, expected_step, simulate
 from tpsbench.estimate.fit import fit_table
 from tpsbench.estimate.memory import step_memory, usable_bytes
-from tpsbench.estimate.points import estimate_point, read_points
+from tpsbench.estimate.points import estimate_point, step_workload
 from tpsbench.estimate.select import own_table, table_for
 from tpsbench.estimate.table import EfficiencyError, EfficiencyTable, parse_table, table_paths
 from tpsbench.models import get_model
+from tpsbench.options import Scope
 from tpsbench.profiles import load_profile
+from tpsbench.results.points import read_points
 
 ROOT = Path(__file__).resolve().parent.parent
 H100_RUNS = sorted(
@@ -133,10 +135,10 @@ def test_the_fp32_router_runs_on_cuda_cores_at_the_profiles_fp32_rate():
 
 # --- memory -----------------------------------------------------------------------------------------------
 def test_peak_memory_within_10_percent_of_every_committed_training_step(points):
-    steps = [p for p in points if p.kind == "step"]
+    steps = [p for p in points if p.key.scope is Scope.STEP]
     assert len(steps) >= 20
     for p in steps:
-        est = step_memory(p.step_workload(), compiled=p.compiled, overhead_fraction=0.0).peak_bytes
+        est = step_memory(step_workload(p), compiled=p.key.compiled, overhead_fraction=0.0).peak_bytes
         assert abs(est / p.peak_memory_bytes - 1) <= 0.105, p.label
 
 
@@ -144,8 +146,9 @@ def test_fits_verdicts_match_what_ran_and_what_ran_out_of_memory(points, h100_ta
     usable = usable_bytes(load_profile("h100").memory_gb.value)
     reserve = h100_table.memory_overhead_fraction.value
     for p in points:
-        if p.kind == "step":
-            assert step_memory(p.step_workload(), compiled=p.compiled, overhead_fraction=reserve).fits(usable), p.label
+        if p.key.scope is Scope.STEP:
+            assert step_memory(step_workload(p), compiled=p.key.compiled, overhead_fraction=reserve).fits(usable), \
+                p.label
     for impl in ("grouped", "capacity", "loop", "dense_total"):  # out of memory in h100-moe_1b_a390m.json
         w = train_workload(get_model("moe_1b_a390m"), impl, 32768, get_policy("amp_bf16"))
         assert not step_memory(w, compiled=False, overhead_fraction=reserve).fits(usable), impl
@@ -159,22 +162,23 @@ def test_expected_estimates_on_the_committed_h100_runs(points, h100_table):
     assert summary["step"].median_abs <= 0.15
     assert summary["moe layer"].median_abs <= 0.25
     assert summary["step"].floor_median_abs > 0.5  # the floor alone is far off: the estimate is doing work
-    loop = next(r for r in rows if r.point.kind == "step" and r.point.impl == "loop" and r.point.tokens == 32768)
+    loop = next(r for r in rows if r.point.key.scope is Scope.STEP and r.point.key.impl == "loop"
+                and r.point.key.tokens == 32768)
     assert abs(loop.error) <= 0.30  # the per-expert loop, 23,464 tokens/s measured, predicted 635,625 by the floor
     assert loop.expected_idle_fraction > 0.3  # host-bound: the GPU waits for the per-expert launches
 
 
 def test_leave_one_model_out_plumbing(points, h100_table):
-    sel = [p for p in points if p.kind == "step"][:6]
+    sel = [p for p in points if p.key.scope is Scope.STEP][:6]
     rows = validate(sel, h100_table, refit=lambda pts: h100_table)  # a refit that returns the same table
     assert all(r.lomo_expected_s == pytest.approx(r.expected_s) for r in rows)
     assert {kind_of(r.point) for r in rows} == {"step"}
 
 
 def test_a_fit_recovers_the_table_that_generated_its_points(points, h100_table):
-    sel = [p for p in points if p.model == "moe_1b" and p.tokens == 32768][::3]
+    sel = [p for p in points if p.key.model == "moe_1b" and p.key.tokens == 32768][::3]
     truth = h100_table.with_values({"host_autograd_s": 7e-6, "attention_bwd_fraction": 0.2}, "truth")
-    synthetic = [replace(p, measured_s=estimate_point(p, truth).seconds) for p in sel]
+    synthetic = [replace(p, median_s=estimate_point(p, truth).seconds) for p in sel]
     fixed = {n: getattr(truth, n) for n in EfficiencyTable.parameter_names()
              if n not in ("host_autograd_s", "attention_bwd_fraction")}
     got = fit_table(synthetic, gpu="h100_sxm", host="test", source="test", fixed=fixed)
@@ -191,36 +195,34 @@ def test_launch_sweep_measures_host_time_per_kernel_on_the_cpu():
     from tpsbench.bench.calibrate_sweeps import launch_sweep
 
     out = launch_sweep(torch.device("cpu"), launches=200)
-    assert out["host_per_launch_s"] > 0 and len(out["eager_samples_s"]) == 5
-    assert out["host_autograd_extra_s"] >= 0 and out["kernel_floor_s"] is None  # no CUDA graph on the CPU
+    assert out.host_per_launch_s > 0 and len(out.eager_samples_s) == 5
+    assert out.host_autograd_extra_s >= 0 and out.kernel_floor_s is None  # no CUDA graph on the CPU
 
 
 def test_gemm_sweep_points_feed_the_fit(tmp_path, h100_table):
     import json
 
-    from tpsbench.estimate.points import gemm_points
+    from calibration_factory import calibration_doc
+
+    from tpsbench.estimate.points import _gemm_estimate
     from tpsbench.estimate.select import calibration_fixed
+    from tpsbench.results.calibration import load_calibration
+    from tpsbench.results.points import gemm_points
 
-    sweep = [{"m": m, "n": 768, "k": 768, "groups": g, "median_s": 0.0} for m in (128, 32768) for g in (1, 256)]
-    for g in sweep:
-        p = gemm_points_one(g)
-        g["median_s"] = estimate_point(p, h100_table).seconds
+    profile = load_profile("h100")
+    sweep = [{"m": m, "n": 768, "k": 768, "groups": g, "tflops": 1.0, "samples_s": [1.0],
+              "median_s": _gemm_estimate(f"{m}x768x768x{g}", h100_table, profile).seconds}
+             for m in (128, 32768) for g in (1, 256)]
+    launches = {"launches": 200, "eager_samples_s": [9e-6], "matmul_samples_s": [9e-6], "autograd_samples_s": [9e-6],
+                "host_per_launch_s": 9e-6, "host_gemm_extra_s": 0.0, "host_autograd_extra_s": 0.0,
+                "kernel_floor_s": 2.6e-6}
     cal = tmp_path / "cal.json"
-    cal.write_text(json.dumps({"schema": "tpsbench.calibration/1", "gemm_sweep": sweep,
-                               "launch_sweep": {"host_per_launch_s": 9e-6, "kernel_floor_s": 2.6e-6}}))
-    pts = gemm_points(cal, "h100_sxm")
-    assert [p.kind for p in pts] == ["gemm"] * 4
-    assert all(estimate_point(p, h100_table).seconds == pytest.approx(p.measured_s) for p in pts)
-    fixed = calibration_fixed([cal], load_profile("h100"))
+    cal.write_text(json.dumps({**calibration_doc(), "gemm_sweep": sweep, "launch_sweep": launches}))
+    pts = gemm_points(load_calibration(cal), str(cal))
+    assert [p.key.scope for p in pts] == [Scope.GEMM] * 4
+    assert all(estimate_point(p, h100_table).seconds == pytest.approx(p.median_s) for p in pts)
+    fixed = calibration_fixed([cal], profile)
     assert fixed["kernel_floor_s"].value == 2.6e-6 and "launch sweep" in fixed["host_launch_eager_s"].source
-
-
-def gemm_points_one(g):
-    from tpsbench.estimate.points import MeasuredPoint
-
-    return MeasuredPoint(source="x", gpu="h100_sxm", model="-", kind="gemm", layer="gemm", impl=None, tokens=g["m"],
-                         mode=f"{g['m']}x{g['n']}x{g['k']}x{g['groups']}", compiled=False, policy="bf16",
-                         measured_s=1.0, peak_memory_bytes=None, gpu_idle_share=None)
 
 
 def test_kernel_counts_against_the_profilers_counts_on_the_h100():
@@ -236,10 +238,10 @@ def test_kernel_counts_against_the_profilers_counts_on_the_h100():
         raw_points = [q for q in json.loads(path.read_text())["points"] if q["status"] == "ok"]
         for p, q in zip(read_points([path]), raw_points, strict=True):
             counted = ((q.get("raw") or {}).get("gpu_time") or {}).get("kernels_per_call")
-            if counted and p.impl != "triton":
+            if counted and p.key.impl != "triton":
                 ratios[p.label] = estimate_point(p, h100).timeline.launches / counted
     assert len(ratios) > 40
     assert all(0.5 <= r <= 1.1 for r in ratios.values()), {k: round(v, 2) for k, v in ratios.items()
                                                            if not 0.5 <= v <= 1.1}
     for stage in ("router", "permute", "unpermute"):  # counted from the profiler: exact
-        assert ratios[f"moe_1b moe/grouped stage:{stage} @32768"] == pytest.approx(1.0)
+        assert ratios[f"moe_1b moe stage:{stage}/grouped @ 32,768"] == pytest.approx(1.0)

@@ -16,7 +16,9 @@ from tpsbench.bench.runner import _memory_skip
 from tpsbench.cli import main
 from tpsbench.costmodel import get_policy
 from tpsbench.models import get_model
+from tpsbench.options import RoutingMode, RunMode
 from tpsbench.profiles import load_profile
+from tpsbench.stacks import get_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = str(ROOT / "results/h100-validation/h100-moe_1b.json")
@@ -69,7 +71,7 @@ def test_validate_json(capsys):
 
 @pytest.mark.parametrize("argv,needle", [
     (["validate", "no-such.json"], "no such results file"),
-    (["fit", RUN, "--gpu", "h100", "-o", "x.toml", "--calibration", "no-such.json"], "not a readable calibration"),
+    (["fit", RUN, "--gpu", "h100", "-o", "x.toml", "--calibration", "no-such.json"], "no-such.json: no such calibration file"),
     (["validate", RUN, "--table", "no-such.toml"], "cannot read an efficiency table"),
 ])
 def test_bad_input_is_one_line(argv, needle, capsys, tmp_path, monkeypatch):
@@ -88,15 +90,15 @@ def test_validate_of_a_cpu_run_says_what_it_needs(tmp_path, capsys):
 
 def test_run_skips_a_training_step_predicted_not_to_fit_unless_forced():
     cfg = RunConfig(model=get_model("moe_1b_a390m"), profile=load_profile("h100"), device="cuda", batches=[32768],
-                    seq_len=2048, impls=["grouped", "dense_active"], mode="e2e", routing="learned", skew=1.2,
-                    policy=get_policy("amp_bf16"))
+                    seq_len=2048, impls=["grouped", "dense_active"], mode=RunMode.E2E, routing=RoutingMode.LEARNED,
+                    skew=1.2, policy=get_policy("amp_bf16"), stack=get_stack("tpsbench"))
     spec = get_model("moe_1b_a390m")
     big, small = e2e.e2e_cases(spec, ["grouped", "dense_active"], [32768], None)
-    why = _memory_skip(big, spec, cfg, 1.2)
+    why = _memory_skip(big, cfg)
     assert why is not None and "predicted not to fit" in why and "--force" in why
-    assert _memory_skip(small, spec, cfg, 1.2) is None  # dense_active ran at 63.8 GB
+    assert _memory_skip(small, cfg) is None  # dense_active ran at 63.8 GB
     forced = replace(cfg, force=True)
-    assert _memory_skip(big, spec, forced, 1.2) is None
+    assert _memory_skip(big, forced) is None
 
 
 def test_run_trace_writes_a_chrome_trace_per_point(tmp_path, capsys):

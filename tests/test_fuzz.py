@@ -126,14 +126,13 @@ VALUES = ["h100", "h100_sxm", "rtx5090", "moe_1b", "moe_tiny", "dense_tiny", "ol
 @pytest.fixture
 def no_measuring(monkeypatch, tmp_path):
     """Parsing and validation are what is fuzzed: a run that gets through them measures nothing."""
-    from tpsbench.cli import analyze, measure
+    from tpsbench.bench import calibrate, runner
 
     def nothing(*args, **kwargs):
         raise KeyboardInterrupt  # what a user's Ctrl-C right after the start would do: exit 130, no traceback
 
-    monkeypatch.setattr(measure, "execute", nothing)
-    monkeypatch.setattr(analyze, "execute", nothing)
-    monkeypatch.setattr(measure, "run_calibration", nothing)
+    monkeypatch.setattr(runner, "execute", nothing)
+    monkeypatch.setattr(calibrate, "run_calibration", nothing)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "x.csv").write_text("model,gpu,tokens_per_s\ndense_135m,h100,1000\n")
     (tmp_path / "x.json").write_bytes(

@@ -28,6 +28,7 @@ RUNS = COMMITTED_RUNS
 @pytest.fixture(autouse=True)
 def _at_root(monkeypatch):
     monkeypatch.chdir(ROOT)  # the outputs name the files by their paths from the repository root
+    monkeypatch.setenv("COLUMNS", "100")  # what a pipe gets: the terminal goldens are wrapped to it
 
 
 def _run(argv: list[str], capsys) -> tuple[int, str]:
@@ -64,11 +65,13 @@ def test_explain_golden(estimate, capsys, tmp_path):
     ("olmoe_1b_7b", "results/h100-kernels/rows/kernels-olmoe_1b_7b.json"),
     ("moe_1b", "results/h100-kernels/store-h-tile-order/kernels-moe_1b.json"),
 ])
-def test_check_golden(model, baseline, capsys):
+def test_check_golden(model, baseline, capsys, tmp_path):
+    md = tmp_path / "check.md"
     code, out = _run(["check", "--baseline", baseline, "--current",
-                      f"results/baselines/h100_sxm-{model}-moe-layer.json"], capsys)
+                      f"results/baselines/h100_sxm-{model}-moe-layer.json", "--markdown", str(md)], capsys)
     assert code == 1  # both hold regressions
-    assert out == (GOLDEN / f"check-{model}.md").read_text()
+    assert md.read_text() == (GOLDEN / f"check-{model}.md").read_text()  # a job summary's section
+    assert out == (GOLDEN / f"check-{model}.txt").read_text()  # the terminal's table
 
 
 @pytest.mark.parametrize("path", RUNS, ids=lambda p: str(p.relative_to(ROOT / "results")))

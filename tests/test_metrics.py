@@ -12,8 +12,10 @@ from tpsbench.bench import env, micro
 from tpsbench.bench.e2e import E2ECase, e2e_metrics
 from tpsbench.costmodel import POLICIES, FlopConvention, Workload, flops_per_token
 from tpsbench.models import get_model
+from tpsbench.options import LayerMode
 from tpsbench.profiles import load_profile
-from tpsbench.report import run_notes, run_table
+from tpsbench.report.run import run_notes, run_table
+from tpsbench.report.tables import to_rich
 from tpsbench.results import load_results
 from tpsbench.roofline import ceilings_for, op_time, predict
 
@@ -24,7 +26,7 @@ AMP = POLICIES["amp_bf16"]
 
 def test_layer_metrics_on_a_gpu_profile():
     spec = get_model("moe_1b")
-    case = micro.MicroCase("moe", "grouped", 32768, "fwd_bwd")
+    case = micro.MicroCase("moe", "grouped", 32768, LayerMode.FWD_BWD)
     ops = micro.case_ops(spec, case, AMP, "flash", spec.moe.capacity_factor)
     median = 4.0e-3
     derived, pred = micro.derived_metrics(ops, case.tokens, median, H100, AMP)
@@ -90,9 +92,9 @@ def test_resolve_gpu_on_a_gpu_machine(monkeypatch):
         env.resolve_gpu("auto", "cuda")
 
 
-def _render(renderable, width: int = 200) -> str:
+def _render(table, width: int = 200) -> str:
     console = Console(width=width, record=True, file=open("/dev/null", "w"))  # noqa: SIM115 - closed with console
-    console.print(renderable)
+    console.print(to_rich(table))
     return console.export_text()
 
 

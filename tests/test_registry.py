@@ -10,13 +10,13 @@ from test_experts import assert_matches_baseline
 
 from tpsbench import impls
 from tpsbench.analysis.compare import compare
-from tpsbench.analysis.points import entries_from_doc
 from tpsbench.cli import main
 from tpsbench.costmodel import FWD_BWD, Workload, moe_ops, total_flops
 from tpsbench.impls import MoEImpl, get_impl, register, unregister
 from tpsbench.models import get_model
 from tpsbench.nn.experts import ExpertImpl, Permuted, _dropless_permute
 from tpsbench.results import load_results
+from tpsbench.results.points import points_from_doc
 
 
 class GatheredWeightExperts(ExpertImpl):
@@ -78,7 +78,7 @@ def test_run_measures_it_in_micro_and_e2e_points(gathered, tmp_path, capsys):
     assert any(p["mode"].startswith("stage:") for p in mine)  # staged by default
     assert all(p["status"] == "ok" for p in mine), [p.get("error") for p in mine]
     # compare's speed-up columns put it next to the baseline
-    rows = compare(entries_from_doc(load_results(out), str(out)), all_points=True).baseline_speedups
+    rows = compare(points_from_doc(load_results(out), str(out)), all_points=True).baseline_speedups
     assert {r.impl for r in rows} == {"gathered"} and all(r.baseline_impl == "loop" for r in rows)
     assert all(r.speedup == pytest.approx(r.baseline_median_s / r.median_s) for r in rows)
 

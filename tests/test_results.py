@@ -142,7 +142,7 @@ def test_not_a_results_file(tmp_path):
     (lambda d: d["points"][0]["stats"].update(median=True), "field 'points[0].stats.median'"),
     (lambda d: d["config"].update(batches=[1.5]), "field 'config.batches[0]'"),
     (lambda d: d["points"][0].update(status="great"), "field 'points[0].status'"),
-    (lambda d: d["points"][0].update(surprise=1), "unknown key(s) ['surprise']"),
+    (lambda d: d["points"][0].update(surprise=1), "unknown key(s) 'surprise'"),
 ])
 def test_a_broken_document_is_one_error_naming_the_file_and_field(mutate, needle, tmp_path):
     data = doc("moe_1b", [point(kind="micro", layer="moe", impl="grouped", mode="fwd_bwd")])

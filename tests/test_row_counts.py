@@ -36,7 +36,7 @@ def test_uniform_routing_repeats_its_counts_and_learned_routing_moves(tmp_path):
 
 
 def test_run_notes_say_how_many_row_counts_were_new_and_how_imbalanced_the_router_was(tmp_path):
-    from tpsbench.report import run_notes
+    from tpsbench.report.run import run_notes
     from tpsbench.results import load_results
 
     out = tmp_path / "loop.json"
@@ -46,7 +46,7 @@ def test_run_notes_say_how_many_row_counts_were_new_and_how_imbalanced_the_route
     rc = doc.points[0].raw.row_counts
     median_new = sorted(rc.new_per_step[1:])[len(rc.new_per_step[1:]) // 2]
     notes = run_notes(doc)
-    assert (f"train step/loop @ 256 x1: {median_new} of its {rc.expert_gemms_per_step} per-expert row counts were "
+    assert (f"moe_tiny train step/loop @ 256: {median_new} of its {rc.expert_gemms_per_step} per-expert row counts were "
             "new in a step after the first (median)") in "\n".join(notes)
     ratio = doc.points[0].raw.tokens_per_expert_max_over_mean
     assert any(n.startswith(f"NOTE: the learned router was up to {ratio:.1f}x imbalanced") for n in notes) \

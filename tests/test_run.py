@@ -16,7 +16,9 @@ from tpsbench.bench.timing import TimingConfig
 from tpsbench.cli import main
 from tpsbench.costmodel import POLICIES
 from tpsbench.models import get_model
+from tpsbench.options import RoutingMode, RunMode, Stage
 from tpsbench.results import load_dataframe, load_results
+from tpsbench.stacks import get_stack
 
 
 @pytest.mark.parametrize("model", ["moe_tiny", "dense_tiny"])
@@ -38,7 +40,7 @@ def test_cpu_run_writes_loadable_results(model, tmp_path, capsys):
         assert set(moe["impl"]) == {"loop", "grouped", "capacity"}
         assert (moe["raw.tokens_per_expert_max"] >= moe["raw.tokens_per_expert_mean"]).all()
         stages = df[df["mode"].str.startswith("stage:")]
-        assert len(stages) == 3 * len(micro.STAGES)
+        assert len(stages) == 3 * len(Stage)
     assert "results:" in capsys.readouterr().out
 
 
@@ -73,7 +75,8 @@ def test_oom_point_is_recorded_and_sweep_goes_on(tmp_path, monkeypatch):
 
     monkeypatch.setattr(micro.MicroBench, "run", flaky)
     cfg = runner.RunConfig(model=get_model("dense_tiny"), profile=None, device="cpu", batches=[128], seq_len=64,
-                           impls=[], mode="micro", routing="learned", skew=1.2, policy=POLICIES["fp32"],
+                           impls=[], mode=RunMode.MICRO, routing=RoutingMode.LEARNED, skew=1.2,
+                           policy=POLICIES["fp32"], stack=get_stack("tpsbench"),
                            micro_timing=TimingConfig(0, 2, 0.0))
     out = tmp_path / "r.json"
     runner.execute(cfg, out)

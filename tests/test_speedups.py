@@ -6,24 +6,22 @@ from __future__ import annotations
 import json
 
 import pytest
+from calibration_factory import calibration_doc
 from results_factory import doc, entries, point
 
 from tpsbench.analysis.compare import compare
 from tpsbench.analysis.verdict import Verdict
 from tpsbench.cli import main
-from tpsbench.estimate.points import MeasuredPoint, estimate_point
+from tpsbench.estimate.points import estimate_point
 from tpsbench.estimate.select import table_for
+from tpsbench.options import Scope
+from tpsbench.points import NO_IMPL, MeasuredPoint, PointKey
 from tpsbench.profiles import load_profile
-from tpsbench.results.calibration import SCHEMA
 
 
 def _calibration(tmp_path, gpu: str, bf16: float, copy: float) -> str:
     path = tmp_path / f"cal-{gpu}.json"
-    path.write_text(json.dumps({
-        "schema": SCHEMA, "profile": gpu,
-        "matmul": {"bf16": {"best_tflops": bf16}, "fp32": {"best_tflops": 51.0}},
-        "bandwidth": {"large": {"torch": {"copy": {"gbs": copy}}, "cupy": {"copy": None}}},
-    }))
+    path.write_text(json.dumps(calibration_doc(bf16=bf16, torch_copy=copy, cupy_copy=None, profile=gpu)))
     return str(path)
 
 
@@ -67,17 +65,17 @@ def test_the_expected_speedup_is_the_ratio_of_the_two_gpus_expected_times():
     step = next(s for s in c.speedups if "train step" in s.label)
     layer = next(s for s in c.speedups if "mlp fwd_bwd" in s.label)
 
-    def seconds(gpu: str, kind: str, layer_name: str, mode: str) -> float:
-        p = MeasuredPoint(source="x", gpu=gpu, model="dense_135m", kind=kind, layer=layer_name, impl=None,
-                          tokens=32768, mode=mode, compiled=False, policy="amp_bf16", measured_s=1.0,
-                          peak_memory_bytes=None, gpu_idle_share=None)
+    def seconds(gpu: str, scope: Scope, layer_name: str, mode: str) -> float:
+        key = PointKey(model="dense_135m", scope=scope, layer=layer_name, impl=NO_IMPL, mode=mode, tokens=32768,
+                       global_tokens=32768 if scope is Scope.STEP else None, compiled=False)
+        p = MeasuredPoint(key=key, source="x", gpu=gpu, gpu_name=None, policy="amp_bf16", status="ok", median_s=1.0)
         profile = load_profile(gpu)
         return estimate_point(p, table_for(profile), profile).seconds
 
-    assert step.expected == pytest.approx(seconds("h100_sxm", "step", "model", "train_step")
-                                          / seconds("h200", "step", "model", "train_step"))
-    assert layer.expected == pytest.approx(seconds("h100_sxm", "layer", "mlp", "fwd_bwd")
-                                           / seconds("h200", "layer", "mlp", "fwd_bwd"))
+    assert step.expected == pytest.approx(seconds("h100_sxm", Scope.STEP, "model", "train_step")
+                                          / seconds("h200", Scope.STEP, "model", "train_step"))
+    assert layer.expected == pytest.approx(seconds("h100_sxm", Scope.LAYER, "mlp", "fwd_bwd")
+                                           / seconds("h200", Scope.LAYER, "mlp", "fwd_bwd"))
     # equal compute, 1.43x bandwidth: a mix of both, between the two ratios
     assert 1.0 < step.expected < 4800 / 3350 and 1.0 < layer.expected < 4800 / 3350
     assert f"expected {step.expected:.2f}x" in step.finding.evidence

@@ -19,7 +19,7 @@ def test_summary_exact_values():
     assert (s.n, s.median, s.q1, s.q3, s.min, s.max, s.mean) == (5, 3.0, 2.0, 4.0, 1.0, 5.0, 3.0)
     assert s.stdev == pytest.approx(2.5 ** 0.5)  # sample variance 10/4
     assert s.mad == 1.0  # |x-3| = 2,2,0,1,1 -> median 1
-    assert s.outliers == ()
+    assert s.outliers == []
     assert s.iqr == 2.0
 
 
@@ -27,14 +27,14 @@ def test_outlier_flagged_not_dropped():
     samples = [10.0, 10.2, 9.9, 10.1, 10.0, 10.3, 9.8, 30.0]
     s = summarize(samples)
     assert s.n == 8 and s.max == 30.0  # kept
-    assert s.outliers == (7,)  # M = 0.6745 * (30 - 10.05) / 0.15 = 89.7 > 3.5
+    assert s.outliers == [7]  # M = 0.6745 * (30 - 10.05) / 0.15 = 89.7 > 3.5
     assert s.median == pytest.approx(10.05)
     assert s.mad == pytest.approx(0.15)
 
 
 def test_mad_zero_flags_nothing():
     s = summarize([1.0, 1.0, 1.0, 5.0])
-    assert s.mad == 0.0 and s.outliers == ()
+    assert s.mad == 0.0 and s.outliers == []
 
 
 def test_single_sample():

@@ -85,16 +85,16 @@ def test_counter_window_runs_back_to_back_after_the_timed_reps(clock):
     timed = time_fn(fn, device=torch.device("cpu"), config=cfg, setup=lambda: None, window=window)
     assert len(timed.samples_s) == 3 and calls[:3] == ["timed"] * 3  # the timed reps ran outside the window
     info = timed.window_info
-    assert timed.window == "summary" and window.events == ["start", "stop"]
-    assert info["kind"] == "back_to_back" and info["includes_setup"] and not info["l2_flushed"]
+    assert timed.window == "summary" and window.events == ["start", "stop"] and info is not None
+    assert info.kind == "back_to_back" and info.includes_setup and not info.l2_flushed
     # 0.02 s / 2 ms = 10 repetitions (the timed median sets the count), all inside the window
-    assert info["reps"] == 10 and calls.count("start") == info["reps"]
-    assert info["per_rep_s"] == pytest.approx(info["elapsed_s"] / info["reps"])
+    assert info.reps == 10 and calls.count("start") == info.reps
+    assert info.elapsed_s is not None and info.per_rep_s == pytest.approx(info.elapsed_s / info.reps)
 
 
 def test_counter_window_without_counters_costs_no_repetitions():
     window = _RecordingWindow(measures=False)
     timed = time_fn(lambda: None, device=torch.device("cpu"),
                     config=TimingConfig(warmup=0, min_reps=2, min_time_s=0.0, max_reps=2), window=window)
-    assert window.events == ["start", "stop"] and timed.window_info["reps"] == 0
-    assert timed.window_info["per_rep_s"] is None and len(timed.samples_s) == 2
+    assert window.events == ["start", "stop"] and timed.window_info is not None and timed.window_info.reps == 0
+    assert timed.window_info.per_rep_s is None and len(timed.samples_s) == 2

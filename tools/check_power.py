@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from tpsbench.analysis.check import repetitions_needed, time_ratio_interval
-from tpsbench.analysis.points import load_entries
+from tpsbench.results.points import load_points
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     t = args.threshold / 100
     print(f"| point | n | IQR % | interval now (+-%) | reps for +-{args.threshold:g}% |")
     print("|:---|---:|---:|---:|---:|")
-    for e in load_entries(args.results):
+    for e in load_points(args.results):
         if e.status != "ok" or len(e.samples_s) < 2:
             continue
         lo, hi = time_ratio_interval(e.samples_s, e.samples_s)

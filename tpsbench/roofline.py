@@ -9,10 +9,8 @@ far below roofline, and one close to it at the bound named here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from tpsbench.costmodel import (
     FWD_BWD,
@@ -29,6 +27,7 @@ from tpsbench.costmodel import (
 )
 from tpsbench.errors import InputError
 from tpsbench.profiles import GPUProfile
+from tpsbench.results.schema import CalibrationRef
 
 
 class Bound(StrEnum):
@@ -40,6 +39,14 @@ class CeilingSource(StrEnum):
     SPEC = "spec"  # datasheet peaks
     MEASURED = "measured"  # the profile's cited measured achievable matmul TFLOP/s and copy GB/s
     CALIBRATED = "calibrated"  # this GPU's own, from `tpsbench calibrate`
+
+    @classmethod
+    def parse(cls, text: str) -> CeilingSource:
+        """``--ceilings``'s value, or a one-line error with the choices (`run` and `predict` both use it)."""
+        try:
+            return cls(text)
+        except ValueError:
+            raise CeilingError(f"--ceilings '{text}': choose one of {', '.join(c.value for c in cls)}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +67,8 @@ class CeilingError(InputError):
 
 
 def ceilings_for(profile: GPUProfile, matmul_math: str, source: CeilingSource | str = CeilingSource.SPEC,
-                 calibration: Mapping[str, Any] | None = None) -> Ceilings:
-    """``calibration``: best ceilings of a `tpsbench calibrate` file (bf16_tflops, fp32_tflops, copy_gbs,
-    path), needed for ``calibrated``."""
+                 calibration: CalibrationRef | None = None) -> Ceilings:
+    """``calibration``: the best ceilings of a `tpsbench calibrate` file, needed for ``calibrated``."""
     src = CeilingSource(source)
     vector = profile.fp32_tflops.value * 1e12
     peak = profile.matmul_peak(matmul_math).value
@@ -70,14 +76,14 @@ def ceilings_for(profile: GPUProfile, matmul_math: str, source: CeilingSource | 
         if calibration is None:
             raise CeilingError(f"no calibration of '{profile.name}' found: run `tpsbench calibrate` on that GPU, "
                                "or pass --calibration FILE, or use --ceilings spec")
-        mm = calibration.get("bf16_tflops" if matmul_math == "bf16" else "fp32_tflops")
-        bw = calibration.get("copy_gbs")
+        mm = calibration.bf16_tflops if matmul_math == "bf16" else calibration.fp32_tflops
+        bw = calibration.copy_gbs
         if not mm or not bw:
-            raise CeilingError(f"calibration {calibration.get('path')} lacks a {matmul_math} matmul or copy "
+            raise CeilingError(f"calibration {calibration.path} lacks a {matmul_math} matmul or copy "
                                "bandwidth; rerun `tpsbench calibrate` or use --ceilings spec")
         return Ceilings(mm * 1e12, vector, bw * 1e9, "calibrated",
                         f"{matmul_math} matmul {mm:.1f} TFLOP/s, copy {bw:.0f} GB/s (calibrated: "
-                        f"{calibration.get('path')})")
+                        f"{calibration.path})")
     if src is CeilingSource.SPEC:
         return Ceilings(peak * 1e12, vector, profile.mem_bandwidth_gbs.value * 1e9, "spec",
                         f"{matmul_math} tensor peak {peak:g} TFLOP/s, DRAM {profile.mem_bandwidth_gbs.value:g} GB/s "
@@ -239,7 +245,7 @@ def predict(
     *,
     ceilings: CeilingSource | str = CeilingSource.SPEC,
     global_batch_tokens: int | None = None,
-    calibration: Mapping[str, Any] | None = None,
+    calibration: CalibrationRef | None = None,
 ) -> Prediction:
     """Roofline prediction of one training step; ``global_batch_tokens`` (a multiple of the
     microbatch) adds gradient accumulation, default one microbatch per step."""

@@ -26,7 +26,8 @@ from enum import StrEnum
 
 import numpy as np
 
-from tpsbench.analysis.points import Entry
+from tpsbench.options import PointKind
+from tpsbench.points import MeasuredPoint
 
 DEFAULT_THRESHOLD = 0.05  # 5%: pytest-benchmark's customary --benchmark-compare-fail=median:5%
 CONFIDENCE = 0.95
@@ -169,13 +170,13 @@ def repetitions_needed(samples_s: Sequence[float], threshold: float = DEFAULT_TH
     return max(MIN_REPETITIONS, math.ceil(n * (half / threshold) ** 2))
 
 
-def _metric(e: Entry) -> tuple[str, bool, float | None]:
-    if e.kind == "e2e":
+def _metric(e: MeasuredPoint) -> tuple[str, bool, float | None]:
+    if e.key.kind is PointKind.E2E:
         return "tokens_per_s", True, e.tokens_per_s
     return "median_ms", False, e.median_s * 1e3 if e.median_s is not None else None
 
 
-def _compare_point(b: Entry, c: Entry, threshold: float) -> MetricCheck:
+def _compare_point(b: MeasuredPoint, c: MeasuredPoint, threshold: float) -> MetricCheck:
     metric, up, bval = _metric(b)
     _, _, cval = _metric(c)
     if b.status != "ok":
@@ -199,7 +200,7 @@ def _compare_point(b: Entry, c: Entry, threshold: float) -> MetricCheck:
     return MetricCheck(b.label, metric, up, bval, cval, change, interval, outcome, detail)
 
 
-def check(baseline: list[Entry], current: list[Entry], *, threshold: float = DEFAULT_THRESHOLD,
+def check(baseline: list[MeasuredPoint], current: list[MeasuredPoint], *, threshold: float = DEFAULT_THRESHOLD,
           baseline_name: str = "baseline", current_name: str = "current", allow_missing: bool = False) -> CheckReport:
     if threshold < 0:
         raise ValueError(f"threshold {threshold} must be >= 0")

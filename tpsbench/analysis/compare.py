@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tpsbench.analysis.points import Entry, PointKey, profile_named, slots_dict
+from tpsbench.analysis.points import evidence, profile_named, slots_dict
 from tpsbench.analysis.speedups import (
     GpuInfo,
     SpeedupRow,
@@ -27,18 +27,21 @@ from tpsbench.analysis.speedups import (
 )
 from tpsbench.analysis.verdict import Finding, workload_verdict
 from tpsbench.costmodel import get_policy
-from tpsbench.estimate.points import MeasuredPoint, estimate_point
+from tpsbench.estimate.points import estimate_point
 from tpsbench.estimate.select import table_for
 from tpsbench.estimate.table import EfficiencyError
 from tpsbench.impls import BRACKETS, baseline, moe_impl_names
+from tpsbench.options import LayerMode, PointKind
+from tpsbench.points import NO_IMPL, MeasuredPoint, PointKey
 from tpsbench.profiles import GPUProfile
+from tpsbench.stacks import DEFAULT_STACK, is_modelled, stack_named
 
 
 @dataclass(frozen=True, slots=True)
 class ThroughputRow:
     label: str
     key: PointKey
-    per_gpu: dict[str, Entry]  # gpu -> entry
+    per_gpu: dict[str, MeasuredPoint]  # gpu -> entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +113,7 @@ class ExpectedRow:
 class VerdictRow:
     gpu: str
     label: str
-    entry: Entry
+    entry: MeasuredPoint
     finding: Finding
 
 
@@ -142,7 +145,7 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
-        def entry(e: Entry) -> dict[str, object]:
+        def entry(e: MeasuredPoint) -> dict[str, object]:
             return {"tokens_per_s": e.tokens_per_s, "median_s": e.median_s, "status": e.status,
                     "roofline_fraction": e.roofline_fraction, "dram_gbs": e.dram_gbs, "idle_share": e.idle_share,
                     "predicted_tokens_per_s": e.predicted_tokens_per_s, "source": e.source}
@@ -164,25 +167,15 @@ class Comparison:
         }
 
 
-def _measured_point(e: Entry) -> MeasuredPoint:
-    """An entry as the expected-time model sees it (a training step, a layer or a stage)."""
-    kind = "step" if e.kind == "e2e" else ("stage" if e.mode.startswith("stage:") else "layer")
-    return MeasuredPoint(source=e.source, gpu=e.gpu, model=e.model, kind=kind, layer=e.layer,
-                         impl=None if e.impl == "-" else e.impl, tokens=e.tokens, mode=e.mode,
-                         compiled=e.compiled and kind == "step", policy=e.policy, measured_s=e.median_s or 0.0,
-                         peak_memory_bytes=None, gpu_idle_share=None,
-                         accumulation=max(1, (e.global_tokens or e.tokens) // e.tokens))
-
-
-def _expected(e: Entry) -> tuple[float | None, str]:
+def _expected(e: MeasuredPoint) -> tuple[float | None, str]:
     """The expected-time model's seconds of an entry on its own GPU, and the table's basis (None and the reason
     when the GPU has no table, or the point is of a kind the model does not estimate)."""
     profile = profile_named(e.gpu)
-    if profile is None or e.stack != "tpsbench" or e.dist is not None:
+    if profile is None or not is_modelled(e.key.stack) or e.key.dist is not None:
         return None, "not estimated (CPU, another stack, or several GPUs)"
     try:
         table = table_for(profile)
-        return estimate_point(_measured_point(e), table, profile).seconds, table.basis
+        return estimate_point(e, table, profile).seconds, table.basis
     except EfficiencyError as exc:
         return None, str(exc)
     except (KeyError, ValueError) as exc:  # a layer or implementation this version cannot estimate
@@ -197,10 +190,10 @@ def _table_basis(profile: GPUProfile) -> str:
     return f"{table.gpu}'s table, {table.basis}"
 
 
-def _expected_row(e: Entry, seconds: float | None, basis: str) -> ExpectedRow:
+def _expected_row(e: MeasuredPoint, seconds: float | None, basis: str) -> ExpectedRow:
     """A measured training step next to the expected-time model's estimate of it (no table: its reason)."""
     assert e.tokens_per_s is not None
-    expected = None if seconds is None else (e.global_tokens or e.tokens) / seconds
+    expected = None if seconds is None else e.step_tokens / seconds
     return ExpectedRow(e.gpu, e.label, e.tokens_per_s, expected, e.predicted_tokens_per_s, basis)
 
 
@@ -212,15 +205,15 @@ def _gpu_info(gpu: str, policy: str) -> GpuInfo:
     return GpuInfo(gpu, entry_profile.display_name, peak.value, entry_profile.mem_bandwidth_gbs.value)
 
 
-def _ok(e: Entry | None) -> bool:
-    return e is not None and e.status == "ok" and e.median_s is not None
+def _ok(e: MeasuredPoint | None) -> bool:
+    return e is not None and e.ok
 
 
 def _ratio(num: float | None, den: float | None) -> float | None:
     return num / den if num is not None and den else None
 
 
-def compare(entries: list[Entry], *, all_points: bool = False,
+def compare(entries: list[MeasuredPoint], *, all_points: bool = False,
             calibrations: Iterable[str | Path] = ()) -> Comparison:
     """Everything `tpsbench compare` shows, as data. Later files win when two hold the same point.
     ``calibrations``: `tpsbench calibrate` files of the GPUs, for the speedups' calibrated ratios."""
@@ -232,7 +225,7 @@ def compare(entries: list[Entry], *, all_points: bool = False,
     out = Comparison(gpus=[_gpu_info(g, policy) for g in gpus])
     if len({e.policy for e in entries}) > 1:
         out.notes.append("runs use different dtype policies: " + ", ".join(sorted({e.policy for e in entries})))
-    table: dict[PointKey, dict[str, Entry]] = {}
+    table: dict[PointKey, dict[str, MeasuredPoint]] = {}
     for e in entries:
         if all_points or e.is_headline:
             table.setdefault(e.key, {})[e.gpu] = e
@@ -243,7 +236,7 @@ def compare(entries: list[Entry], *, all_points: bool = False,
     out.notes += calibration_notes(measured, gpus)
     estimates: dict[tuple[str, str, PointKey], tuple[float | None, str]] = {}  # each entry estimated once
 
-    def expected(e: Entry) -> tuple[float | None, str]:
+    def expected(e: MeasuredPoint) -> tuple[float | None, str]:
         at = (e.source, e.gpu, e.key)
         if at not in estimates:
             estimates[at] = _expected(e)
@@ -257,23 +250,24 @@ def compare(entries: list[Entry], *, all_points: bool = False,
     out.baseline_speedups = _baseline_speedups(table)
     out.stacks = _stack_rows(table)
     out.expected = [_expected_row(e, *expected(e)) for row in out.throughput for e in row.per_gpu.values()
-                    if _ok(e) and e.kind == "e2e" and e.gpu != "cpu" and e.stack == "tpsbench" and e.dist is None]
+                    if _ok(e) and e.key.kind is PointKind.E2E and e.gpu != "cpu" and is_modelled(e.key.stack)
+                    and e.key.dist is None]
     out.scaling = _scaling_rows(table)
     for row in out.throughput:
         for g, e in row.per_gpu.items():
             if _ok(e) and g != "cpu":
-                out.verdicts.append(VerdictRow(g, row.label, e, workload_verdict(e.evidence())))
+                out.verdicts.append(VerdictRow(g, row.label, e, workload_verdict(evidence(e))))
     if any(e.throttled for e in entries):
         out.notes.append("some points ran with throttled clocks (marked * in the throughput table)")
     return out
 
 
-def _scaling_rows(table: dict[PointKey, dict[str, Entry]]) -> list[ScalingRow]:
+def _scaling_rows(table: dict[PointKey, dict[str, MeasuredPoint]]) -> list[ScalingRow]:
     """Each multi-GPU training step whose one-GPU run (same model, implementation, tokens per GPU, GPU) is in
     the files: the scaling efficiency, measured."""
     rows = []
     for key, per_gpu in table.items():
-        if key.kind != "e2e" or key.dist is None:
+        if key.kind is not PointKind.E2E or key.dist is None:
             continue
         single = table.get(key._replace(dist=None), {})
         for gpu, e in per_gpu.items():
@@ -283,19 +277,20 @@ def _scaling_rows(table: dict[PointKey, dict[str, Entry]]) -> list[ScalingRow]:
     return rows
 
 
-def _e2e_ratios(table: dict[PointKey, dict[str, Entry]], gpus: list[str]) -> list[RatioRow]:
+def _e2e_ratios(table: dict[PointKey, dict[str, MeasuredPoint]], gpus: list[str]) -> list[RatioRow]:
     """Every dense model against every MoE model measured on the same GPU at the same microbatch, global
     batch and compile setting, per MoE implementation."""
     rows = []
-    steps = [(k, v) for k, v in table.items() if k.kind == "e2e"]
+    steps = [(k, v) for k, v in table.items() if k.kind is PointKind.E2E]
     for gpu in gpus:
         dense = [v[gpu] for k, v in steps if gpu in v and k.impl == "dense" and _ok(v[gpu])]
         moe = [v[gpu] for k, v in steps if gpu in v and k.impl not in ("dense", *BRACKETS) and _ok(v[gpu])]
         for d in dense:
             for m in moe:
-                if (d.tokens, d.global_tokens, d.compiled) != (m.tokens, m.global_tokens, m.compiled):
+                dk, mk = d.key, m.key
+                if (dk.tokens, dk.global_tokens, dk.compiled) != (mk.tokens, mk.global_tokens, mk.compiled):
                     continue
-                rows.append(RatioRow(gpu, d.model, m.model, m.impl, m.tokens, m.compiled,
+                rows.append(RatioRow(gpu, dk.model, mk.model, mk.impl, mk.tokens, mk.compiled,
                                      _ratio(d.tokens_per_s, m.tokens_per_s),
                                      _ratio(d.predicted_tokens_per_s, m.predicted_tokens_per_s),
                                      moe_dram_gbs=m.dram_gbs, dense_dram_gbs=d.dram_gbs,
@@ -303,38 +298,36 @@ def _e2e_ratios(table: dict[PointKey, dict[str, Entry]], gpus: list[str]) -> lis
     return rows
 
 
-def _layer_ratios(entries: list[Entry]) -> list[RatioRow]:
+def _layer_ratios(entries: list[MeasuredPoint]) -> list[RatioRow]:
     """Within one MoE run: the MoE layer (each implementation) against ``dense_active``, the dense SwiGLU
     of the same active width, forward+backward."""
     rows = []
-    by_key = {(e.gpu, e.model, e.kind, e.layer, e.impl, e.mode, e.tokens): e for e in entries}
+    by_key = {(e.gpu, e.key.model, e.key.kind, e.key.layer, e.key.impl, e.key.mode, e.key.tokens): e
+              for e in entries}
     for e in entries:
-        if e.kind != "micro" or e.layer != "moe" or e.mode != "fwd_bwd" or not _ok(e):
+        k = e.key
+        if k.kind is not PointKind.MICRO or k.layer != "moe" or k.mode != LayerMode.FWD_BWD or not _ok(e):
             continue
-        d = by_key.get((e.gpu, e.model, "micro", "dense_active", "-", "fwd_bwd", e.tokens))
+        d = by_key.get((e.gpu, k.model, PointKind.MICRO, "dense_active", NO_IMPL, LayerMode.FWD_BWD, k.tokens))
         if not _ok(d):
             continue
         assert d is not None
-        rows.append(RatioRow(e.gpu, f"{e.model}:dense_active layer", e.model, e.impl, e.tokens, False,
+        rows.append(RatioRow(e.gpu, f"{k.model}:dense_active layer", k.model, k.impl, k.tokens, False,
                              _ratio(e.median_s, d.median_s), _ratio(e.predicted_s, d.predicted_s),
                              moe_dram_gbs=e.dram_gbs, dense_dram_gbs=d.dram_gbs,
                              note="layer fwd+bwd, MoE time / dense-active time"))
     return rows
 
 
-# An MoE implementation of tpsbench's next to the other stack's MoE type that computes the same (OLMo-core's
-# capacity is tpsbench's capacity; its dropless, tpsbench's grouped: tests/olmo_check.py holds them equal)
-STACK_COUNTERPARTS = {"olmo-core": {"capacity": "capacity", "dropless": "grouped", "dense": "dense", "-": "-"}}
-
-
-def _stack_rows(table: dict[PointKey, dict[str, Entry]]) -> list[StackRow]:
-    """Training steps and layers (their headline mode) of another stack next to tpsbench's same point."""
+def _stack_rows(table: dict[PointKey, dict[str, MeasuredPoint]]) -> list[StackRow]:
+    """Training steps and layers (their headline mode) of another stack next to tpsbench's same point (the
+    implementation of tpsbench's that computes what the stack's implementation does)."""
     rows = []
     for key, per_gpu in table.items():
-        counterparts = STACK_COUNTERPARTS.get(key.stack)
-        if counterparts is None or key.impl not in counterparts:
+        stack = stack_named(key.stack)
+        if stack is None or stack.modelled or (counterpart := stack.counterpart(key.impl)) is None:
             continue
-        ours = table.get(key._replace(stack="tpsbench", impl=counterparts[key.impl]), {})
+        ours = table.get(key._replace(stack=DEFAULT_STACK, impl=counterpart), {})
         for gpu, e in per_gpu.items():
             t = ours.get(gpu)
             if _ok(e) and _ok(t) and e.tokens_per_s and t is not None and t.tokens_per_s:
@@ -342,19 +335,19 @@ def _stack_rows(table: dict[PointKey, dict[str, Entry]]) -> list[StackRow]:
     return rows
 
 
-def _baseline_speedups(table: dict[PointKey, dict[str, Entry]]) -> list[BaselineRow]:
+def _baseline_speedups(table: dict[PointKey, dict[str, MeasuredPoint]]) -> list[BaselineRow]:
     """Each MoE implementation's point against the baseline implementation's same point (same model, layer or
     training step, mode, tokens, compile setting) on the same GPU: the speed-up columns of tritonbench."""
     base = baseline().name
     impls = set(moe_impl_names())
     rows = []
     for key, per_gpu in table.items():
-        if key.impl == base or key.impl not in impls or key.stack != "tpsbench":
+        if key.impl == base or key.impl not in impls or not is_modelled(key.stack):
             continue
         ref = table.get(key._replace(impl=base), {})
         for gpu, e in per_gpu.items():
             b = ref.get(gpu)
             if _ok(e) and _ok(b):
                 assert b is not None and e.median_s and b.median_s
-                rows.append(BaselineRow(gpu, e.label, e.impl, base, e.median_s, b.median_s))
+                rows.append(BaselineRow(gpu, e.label, key.impl, base, e.median_s, b.median_s))
     return rows

@@ -40,7 +40,7 @@ from tpsbench.impls import cost_model_names
 from tpsbench.models import USERS_MICROBATCH_TOKENS, ModelSpec, UnknownNameError, default_global_batch, get_model
 from tpsbench.profiles import GPUProfile, ProfileError, load_profile
 from tpsbench.roofline import CeilingError, predict
-from tpsbench.stacks import StackChoiceError, resolve
+from tpsbench.stacks import StackChoiceError, get_stack
 
 DEFAULT_MOE_IMPL = "capacity"  # what the users trained with
 REQUIRED = ("model", "gpu", "tokens_per_s")
@@ -230,7 +230,7 @@ def _parse_row(p: Path, i: int, row: dict[str, str]) -> Measured:
         raise MeasuredCsvError(f"{where}: global_tokens {global_tokens} must be a positive multiple of tokens {tokens}")
     stack = row.get("stack") or "tpsbench"
     try:
-        resolve(stack, None, impl if impl != "dense" else "dropless", default_dtype="amp_bf16")
+        get_stack(stack).prediction_choices(None, impl if impl != "dense" else "dropless", default_dtype="amp_bf16")
     except StackChoiceError as exc:
         raise MeasuredCsvError(f"{where}: {exc}") from None
     return Measured(i, model, profile, tps, tokens, impl, global_tokens, stack)
@@ -238,7 +238,7 @@ def _parse_row(p: Path, i: int, row: dict[str, str]) -> Measured:
 
 def _row_result(m: Measured, ceilings: str) -> RowResult:
     # tpsbench's measurements: bf16 autocast over fp32 master weights; OLMo-core's: what it executes (olmo_core)
-    policy = get_policy(resolve(m.stack, None, "dropless", default_dtype="amp_bf16")[0])
+    policy = get_policy(get_stack(m.stack).prediction_choices(None, "dropless", default_dtype="amp_bf16")[0])
     cap = m.model.moe.capacity_factor if m.model.moe else None
     w = train_workload(m.model, m.impl, m.tokens, policy, cap)
     global_tokens = m.global_tokens

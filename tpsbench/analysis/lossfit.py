@@ -13,8 +13,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
-from scipy.optimize import least_squares
 
 from tpsbench.analysis.seeded import bootstrap_seed
 
@@ -79,6 +77,8 @@ def smooth(losses: np.ndarray, window: int = 9) -> np.ndarray:
 
 
 def _fit(tokens: np.ndarray, losses: np.ndarray) -> tuple[float, float, float, float]:
+    from scipy.optimize import least_squares  # imported when a fit runs: scipy takes about a second to import
+
     lo = float(np.min(losses))
     scale = float(np.median(tokens))
     x = tokens / scale  # fit in units of the median tokens: B stays of order the loss
@@ -116,6 +116,8 @@ def fit_loss_curve(tokens: np.ndarray, losses: np.ndarray, *, warmup_fraction: f
             fe, fb, fbeta, _ = _fit(tt[order], yy[order])
             d = math.inf if target is None or target <= fe else (fb / (target - fe)) ** (1.0 / fbeta)
             return np.array([fe, fbeta, d])
+
+        from scipy import stats
 
         with np.errstate(invalid="ignore"):  # scipy's standard error of a distribution holding inf (unreachable)
             res = stats.bootstrap((t, y), stat, paired=True, vectorized=False, n_resamples=RESAMPLES,

@@ -6,9 +6,10 @@ from __future__ import annotations
 import inspect
 
 import numpy as np
-from scipy import stats
 
 
 def bootstrap_seed(seed: int) -> dict[str, np.random.Generator]:
+    from scipy import stats
+
     key = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
     return {key: np.random.default_rng(seed)}

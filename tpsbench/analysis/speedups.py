@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
-from tpsbench.analysis.points import Entry, PointKey
 from tpsbench.analysis.verdict import Finding, speedup_verdict
 from tpsbench.costmodel import get_policy
-from tpsbench.results.calibration import CalibrationError, best_ceilings, load_calibration
+from tpsbench.points import MeasuredPoint, PointKey
+from tpsbench.results.calibration import load_calibration
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +56,9 @@ def load_ceilings(paths: Iterable[str | Path], matmul_math: str) -> dict[str, Me
     out: dict[str, MeasuredCeilings] = {}
     for path in paths:
         doc = load_calibration(path)
-        gpu = doc.get("profile")
-        if not gpu:
-            raise CalibrationError(f"{path}: the calibration names no GPU profile; recalibrate with "
-                                   "`tpsbench calibrate` on a GPU")
-        best = best_ceilings(doc)
-        mm = best.get("bf16_tflops") if matmul_math != "fp32" else best.get("fp32_tflops")
-        out[str(gpu)] = MeasuredCeilings(str(gpu), mm, best.get("copy_gbs"), str(path))
+        best = doc.best
+        mm = best.bf16_tflops if matmul_math != "fp32" else best.fp32_tflops
+        out[doc.profile] = MeasuredCeilings(doc.profile, mm, best.copy_gbs, str(path))
     return out
 
 
@@ -80,13 +76,13 @@ class GpuInfo:
     bandwidth_gbs: float | None
 
 
-def _ok(e: Entry | None) -> bool:
-    return e is not None and e.status == "ok" and bool(e.median_s)
+def _ok(e: MeasuredPoint | None) -> bool:
+    return e is not None and e.ok
 
 
-def speedup_rows(table: dict[PointKey, dict[str, Entry]], gpus: list[GpuInfo],
+def speedup_rows(table: dict[PointKey, dict[str, MeasuredPoint]], gpus: list[GpuInfo],
                  measured: dict[str, MeasuredCeilings] | None = None,
-                 expected_s: Callable[[Entry], float | None] | None = None) -> list[SpeedupRow]:
+                 expected_s: Callable[[MeasuredPoint], float | None] | None = None) -> list[SpeedupRow]:
     """A row per point measured on two GPUs with known datasheets, for every pair of them in the given order.
     ``expected_s`` gives the expected-time model's seconds of an entry on its own GPU (None: not estimable)."""
     measured = measured or {}
@@ -128,7 +124,7 @@ def calibration_notes(measured: dict[str, MeasuredCeilings], gpus: list[str]) ->
     return notes
 
 
-def matmul_math_of(entries: list[Entry]) -> str:
+def matmul_math_of(entries: list[MeasuredPoint]) -> str:
     """The matmul dtype of the runs (the first entry's policy, as compare's GPU table uses)."""
     return get_policy(entries[0].policy if entries else "amp_bf16").matmul_math
 

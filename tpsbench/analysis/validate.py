@@ -9,15 +9,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tpsbench.estimate.memory import step_memory
-from tpsbench.estimate.points import MeasuredPoint, estimate_point
+from tpsbench.estimate.points import estimate_point, step_workload
 from tpsbench.estimate.table import EfficiencyTable
+from tpsbench.options import Scope
+from tpsbench.points import MeasuredPoint
 
-KINDS = ("step", "moe layer", "layer", "stage", "gemm")
+MOE_LAYER = "moe layer"
+KINDS = (Scope.STEP.value, MOE_LAYER, Scope.LAYER.value, Scope.STAGE.value, Scope.GEMM.value)
 
 
 def kind_of(p: MeasuredPoint) -> str:
-    """Training step, MoE layer, other layer (attention, MLP, brackets) or MoE stage."""
-    return "moe layer" if p.kind == "layer" and p.layer == "moe" else p.kind
+    """The row of the error summary: training step, MoE layer, other layer (attention, MLP, brackets), MoE stage
+    or GEMM."""
+    return MOE_LAYER if p.key.scope is Scope.LAYER and p.key.layer == "moe" else p.key.scope.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,16 +34,21 @@ class ValidatedPoint:
     expected_peak_bytes: float | None  # training steps
 
     @property
+    def measured_s(self) -> float:
+        assert self.point.median_s is not None  # validate takes measured points only
+        return self.point.median_s
+
+    @property
     def error(self) -> float:
-        return self.expected_s / self.point.measured_s - 1.0
+        return self.expected_s / self.measured_s - 1.0
 
     @property
     def floor_error(self) -> float:
-        return self.floor_s / self.point.measured_s - 1.0
+        return self.floor_s / self.measured_s - 1.0
 
     @property
     def lomo_error(self) -> float | None:
-        return None if self.lomo_expected_s is None else self.lomo_expected_s / self.point.measured_s - 1.0
+        return None if self.lomo_expected_s is None else self.lomo_expected_s / self.measured_s - 1.0
 
     @property
     def memory_error(self) -> float | None:
@@ -83,17 +92,17 @@ def validate(points: Sequence[MeasuredPoint], table: EfficiencyTable,
     """``refit``: fits a table to points (leave-one-model-out runs it once per model, without that model)."""
     lomo: dict[str, EfficiencyTable] = {}
     if refit is not None:
-        for model in sorted({p.model for p in points}):
-            rest = [p for p in points if p.model != model]
+        for model in sorted({p.key.model for p in points}):
+            rest = [p for p in points if p.key.model != model]
             if rest:
                 lomo[model] = refit(rest)
     rows = []
     for p in points:
         e = estimate_point(p, table)
-        held_out = lomo.get(p.model)
+        held_out = lomo.get(p.key.model)
         peak = None
-        if p.kind == "step":
-            peak = step_memory(p.step_workload(), compiled=p.compiled, overhead_fraction=0.0).peak_bytes
+        if p.key.scope is Scope.STEP:
+            peak = step_memory(step_workload(p), compiled=p.key.compiled, overhead_fraction=0.0).peak_bytes
         rows.append(ValidatedPoint(p, e.seconds, e.floor_s, e.timeline.gpu_idle_fraction,
                                    None if held_out is None else estimate_point(p, held_out).seconds, peak))
     return rows

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from tpsbench.analysis.shares import decompose
+from tpsbench.report.format import pct
 
 # GPU idle for >= 30% of the time: host/launch overhead is a first-order cost (on a GPU-bound training
 # step the profiler shows a few percent of gaps).
@@ -68,10 +69,6 @@ class Finding:
         return {"verdict": str(self.verdict), "evidence": self.evidence, "values": self.values}
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.0f}%"
-
-
 def workload_verdict(ev: Evidence) -> Finding:
     """The limit one workload on one GPU runs into (see the module docstring for the rules)."""
     busy = 1.0 - ev.idle_share if ev.idle_share is not None else 1.0
@@ -81,8 +78,8 @@ def workload_verdict(ev: Evidence) -> Finding:
     tc_busy = ev.tensor_util / busy if ev.tensor_util is not None and busy > 0 else None
     values = {"idle_share": ev.idle_share, "bandwidth_util_busy": bw_busy, "tensor_util_busy": tc_busy,
               "roofline_fraction": ev.roofline_fraction, "predicted_memory_share": ev.predicted_memory_share}
-    line = (f"idle {_pct(ev.idle_share)}; busy: {bw_source}{_pct(bw_busy)} tensor {_pct(tc_busy)} of peak; "
-            f"{_pct(ev.roofline_fraction)} of roofline")
+    line = (f"idle {pct(ev.idle_share)}; busy: {bw_source}{pct(bw_busy)} tensor {pct(tc_busy)} of peak; "
+            f"{pct(ev.roofline_fraction)} of roofline")
     if ev.idle_share is None and bw_busy is None and tc_busy is None:
         return Finding(Verdict.INCONCLUSIVE, "no evidence: no profiler idle time, no counters, no GPU profile", values)
     reached = []

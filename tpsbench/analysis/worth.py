@@ -10,12 +10,14 @@ fit's). A target at or below a model's fitted floor E is unreachable for it: sai
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from tpsbench.analysis.lossfit import (
+    CONFIDENCE,
     MIN_POINTS,
     SEED,
     Interval,
@@ -24,7 +26,8 @@ from tpsbench.analysis.lossfit import (
     observed_tokens_to_target,
     quantile_interval,
 )
-from tpsbench.analysis.worth_inputs import ModelCurve, Throughput, flop_conventions
+from tpsbench.analysis.worth_inputs import ModelCurve, Throughput, ThroughputBasis, flop_conventions
+from tpsbench.report.format import fmt
 
 SECONDS_PER_HOUR = 3600.0
 PF_DAY = 1e15 * 86400.0  # FLOPs in a petaflop/s-day
@@ -88,7 +91,7 @@ class Ratio:
     """An MoE model against a dense one on one GPU with one kind of throughput: MoE / dense."""
 
     gpu: str
-    kind: str
+    basis: ThroughputBasis
     moe: str
     dense: str
     hours: float | None
@@ -121,11 +124,11 @@ class WorthReport:
     notes: tuple[str, ...]
 
     def summary_lines(self) -> list[str]:
-        hours = {(r.gpu, r.throughput.kind, r.model): r for r in self.rows}
+        hours = {(r.gpu, r.throughput.basis, r.model): r for r in self.rows}
         out = []
         for q in self.ratios:
-            m, d = hours[(q.gpu, q.kind, q.moe)], hours[(q.gpu, q.kind, q.dense)]
-            kind = "" if q.kind == "measured" else f" ({q.kind} tokens/s)"
+            m, d = hours[(q.gpu, q.basis, q.moe)], hours[(q.gpu, q.basis, q.dense)]
+            kind = "" if q.basis is ThroughputBasis.MEASURED else f" ({q.basis} tokens/s)"
             out.append(f"on {q.gpu}{kind}, {q.moe} reaches loss {self.target:g} in {_h(m.hours, m.hours_interval)} vs "
                        f"{q.dense} {_h(d.hours, d.hours_interval)}: {_x(q.hours, q.hours_interval)} the hours "
                        f"({_x(q.tokens, q.tokens_interval)} the tokens at {q.throughput:.2f}x the tokens/s): "
@@ -140,13 +143,11 @@ def _h(v: float | None, iv: Interval | None) -> str:
 
 
 def _x(v: float | None, iv: Interval | None) -> str:
-    if v is None:
-        return "n/a"
-    return f"{v:.2f}x" + ("" if iv is None else f" [{iv.low:.2f}, {_hi(iv.high, '.2f')}]")
+    return fmt(v, "{:.2f}x") + ("" if v is None or iv is None else f" [{iv.low:.2f}, {_hi(iv.high, '.2f')}]")
 
 
-def _hi(v: float, fmt: str = ".3g") -> str:
-    return "unreachable" if np.isinf(v) else format(v, fmt)
+def _hi(v: float, spec: str = ".3g") -> str:
+    return fmt(v, f"{{:{spec}}}", infinite="unreachable")
 
 
 def fit_model(curve: ModelCurve, target: float, impl: str) -> ModelFit:
@@ -178,14 +179,14 @@ def _row(f: ModelFit, t: Throughput, price: float | None) -> WorthRow:
 def _ratio(moe: ModelFit, dense: ModelFit, m: WorthRow, d: WorthRow) -> Ratio:
     speed = m.throughput.tokens_per_s / d.throughput.tokens_per_s
     if m.tokens is None or d.tokens is None:
-        return Ratio(m.gpu, m.throughput.kind, moe.name, dense.name, None, None, None, None, None, None, speed)
+        return Ratio(m.gpu, m.throughput.basis, moe.name, dense.name, None, None, None, None, None, None, speed)
     tokens = m.tokens / d.tokens
     a, b = moe.samples(), dense.samples()
     with np.errstate(invalid="ignore", divide="ignore"):  # inf / inf: unreachable in both resamples -> nan
         t_s = a / b if len(a) and len(a) == len(b) else np.array(())
     t_iv = quantile_interval(t_s) if len(t_s) else None
     fl = moe.flops_per_token["6N"] / dense.flops_per_token["6N"]
-    return Ratio(m.gpu, m.throughput.kind, moe.name, dense.name, tokens / speed, _scaled(t_iv, 1 / speed), tokens,
+    return Ratio(m.gpu, m.throughput.basis, moe.name, dense.name, tokens / speed, _scaled(t_iv, 1 / speed), tokens,
                  t_iv, tokens * fl, _scaled(t_iv, fl), speed)
 
 
@@ -202,7 +203,7 @@ def worth(fits: list[ModelFit], throughput: list[Throughput], target: float, *, 
     groups: dict[tuple[str, str], list[WorthRow]] = {}
     for t in throughput:
         f = by_name[t.model]
-        groups.setdefault((t.gpu, t.kind), []).append(_row(f, t, prices.get(t.gpu)))
+        groups.setdefault((t.gpu, t.basis), []).append(_row(f, t, prices.get(t.gpu)))
     rows, ratios = [], []
     for (gpu, kind), group in groups.items():
         group.sort(key=lambda r: (r.hours is None, r.hours or 0.0))
@@ -216,3 +217,48 @@ def worth(fits: list[ModelFit], throughput: list[Throughput], target: float, *, 
     for gpu in sorted(set(prices) - {t.gpu for t in throughput}):
         notes.append(f"--price {gpu}: no tokens/s on {gpu}; the price is unused")
     return WorthReport(target, tuple(fits), tuple(rows), tuple(ratios), tuple(left_out_runs), tuple(notes))
+
+
+# --- the JSON document of `worth --json` -------------------------------------------------------------
+def _iv_dict(iv: Interval | None) -> list[float | None] | None:
+    return None if iv is None else [iv.low if math.isfinite(iv.low) else None,
+                                    iv.high if math.isfinite(iv.high) else None]
+
+
+def _fit_dict(f: ModelFit) -> dict[str, object]:
+    fit = f.fit
+    return {
+        "model": f.name, "runs": list(f.curve.runs), "points": len(f.curve.tokens),
+        "tokens_source": f.curve.tokens_source, "reason": f.reason,
+        "fit": None if fit is None else {
+            "e": fit.e, "b": fit.b, "beta": fit.beta, "e_interval": _iv_dict(fit.e_interval),
+            "beta_interval": _iv_dict(fit.beta_interval), "rms_residual": fit.rms_residual,
+            "fitted_points": fit.points, "last_tokens": fit.last_tokens, "last_loss_smoothed": fit.last_loss,
+            "above_e": fit.plateau_gap},
+        "tokens_to_target": {"observed": f.observed_tokens, "fitted": f.fitted_tokens,
+                             "fitted_interval": None if fit is None else _iv_dict(fit.tokens_interval),
+                             "unreachable": fit is not None and f.fitted_tokens is None},
+        "flops_per_token": f.flops_per_token, "implied_flops_per_token": f.curve.implied_flops_per_token,
+    }
+
+
+def _row_dict(w: WorthRow) -> dict[str, object]:
+    t = w.throughput
+    return {"model": w.model, "gpu": w.gpu, "tokens_per_s": t.tokens_per_s, "throughput_kind": t.basis,
+            "throughput_from": t.detail, "tokens": w.tokens, "hours": w.hours,
+            "hours_interval": _iv_dict(w.hours_interval), "gpus": 1, "gpu_hours": w.gpu_hours,
+            "observed_hours": w.observed_hours, "cost_usd": w.cost_usd, "cost_interval": _iv_dict(w.cost_interval),
+            "flops_to_target": w.flops}
+
+
+def _ratio_dict(q: Ratio) -> dict[str, object]:
+    return {"gpu": q.gpu, "throughput_kind": q.basis, "moe": q.moe, "dense": q.dense, "hours": q.hours,
+            "hours_interval": _iv_dict(q.hours_interval), "tokens": q.tokens,
+            "tokens_interval": _iv_dict(q.tokens_interval), "flops_6n": q.flops_6n,
+            "flops_6n_interval": _iv_dict(q.flops_6n_interval), "tokens_per_s": q.throughput, "verdict": q.verdict}
+
+
+def worth_json(r: WorthReport) -> dict[str, object]:
+    return {"target_loss": r.target, "confidence": CONFIDENCE, "models": [_fit_dict(f) for f in r.fits],
+            "rows": [_row_dict(w) for w in r.rows], "ratios": [_ratio_dict(q) for q in r.ratios],
+            "summary": r.summary_lines(), "left_out_runs": list(r.left_out_runs), "notes": list(r.notes)}

@@ -14,12 +14,12 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 
 from tpsbench.analysis.losses import LossRun, join_runs
-from tpsbench.analysis.points import load_entries
 from tpsbench.costmodel import FlopConvention, Workload, flops_per_token, get_policy, train_workload
 from tpsbench.errors import InputError, read_text
 from tpsbench.impls import is_bracket
@@ -31,7 +31,9 @@ from tpsbench.models import (
     default_global_batch,
     get_model,
 )
+from tpsbench.options import PointKind
 from tpsbench.profiles import GPUProfile, load_profile
+from tpsbench.results.points import load_points
 from tpsbench.roofline import predict
 
 DEFAULT_TOKENS_PER_STEP = 1_048_576  # the users' global batch (OLMo-core configs of the users' runs)
@@ -54,6 +56,14 @@ class ModelCurve:
     implied_flops_per_token: float | None  # from a cumulative-petaflops column, when the file has one
 
 
+class ThroughputBasis(StrEnum):
+    """Where a tokens/s comes from, best-founded first."""
+
+    MEASURED = "measured"
+    EXPECTED = "predicted expected"
+    FLOOR = "predicted floor"
+
+
 @dataclass(frozen=True, slots=True)
 class Throughput:
     """Tokens/s of one model on one GPU, and where the number comes from."""
@@ -61,7 +71,7 @@ class Throughput:
     model: str
     gpu: str  # profile name
     tokens_per_s: float
-    kind: str  # "measured", "predicted floor" or "predicted expected"
+    basis: ThroughputBasis
     detail: str  # the implementation and the file (measured) or the workload (predicted)
 
 
@@ -173,17 +183,18 @@ def read_throughput(paths: Sequence[str], models: set[str], impl: str | None = N
             for m in read_measured_csv(path):
                 seen.add(m.model.name)
                 if m.model.name in models and chosen(m.model.name, m.impl):
-                    found.append(Throughput(m.model.name, m.profile.name, m.tokens_per_s, "measured",
+                    found.append(Throughput(m.model.name, m.profile.name, m.tokens_per_s, ThroughputBasis.MEASURED,
                                             f"{m.impl}, {path}:{m.row}"))
         else:
-            for e in load_entries([path]):
-                seen.add(e.model)
-                if (e.kind != "e2e" or e.status != "ok" or e.tokens_per_s is None or e.model not in models
-                        or is_bracket(e.impl) or e.gpu == "cpu" or not chosen(e.model, e.impl)):
+            for e in load_points([path]):
+                k = e.key
+                seen.add(k.model)
+                if (k.kind is not PointKind.E2E or not e.ok or e.tokens_per_s is None or k.model not in models
+                        or is_bracket(k.impl) or e.gpu == "cpu" or not chosen(k.model, k.impl)):
                     continue
-                how = e.impl + (" compiled" if e.compiled else "")
-                found.append(Throughput(e.model, e.gpu, e.tokens_per_s, "measured",
-                                        f"{how} @ {e.global_tokens or e.tokens:,} tokens, {path}"))
+                how = k.impl + (" compiled" if k.compiled else "")
+                found.append(Throughput(k.model, e.gpu, e.tokens_per_s, ThroughputBasis.MEASURED,
+                                        f"{how} @ {e.step_tokens:,} tokens, {path}"))
         if not found:
             if seen & models and wanted is not None:
                 raise WorthInputError(f"--throughput {path}: no training step of --impl {wanted} on a GPU; drop "
@@ -225,10 +236,10 @@ def predicted_throughput(models: Sequence[ModelSpec], gpus: Sequence[str], impl:
                              f"{est.usable_bytes / 2**30:.1f} usable): try a smaller --batch")
                 continue
             out.append(Throughput(model.name, profile.name, predict(w, profile, global_batch_tokens=global_batch)
-                                  .tokens_per_s, "predicted floor", what))
+                                  .tokens_per_s, ThroughputBasis.FLOOR, what))
             if est.expected is None:
                 notes.append(f"{model.name} on {profile.name}: no expected estimate ({est.reason})")
             else:
                 out.append(Throughput(model.name, profile.name, est.tokens / est.expected.seconds,
-                                      "predicted expected", what))
+                                      ThroughputBasis.EXPECTED, what))
     return out, notes

@@ -19,7 +19,6 @@ Results go to ``results/calibration/<time>-<gpu>.json`` and feed ``--ceilings ca
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,7 +28,20 @@ from tpsbench.bench.shape_churn import shape_churn
 from tpsbench.bench.stats import summarize
 from tpsbench.bench.timing import TimingConfig, time_fn
 from tpsbench.counters.sampler import Sampler, open_source
-from tpsbench.results.calibration import SCHEMA, CalibrationError, best_ceilings, load_calibration
+from tpsbench.profiles import GPUProfile
+from tpsbench.results.calibration import (
+    SCHEMA,
+    BandwidthSize,
+    CalibrationDoc,
+    CalibrationTiming,
+    MatmulCeiling,
+    MatmulPoint,
+    OverheadPairs,
+    SamplerOverhead,
+    StreamLibrary,
+    StreamResult,
+    best_ceilings,
+)
 
 MATMUL_DTYPES: dict[str, tuple[torch.dtype, bool]] = {  # name -> (dtype, allow TF32)
     "bf16": (torch.bfloat16, False),
@@ -60,8 +72,8 @@ def _median(timed_samples: list[float]) -> float:
 
 
 def calibrate_matmul(device: torch.device, timing: TimingConfig, shapes: list[tuple[int, int, int]],
-                     dtypes: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+                     dtypes: list[str]) -> dict[str, MatmulCeiling]:
+    out: dict[str, MatmulCeiling] = {}
     previous_tf32 = torch.backends.cuda.matmul.allow_tf32
     try:
         for name in dtypes:
@@ -75,11 +87,11 @@ def calibrate_matmul(device: torch.device, timing: TimingConfig, shapes: list[tu
                 b = torch.randn(k, n, device=device, dtype=dtype)
                 timed = time_fn(lambda a=a, b=b: torch.matmul(a, b), device=device, config=timing)
                 med = _median(timed.samples_s)
-                points.append({"shape": [m, n, k], "median_s": med, "tflops": matmul_tflops(m, n, k, med),
-                               "samples_s": timed.samples_s})
+                points.append(MatmulPoint(shape=[m, n, k], median_s=med, tflops=matmul_tflops(m, n, k, med),
+                                          samples_s=timed.samples_s))
                 del a, b
-            best = max(points, key=lambda p: p["tflops"])
-            out[name] = {"best_tflops": best["tflops"], "best_shape": best["shape"], "points": points}
+            best = max(points, key=lambda p: p.tflops)
+            out[name] = MatmulCeiling(best_tflops=best.tflops, best_shape=best.shape, points=points)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = previous_tf32
     return out
@@ -132,29 +144,29 @@ def _cupy_kernels(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> dict[str
 
 
 def calibrate_bandwidth(device: torch.device, timing: TimingConfig, large_bytes: int = LARGE_ARRAY_BYTES,
-                        l2_bytes: int = L2_ARRAY_BYTES) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+                        l2_bytes: int = L2_ARRAY_BYTES) -> dict[str, BandwidthSize]:
+    out: dict[str, BandwidthSize] = {}
     for size_name, nbytes, flush, calls in (("large", large_bytes, True, 1),
                                             ("l2_resident", l2_bytes, False, L2_CALLS_PER_SAMPLE)):
         words = nbytes // 4
         a, b, c = (torch.rand(words, device=device) + 1.0 for _ in range(3))
         cfg = TimingConfig(timing.warmup, timing.min_reps, timing.min_time_s, timing.max_reps, flush_l2=flush)
-        results: dict[str, Any] = {"array_bytes": nbytes, "calls_per_sample": calls}
+        libraries: dict[str, StreamLibrary] = {}
         for lib, factory in (("torch", _torch_kernels), ("cupy", _cupy_kernels)):
             try:
                 kernels = factory(a, b, c)
             except Exception as exc:  # ImportError, or a CuPy/CUDA version mismatch: recorded, never guessed
-                results[lib] = {"copy": None, "triad": None, "reason": f"{type(exc).__name__}: {exc}"[:300]}
+                libraries[lib] = StreamLibrary(reason=f"{type(exc).__name__}: {exc}"[:300])
                 continue
-            entry: dict[str, Any] = {}
+            results: dict[str, StreamResult] = {}
             for kind, touched in (("copy", 2), ("triad", 3)):
                 fn, launch = (kernels[kind], "python") if calls == 1 else _graphed(kernels[kind], calls, device)
                 timed = time_fn(fn, device=device, config=cfg)
                 med = _median(timed.samples_s) / calls
-                entry[kind] = {"gbs": stream_gbs(words, 4, touched, med), "median_s": med, "launch": launch,
-                               "samples_s": timed.samples_s}
-            results[lib] = entry
-        out[size_name] = results
+                results[kind] = StreamResult(gbs=stream_gbs(words, 4, touched, med), median_s=med, launch=launch,
+                                             samples_s=timed.samples_s)
+            libraries[lib] = StreamLibrary(copy=results["copy"], triad=results["triad"])
+        out[size_name] = BandwidthSize(array_bytes=nbytes, calls_per_sample=calls, **libraries)
         del a, b, c
     return out
 
@@ -198,12 +210,13 @@ class _NoCounters:
         return None
 
 
-def overhead_from_pairs(without_s: list[float], with_s: list[float]) -> dict[str, float]:
+def overhead_from_pairs(without_s: list[float], with_s: list[float]) -> OverheadPairs:
     """Per-repetition times of paired windows -> the overhead as the median paired ratio, with its range."""
     if len(without_s) != len(with_s) or not without_s:
         raise ValueError("need the same number (>0) of windows with and without sampling")
     ratios = [on / off - 1.0 for off, on in zip(without_s, with_s, strict=True)]
-    return {"overhead_fraction": summarize(ratios).median, "min_fraction": min(ratios), "max_fraction": max(ratios)}
+    return OverheadPairs(overhead_fraction=summarize(ratios).median, min_fraction=min(ratios),
+                         max_fraction=max(ratios), without_s=list(without_s), with_s=list(with_s))
 
 
 def _overhead_workloads(device: torch.device) -> dict[str, Callable[[], object]]:
@@ -217,14 +230,14 @@ def _overhead_workloads(device: torch.device) -> dict[str, Callable[[], object]]
 
 
 def sampler_overhead(device: torch.device, timing: TimingConfig, interval_s: float,
-                     pairs: int = OVERHEAD_PAIRS) -> dict[str, Any]:
+                     pairs: int = OVERHEAD_PAIRS) -> SamplerOverhead:
     """Each workload's counter window with and without the sampler, ``pairs`` times in A-B-B-A order."""
     source = open_source()
     sampler = Sampler(source, interval_s=interval_s)
     quiet = _NoCounters()
     cfg = TimingConfig(warmup=timing.warmup, min_reps=5, min_time_s=0.1, max_reps=50, flush_l2=False,
                        counter_window_s=timing.counter_window_s)
-    workloads: dict[str, Any] = {}
+    workloads: dict[str, OverheadPairs] = {}
     try:
         for name, fn in _overhead_workloads(device).items():
             with_s: list[float] = []
@@ -232,52 +245,24 @@ def sampler_overhead(device: torch.device, timing: TimingConfig, interval_s: flo
             for i in range(pairs):
                 order = ((quiet, without_s), (sampler, with_s))
                 for hook, sink in order if i % 2 == 0 else order[::-1]:
-                    info = time_fn(fn, device=device, config=cfg, window=hook).window_info or {}
-                    sink.append(float(info["per_rep_s"]))  # type: ignore[arg-type]
-            workloads[name] = {**overhead_from_pairs(without_s, with_s), "without_s": without_s, "with_s": with_s}
+                    window = time_fn(fn, device=device, config=cfg, window=hook).window_info
+                    assert window is not None and window.per_rep_s is not None
+                    sink.append(window.per_rep_s)
+            workloads[name] = overhead_from_pairs(without_s, with_s)
     finally:
         source.close()
-    worst = max(workloads, key=lambda n: workloads[n]["overhead_fraction"])
-    return {"interval_s": interval_s, "window_s": cfg.counter_window_s, "pairs": pairs, "workloads": workloads,
-            "workload": worst, "overhead_fraction": workloads[worst]["overhead_fraction"],
-            "source_unavailable": dict(source.unavailable)}
+    worst = max(workloads, key=lambda n: workloads[n].overhead_fraction)
+    return SamplerOverhead(interval_s=interval_s, window_s=cfg.counter_window_s, pairs=pairs, workloads=workloads,
+                           workload=worst, overhead_fraction=workloads[worst].overhead_fraction,
+                           source_unavailable=dict(source.unavailable))
 
 
-def calibration_for(ceilings: str, path: str | None, profile: Any, results_dir: Path = Path("results")
-                    ) -> dict[str, object] | None:
-    """The best ceilings (and the path) of the calibration that ``--ceilings calibrated`` asks for: ``path``, else
-    the newest ``results/calibration/*-GPU.json`` of ``profile``; None for other ceilings or without a GPU."""
-    if ceilings != "calibrated" or profile is None:
-        return None
-    found = Path(path) if path else latest_calibration(results_dir, profile.name)
-    if found is None:
-        raise CalibrationError(f"no {results_dir}/calibration/*-{profile.name}.json: run `tpsbench calibrate` on that "
-                               "GPU, pass --calibration FILE, or use --ceilings spec")
-    doc = load_calibration(found)
-    if doc.get("profile") != profile.name:  # another GPU's ceilings would give that GPU's floors to this one
-        raise CalibrationError(f"{found} calibrates {doc.get('profile')!r}, not {profile.name}: give a calibration of "
-                               f"{profile.name} (`tpsbench calibrate` on it), or use --ceilings spec")
-    return {**best_ceilings(doc), "path": str(found)}
-
-
-def latest_calibration(results_dir: Path, profile_name: str) -> Path | None:
-    files = sorted((results_dir / "calibration").glob(f"*-{profile_name}.json"))
-    return files[-1] if files else None
-
-
-def default_calibration_path(results_dir: Path, profile_name: str) -> Path:
-    import datetime as dt
-
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return results_dir / "calibration" / f"{stamp}-{profile_name}.json"
-
-
-def run_calibration(profile: Any, *, quick: bool, interval_s: float,
-                    log: Callable[[str], object] = lambda _m: None) -> dict[str, Any]:
+def run_calibration(profile: GPUProfile, *, quick: bool, interval_s: float,
+                    log: Callable[[str], object] = lambda _m: None) -> CalibrationDoc:
     """Everything `tpsbench calibrate` measures, as one document."""
     from tpsbench import __version__
     from tpsbench.bench.env import machine_info
-    from tpsbench.results import to_dict, utc_now
+    from tpsbench.results import utc_now
     from tpsbench.results.io import current_provenance
 
     device = torch.device("cuda")
@@ -294,13 +279,9 @@ def run_calibration(profile: Any, *, quick: bool, interval_s: float,
     launches = launch_sweep(device)
     log("host time of matmuls of new shapes against repeated ones...")
     churn = shape_churn(device)
-    doc = {
-        "schema": SCHEMA, "tool_version": __version__, "created_utc": utc_now(),
-        "provenance": to_dict(current_provenance()), "machine": to_dict(machine_info("cuda", profile)),
-        "profile": profile.name,
-        "timing": {"warmup": timing.warmup, "min_reps": timing.min_reps, "min_time_s": timing.min_time_s},
-        "matmul": matmul, "bandwidth": bandwidth, "sampler_overhead": overhead, "gemm_sweep": gemms,
-        "launch_sweep": launches, "shape_churn": churn.to_dict(),
-    }
-    doc["best"] = best_ceilings(doc)
-    return doc
+    return CalibrationDoc(
+        schema=SCHEMA, tool_version=__version__, created_utc=utc_now(), provenance=current_provenance(),
+        machine=machine_info("cuda", profile), profile=profile.name,
+        timing=CalibrationTiming(warmup=timing.warmup, min_reps=timing.min_reps, min_time_s=timing.min_time_s),
+        matmul=matmul, bandwidth=bandwidth, sampler_overhead=overhead, best=best_ceilings(matmul, bandwidth),
+        gemm_sweep=gemms, launch_sweep=launches, shape_churn=churn.record())

@@ -15,11 +15,12 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import replace
 
 import torch
 
 from tpsbench.bench.timing import TimingConfig, time_fn
+from tpsbench.results.calibration import GemmPoint, LaunchSweep
 
 GEMM_ROWS = (128, 512, 2048, 8192, 32768)
 GEMM_WIDTHS = ((768, 768), (768, 2048), (2048, 768), (128, 768), (768, 128), (2048, 8192), (8192, 2048))
@@ -28,15 +29,15 @@ GROUPED = ((256, 128, 768, 128), (256, 128, 128, 768), (64, 4096, 2048, 1024), (
 LAUNCHES = 2000  # tiny kernels per host-time sample
 
 
-def gemm_sweep(device: torch.device, timing: TimingConfig) -> list[dict[str, Any]]:
+def gemm_sweep(device: torch.device, timing: TimingConfig) -> list[GemmPoint]:
     """Median time and TFLOP/s of each shape, bf16, L2 flushed (the timer's default)."""
-    out: list[dict[str, Any]] = []
+    out: list[GemmPoint] = []
 
     def record(m: int, n: int, k: int, groups: int, fn: Callable[[], object]) -> None:
         timed = time_fn(fn, device=device, config=timing)
         med = statistics.median(timed.samples_s)
-        out.append({"m": m, "n": n, "k": k, "groups": groups, "median_s": med,
-                    "tflops": 2.0 * m * n * k * groups / med / 1e12, "samples_s": timed.samples_s})
+        out.append(GemmPoint(m=m, n=n, k=k, groups=groups, median_s=med,
+                             tflops=2.0 * m * n * k * groups / med / 1e12, samples_s=timed.samples_s))
 
     for m in GEMM_ROWS:
         for k, n in GEMM_WIDTHS:
@@ -64,7 +65,7 @@ def _host_per_launch(fn: Callable[[], object], launches: int, device: torch.devi
     return samples[1:]  # the first is a warm-up
 
 
-def launch_sweep(device: torch.device, launches: int = LAUNCHES) -> dict[str, Any]:
+def launch_sweep(device: torch.device, launches: int = LAUNCHES) -> LaunchSweep:
     """Host time per eager kernel (autograd off, autograd forward + backward, matmul) and GPU time per kernel."""
     x = torch.randn(256, device=device)
     w = torch.randn(64, 64, device=device)
@@ -94,13 +95,11 @@ def launch_sweep(device: torch.device, launches: int = LAUNCHES) -> dict[str, An
     eager = _host_per_launch(adds, launches, device)
     gemm = _host_per_launch(matmuls, launches, device)
     grad = _host_per_launch(autograd_chain, (launches // (2 * chain)) * (2 * chain + 2), device)
-    out: dict[str, Any] = {
-        "launches": launches, "eager_samples_s": eager, "matmul_samples_s": gemm, "autograd_samples_s": grad,
-        "host_per_launch_s": statistics.median(eager),
-        "host_gemm_extra_s": max(0.0, statistics.median(gemm) - statistics.median(eager)),
-        "host_autograd_extra_s": max(0.0, statistics.median(grad) - statistics.median(eager)),
-        "kernel_floor_s": None,
-    }
+    out = LaunchSweep(launches=launches, eager_samples_s=eager, matmul_samples_s=gemm, autograd_samples_s=grad,
+                      host_per_launch_s=statistics.median(eager),
+                      host_gemm_extra_s=max(0.0, statistics.median(gemm) - statistics.median(eager)),
+                      host_autograd_extra_s=max(0.0, statistics.median(grad) - statistics.median(eager)),
+                      kernel_floor_s=None)
     if device.type == "cuda":
         try:
             graph = torch.cuda.CUDAGraph()
@@ -114,7 +113,7 @@ def launch_sweep(device: torch.device, launches: int = LAUNCHES) -> dict[str, An
                     x.add_(1e-3)
             timed = time_fn(graph.replay, device=device, config=TimingConfig(warmup=2, min_reps=10, min_time_s=0.1,
                                                                               flush_l2=False))
-            out["kernel_floor_s"] = statistics.median(timed.samples_s) / 100
+            out = replace(out, kernel_floor_s=statistics.median(timed.samples_s) / 100)
         except Exception as exc:  # graph capture unsupported: said so, the host numbers stand
-            out["kernel_floor_reason"] = f"CUDA graph capture failed: {type(exc).__name__}: {exc}"[:300]
+            out = replace(out, kernel_floor_reason=f"CUDA graph capture failed: {type(exc).__name__}: {exc}"[:300])
     return out

@@ -1,7 +1,8 @@
 """What a run measures (:class:`RunConfig`), and the policy that turns a user's options into one: defaults per
-device (batch, dtype policy, implementations, timing), validation with one-line errors, and the round trip
-through a results file's ``config`` block (``describe`` / ``from_doc``), which `tpsbench check` uses to measure
-a baseline's points again.
+device (batch, timing), the stack's own choices (dtype policy, implementations), validation with one-line errors
+(the checks `predict` shares live in tpsbench.options and tpsbench.roofline), and the round trip through a
+results file's ``config`` block (``describe`` / ``from_doc``), which `tpsbench check` uses to measure a baseline's
+points again.
 """
 
 from __future__ import annotations
@@ -9,20 +10,28 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from tpsbench.bench.calibrate import calibration_for
 from tpsbench.bench.env import NO_GPU, DeviceError, resolve_gpu
-from tpsbench.bench.timing import TimingConfig
+from tpsbench.bench.protocol import TimingConfig
 from tpsbench.costmodel import DTypePolicy, get_policy
 from tpsbench.counters.sampler import DEFAULT_INTERVAL_S
-from tpsbench.errors import InputError
-from tpsbench.impls import BRACKETS, cpu_defaults, get_impl, is_bracket, run_choices
+from tpsbench.impls import BRACKETS, get_impl, is_bracket
 from tpsbench.models import USERS_MICROBATCH_TOKENS, ModelSpec, closest_choices_message, get_model
-from tpsbench.nn.moe import DEFAULT_SKEW
+from tpsbench.options import (
+    DEFAULT_SKEW,
+    OptionError,
+    Recompute,
+    RoutingMode,
+    RunMode,
+    check_global_batch,
+    choice,
+    parse_batches,
+)
 from tpsbench.profiles import GPUProfile, gpu_label
+from tpsbench.results.calibration import calibration_for
 from tpsbench.results.schema import CalibrationRef, ConfigRecord, RunDoc, TimingRecord
 from tpsbench.roofline import CeilingSource
+from tpsbench.stacks import Stack, get_stack
 
-MODES = ("micro", "e2e", "all")
 LAYER_CHOICES = ("attention", "mlp", "moe", *BRACKETS)
 # Timing per kind of point and device: a layer is timed for >= 0.5 s (>= 10 reps) on a GPU; a training step,
 # seconds each, for >= 1 s (>= 5 reps). CPU runs check the pipeline on small models: kept short.
@@ -31,78 +40,8 @@ E2E_TIMING = {"cuda": TimingConfig(warmup=2, min_reps=5, min_time_s=1.0), "cpu":
 CPU_BATCH_SEQUENCES = 4  # the CPU's default microbatch: 4 sequences of the model's length
 
 
-class ConfigError(InputError):
+class ConfigError(OptionError):
     """Options that do not make a run (printed as one line, exit 2)."""
-
-
-def parse_batches(text: str, seq_len: int) -> list[int]:
-    """``"4096,16384,32768"`` -> ints; each a positive integer multiple of ``seq_len``."""
-    out = []
-    for item in text.split(","):
-        item = item.strip()
-        try:
-            value = int(item)
-        except ValueError:
-            raise ConfigError(
-                f"--batch '{item}' is not a whole number of tokens; give e.g. --batch {seq_len * 16}"
-            ) from None
-        if value <= 0:
-            raise ConfigError(f"--batch {value} must be positive; give e.g. --batch {seq_len * 16}")
-        if value % seq_len:
-            lower = max(seq_len, value // seq_len * seq_len)
-            upper = (value // seq_len + 1) * seq_len
-            raise ConfigError(f"--batch {value} is not a multiple of --seq {seq_len}; closest valid choices: "
-                              + ", ".join(str(c) for c in sorted({lower, upper})))
-        out.append(value)
-    return out
-
-
-def _impls(impl: str | None, device: str) -> list[str]:
-    """--impl's implementations and brackets (default: all that run on the device), each checked."""
-    defaults = run_choices() if device == "cuda" else cpu_defaults()
-    impls = [i.strip() for i in (impl or ",".join(defaults)).split(",") if i.strip()]
-    if not impls:
-        raise ConfigError(f"--impl '{impl}' names no implementation; choose from {', '.join(run_choices())}")
-    for name in impls:
-        if name not in run_choices():
-            raise ConfigError(closest_choices_message("MoE implementation", name, run_choices()))
-        if device == "cpu" and not is_bracket(name) and get_impl(name).needs_gpu:
-            raise ConfigError(f"--impl {name} needs a CUDA GPU; on the CPU choose from {', '.join(cpu_defaults())}")
-    return impls
-
-
-def _olmo_core_run(spec: ModelSpec, stack: str, device: str, dtype: str | None, impl: str | None,
-                   mode: str) -> tuple[DTypePolicy, list[str], str]:
-    """The dtype policy, implementations and mode of a run of OLMo-core's model, each checked up front: the
-    extra installed, its MoE types only (no brackets, no stages), and on the CPU
-    an MoE only in Triton's interpreter (OLMo-core's MoE runs Triton kernels)."""
-    import os
-    import sys
-
-    from tpsbench.stacks import get_stack
-    from tpsbench.stacks.olmo_core import MOE_TYPES, cannot_express, require_olmo_core
-
-    get_stack(stack)
-    require_olmo_core()
-    if (reason := cannot_express(spec)) is not None:
-        raise ConfigError(f"OLMo-core cannot express {spec.name}: {reason}; measure it with --stack tpsbench")
-    if dtype is not None:
-        raise ConfigError(f"--stack {stack} runs its own precision (bf16 autocast on a GPU, fp32 on the CPU): drop "
-                          f"--dtype {dtype}")
-    impls = [i.strip() for i in (impl or ",".join(MOE_TYPES)).split(",") if i.strip()]
-    for name in impls:
-        if name not in MOE_TYPES:
-            raise ConfigError(f"{stack} has no MoE implementation '{name}': its MoE types are "
-                              + ", ".join(f"{k} (MoEType.{v})" for k, v in MOE_TYPES.items()))
-    if device == "cpu" and spec.is_moe and os.environ.get("TRITON_INTERPRET") != "1":
-        # OLMo-core's MoE runs Triton kernels, which run on the CPU only in Triton's interpreter. @triton.jit reads
-        # TRITON_INTERPRET when a kernel is defined, so it can still be switched on here if no Triton module has
-        # been imported in this process yet (the CLI imports none before this check); each point's recipe says so.
-        if "triton" in sys.modules:
-            raise ConfigError(f"OLMo-core's MoE runs Triton kernels: on the CPU run with TRITON_INTERPRET=1 "
-                              f"(Triton's interpreter, slow: tiny models only), or measure {spec.name} on a GPU")
-        os.environ["TRITON_INTERPRET"] = "1"
-    return get_policy("olmo_core" if device == "cuda" else "fp32"), impls, mode
 
 
 def _layers(layers: str | None, spec: ModelSpec) -> list[str] | None:
@@ -132,19 +71,6 @@ def _check_compile(compile_model: bool, impls: list[str], policy: DTypePolicy) -
                               f"--compile, or use --dtype amp_bf16 or bf16 on a GPU")
 
 
-def _check_global_batch(global_batch: int | None, batches: list[int]) -> None:
-    for tokens in batches if global_batch is not None else []:
-        if global_batch % tokens:
-            raise ConfigError(f"--global-batch {global_batch} is not a multiple of the microbatch {tokens}")
-
-
-def _check_ceilings(ceilings: str, profile: GPUProfile | None) -> None:
-    if ceilings not in [c.value for c in CeilingSource]:
-        raise ConfigError(f"--ceilings '{ceilings}': choose one of {', '.join(c.value for c in CeilingSource)}")
-    if ceilings != "spec" and profile is None:
-        raise ConfigError("--ceilings applies to GPU predictions; a CPU run has none")
-
-
 def _timing(base: TimingConfig, reps: int | None, min_time: float | None, window_s: float | None) -> TimingConfig:
     t = base
     if reps or min_time:
@@ -161,10 +87,11 @@ class RunConfig:
     batches: list[int]
     seq_len: int
     impls: list[str]
-    mode: str  # micro | e2e | all
-    routing: str
+    mode: RunMode
+    routing: RoutingMode
     skew: float
     policy: DTypePolicy
+    stack: Stack
     compile_model: bool = False
     global_batch: int | None = None
     micro_timing: TimingConfig = field(default_factory=lambda: MICRO_TIMING["cuda"])
@@ -172,19 +99,23 @@ class RunConfig:
     stages: bool = True
     layers: list[str] | None = None  # micro layers to run (None: all)
     counters: bool = True  # NVML/GPM sampling around every measured window (GPU runs)
-    ceilings: str = "spec"  # roofline ceilings of the predictions: spec | measured | calibrated
-    calibration: dict[str, object] | None = None  # best ceilings of a calibration file (with its path)
+    ceilings: CeilingSource = CeilingSource.SPEC  # roofline ceilings of the predictions
+    calibration: CalibrationRef | None = None  # best ceilings of a calibration file (with its path)
     counter_interval_s: float = DEFAULT_INTERVAL_S
     gpu_time: bool = True  # profile a few extra calls per point for GPU busy/idle time (GPU runs)
     seed: int = 0
-    stack: str = "tpsbench"  # whose modules and training step run: tpsbench or olmo-core
     force: bool = False  # try training steps predicted not to fit the GPU's memory
     trace_dir: Path | None = None  # write the profiler's Chrome trace of one repetition per point there
-    recompute: str = "none"  # activation checkpointing of training steps: none or full
+    recompute: Recompute = Recompute.NONE  # activation checkpointing of training steps
 
     @property
     def gpu_label(self) -> str:
         return gpu_label(self.device, None if self.profile is None else self.profile.name)
+
+    @property
+    def seq_spec(self) -> ModelSpec:
+        """The model at the run's sequence length."""
+        return replace(self.model, seq_len=self.seq_len)
 
     def default_out(self, results_dir: Path = Path("results")) -> Path:
         from tpsbench.results import default_path
@@ -193,20 +124,15 @@ class RunConfig:
 
     def describe(self) -> ConfigRecord:
         """The results file's ``config`` block: every field, so that :meth:`from_doc` restores this config."""
-        cal = self.calibration
         return ConfigRecord(
             model=self.model.name, gpu_profile=None if self.profile is None else self.profile.name,
             device=self.device, batches=list(self.batches), seq_len=self.seq_len, impls=list(self.impls),
-            mode=self.mode, routing=self.routing, skew=self.skew if self.routing == "skewed" else None,
+            mode=self.mode, routing=self.routing, skew=self.skew if self.routing is RoutingMode.SKEWED else None,
             dtype_policy=self.policy.name, compile=self.compile_model, global_batch=self.global_batch,
             micro_timing=TimingRecord(**asdict(self.micro_timing)), e2e_timing=TimingRecord(**asdict(self.e2e_timing)),
             stages=self.stages, layers=None if self.layers is None else list(self.layers), seed=self.seed,
-            counters=self.counters, counter_interval_s=self.counter_interval_s, ceilings=self.ceilings,
-            gpu_time=self.gpu_time, stack=self.stack, recompute=self.recompute,
-            calibration=None if cal is None else CalibrationRef(
-                path=str(cal["path"]), bf16_tflops=_opt_float(cal.get("bf16_tflops")),
-                fp32_tflops=_opt_float(cal.get("fp32_tflops")), copy_gbs=_opt_float(cal.get("copy_gbs"))),
-        )
+            counters=self.counters, counter_interval_s=self.counter_interval_s, ceilings=self.ceilings.value,
+            gpu_time=self.gpu_time, stack=self.stack.name, recompute=self.recompute, calibration=self.calibration)
 
     @classmethod
     def from_options(
@@ -231,30 +157,27 @@ class RunConfig:
                               f"attention square and RoPE tables grow with it): give --seq {spec.seq_len} or less")
         default_batch = USERS_MICROBATCH_TOKENS if dev == "cuda" else CPU_BATCH_SEQUENCES * seq_len
         batches = parse_batches(batch or str(default_batch), seq_len)
-        if stack != "tpsbench":
-            policy, impls, mode = _olmo_core_run(spec, stack, dev, dtype, impl, mode)
-        else:
-            policy = get_policy(dtype or ("amp_bf16" if dev == "cuda" else "fp32"))
-            impls = _impls(impl, dev)
-        if policy.autocast and dev == "cpu":
-            raise ConfigError(f"--dtype {policy.name} needs a GPU; on the CPU use --dtype fp32 (the default there)")
-        _check_global_batch(global_batch, batches)
-        _check_ceilings(ceilings, profile)
+        run_mode, ac = choice(RunMode, mode, "--mode"), choice(Recompute, recompute, "--ac")
+        chosen = get_stack(stack)
+        policy, impls = chosen.run_choices(spec, dev, dtype, impl)
+        check_global_batch(global_batch, batches)
+        source = CeilingSource.parse(ceilings)
+        if source is not CeilingSource.SPEC and profile is None:
+            raise ConfigError("--ceilings applies to GPU predictions; a CPU run has none")
         _check_compile(compile_model, impls, policy)
-        if recompute != "none" and stack != "tpsbench":
-            raise ConfigError(f"--ac {recompute} checkpoints tpsbench's own blocks; drop it with --stack {stack}")
-        if recompute != "none" and mode == "micro":
-            raise ConfigError(f"--ac {recompute} applies to training steps; use --mode e2e or all")
+        if ac is not Recompute.NONE and not chosen.supports_recompute:
+            raise ConfigError(f"--ac {ac} checkpoints tpsbench's own blocks; drop it with --stack {chosen.name}")
+        if ac is not Recompute.NONE and not run_mode.steps:
+            raise ConfigError(f"--ac {ac} applies to training steps; use --mode e2e or all")
         return cls(
-            model=spec, profile=profile, device=dev, batches=batches, seq_len=seq_len, impls=impls,
-            mode=mode, routing=routing, skew=skew, policy=policy, compile_model=compile_model,
-            global_batch=global_batch,
+            model=spec, profile=profile, device=dev, batches=batches, seq_len=seq_len, impls=impls, mode=run_mode,
+            routing=choice(RoutingMode, routing, "--routing"), skew=skew, policy=policy, stack=chosen,
+            compile_model=compile_model, global_batch=global_batch,
             micro_timing=_timing(MICRO_TIMING[dev], reps, min_time, counter_window_s),
             e2e_timing=_timing(E2E_TIMING[dev], reps, min_time, counter_window_s), stages=stages,
-            layers=_layers(layers, spec), counters=counters, ceilings=ceilings,
-            calibration=calibration_for(ceilings, calibration, profile), counter_interval_s=counter_interval_s,
-            gpu_time=gpu_time, stack=stack, force=force, trace_dir=None if trace_dir is None else Path(trace_dir),
-            recompute=recompute,
+            layers=_layers(layers, spec), counters=counters, ceilings=source,
+            calibration=calibration_for(source, calibration, profile), counter_interval_s=counter_interval_s,
+            gpu_time=gpu_time, force=force, trace_dir=None if trace_dir is None else Path(trace_dir), recompute=ac,
         )
 
     @classmethod
@@ -263,33 +186,22 @@ class RunConfig:
         """The configuration a results file's ``config`` block describes, on ``device`` (default: its own) and
         ``profile`` (this machine's GPU). Timing can be tightened or loosened; nothing else changes, so the two
         runs measure the same points."""
-        dev = device or cfg.device
-
         def timing(t: TimingRecord) -> TimingConfig:
             return _timing(TimingConfig(**asdict(t)), reps, min_time, None)
 
-        calibration: dict[str, object] | None = None
-        if cfg.calibration is not None:
-            ref = cfg.calibration
-            if ref.bf16_tflops is None and ref.copy_gbs is None:  # version 1 stored only the path: read it again
-                calibration = calibration_for("calibrated", ref.path, profile)
-            else:
-                calibration = {"path": ref.path, "bf16_tflops": ref.bf16_tflops, "fp32_tflops": ref.fp32_tflops,
-                               "copy_gbs": ref.copy_gbs}
+        calibration = cfg.calibration
+        if calibration is not None and calibration.bf16_tflops is None and calibration.copy_gbs is None:
+            calibration = calibration_for("calibrated", calibration.path, profile)  # version 1 kept only the path
         return cls(
-            model=get_model(cfg.model), profile=profile, device=dev, batches=list(cfg.batches), seq_len=cfg.seq_len,
-            impls=list(cfg.impls), mode=cfg.mode, routing=cfg.routing, skew=cfg.skew or DEFAULT_SKEW,
-            policy=get_policy(cfg.dtype_policy), compile_model=cfg.compile, global_batch=cfg.global_batch,
-            micro_timing=timing(cfg.micro_timing), e2e_timing=timing(cfg.e2e_timing), stages=cfg.stages,
+            model=get_model(cfg.model), profile=profile, device=device or cfg.device, batches=list(cfg.batches),
+            seq_len=cfg.seq_len, impls=list(cfg.impls), mode=cfg.mode, routing=cfg.routing,
+            skew=cfg.skew or DEFAULT_SKEW, policy=get_policy(cfg.dtype_policy), stack=get_stack(cfg.stack),
+            compile_model=cfg.compile, global_batch=cfg.global_batch, micro_timing=timing(cfg.micro_timing),
+            e2e_timing=timing(cfg.e2e_timing), stages=cfg.stages,
             layers=None if cfg.layers is None else list(cfg.layers), counters=cfg.counters, gpu_time=cfg.gpu_time,
-            ceilings=cfg.ceilings, calibration=calibration,
-            counter_interval_s=cfg.counter_interval_s or DEFAULT_INTERVAL_S, seed=cfg.seed, stack=cfg.stack,
-            recompute=cfg.recompute,
+            ceilings=CeilingSource.parse(cfg.ceilings), calibration=calibration,
+            counter_interval_s=cfg.counter_interval_s or DEFAULT_INTERVAL_S, seed=cfg.seed, recompute=cfg.recompute,
         )
-
-
-def _opt_float(value: object) -> float | None:
-    return None if value is None else float(str(value))
 
 
 def rerun_config(doc: RunDoc, *, device: str | None, cuda_available: bool, reps: int | None = None,

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import platform
-
-import torch
+from dataclasses import replace
 
 from tpsbench import __version__
 from tpsbench.errors import InputError
 from tpsbench.profiles import GPUProfile, load_all_profiles
 from tpsbench.results.schema import Machine
-from tpsbench.results.typed import from_dict
 
 
 class DeviceError(InputError):
@@ -23,6 +21,8 @@ NO_GPU = ("no CUDA GPU found: measure on the CPU with --device cpu (small models
 
 
 def cuda_device_name() -> str | None:
+    import torch
+
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
@@ -63,7 +63,10 @@ def resolve_gpu(requested: str | None, device: str) -> GPUProfile | None:
     return wanted
 
 
-def _nvml_info() -> dict[str, object]:
+NvmlFacts = dict[str, str | float | None]  # Machine's driver, clock and power fields, by name
+
+
+def _nvml_info() -> NvmlFacts:
     try:
         import pynvml  # nvidia-ml-py
     except ImportError:
@@ -74,7 +77,7 @@ def _nvml_info() -> dict[str, object]:
         return {"nvml": None, "nvml_reason": f"NVML unavailable: {exc}"}
     try:
         h = pynvml.nvmlDeviceGetHandleByIndex(int(os.environ.get("TPSBENCH_NVML_INDEX", "0")))
-        info: dict[str, object] = {"driver": pynvml.nvmlSystemGetDriverVersion()}
+        info: NvmlFacts = {"driver": pynvml.nvmlSystemGetDriverVersion()}
         for key, clock in (("sm_clock_mhz", pynvml.NVML_CLOCK_SM), ("mem_clock_mhz", pynvml.NVML_CLOCK_MEM)):
             try:
                 info[key] = pynvml.nvmlDeviceGetClockInfo(h, clock)
@@ -93,34 +96,21 @@ def _nvml_info() -> dict[str, object]:
 
 
 def machine_info(device: str, profile: GPUProfile | None) -> Machine:
+    import torch
+
     try:
         import triton
 
         triton_version: str | None = triton.__version__
     except ImportError:
         triton_version = None
-    info: dict[str, object] = {
-        "device": device,
-        "hostname": platform.node(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "triton": triton_version,
-        "tpsbench": __version__,
-        "profile": None if profile is None else profile.name,
-    }
-    if device == "cuda" and torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        info.update({
-            "gpu_name": props.name,
-            "compute_capability": f"{props.major}.{props.minor}",
-            "sm_count": props.multi_processor_count,
-            "gpu_memory_gb": props.total_memory / 1e9,
-            "l2_bytes": getattr(props, "L2_cache_size", None),
-            "cuda": torch.version.cuda,
-        })
-        info.update(_nvml_info())
-    else:
-        info.update({"gpu_name": None, "cuda": torch.version.cuda})
-    return from_dict(Machine, info, "machine")
+    machine = Machine(device=device, hostname=platform.node(), python=platform.python_version(),
+                      platform=platform.platform(), cpu_count=os.cpu_count(), torch=torch.__version__,
+                      triton=triton_version, tpsbench=__version__, profile=None if profile is None else profile.name,
+                      gpu_name=None, cuda=torch.version.cuda)
+    if device != "cuda" or not torch.cuda.is_available():
+        return machine
+    props = torch.cuda.get_device_properties(0)
+    return replace(machine, gpu_name=props.name, compute_capability=f"{props.major}.{props.minor}",
+                   sm_count=props.multi_processor_count, gpu_memory_gb=props.total_memory / 1e9,
+                   l2_bytes=getattr(props, "L2_cache_size", None), **_nvml_info())  # type: ignore[arg-type]

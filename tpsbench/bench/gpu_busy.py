@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from tpsbench.results.schema import GpuTime
+
 PROFILED_CALLS = 3  # after the timed repetitions; enough to average over without a long trace
 
 
@@ -41,14 +43,14 @@ def union_length(intervals: Iterable[tuple[float, float]]) -> float:
 
 
 def idle_summary(busy_s_per_call: float | None, median_s: float | None, *, kernels_per_call: float | None = None,
-                 calls: int = 0, reason: str | None = None) -> dict[str, object]:
+                 calls: int = 0, reason: str | None = None) -> GpuTime:
     """The record stored under a point's ``raw.gpu_time``. ``idle_share`` is clamped at 0: kernel
     durations under the profiler can exceed the unprofiled time by the profiler's per-kernel cost."""
     if busy_s_per_call is None or not median_s:
-        return {"busy_s": None, "idle_share": None, "kernels_per_call": kernels_per_call, "profiled_calls": calls,
-                "reason": reason or "not measured"}
-    return {"busy_s": busy_s_per_call, "idle_share": max(0.0, 1.0 - busy_s_per_call / median_s),
-            "kernels_per_call": kernels_per_call, "profiled_calls": calls, "reason": None}
+        return GpuTime(busy_s=None, idle_share=None, kernels_per_call=kernels_per_call, profiled_calls=calls,
+                       reason=reason or "not measured")
+    return GpuTime(busy_s=busy_s_per_call, idle_share=max(0.0, 1.0 - busy_s_per_call / median_s),
+                   kernels_per_call=kernels_per_call, profiled_calls=calls, reason=None)
 
 
 def _device_intervals(prof: torch.profiler.profile) -> list[tuple[float, float]]:
@@ -69,7 +71,7 @@ def _device_intervals(prof: torch.profiler.profile) -> list[tuple[float, float]]
 
 
 def measure_gpu_time(fn: Callable[[], object], *, device: torch.device, median_s: float | None,
-                     setup: Callable[[], object] | None = None, calls: int = PROFILED_CALLS) -> dict[str, object]:
+                     setup: Callable[[], object] | None = None, calls: int = PROFILED_CALLS) -> GpuTime:
     """Profile ``calls`` back-to-back calls of ``fn`` (``setup`` before each, as when timing) and
     summarise busy and idle time. Never raises: a profiler failure is recorded as the reason."""
     if device.type != "cuda":

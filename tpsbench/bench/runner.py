@@ -19,30 +19,40 @@ from tpsbench import __version__
 from tpsbench.bench import e2e, micro
 from tpsbench.bench.config import RunConfig
 from tpsbench.bench.env import machine_info
+from tpsbench.bench.measurement import Measurement
 from tpsbench.bench.stats import summarize
 from tpsbench.bench.trace import trace_path
 from tpsbench.counters.sampler import NullSource, Sampler, open_source
 from tpsbench.estimate.memory import ALLOCATOR_RESERVE, step_memory, usable_bytes
-from tpsbench.models import ModelSpec
-from tpsbench.results import ResultsWriter, finite, from_dict
-from tpsbench.results.schema import Counters, Point, Raw, Stats
+from tpsbench.options import TRAIN_STEP, PointKind
+from tpsbench.points import point_label
+from tpsbench.results import ResultsWriter
+from tpsbench.results.points import point_key
+from tpsbench.results.schema import ConfigRecord, Derived, Point, PointPrediction, PointStatus, RunStatus, Stats
 
-Plan = list[micro.MicroCase | e2e.E2ECase]
+Case = micro.MicroCase | e2e.E2ECase
+Plan = list[Case]
 
 
 def plan(cfg: RunConfig) -> Plan:
-    spec = _seq_spec(cfg)
+    spec = cfg.seq_spec
     points: Plan = []
-    if cfg.mode in ("micro", "all"):
-        points += micro.micro_cases(spec, cfg.impls, cfg.batches, stages=cfg.stages, layers=cfg.layers,
-                                    stack=cfg.stack)
-    if cfg.mode in ("e2e", "all"):
+    if cfg.mode.layers:
+        points += micro.micro_cases(spec, cfg.impls, cfg.batches, cfg.stack, stages=cfg.stages, layers=cfg.layers)
+    if cfg.mode.steps:
         points += e2e.e2e_cases(spec, cfg.impls, cfg.batches, cfg.global_batch, cfg.recompute)
     return points
 
 
-def _seq_spec(cfg: RunConfig) -> ModelSpec:
-    return replace(cfg.model, seq_len=cfg.seq_len)
+def planned_point(case: Case, cfg: RunConfig, record: ConfigRecord) -> Point:
+    """A case as the results file names it, before it is measured (status ``ok`` until it is)."""
+    is_micro = isinstance(case, micro.MicroCase)
+    point = Point(kind=PointKind.MICRO if is_micro else PointKind.E2E,
+                  layer=case.layer if is_micro else "model", impl=case.impl, tokens=case.tokens,
+                  mode=case.mode_name if is_micro else TRAIN_STEP,
+                  global_tokens=None if is_micro else case.global_tokens, label="",
+                  routing=cfg.routing if cfg.model.moe is not None else None, status=PointStatus.OK)
+    return replace(point, label=point_label(point_key(record, point)))
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -59,27 +69,26 @@ def execute(cfg: RunConfig, out: Path, on_point: Callable[[int, int, Point], Non
             overwrite: bool = False) -> ResultsWriter:
     """Measure every planned point; the results file is valid after each one. ``out`` must not exist unless
     ``overwrite``, and no other run may be writing it."""
-    spec = _seq_spec(cfg)
     device = torch.device(cfg.device)
-    writer = ResultsWriter(out, config=cfg.describe(), machine=machine_info(cfg.device, cfg.profile),
+    record = cfg.describe()
+    writer = ResultsWriter(out, config=record, machine=machine_info(cfg.device, cfg.profile),
                            tool_version=__version__, overwrite=overwrite)
-    points = plan(cfg)
+    cases = plan(cfg)
     sampler = make_sampler(cfg)
-    bench = micro.MicroBench(spec, device=device, policy=cfg.policy, routing=cfg.routing, skew=cfg.skew,
-                             timing=cfg.micro_timing, profile=cfg.profile, seed=cfg.seed, window=sampler,
-                             gpu_time=cfg.gpu_time, stack=cfg.stack)
-    cap = spec.moe.capacity_factor if spec.moe else None
+    bench = micro.MicroBench(cfg.seq_spec, device=device, policy=cfg.policy, routing=cfg.routing, skew=cfg.skew,
+                             timing=cfg.micro_timing, stack=cfg.stack, seed=cfg.seed, window=sampler,
+                             gpu_time=cfg.gpu_time)
     try:
-        for i, case in enumerate(points):
-            point = _measure(case, spec, bench, cfg, device, cap, sampler)
+        for i, case in enumerate(cases):
+            point = _measure(case, planned_point(case, cfg, record), bench, cfg, device, sampler)
             writer.add(point)
             if on_point is not None:
-                on_point(i + 1, len(points), point)
+                on_point(i + 1, len(cases), point)
     except KeyboardInterrupt:
-        writer.finish("interrupted")
+        writer.finish(RunStatus.INTERRUPTED)
         raise
     else:
-        writer.finish("complete")
+        writer.finish(RunStatus.COMPLETE)
     finally:
         if sampler is not None:
             sampler.source.close()
@@ -96,11 +105,12 @@ def make_sampler(cfg: RunConfig) -> Sampler | None:
     return Sampler(source, interval_s=cfg.counter_interval_s, bandwidth_gbs=bandwidth)
 
 
-def _memory_skip(case: e2e.E2ECase, spec: ModelSpec, cfg: RunConfig, cap: float | None) -> str | None:
+def _memory_skip(case: e2e.E2ECase, cfg: RunConfig) -> str | None:
     """Why a training step is not tried (the memory model says it does not fit this GPU), or None."""
-    if cfg.force or cfg.device != "cuda" or cfg.profile is None or cfg.stack != "tpsbench":
+    if cfg.force or cfg.device != "cuda" or cfg.profile is None or not cfg.stack.modelled:
         return None
-    w = e2e.cost_workload(spec, case, cfg.policy, cap)
+    spec = cfg.seq_spec
+    w = e2e.cost_workload(spec, case, cfg.policy, spec.moe.capacity_factor if spec.moe else None)
     mem = step_memory(w, compiled=cfg.compile_model, overhead_fraction=ALLOCATOR_RESERVE.value)
     usable = usable_bytes(cfg.profile.memory_gb.value)
     if mem.fits(usable):
@@ -109,46 +119,40 @@ def _memory_skip(case: e2e.E2ECase, spec: ModelSpec, cfg: RunConfig, cap: float 
             f"reserve > {usable / 1e9:.1f} GB usable on {cfg.profile.name}; skipped (run --force to try it)")
 
 
-def _measure(case: micro.MicroCase | e2e.E2ECase, spec: ModelSpec, bench: micro.MicroBench, cfg: RunConfig,
-             device: torch.device, cap: float | None, sampler: Sampler | None) -> Point:
-    is_micro = isinstance(case, micro.MicroCase)
-    ident = {"kind": "micro" if is_micro else "e2e", "layer": case.layer if is_micro else "model",
-             "impl": case.impl, "tokens": case.tokens, "mode": case.mode if is_micro else "train_step",
-             "global_tokens": None if is_micro else case.global_tokens, "label": case.label,
-             "routing": cfg.routing if spec.moe is not None else None}
-    trace = None if cfg.trace_dir is None else trace_path(cfg.trace_dir, f"{spec.name}-{case.label}")
+def _measure(case: Case, planned: Point, bench: micro.MicroBench, cfg: RunConfig, device: torch.device,
+             sampler: Sampler | None) -> Point:
+    spec = cfg.seq_spec
+    cap = spec.moe.capacity_factor if spec.moe else None
+    trace = None if cfg.trace_dir is None else trace_path(cfg.trace_dir, planned.label)
     try:
-        if not is_micro and (skip := _memory_skip(case, spec, cfg, cap)) is not None:
-            return Point(**ident, status="skipped", error=skip)
         if isinstance(case, micro.MicroCase):
-            raw = bench.run(case, trace=trace)
-            stats = summarize(raw["samples_s"])
+            measured = bench.run(case, trace=trace)
+            stats = summarize(measured.raw.samples_s)
             ops = micro.case_ops(spec, case, cfg.policy, "flash" if device.type == "cuda" else "math", cap)
             derived, prediction = micro.derived_metrics(ops, case.tokens, stats.median, cfg.profile, cfg.policy,
                                                         cfg.ceilings, cfg.calibration)
         else:
-            raw = e2e.run_e2e(spec, case, device=device, policy=cfg.policy, routing=cfg.routing, skew=cfg.skew,
-                              timing=cfg.e2e_timing, profile=cfg.profile, compile_model=cfg.compile_model,
-                              seed=cfg.seed, window=sampler, measure_idle=cfg.gpu_time, stack=cfg.stack,
-                              trace=trace)
-            stats = summarize(raw["samples_s"])
-            opt_stats = summarize(raw["optimizer_samples_s"])
-            raw["optimizer_stats"] = opt_stats.to_dict()
-            derived, prediction = e2e.e2e_metrics(spec, case, stats.median, opt_stats.median, cfg.policy,
-                                                  cfg.profile, cap, cfg.ceilings, cfg.calibration)
-        window, window_info = raw.pop("window", None), raw.pop("window_info", None)
-        counters = None
-        if window is not None:  # read in their own window, back to back after the timed repetitions (timing.py)
-            counters = from_dict(Counters, finite({**window.to_dict(), "window": window_info}), "counters")
-        # measured values become typed records here; a NaN (JSON has none) is unknown: null
-        return Point(**ident, status="ok", stats=from_dict(Stats, finite(stats.to_dict()), "stats"),
-                     derived=derived, prediction=prediction, counters=counters,
-                     raw=from_dict(Raw, finite(raw), "raw"))
+            if (skip := _memory_skip(case, cfg)) is not None:
+                return replace(planned, status=PointStatus.SKIPPED, error=skip)
+            measured = e2e.run_e2e(spec, case, device=device, policy=cfg.policy, routing=cfg.routing, skew=cfg.skew,
+                                   timing=cfg.e2e_timing, stack=cfg.stack, compile_model=cfg.compile_model,
+                                   seed=cfg.seed, window=sampler, measure_idle=cfg.gpu_time, trace=trace)
+            stats = summarize(measured.raw.samples_s)
+            assert measured.raw.optimizer_stats is not None
+            derived, prediction = e2e.e2e_metrics(spec, case, stats.median, measured.raw.optimizer_stats.median,
+                                                  cfg.policy, cfg.profile, cap, cfg.ceilings, cfg.calibration)
+        return _ok(planned, measured, stats, derived, prediction)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # recorded, and the sweep goes on
-        status = "oom" if _is_oom(exc) else "error"
-        return Point(**ident, status=status, error=f"{type(exc).__name__}: {exc}".strip()[:2000],
-                     traceback=traceback.format_exc(limit=6)[-4000:] if status == "error" else None)
+        status = PointStatus.OOM if _is_oom(exc) else PointStatus.ERROR
+        return replace(planned, status=status, error=f"{type(exc).__name__}: {exc}".strip()[:2000],
+                       traceback=traceback.format_exc(limit=6)[-4000:] if status is PointStatus.ERROR else None)
     finally:
         _free()
+
+
+def _ok(planned: Point, measured: Measurement, stats: Stats, derived: Derived, prediction: PointPrediction | None
+        ) -> Point:
+    return replace(planned, status=PointStatus.OK, stats=stats, derived=derived, prediction=prediction,
+                   counters=measured.counters, raw=measured.raw)

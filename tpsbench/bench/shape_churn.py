@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tpsbench.results.calibration import ShapeChurnRecord
+
 CHURN_K, CHURN_N = 1152, 576  # moe_1b_a390m: d_model 1152, expert width 576
 SAME_ROWS = 2048  # the repeated arm's rows: moe_1b_a390m's mean rows per expert at 16,384 tokens, top-4 of 32
 FIRST_NEW_ROWS, NEW_ROWS_STEP = 1031, 2  # odd row counts from 1,031 up: none is a row count calibrate uses
@@ -51,12 +53,13 @@ class ShapeChurn:
         """Median host time of a new-shape call less that of a repeated one (may be negative: noise)."""
         return statistics.median(self.new_s[layout]) - statistics.median(self.same_s[layout])
 
-    def to_dict(self) -> dict[str, object]:
-        return {"k": self.k, "n": self.n, "calls": self.calls, "same_rows": self.same_rows,
-                "new_rows": [self.new_rows[0], self.new_rows[-1], len(self.new_rows)],
-                "same_samples_s": self.same_s, "new_samples_s": self.new_s,
-                "host_same_shape_s": {layout: statistics.median(v) for layout, v in self.same_s.items()},
-                "host_new_shape_extra_s": {layout: self.extra_s(layout) for layout in self.same_s}}
+    def record(self) -> ShapeChurnRecord:
+        return ShapeChurnRecord(
+            k=self.k, n=self.n, calls=self.calls, same_rows=self.same_rows,
+            new_rows=[self.new_rows[0], self.new_rows[-1], len(self.new_rows)], same_samples_s=self.same_s,
+            new_samples_s=self.new_s,
+            host_same_shape_s={layout: statistics.median(v) for layout, v in self.same_s.items()},
+            host_new_shape_extra_s={layout: self.extra_s(layout) for layout in self.same_s})
 
 
 def _host_time_per_call(fn: Callable[[int], object], rows: list[int], device: torch.device) -> float:
@@ -105,10 +108,11 @@ if __name__ == "__main__":  # the outlier experiment's stage (tools/gpu_stages.s
     import json
 
     from tpsbench.cli.args import positive_int
+    from tpsbench.results.typed import to_dict
 
     parser = argparse.ArgumentParser(prog="python -m tpsbench.bench.shape_churn", description=__doc__.split("\n")[0])
     parser.add_argument("calls", nargs="?", type=positive_int, default=CALLS, help="calls per arm (fewer on a CPU)")
     calls = parser.parse_args().calls
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    print(json.dumps({"device": str(dev), "torch": torch.__version__, **shape_churn(dev, calls=calls).to_dict()},
-                     indent=1))
+    print(json.dumps({"device": str(dev), "torch": torch.__version__,
+                      **to_dict(shape_churn(dev, calls=calls).record())}, indent=1))

@@ -1,4 +1,5 @@
-"""Summary statistics of repeated timings. Pure Python, exact, unit-tested on hand-fed samples.
+"""Summary statistics of repeated timings (the results schema's :class:`Stats`). Pure Python, exact, unit-tested
+on hand-fed samples.
 
 Quartiles use linear interpolation between order statistics (numpy's default, Hyndman & Fan type 7).
 Outliers are flagged, never dropped, by the modified z-score of Iglewicz and Hoaglin (1993):
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+
+from tpsbench.results.schema import Stats
 
 MODIFIED_Z_THRESHOLD = 3.5
 MAD_TO_Z = 0.6745
@@ -32,31 +34,7 @@ def median(values: Sequence[float]) -> float:
     return quantile(sorted(values), 0.5)
 
 
-@dataclass(frozen=True, slots=True)
-class Summary:
-    n: int
-    median: float
-    q1: float
-    q3: float
-    min: float
-    max: float
-    mean: float
-    stdev: float | None  # sample standard deviation; None for one sample
-    mad: float  # median absolute deviation
-    outliers: tuple[int, ...]  # indices into the samples, in sample order
-
-    @property
-    def iqr(self) -> float:
-        return self.q3 - self.q1
-
-    def to_dict(self) -> dict[str, object]:
-        d = asdict(self)
-        d["outliers"] = list(self.outliers)
-        d["iqr"] = self.iqr
-        return d
-
-
-def summarize(samples: Sequence[float]) -> Summary:
+def summarize(samples: Sequence[float]) -> Stats:
     if not samples:
         raise ValueError("no samples to summarize")
     s = sorted(samples)
@@ -65,9 +43,9 @@ def summarize(samples: Sequence[float]) -> Summary:
     mean = sum(samples) / len(samples)
     stdev = (math.sqrt(sum((x - mean) ** 2 for x in samples) / (len(samples) - 1))
              if len(samples) > 1 else None)
-    outliers: tuple[int, ...] = ()
+    outliers: list[int] = []
     if mad > 0:
-        outliers = tuple(i for i, x in enumerate(samples)
-                         if abs(MAD_TO_Z * (x - med) / mad) > MODIFIED_Z_THRESHOLD)
-    return Summary(n=len(samples), median=med, q1=quantile(s, 0.25), q3=quantile(s, 0.75), min=s[0], max=s[-1],
-                   mean=mean, stdev=stdev, mad=mad, outliers=outliers)
+        outliers = [i for i, x in enumerate(samples) if abs(MAD_TO_Z * (x - med) / mad) > MODIFIED_Z_THRESHOLD]
+    q1, q3 = quantile(s, 0.25), quantile(s, 0.75)
+    return Stats(n=len(samples), median=med, q1=q1, q3=q3, min=s[0], max=s[-1], mean=mean, stdev=stdev, mad=mad,
+                 outliers=outliers, iqr=q3 - q1)

@@ -23,24 +23,13 @@ from typing import Protocol
 
 import torch
 
+from tpsbench.bench.protocol import TimingConfig
+from tpsbench.results.schema import CounterWindow
+
 DEFAULT_L2_BYTES = 128 * 1024 * 1024  # flush size when the device does not report its L2 (largest known L2)
 
 
-@dataclass(frozen=True, slots=True)
-class TimingConfig:
-    warmup: int = 3
-    min_reps: int = 10
-    min_time_s: float = 0.5
-    max_reps: int = 200
-    flush_l2: bool = True
-    counter_window_s: float = 1.0  # the counter window's minimum length (about 10 GPM intervals of 0.1 s)
-
-    def __post_init__(self) -> None:
-        if (self.warmup < 0 or self.min_reps < 1 or self.max_reps < self.min_reps or self.min_time_s < 0
-                or self.counter_window_s < 0):
-            raise ValueError(f"invalid timing config {self}")
-
-
+DEFAULT_TIMING = TimingConfig()
 MAX_WINDOW_REPS = 20_000
 # The CPU timer's clock: a module attribute so that tests can drive the repetition rules with a fake clock
 CLOCK = time.perf_counter  # bounds the counter window of a microsecond-scale benchmark
@@ -53,7 +42,7 @@ class Timed:
     l2_flushed: bool
     timer: str  # "cuda_event" or "perf_counter"
     window: object | None = None  # what the window hook's stop() returned (counter summary)
-    window_info: dict[str, object] | None = None  # how the counter window ran (see counter_window)
+    window_info: CounterWindow | None = None  # how the counter window ran (see counter_window)
 
 
 class WindowHook(Protocol):
@@ -85,7 +74,7 @@ def time_fn(
     fn: Callable[[], object],
     *,
     device: torch.device,
-    config: TimingConfig = TimingConfig(),
+    config: TimingConfig = DEFAULT_TIMING,
     setup: Callable[[], object] | None = None,
     window: WindowHook | None = None,
 ) -> Timed:
@@ -114,7 +103,7 @@ def time_fn(
 def counter_window(
     fn: Callable[[], object], setup: Callable[[], object] | None, window: WindowHook, *, median_s: float,
     config: TimingConfig, device: torch.device,
-) -> tuple[object, dict[str, object]]:
+) -> tuple[object, CounterWindow]:
     """Run ``setup``+``fn`` back to back for at least ``config.counter_window_s`` (estimated from the timed
     median) inside ``window``; return the window's summary and how it ran (repetitions, elapsed time)."""
     cuda = device.type == "cuda"
@@ -140,10 +129,9 @@ def counter_window(
     finally:
         summary = window.stop()
     elapsed = start.elapsed_time(end) / 1e3 if cuda else CLOCK() - t0
-    info: dict[str, object] = {"kind": "back_to_back" if reps else "none", "reps": reps,
-                               "elapsed_s": elapsed if reps else None,
-                               "per_rep_s": elapsed / reps if reps else None,
-                               "includes_setup": setup is not None and reps > 0, "l2_flushed": False}
+    info = CounterWindow(kind="back_to_back" if reps else "none", reps=reps, elapsed_s=elapsed if reps else None,
+                         per_rep_s=elapsed / reps if reps else None, includes_setup=setup is not None and reps > 0,
+                         l2_flushed=False)
     return summary, info
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from tpsbench.results.schema import TraceFile
+
 
 def trace_path(folder: Path, label: str) -> Path:
     """A file name from a point's label: letters, digits, dot, dash and underscore only."""
@@ -37,7 +39,7 @@ def op_summary(prof, *, cuda: bool) -> str:
 
 
 def export_trace(fn: Callable[[], object], path: Path, *, device: torch.device,
-                 setup: Callable[[], object] | None = None) -> dict[str, str | None]:
+                 setup: Callable[[], object] | None = None) -> TraceFile:
     """Profile one call of ``fn`` (``setup`` before it, outside the trace) with the host's and, on a GPU, the
     device's activity, and write its Chrome trace to ``path``. Never raises: a failure is the reason."""
     try:
@@ -56,10 +58,10 @@ def export_trace(fn: Callable[[], object], path: Path, *, device: torch.device,
         path.parent.mkdir(parents=True, exist_ok=True)
         prof.export_chrome_trace(str(path))
     except Exception as exc:  # the measurement already taken must survive a profiler problem
-        return {"path": None, "reason": f"trace failed: {type(exc).__name__}: {exc}"[:300]}
+        return TraceFile(path=None, reason=f"trace failed: {type(exc).__name__}: {exc}"[:300])
     try:
         summary = summary_path(path)
         summary.write_text(op_summary(prof, cuda=device.type == "cuda"), encoding="utf-8")
-        return {"path": str(path), "summary": str(summary), "reason": None}
+        return TraceFile(path=str(path), summary=str(summary), reason=None)
     except Exception as exc:  # the trace is written: keep it, and say why its summary is not
-        return {"path": str(path), "summary": None, "reason": f"summary failed: {type(exc).__name__}: {exc}"[:300]}
+        return TraceFile(path=str(path), summary=None, reason=f"summary failed: {type(exc).__name__}: {exc}"[:300])

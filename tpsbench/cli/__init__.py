@@ -1,6 +1,7 @@
 """Command line: parse, call a function that returns data, render. One table of subcommands, one dispatch
 path; bad input of any command is one line on stderr and exit code 2 (an :class:`~tpsbench.errors.InputError`
-or an output path that cannot be written)."""
+or an output path that cannot be written). Commands that measure nothing never import torch: the command
+modules import it, and what needs it, inside the commands that measure."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from tpsbench import __version__
-from tpsbench.cli import analyze, estimate, measure, predict, worth
+from tpsbench.cli import analyze, check, estimate, listing, measure, predict, worth
 from tpsbench.cli.args import OneLineErrorParser
 from tpsbench.errors import InputError
+from tpsbench.report.tables import output_width
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,24 +49,28 @@ COMMANDS: tuple[Command, ...] = (
             "(is the MoE worth it?)", worth.add_worth_args, worth.cmd_worth),
     Command("plot", "roofline chart and tokens/s versus batch size from results files", analyze.add_plot_args,
             analyze.cmd_plot),
-    Command("check", "regression check against a baseline run; exit 1 on a regression", analyze.add_check_args,
-            analyze.cmd_check),
+    Command("check", "regression check against a baseline run; exit 1 on a regression", check.add_check_args,
+            check.cmd_check),
     Command("provenance", "which code wrote each results file, and whether it is this tree's",
             analyze.add_provenance_args, analyze.cmd_provenance),
-    Command("list", "list models, GPU profiles or MoE implementations", predict.add_list_args, predict.cmd_list),
+    Command("list", "list models, GPU profiles or MoE implementations", listing.add_list_args, listing.cmd_list),
 )
 
 
 BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a command stopped by a closed pipe (`| head`)
 
 
-class _Console(Console):
-    """Rich's console exits 1 on a closed pipe; tpsbench stops quietly with the status a killed command has."""
+def _console() -> Console:
+    """The terminal's width (or COLUMNS), 100 columns into a pipe; a closed pipe stops the command quietly."""
+    from rich.console import Console
 
-    def on_broken_pipe(self) -> None:
-        self.quiet = True
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush must not fail again
-        raise SystemExit(BROKEN_PIPE)
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:  # rich exits 1; a command killed by SIGPIPE reports 141
+            self.quiet = True
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush must not fail again
+            raise SystemExit(BROKEN_PIPE)
+
+    return _Console(width=output_width())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,11 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # A terminal gets its own width; a pipe or file gets room for the widest table.
-    console = _Console() if sys.stdout.isatty() else _Console(width=170)
     command = next(c for c in COMMANDS if c.name == args.command)
     try:
-        return command.run(args, console)
+        return command.run(args, _console())
     except KeyboardInterrupt:  # what was measured is on disk already (each command says where)
         print(f"tpsbench {args.command}: interrupted", file=sys.stderr)
         return 130

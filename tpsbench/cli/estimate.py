@@ -8,19 +8,24 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from tpsbench import __version__
 from tpsbench.analysis.validate import summarize, validate
 from tpsbench.cli.args import UsageError, add_json
 from tpsbench.estimate.fit import fit_table
 from tpsbench.estimate.memory import ALLOCATOR_RESERVE
-from tpsbench.estimate.points import MeasuredPoint, gemm_points, read_points
 from tpsbench.estimate.select import calibration_fixed, table_for
 from tpsbench.estimate.table import EfficiencyTable, parse_table
+from tpsbench.points import MeasuredPoint
 from tpsbench.profiles import load_profile
-from tpsbench.report_estimate import summary_table, validation_table
+from tpsbench.report.tables import show
+from tpsbench.report.validate import summary_table, validation_table
+from tpsbench.results.calibration import load_calibration
+from tpsbench.results.points import gemm_points, read_points
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _points(paths: Sequence[str], gpu: str | None) -> list[MeasuredPoint]:
@@ -59,7 +64,7 @@ def cmd_fit(args: argparse.Namespace, console: Console) -> int:
     fixed = calibration_fixed([Path(c) for c in args.calibration], profile)
     fixed.setdefault("memory_overhead_fraction", ALLOCATOR_RESERVE)
     for c in args.calibration:  # calibrate's GEMM shape sweep, where the file has one
-        points += gemm_points(c, profile.name)
+        points += gemm_points(load_calibration(c), c)
     source = (f"fitted by `tpsbench fit` (scipy least_squares on log errors) to {len(points)} points of "
               + ", ".join(sorted({Path(p.source).as_posix() for p in points})))
     result = fit_table(points, gpu=profile.name, host=args.host, source=source, fixed=fixed)
@@ -71,9 +76,8 @@ def cmd_fit(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        console.print(f"fitted {len(result.names)} numbers to {result.points} points (rms log error "
-                      f"{result.rms_log_error:.3f}); {len(fixed)} fixed from calibration or bounds; wrote {out}",
-                      highlight=False)
+        show(console, [f"fitted {len(result.names)} numbers to {result.points} points (rms log error "
+                       f"{result.rms_log_error:.3f}); {len(fixed)} fixed from calibration or bounds; wrote {out}"])
     return 0
 
 
@@ -114,8 +118,9 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(json.dumps({
             "tool": "tpsbench", "version": __version__, "command": "validate",
-            "points": [{"source": r.point.source, "label": r.point.label, "gpu": r.point.gpu, "kind": r.point.kind,
-                        "measured_s": r.point.measured_s, "expected_s": r.expected_s, "floor_s": r.floor_s,
+            "points": [{"source": r.point.source, "label": r.point.label, "gpu": r.point.gpu,
+                        "kind": r.point.key.scope, "measured_s": r.point.median_s, "expected_s": r.expected_s,
+                        "floor_s": r.floor_s,
                         "error": r.error, "floor_error": r.floor_error, "lomo_expected_s": r.lomo_expected_s,
                         "lomo_error": r.lomo_error, "expected_gpu_idle_fraction": r.expected_idle_fraction,
                         "measured_peak_bytes": r.point.peak_memory_bytes,
@@ -124,9 +129,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
             "summary": [asdict(s) for s in summary], "tables": bases,
         }, indent=2))
         return 0
-    if not args.summary:
-        console.print(validation_table(rows, lomo=args.leave_one_model_out))
-    console.print(summary_table(summary, lomo=args.leave_one_model_out))
-    for gpu, basis in bases.items():
-        console.print(f"{gpu}: estimated with {basis}", highlight=False, soft_wrap=True)
+    tables = [] if args.summary else [validation_table(rows, lomo=args.leave_one_model_out)]
+    show(console, [*tables, summary_table(summary, lomo=args.leave_one_model_out),
+                   *(f"{gpu}: estimated with {basis}" for gpu, basis in bases.items())])
     return 0

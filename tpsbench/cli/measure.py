@@ -1,4 +1,5 @@
-"""`tpsbench run` and `tpsbench calibrate`: the commands that measure this machine."""
+"""`tpsbench run` and `tpsbench calibrate`: the commands that measure this machine (torch is imported when one
+of them runs, not before)."""
 
 from __future__ import annotations
 
@@ -6,26 +7,28 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from tpsbench.bench.calibrate import default_calibration_path, run_calibration
-from tpsbench.bench.config import LAYER_CHOICES, MODES, RunConfig
+from tpsbench.bench.config import LAYER_CHOICES, RunConfig
 from tpsbench.bench.env import DeviceError, resolve_gpu
-from tpsbench.bench.runner import execute, plan
-from tpsbench.bench.timing import TimingConfig
-from tpsbench.cli.args import UsageError, add_json, positive_float, positive_int
+from tpsbench.bench.protocol import TimingConfig
+from tpsbench.cli.args import add_json, positive_float, positive_int
 from tpsbench.cli.predict import CEILING_CHOICES
 from tpsbench.counters.sampler import DEFAULT_INTERVAL_S
 from tpsbench.impls import run_choices
 from tpsbench.models import USERS_MICROBATCH_TOKENS
-from tpsbench.nn.moe import DEFAULT_SKEW, ROUTING_MODES
-from tpsbench.report import calibration_table, run_notes, run_table
+from tpsbench.options import DEFAULT_SKEW, DistLayout, Recompute, RoutingMode, RunMode
+from tpsbench.report.calibration import calibration_table
+from tpsbench.report.run import run_notes, run_table
+from tpsbench.report.tables import show
 from tpsbench.results import atomic_write_json, finite, to_dict
+from tpsbench.results.calibration import default_calibration_path
 from tpsbench.results.io import check_output
-from tpsbench.results.schema import Point
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from tpsbench.results.schema import Point
 
 
 def use_expandable_segments() -> None:
@@ -45,7 +48,7 @@ def add_run_args(rn: argparse.ArgumentParser) -> None:
     rn.add_argument("--seq", type=positive_int, default=None, help="sequence length (default: the model's)")
     rn.add_argument("--impl", default=None, help="comma-separated MoE implementations and brackets "
                     f"(default: all: {', '.join(run_choices())}; triton only on a GPU)")
-    rn.add_argument("--mode", default=None, choices=list(MODES), help="default all (e2e with --dist)")
+    rn.add_argument("--mode", default=None, choices=[m.value for m in RunMode], help="default all (e2e with --dist)")
     rn.add_argument("--dist", default=None, choices=["fsdp", "ep", "fsdp+ep"],
                     help="training steps on the ranks of torchrun: FSDP2, expert parallelism, or both (torchrun "
                     "--nproc-per-node N -m tpsbench run --dist ...); rank 0 writes the results")
@@ -53,18 +56,19 @@ def add_run_args(rn: argparse.ArgumentParser) -> None:
                     "expert-parallel group (consecutive; default all); each expert then has one replica per group")
     rn.add_argument("--shard-size", type=positive_int, default=None, help="with --dist fsdp or fsdp+ep: ranks FSDP "
                     "shards over (consecutive; default all), the shards replicated across the groups (hybrid sharding)")
-    rn.add_argument("--fsdp-param-dtype", default="fp32", choices=["fp32", "bf16"], help="with --dist fsdp or "
+    rn.add_argument("--fsdp-param-dtype", default=None, choices=["fp32", "bf16"], help="with --dist fsdp or "
                     "fsdp+ep: FSDP's unsharded parameters; bf16 is FSDP2's mixed precision (bf16 gathers and compute, "
                     "gradients reduced in fp32), as OLMo-core and torchtitan train (default fp32)")
     rn.add_argument("--dist-backend", default=None, choices=["gloo", "nccl"],
                     help="torch.distributed backend (default nccl on cuda, gloo on the CPU)")
     rn.add_argument("--stack", default="tpsbench", choices=["tpsbench", "olmo-core"],
                     help="whose modules and training step run (olmo-core: the users' OLMo-core, the .[olmo] extra)")
-    rn.add_argument("--routing", default="learned", choices=list(ROUTING_MODES))
+    rn.add_argument("--routing", default="learned", choices=[r.value for r in RoutingMode])
     rn.add_argument("--skew", type=positive_float, default=DEFAULT_SKEW, help="Zipf exponent for --routing skewed")
     rn.add_argument("--dtype", default=None, help="dtype policy (default: amp_bf16 on a GPU, fp32 on the CPU)")
     rn.add_argument("--compile", action="store_true", help="torch.compile the model in e2e points")
-    rn.add_argument("--ac", default="none", choices=["none", "full"], help="e2e: activation checkpointing; full "
+    rn.add_argument("--ac", default="none", choices=[r.value for r in Recompute], help="e2e: activation "
+                    "checkpointing; full "
                     "recomputes every block's forward in the backward and keeps only its input (default none)")
     rn.add_argument("--force", action="store_true", help="e2e: try training steps the memory model predicts do not "
                     "fit the GPU (default: record them as skipped, with the prediction)")
@@ -98,6 +102,8 @@ def add_timing_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
+    import torch
+
     return RunConfig.from_options(
         model=args.model, device=args.device, cuda_available=torch.cuda.is_available(), gpu=args.gpu,
         batch=args.batch, seq=args.seq, impl=args.impl,
@@ -111,24 +117,23 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     use_expandable_segments()
-    if args.ep_size is not None and not args.dist:
-        raise UsageError(f"--ep-size {args.ep_size} sizes the expert-parallel groups of a --dist run: add --dist ep "
-                         "or fsdp+ep (under torchrun)")
-    if args.fsdp_param_dtype != "fp32" and not args.dist:
-        raise UsageError(f"--fsdp-param-dtype {args.fsdp_param_dtype} is FSDP's mixed precision of a --dist run: add "
-                         "--dist fsdp or fsdp+ep (under torchrun)")
-    if args.shard_size is not None and not args.dist:
-        raise UsageError(f"--shard-size {args.shard_size} sizes FSDP's shard groups of a --dist run: add --dist fsdp "
-                         "or fsdp+ep (under torchrun)")
-    if args.dist:
-        from tpsbench.dist.cli import cmd_run_dist
+    world = int(os.environ.get("WORLD_SIZE", "") or 1)  # torchrun's ranks
+    layout = DistLayout.from_flags(args.dist, world, ep_size=args.ep_size, shard_size=args.shard_size,
+                                   param_dtype=args.fsdp_param_dtype)
+    if layout is not None:
+        from tpsbench.cli.run_dist import cmd_run_dist
 
-        return cmd_run_dist(args, run_config(args), console)
+        return cmd_run_dist(args, layout, run_config(args), console)
+    from rich.console import Console as StatusConsole
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tpsbench.bench.runner import execute, plan
+
     cfg = run_config(args)
     out = Path(args.out) if args.out else cfg.default_out()
     check_output(out, overwrite=args.overwrite)  # before anything runs
     total = len(plan(cfg))
-    status_console = Console(stderr=True) if args.json else console
+    status_console = StatusConsole(stderr=True) if args.json else console
     status_console.print(f"tpsbench run: {cfg.model.name} on {cfg.gpu_label}, {total} points -> {out}",
                          highlight=False)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -147,10 +152,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(json.dumps(finite(to_dict(writer.doc)), indent=1))
         return 0
-    console.print(run_table(writer.doc))
-    for line in run_notes(writer.doc):
-        console.print(line, highlight=False, soft_wrap=True)
-    console.print(f"results: {out}", highlight=False)
+    show(console, [run_table(writer.doc), *run_notes(writer.doc), f"results: {out}"])
     return 0
 
 
@@ -163,6 +165,10 @@ def add_calibrate_args(cb: argparse.ArgumentParser) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
+    import torch
+
+    from tpsbench.bench.calibrate import run_calibration
+
     if not torch.cuda.is_available():
         raise DeviceError("calibrate measures a GPU and none is present; for datasheet ceilings use "
                           "`tpsbench predict --ceilings spec`, for a profile's cited measurements --ceilings measured")
@@ -173,8 +179,7 @@ def cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
                           log=lambda msg: console.print(msg, highlight=False) if not args.json else None)
     atomic_write_json(out, doc)
     if args.json:
-        print(json.dumps(doc, indent=1))
+        print(json.dumps(finite(to_dict(doc)), indent=1))
     else:
-        console.print(calibration_table(doc, profile))
-        console.print(f"calibration: {out}", highlight=False)
+        show(console, [calibration_table(doc, profile), f"calibration: {out}"])
     return 0

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from tpsbench.analysis.losses import DEFAULT_METRIC, read_losses
-from tpsbench.analysis.worth import fit_model, worth
+from tpsbench.analysis.worth import fit_model, worth, worth_json
 from tpsbench.analysis.worth_inputs import (
     DEFAULT_MOE_IMPL,
     DEFAULT_TOKENS_PER_STEP,
@@ -23,9 +22,12 @@ from tpsbench.cli.args import UsageError, add_json, positive_float, positive_int
 from tpsbench.impls import cost_model_names
 from tpsbench.models import USERS_MICROBATCH_TOKENS
 from tpsbench.profiles import load_profile
-from tpsbench.report_analysis import to_markdown, to_rich
-from tpsbench.report_worth import worth_json, worth_tables
+from tpsbench.report.tables import show, to_markdown
+from tpsbench.report.worth import worth_tables
 from tpsbench.results import finite
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def add_worth_args(p: argparse.ArgumentParser) -> None:
@@ -100,21 +102,18 @@ def cmd_worth(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(json.dumps(finite(worth_json(report)), indent=1))
     else:
-        for t in worth_tables(report):
-            console.print(to_rich(t))
-        for line in report.summary_lines() + [f"note: {n}" for n in report.notes]:
-            console.print(line, highlight=False, soft_wrap=True)
+        show(console, [*worth_tables(report), *report.summary_lines(), *(f"note: {n}" for n in report.notes)])
     if args.markdown:
         text = "\n".join(to_markdown(t) for t in worth_tables(report))
         text += "\n" + "".join(f"- {line}\n" for line in report.summary_lines() + list(report.notes))
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(args.markdown).write_text(text, encoding="utf-8")
         if not args.json:
-            console.print(f"markdown: {args.markdown}", highlight=False)
+            show(console, [f"markdown: {args.markdown}"])
     if args.out:
-        from tpsbench.plot_worth import plot_worth
+        from tpsbench.report.plot_worth import plot_worth
 
         path = plot_worth(report, args.out)
         if not args.json:
-            console.print(f"plot: {path}", highlight=False)
+            show(console, [f"plot: {path}"])
     return 0

@@ -1,4 +1,4 @@
-"""The communication of a training step on N ranks (issue 20), per rank and per phase: what tpsbench/dist/train.py
+"""The communication of a training step on N ranks, per rank and per phase: what tpsbench/distributed/train.py
 runs, counted.
 
 * Expert parallelism (``ep``, ``fsdp+ep``) over groups of K consecutive ranks (K = N by default): per MoE layer
@@ -27,7 +27,7 @@ runs, counted.
 
 Bytes are those each rank sends (equal to what it receives under balanced routing); one optimizer step of one
 microbatch per rank. Each collective names its group (:class:`CommOp`), which decides the link it runs over
-(tpsbench/dist/predict.py).
+(tpsbench/estimate/distributed.py).
 """
 
 from __future__ import annotations

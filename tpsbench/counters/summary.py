@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+
+from tpsbench.results.schema import Counters, CounterWindow
 
 # nvmlClocksEventReason* bits (nvml.h); "idle" and "applications clocks setting" are not throttling.
 CLOCK_EVENT_REASONS: dict[int, str] = {
@@ -71,14 +73,22 @@ class WindowSummary:
     n_gpm: int  # GPM intervals used in the means
     n_gpm_skipped: int = 0  # intervals shorter than MIN_GPM_INTERVAL_S, left out
     n_gpm_invalid: dict[str, int] = field(default_factory=dict)  # per metric: values NaN/inf/out of range, dropped
-    gpm_intervals: list[dict[str, float | None]] = field(default_factory=list)  # raw: start/length (s), values
+    gpm_intervals: list[dict[str, float | str | None]] = field(default_factory=list)  # raw: start/length (s), values
     values: dict[str, float | None] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)  # why a value is None
     clock_events: list[str] = field(default_factory=list)
     throttled: bool = False
 
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+    def record(self, window: CounterWindow | None) -> Counters:
+        """The results file's record of this window (an undefined mean is unknown: null)."""
+        def known(x: float | None) -> float | None:
+            return x if x is None or math.isfinite(x) else None
+
+        return Counters(duration_s=self.duration_s, n_basic=self.n_basic, n_gpm=self.n_gpm,
+                        n_gpm_skipped=self.n_gpm_skipped, n_gpm_invalid=dict(self.n_gpm_invalid),
+                        gpm_intervals=[dict(g) for g in self.gpm_intervals],
+                        values={k: known(v) for k, v in self.values.items()}, reasons=dict(self.reasons),
+                        clock_events=list(self.clock_events), throttled=self.throttled, window=window)
 
 
 def _mean(values: Sequence[float]) -> float | None:

@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import least_squares
 
-from tpsbench.estimate.points import MeasuredPoint, estimate_point
+from tpsbench.estimate.points import estimate_point
 from tpsbench.estimate.table import EfficiencyTable, Sourced
+from tpsbench.options import Scope
+from tpsbench.points import MeasuredPoint
 
 # (lower, upper, start) of each fitted parameter: physical ranges, not tuned values.
 BOUNDS: dict[str, tuple[float, float, float]] = {
@@ -34,7 +35,7 @@ BOUNDS: dict[str, tuple[float, float, float]] = {
 }
 # measured with the simplest ops (a stream of tiny adds, muls, matmuls): floors of what module code costs per kernel
 LOWER_BOUND_ONLY = ("host_launch_eager_s", "host_autograd_s", "host_gemm_s")
-WEIGHTS = {"step": 10.0, "layer": 1.0, "stage": 1.0, "gemm": 1.0}
+WEIGHTS = {Scope.STEP: 10.0, Scope.LAYER: 1.0, Scope.STAGE: 1.0, Scope.GEMM: 1.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,9 @@ def fit_table(points: Sequence[MeasuredPoint], *, gpu: str, host: str, source: s
               fixed: dict[str, Sourced]) -> FitResult:
     """The table minimising the weighted squared log errors of ``points`` (all on GPU ``gpu``); the parameters
     in ``fixed`` (measured independently, e.g. by `tpsbench calibrate`) are held at their values."""
-    pts = [p for p in points if p.gpu == gpu]
+    from scipy.optimize import least_squares
+
+    pts = [p for p in points if p.gpu == gpu and p.median_s]
     if not pts:
         raise ValueError(f"no measured points of {gpu} to fit")
     # a measured host cost of the simplest eager op (calibrate's tiny-add stream) is a lower bound of the eager
@@ -68,8 +71,8 @@ def fit_table(points: Sequence[MeasuredPoint], *, gpu: str, host: str, source: s
     lo = np.array([max(BOUNDS[n][0], floors.get(n, 0.0)) for n in names])
     hi = np.array([BOUNDS[n][1] for n in names])
     scale = np.maximum(hi, 1e-12)  # optimise in [0, 1]-ish units: parameters span 1e-6 .. 2e3
-    w = np.sqrt(np.array([WEIGHTS[p.kind] for p in pts]))
-    measured = np.array([p.measured_s for p in pts])
+    w = np.sqrt(np.array([WEIGHTS[p.key.scope] for p in pts]))
+    measured = np.array([p.median_s for p in pts])
 
     def table_of(x: np.ndarray) -> EfficiencyTable:
         return base.with_values(dict(zip(names, (x * scale).tolist(), strict=True)), "fit")
@@ -99,7 +102,7 @@ def fit_table(points: Sequence[MeasuredPoint], *, gpu: str, host: str, source: s
         note = f" (at the {'lower' if abs(v - low) <= abs(v - high) else 'upper'} bound of its range "\
                f"[{low:g}, {high:g}]: these points do not determine it)" if pinned else ""
         fitted[n] = Sourced(v, source + note, round(min(rel, 10.0), 3))
-    steps = [i for i, p in enumerate(pts) if p.kind == "step"]
+    steps = [i for i, p in enumerate(pts) if p.key.scope is Scope.STEP]
     rel = [math.exp(float(res[i] / w[i])) - 1.0 for i in steps]
     spread = math.sqrt(sum(r * r for r in rel) / len(rel)) if rel else 1.0
     fitted["step_uncertainty"] = Sourced(round(spread, 3), f"RMS relative error of the fit on its {len(rel)} "

@@ -10,7 +10,6 @@ per-kernel floor, each with the file it came from."""
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 from dataclasses import replace
@@ -73,41 +72,42 @@ def table_for(profile: GPUProfile) -> EfficiencyTable:
 
 def calibration_fixed(paths: list[Path], profile: GPUProfile) -> dict[str, Sourced]:
     """Fit inputs measured by `tpsbench calibrate` on this GPU: the best bf16 matmul and large copy as fractions
-    of the datasheet, the GPU time of a small kernel (an L2-resident triad replayed from a CUDA graph). Later
-    files override earlier ones."""
+    of the datasheet, the GPU time of a small kernel (an L2-resident triad replayed from a CUDA graph), the host
+    time per launch. Later files override earlier ones."""
+    from tpsbench.results.calibration import load_calibration
+
     fixed: dict[str, Sourced] = {}
     for path in paths:
-        try:
-            doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise EfficiencyError(f"{path}: not a readable calibration file ({exc})") from exc
-        if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith("tpsbench.calibration"):
-            raise EfficiencyError(f"{path}: not a `tpsbench calibrate` file (no tpsbench.calibration schema)")
-        best = doc.get("best") or {}
-        if best.get("bf16_tflops"):
-            v = best["bf16_tflops"]
+        doc = load_calibration(path)
+        best = doc.best
+        if best.bf16_tflops:
+            v = best.bf16_tflops
             fixed["gemm_peak_fraction"] = Sourced(v / profile.bf16_tflops.value, f"{path}: best bf16 matmul "
                                                   f"{v:.1f} TFLOP/s over the datasheet {profile.bf16_tflops.value:g}")
-        if best.get("copy_gbs"):
-            v = best["copy_gbs"]
+        if best.copy_gbs:
+            v = best.copy_gbs
             fixed["dram_fraction"] = Sourced(v / profile.mem_bandwidth_gbs.value, f"{path}: best large copy "
                                              f"{v:.0f} GB/s over the datasheet {profile.mem_bandwidth_gbs.value:g}")
-        small = ((doc.get("bandwidth") or {}).get("l2_resident") or {}).get("torch") or {}
-        triad = small.get("triad") or {}
-        if triad.get("launch") == "cuda_graph" and triad.get("median_s"):
-            fixed["kernel_floor_s"] = Sourced(triad["median_s"], f"{path}: 4 MiB L2-resident triad per kernel, "
+        small = doc.bandwidth.get("l2_resident")
+        triad = None if small is None else small.torch.triad
+        if triad is not None and triad.launch == "cuda_graph" and triad.median_s:
+            fixed["kernel_floor_s"] = Sourced(triad.median_s, f"{path}: 4 MiB L2-resident triad per kernel, "
                                               "replayed from a CUDA graph (no host cost)")
-        for name, wl in ((doc.get("sampler_overhead") or {}).get("workloads") or {}).items():
+        for name, wl in doc.sampler_overhead.workloads.items():
             reps = re.search(r"tiny .* x(\d+)", name)
-            if reps and wl.get("without_s"):
-                per = statistics.median(wl["without_s"]) / int(reps.group(1))
+            if reps and wl.without_s:
+                per = statistics.median(wl.without_s) / int(reps.group(1))
                 fixed["host_launch_eager_s"] = Sourced(per, f"{path}: sampler_overhead '{name}' without sampling, "
                                                        "median / launches: host time of one eager aten op")
-        sweep = doc.get("launch_sweep") or {}
-        for key, name, what in (("host_per_launch_s", "host_launch_eager_s", "host time per eager aten op"),
-                                ("host_autograd_extra_s", "host_autograd_s", "autograd's extra host time per kernel"),
-                                ("host_gemm_extra_s", "host_gemm_s", "a matmul's extra host time per launch"),
-                                ("kernel_floor_s", "kernel_floor_s", "GPU time per tiny kernel from a CUDA graph")):
-            if sweep.get(key):
-                fixed[name] = Sourced(sweep[key], f"{path}: launch sweep, {what}")
+        sweep = doc.launch_sweep
+        if sweep is None:
+            continue
+        for value, name, what in ((sweep.host_per_launch_s, "host_launch_eager_s", "host time per eager aten op"),
+                                  (sweep.host_autograd_extra_s, "host_autograd_s",
+                                   "autograd's extra host time per kernel"),
+                                  (sweep.host_gemm_extra_s, "host_gemm_s", "a matmul's extra host time per launch"),
+                                  (sweep.kernel_floor_s, "kernel_floor_s",
+                                   "GPU time per tiny kernel from a CUDA graph")):
+            if value:
+                fixed[name] = Sourced(value, f"{path}: launch sweep, {what}")
     return fixed

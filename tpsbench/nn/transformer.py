@@ -75,7 +75,7 @@ class Transformer(nn.Module):
 
     def aux_loss(self) -> torch.Tensor | None:
         """Sum of the MoE load-balancing and z-losses of the last forward (None for dense models)."""
-        # an MoE layer (or its expert-parallel version, tpsbench.dist.ep) keeps the losses of its last forward
+        # an MoE layer (or its expert-parallel version, tpsbench.distributed.ep) keeps the losses of its last forward
         losses = [b.feed_forward.aux_loss for b in self.blocks
                   if getattr(b.feed_forward, "aux_loss", None) is not None]
         return torch.stack(losses).sum() if losses else None

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any
 
-from tpsbench.errors import InputError, read_text
+from tpsbench.errors import InputError, parse_json, read_text
 from tpsbench.provenance import git_state, imported_sources, source_hash
 from tpsbench.results.schema import POINT_STATUSES, SCHEMA, ConfigRecord, Machine, Point, Provenance, RunDoc
 from tpsbench.results.typed import SchemaError, from_dict, to_dict
@@ -140,14 +140,10 @@ def _lock(path: Path) -> IO[str]:
     return handle
 
 
-def read_json(path: str | Path, what: str = "results") -> Any:
-    """JSON data of a file, or a one-line error naming the file: unreadable, not UTF-8, not JSON."""
-    p = Path(path)
-    text = read_text(p, ResultsError, f"a JSON {what} file")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ResultsError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno}): give a JSON {what} file") from None
+def read_json(path: str | Path, what: str = "results", error: type[InputError] | None = None) -> Any:
+    """JSON data of a file, or a one-line error naming the file: unreadable, too large, not UTF-8, not JSON."""
+    kind = error or ResultsError
+    return parse_json(read_text(path, kind, f"a JSON {what} file"), str(path), kind, f"a JSON {what} file")
 
 
 def parse_results(data: Any, source: str) -> RunDoc:

@@ -11,12 +11,30 @@ their own window (:class:`Counters`). ``results/SCHEMA.md`` is generated from th
 
 from __future__ import annotations
 
+from enum import StrEnum
+
+from tpsbench.options import DistMode, PointKind, Recompute, RoutingMode, RunMode
 from tpsbench.results.typed import fld, schema
 
 SCHEMA = "tpsbench.results/2"
 SCHEMA_V1 = "tpsbench.results/1"
-POINT_STATUSES = ("ok", "oom", "error", "skipped")
-RUN_STATUSES = ("running", "complete", "interrupted")
+
+
+class PointStatus(StrEnum):
+    OK = "ok"
+    OOM = "oom"
+    ERROR = "error"
+    SKIPPED = "skipped"  # a training step predicted not to fit the GPU's memory
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETE = "complete"
+    INTERRUPTED = "interrupted"
+
+
+POINT_STATUSES = tuple(s.value for s in PointStatus)
+RUN_STATUSES = tuple(s.value for s in RunStatus)
 
 
 @schema
@@ -79,7 +97,7 @@ class DistTiming:
     sets the point's time (the collectives wait for it). Tokens are per rank (a training step's per optimizer
     step)."""
 
-    mode: str = fld("fsdp, ep or fsdp+ep")
+    mode: DistMode = fld("the layout")
     world_size: int = fld("ranks (one GPU each on a GPU machine)")
     backend: str = fld("gloo or nccl")
     per_rank_median_s: list[float] = fld("median step time of each rank, by rank", "s")
@@ -94,6 +112,15 @@ class DistTiming:
                                                    default=None)
     received_max_over_mean: float | None = fld("communication micro point: imbalance of the rows received "
                                                "(1 = even)", default=None)
+
+
+@schema
+class TraceFile:
+    """run --trace: the PyTorch profiler's Chrome trace of one repetition (open it in ui.perfetto.dev)."""
+
+    path: str | None = fld("the trace (null: the profiler failed)")
+    summary: str | None = fld("the profiler's per-op table beside it", default=None)
+    reason: str | None = fld("why the trace or its summary is missing")
 
 
 @schema
@@ -126,8 +153,7 @@ class Raw:
     params: int | None = fld("training step: parameters of the model that ran", default=None)
     recipe: dict[str, str] | None = fld("training step of a stack other than tpsbench's: what ran (stack, MoE type, "
                                         "precision, loss, optimizer, compile)", default=None)
-    trace: dict[str, str | None] | None = fld("run --trace: the Chrome trace of one repetition (path), its per-op "
-                                              "table (summary), or why either is missing (reason)", default=None)
+    trace: TraceFile | None = fld("run --trace: the Chrome trace of one repetition", default=None)
     dist: DistTiming | None = fld("training step on several ranks (run --dist under torchrun): per-rank timing",
                                   default=None)
 
@@ -206,15 +232,15 @@ class Counters:
 class Point:
     """One measured workload: a layer in one mode (micro) or a whole training step (e2e)."""
 
-    kind: str = fld("micro or e2e")
+    kind: PointKind = fld("a layer (micro) or a whole training step (e2e)")
     layer: str = fld("attention, mlp, moe, a bracket, or model (e2e)")
     impl: str | None = fld("MoE implementation or bracket; dense for a dense training step; null otherwise")
     tokens: int = fld("tokens per microbatch", "tokens")
     mode: str = fld("fwd, bwd, fwd_bwd, stage:<name> or train_step")
     label: str = fld("human-readable name of the point")
-    routing: str | None = fld("learned, uniform or skewed (MoE models)")
-    status: str = fld("ok, oom, error, or skipped (a training step predicted not to fit the GPU's memory; "
-                      "`run --force` tries it)")
+    routing: RoutingMode | None = fld("the router's mode (MoE models)")
+    status: PointStatus = fld("skipped: a training step predicted not to fit the GPU's memory (`run --force` tries "
+                              "it)")
     global_tokens: int | None = fld("e2e: tokens per optimizer step", "tokens", default=None)
     error: str | None = fld("oom/error: the exception's message", default=None)
     traceback: str | None = fld("error: the end of the traceback", default=None)
@@ -256,8 +282,8 @@ class ConfigRecord:
     batches: list[int] = fld("microbatch sizes", "tokens")
     seq_len: int = fld("sequence length", "tokens")
     impls: list[str] = fld("MoE implementations and brackets asked for")
-    mode: str = fld("micro, e2e or all")
-    routing: str = fld("learned, uniform or skewed")
+    mode: RunMode = fld("layers, training steps or both")
+    routing: RoutingMode = fld("the router's mode")
     skew: float | None = fld("Zipf exponent of skewed routing")
     dtype_policy: str = fld("amp_bf16, bf16 or fp32")
     compile: bool = fld("torch.compile of training steps")
@@ -273,14 +299,15 @@ class ConfigRecord:
     gpu_time: bool = fld("GPU idle time asked for", default=False)
     calibration: CalibrationRef | None = fld("the calibration of calibrated ceilings", default=None)
     stack: str = fld("whose modules and training step ran: tpsbench or olmo-core", default="tpsbench")
-    dist: str | None = fld("run --dist: fsdp, ep or fsdp+ep (null: one process)", default=None)
+    dist: DistMode | None = fld("run --dist: the layout (null: one process)", default=None)
     world_size: int | None = fld("run --dist: ranks", default=None)
     ep_size: int | None = fld("run --dist: ranks per expert-parallel group (null: all of them)", default=None)
     shard_size: int | None = fld("run --dist: ranks FSDP shards over, hybrid sharding (null: all of them)",
                                  default=None)
     fsdp_param_dtype: str | None = fld("run --dist: FSDP's unsharded parameters, fp32 or bf16 (mixed precision; "
                                        "null: one process)", default=None)
-    recompute: str = fld("activation checkpointing of training steps: none, or full (every block)", default="none")
+    recompute: Recompute = fld("activation checkpointing of training steps (full: every block)",
+                               default=Recompute.NONE)
 
 
 @schema
@@ -340,7 +367,7 @@ class RunDoc:
     tool_version: str = fld("tpsbench version")
     created_utc: str = fld("start, ISO 8601 UTC")
     finished_utc: str | None = fld("end, ISO 8601 UTC (null while running or after a kill)")
-    status: str = fld("running, complete or interrupted")
+    status: RunStatus = fld("complete, or interrupted by the user, or running (still, or killed)")
     provenance: Provenance = fld("the code that ran")
     machine: Machine = fld("where it ran")
     config: ConfigRecord = fld("what was asked for")
@@ -348,5 +375,5 @@ class RunDoc:
 
 
 ALL_CLASSES: tuple[type, ...] = (RunDoc, Provenance, Machine, ConfigRecord, TimingRecord, CalibrationRef, Point,
-                                 Stats, Derived, PointPrediction, OpPrediction, Raw, GpuTime, Counters,
+                                 Stats, Derived, PointPrediction, OpPrediction, Raw, TraceFile, GpuTime, Counters,
                                  CounterWindow, AllocatorActivity, RowCounts, DistTiming)

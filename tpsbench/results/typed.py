@@ -14,10 +14,11 @@ import math
 import types
 import typing
 from dataclasses import MISSING, Field, dataclass, field, fields
+from enum import Enum
 from functools import cache
 from typing import Any, TypeVar, Union, get_args, get_origin
 
-from tpsbench.errors import InputError
+from tpsbench.errors import InputError, shown_keys
 
 T = TypeVar("T")
 
@@ -63,6 +64,8 @@ def type_name(tp: Any) -> str:
         return f"dict[{type_name(k)}, {type_name(v)}]"
     if tp is type(None):
         return "null"
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return " | ".join(f'"{m.value}"' for m in tp)
     return getattr(tp, "__name__", str(tp))
 
 
@@ -86,6 +89,11 @@ def _convert_union(tp: Any, value: Any, where: str) -> Any:
 
 
 def _convert_scalar(tp: Any, value: Any, where: str) -> Any:
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        try:
+            return tp(value)
+        except (ValueError, TypeError):
+            raise SchemaError(f"field '{where}': expected one of {type_name(tp)}, found {_show(value)}") from None
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise SchemaError(f"field '{where}': expected a finite number, found {_show(value)}")
@@ -130,7 +138,7 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
-        raise SchemaError(f"field '{where or cls.__name__}': unknown key(s) {unknown} (a newer schema?)")
+        raise SchemaError(f"field '{where or cls.__name__}': unknown key(s) {shown_keys(unknown)} (a newer schema?)")
     values = {}
     for f in fields(cls):  # type: ignore[arg-type]
         path = f"{where}.{f.name}" if where else f.name

@@ -1,36 +1,112 @@
-"""The training stacks tpsbench can count and build a zoo model in: its own modules (tpsbench.nn) and the users'
-OLMo-core (an optional extra: ``pip install -e ".[olmo]"``). A stack fixes the dtype policy the cost model
-counts (OLMo-core's is ``olmo_core``: tpsbench.costmodel.ops) and which MoE implementations exist in it."""
+"""The training stacks tpsbench can count, build and time a model in: its own modules (tpsbench.nn) and the users'
+OLMo-core (an optional extra: ``pip install -e ".[olmo]"``). A stack is an object that knows what it runs: the
+dtype policy the cost model counts for it, its MoE implementations, the layers and the training step it builds,
+whether tpsbench's cost, memory and expected-time models describe it, and how its points are named. Everything
+that differs between stacks is asked of the stack; nothing else tests a stack's name.
+
+Importing this package costs no torch: a stack imports torch when it builds something."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 from tpsbench.errors import InputError
-from tpsbench.impls import cost_model_names, get_impl
-from tpsbench.models import closest_choices_message
+from tpsbench.models import ModelSpec, closest_choices_message
+from tpsbench.options import Recompute, RoutingMode
+
+if TYPE_CHECKING:
+    import torch
+
+    from tpsbench.costmodel import DTypePolicy
+    from tpsbench.stacks.training import Training
 
 
 class StackChoiceError(InputError):
-    """A stack, or an MoE implementation or dtype policy that the chosen stack does not have."""
+    """A stack, or an MoE implementation, dtype policy or model that the chosen stack does not have."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True)
+class StepSpec:
+    """The training step a stack builds: implementation, tokens per microbatch, microbatches per optimizer step,
+    activation checkpointing."""
+
+    impl: str
+    tokens: int
+    accumulation: int = 1
+    recompute: Recompute = Recompute.NONE
+
+
 class Stack:
-    name: str
-    description: str
-    policy: str | None  # the dtype policy it always runs (None: the user's choice)
-    moe_types: dict[str, str] | None  # tpsbench implementation -> the stack's own MoE type (None: all of tpsbench's)
+    """What a stack answers; the two built-in ones are :class:`tpsbench.stacks.own.TpsbenchStack` and
+    :class:`tpsbench.stacks.olmo_core.OlmoCoreStack`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    policy: ClassVar[str | None] = None  # the dtype policy it always runs (None: the user's choice)
+    modelled: ClassVar[bool] = False  # tpsbench's cost, memory and expected-time models describe its step
+    supports_recompute: ClassVar[bool] = False  # `run --ac` can checkpoint its blocks
+    runs_distributed: ClassVar[bool] = False  # `run --dist` can spread its step over ranks
+
+    @property
+    def label_suffix(self) -> str:
+        """What a point's name says of the stack (nothing for tpsbench's own)."""
+        return f" [{self.name}]"
+
+    # --- prediction -------------------------------------------------------------------------------------
+    def check_model(self, spec: ModelSpec) -> None:
+        """Refuse a model the stack cannot express (StackChoiceError)."""
+
+    def prediction_choices(self, dtype: str | None, impl: str, default_dtype: str) -> tuple[str, str]:
+        """(dtype policy, cost-model implementation) of a prediction with the stack, both checked."""
+        raise NotImplementedError
+
+    def counterpart(self, impl: str) -> str | None:
+        """The tpsbench implementation that computes what this stack's ``impl`` computes (compare puts them
+        side by side); None when none does."""
+        return impl
+
+    # --- measurement ------------------------------------------------------------------------------------
+    def run_choices(self, spec: ModelSpec, device: str, dtype: str | None, impl: str | None
+                    ) -> tuple[DTypePolicy, list[str]]:
+        """The dtype policy and the implementations (and brackets) of a run on ``device``, checked up front."""
+        raise NotImplementedError
+
+    def micro_layers(self, spec: ModelSpec, impls: Sequence[str]) -> list[tuple[str, str | None]]:
+        """(layer, implementation) of each layer a run's micro points time."""
+        raise NotImplementedError
+
+    def staged(self, impl: str | None) -> bool:
+        """Whether an MoE implementation's stages can be timed one by one."""
+        return False
+
+    def layer_key(self, layer: str, impl: str | None) -> str:
+        """Which built layers a micro benchmark reuses: the same key, the same module."""
+        return f"{layer}/{impl}"
+
+    def build_layer(self, spec: ModelSpec, layer: str, impl: str | None, *, device: torch.device, seed: int,
+                    routing: RoutingMode, skew: float) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def select_impl(self, module: torch.nn.Module, spec: ModelSpec, impl: str | None) -> torch.nn.Module:
+        """The module, set to run ``impl`` (a stack that builds one module per implementation returns it)."""
+        return module
+
+    def training(self, spec: ModelSpec, step: StepSpec, *, device: torch.device, policy: DTypePolicy,
+                 routing: RoutingMode, skew: float, compile_model: bool, seed: int) -> Training:
+        raise NotImplementedError
 
 
-STACKS: dict[str, Stack] = {
-    "tpsbench": Stack(name="tpsbench", policy=None, moe_types=None,
-                      description="tpsbench's own modules (tpsbench.nn), every registered MoE implementation"),
-    "olmo-core": Stack(name="olmo-core", policy="olmo_core",
-                       moe_types={"capacity": "MoEType.default", "dropless": "MoEType.dropless"},
-                       description="the users' OLMo-core: its dtype handling, fp32 router, fp32 loss with z-loss, "
-                       "gradient clipping; its capacity (default) and dropless MoE"),
-}
+def _registry() -> dict[str, Stack]:
+    from tpsbench.stacks.olmo_core import OlmoCoreStack
+    from tpsbench.stacks.own import TpsbenchStack
+
+    return {s.name: s for s in (TpsbenchStack(), OlmoCoreStack())}
+
+
+STACKS: dict[str, Stack] = _registry()
+DEFAULT_STACK = "tpsbench"
 
 
 def get_stack(name: str) -> Stack:
@@ -39,15 +115,18 @@ def get_stack(name: str) -> Stack:
     return STACKS[name]
 
 
-def resolve(stack: str, dtype: str | None, impl: str, default_dtype: str) -> tuple[str, str]:
-    """(dtype policy, cost-model implementation) of a prediction with the stack, both checked."""
-    s = get_stack(stack)
-    if s.policy is not None and dtype is not None and dtype != s.policy:
-        raise StackChoiceError(f"--stack {s.name} counts its own dtype handling (policy {s.policy}); drop "
-                               f"--dtype {dtype}")
-    if s.moe_types is not None:
-        names = {get_impl(n).name if n in cost_model_names() else n: n for n in s.moe_types}
-        if impl not in s.moe_types and get_impl(impl).name not in names:
-            raise StackChoiceError(f"{s.name} has no MoE implementation '{impl}': its MoE types are "
-                                   + ", ".join(f"{k} ({v})" for k, v in s.moe_types.items()))
-    return s.policy or dtype or default_dtype, impl
+def stack_named(name: str) -> Stack | None:
+    """The stack a results file names; None for one this version does not know."""
+    return STACKS.get(name)
+
+
+def stack_label(name: str) -> str:
+    """What a point's name says of the stack it ran in."""
+    stack = stack_named(name)
+    return f" [{name}]" if stack is None else stack.label_suffix
+
+
+def is_modelled(name: str) -> bool:
+    """Whether tpsbench's models describe a step of the stack a results file names."""
+    stack = stack_named(name)
+    return stack is not None and stack.modelled

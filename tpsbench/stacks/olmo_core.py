@@ -12,15 +12,24 @@ the ``olmo`` FLOP convention equal to ``Transformer.num_flops_per_token`` to the
 from __future__ import annotations
 
 import os
-from typing import Any
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from tpsbench.errors import InputError
 from tpsbench.models import ModelSpec
+from tpsbench.options import RoutingMode
+from tpsbench.stacks import Stack, StackChoiceError, StepSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from tpsbench.costmodel import DTypePolicy
+    from tpsbench.stacks.training import Training
 
 OLMO_CORE_INSTALL = 'pip install -e ".[olmo]"'
 
 
-class StackError(InputError):
+class StackError(StackChoiceError):
     """The OLMo-core stack is not installed, or cannot express what was asked for."""
 
 
@@ -143,7 +152,7 @@ def olmo_spec(spec: ModelSpec, impl: str) -> ModelSpec:
 
 
 def olmo_core_training(spec: ModelSpec, impl: str, *, tokens: int, accumulation: int, device: Any, autocast: bool,
-                       compile_model: bool, seed: int) -> Any:
+                       compile_model: bool, seed: int) -> Training:
     """OLMo-core's model trained as its scripts train it, in one process: the loss of its forward with labels
     (cross-entropy and z-loss, the MoE's load-balancing and router z-losses attached in training mode), the
     gradient norm clipped at 1.0, AdamW; per-block ``torch.compile`` (``apply_compile``) when asked. Precision:
@@ -155,7 +164,7 @@ def olmo_core_training(spec: ModelSpec, impl: str, *, tokens: int, accumulation:
 
     import torch
 
-    from tpsbench.bench.e2e import Training, random_tokens, tokens_per_expert_info
+    from tpsbench.stacks.training import RoutingFacts, Training, load_balance, random_tokens
 
     s = olmo_spec(spec, impl)
     if device.type == "cpu" and s.is_moe:
@@ -182,10 +191,10 @@ def olmo_core_training(spec: ModelSpec, impl: str, *, tokens: int, accumulation:
         torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
         opt.step()
 
-    def routing_info() -> dict[str, object]:
+    def routing() -> RoutingFacts:
         routers = [m for m in model.modules() if hasattr(m, "batch_size_per_expert")
                    and isinstance(getattr(m, "batch_size_per_expert", None), torch.Tensor)]
-        return tokens_per_expert_info([r.batch_size_per_expert for r in routers])
+        return load_balance([r.batch_size_per_expert for r in routers])
 
     recipe = {"stack": "olmo-core", "moe_type": MOE_TYPES.get(impl, "none") if s.moe else "none",
               "precision": "bf16 autocast over fp32 parameters (single-process equivalent of FSDP bf16/fp32-reduce)"
@@ -196,7 +205,7 @@ def olmo_core_training(spec: ModelSpec, impl: str, *, tokens: int, accumulation:
               if os.environ.get("TRITON_INTERPRET") == "1" else "compiled",
               "expert_gemms": dropless_expert_gemms() if s.moe and impl == "dropless" else "none"}
     return Training(microbatches, optimizer_step, lambda: opt.zero_grad(set_to_none=True),
-                    sum(p.numel() for p in model.parameters()), routing_info, recipe)
+                    sum(p.numel() for p in model.parameters()), routing, recipe)
 
 
 def interpreter_autotuners() -> None:
@@ -230,21 +239,94 @@ def olmo_core_layer(spec: ModelSpec, layer: str, impl: str | None, *, device: An
         return block.attention
     if layer == "mlp":
         return block.feed_forward
-    return _TokenRows(block.feed_forward_moe)
+    return _token_rows(block.feed_forward_moe)
 
 
-class _TokenRows(__import__("torch").nn.Module):
+def _token_rows(moe: Any) -> Any:
     """OLMo-core's MoE on token rows ``[T, d]`` (its router expects ``[B, S, d]``), with its routing's balance."""
+    import torch
 
-    def __init__(self, moe: Any) -> None:
-        super().__init__()
-        self.moe = moe
+    from tpsbench.stacks.training import RoutingFacts, load_balance
 
-    def forward(self, x: Any) -> Any:
-        return self.moe(x.view(1, *x.shape)).view(x.shape)
+    class TokenRows(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.moe = moe
 
-    def routing_info(self) -> dict[str, object]:
-        from tpsbench.bench.e2e import tokens_per_expert_info
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.moe(x.view(1, *x.shape)).view(x.shape)
 
-        counts = getattr(self.moe.router, "batch_size_per_expert", None)
-        return {} if counts is None else tokens_per_expert_info([counts])
+        def routing_facts(self) -> RoutingFacts:
+            counts = getattr(self.moe.router, "batch_size_per_expert", None)
+            return RoutingFacts() if counts is None else load_balance([counts])
+
+    return TokenRows()
+
+
+class OlmoCoreStack(Stack):
+    name: ClassVar[str] = "olmo-core"
+    description: ClassVar[str] = ("the users' OLMo-core: its dtype handling, fp32 router, fp32 loss with z-loss, "
+                                  "gradient clipping; its capacity (default) and dropless MoE")
+    policy: ClassVar[str | None] = "olmo_core"
+    # the tpsbench implementation that computes what each of its MoE types computes (tests/olmo_check.py holds
+    # them equal)
+    counterparts: ClassVar[dict[str, str]] = {"capacity": "capacity", "dropless": "grouped", "dense": "dense",
+                                              "-": "-"}
+
+    def check_model(self, spec: ModelSpec) -> None:
+        if (reason := cannot_express(spec)) is not None:
+            raise StackError(f"OLMo-core cannot express {spec.name}: {reason}; use --stack tpsbench")
+
+    def prediction_choices(self, dtype: str | None, impl: str, default_dtype: str) -> tuple[str, str]:
+        from tpsbench.impls import cost_model_names, get_impl
+
+        if dtype is not None and dtype != self.policy:
+            raise StackError(f"--stack {self.name} counts its own dtype handling (policy {self.policy}); drop "
+                             f"--dtype {dtype}")
+        names = {get_impl(n).name if n in cost_model_names() else n for n in MOE_TYPES}
+        if impl not in MOE_TYPES and get_impl(impl).name not in names:
+            raise StackError(f"{self.name} has no MoE implementation '{impl}': its MoE types are "
+                             + ", ".join(f"{k} (MoEType.{v})" for k, v in MOE_TYPES.items()))
+        return str(self.policy), impl
+
+    def counterpart(self, impl: str) -> str | None:
+        return self.counterparts.get(impl)
+
+    def run_choices(self, spec: ModelSpec, device: str, dtype: str | None, impl: str | None
+                    ) -> tuple[DTypePolicy, list[str]]:
+        """Checked up front: the extra installed, its MoE types only (no brackets, no stages), and on the CPU an
+        MoE only in Triton's interpreter (OLMo-core's MoE runs Triton kernels)."""
+        from tpsbench.costmodel import get_policy
+
+        require_olmo_core()
+        self.check_model(spec)
+        if dtype is not None:
+            raise StackError(f"--stack {self.name} runs its own precision (bf16 autocast on a GPU, fp32 on the "
+                             f"CPU): drop --dtype {dtype}")
+        impls = [i.strip() for i in (impl or ",".join(MOE_TYPES)).split(",") if i.strip()]
+        for name in impls:
+            if name not in MOE_TYPES:
+                raise StackError(f"{self.name} has no MoE implementation '{name}': its MoE types are "
+                                 + ", ".join(f"{k} (MoEType.{v})" for k, v in MOE_TYPES.items()))
+        if device == "cpu" and spec.is_moe and os.environ.get("TRITON_INTERPRET") != "1":
+            # @triton.jit reads TRITON_INTERPRET when a kernel is defined, so it can still be switched on here if
+            # no Triton module has been imported in this process yet; each point's recipe says so
+            if "triton" in sys.modules:
+                raise StackError(f"OLMo-core's MoE runs Triton kernels: on the CPU run with TRITON_INTERPRET=1 "
+                                 f"(Triton's interpreter, slow: tiny models only), or measure {spec.name} on a GPU")
+            os.environ["TRITON_INTERPRET"] = "1"
+        return get_policy("olmo_core" if device == "cuda" else "fp32"), impls
+
+    def micro_layers(self, spec: ModelSpec, impls: Sequence[str]) -> list[tuple[str, str | None]]:
+        if spec.moe is None:
+            return [("attention", None), ("mlp", None)]
+        return [("attention", None), *(("moe", i) for i in impls)]
+
+    def build_layer(self, spec: ModelSpec, layer: str, impl: str | None, *, device: torch.device, seed: int,
+                    routing: RoutingMode, skew: float) -> torch.nn.Module:
+        return olmo_core_layer(spec, layer, impl, device=device, seed=seed)
+
+    def training(self, spec: ModelSpec, step: StepSpec, *, device: torch.device, policy: DTypePolicy,
+                 routing: RoutingMode, skew: float, compile_model: bool, seed: int) -> Training:
+        return olmo_core_training(spec, step.impl, tokens=step.tokens, accumulation=step.accumulation,
+                                  device=device, autocast=policy.autocast, compile_model=compile_model, seed=seed)

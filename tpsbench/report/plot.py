@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tpsbench.analysis.points import Entry, profile_named
+from tpsbench.analysis.points import profile_named
 from tpsbench.errors import InputError
+from tpsbench.options import PointKind
+from tpsbench.points import MeasuredPoint, point_label
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 SUFFIXES = (".png", ".svg", ".pdf")
@@ -21,15 +23,12 @@ class PlotError(InputError):
     """Nothing to plot, or an output name matplotlib cannot write."""
 
 
-def _series_label(e: Entry, several_gpus: bool) -> str:
-    what = "train step" if e.kind == "e2e" else e.layer
-    impl = "" if e.impl in ("-", "dense") else f"/{e.impl}"
-    comp = " (compiled)" if e.compiled else ""
-    gpu = f" [{e.gpu}]" if several_gpus else ""
-    return f"{e.model} {what}{impl}{comp}{gpu}"
+def _series_label(e: MeasuredPoint, several_gpus: bool) -> str:
+    """A point's name across microbatch sizes (and GPUs, when the plot holds several)."""
+    return point_label(e.key, tokens=False, gpu=e.gpu if several_gpus else None)
 
 
-def plot_results(entries: list[Entry], out: str | Path, *, all_points: bool = False) -> Path:
+def plot_results(entries: list[MeasuredPoint], out: str | Path, *, all_points: bool = False) -> Path:
     """Draw :func:`roofline_figure` into ``out`` (.png, .svg or .pdf)."""
     out = Path(out)
     if out.suffix.lower() not in SUFFIXES:
@@ -43,9 +42,9 @@ def plot_results(entries: list[Entry], out: str | Path, *, all_points: bool = Fa
     return out
 
 
-def roofline_figure(entries: list[Entry], *, all_points: bool = False):
+def roofline_figure(entries: list[MeasuredPoint], *, all_points: bool = False):
     """The figure: the roofline panel (left) and tokens/s versus microbatch (right), as matplotlib objects."""
-    chosen = [e for e in entries if e.status == "ok" and e.median_s and (all_points or e.is_headline)]
+    chosen = [e for e in entries if e.ok and (all_points or e.is_headline)]
     if not chosen:
         raise PlotError("no measured points to plot (every point failed, or none is a train step or a layer "
                         "fwd_bwd: try --all-points)")
@@ -74,12 +73,13 @@ def roofline_figure(entries: list[Entry], *, all_points: bool = False):
     ncol = 3 if len(handles) > 8 else 2
     fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     rows = -(-len(handles) // ncol)
-    fig.suptitle(", ".join(dict.fromkeys(e.model for e in chosen)) + " on " + ", ".join(gpus))
+    fig.suptitle(", ".join(dict.fromkeys(e.key.model for e in chosen)) + " on " + ", ".join(gpus))
     fig.tight_layout(rect=(0, min(0.45, 0.02 + 0.022 * rows), 1, 1))
     return fig
 
 
-def _draw_roofline(ax_r, chosen: list[Entry], gpus: list[str], color: dict, marker: dict, several: bool) -> None:
+def _draw_roofline(ax_r, chosen: list[MeasuredPoint], gpus: list[str], color: dict, marker: dict,
+                   several: bool) -> None:
     """Each GPU's datasheet ceilings; each workload measured (filled) and at its floor (hollow)."""
     roof = [e for e in chosen if e.matmul_flops and e.bytes]
     xs = [e.matmul_flops / e.bytes for e in roof if e.matmul_flops and e.bytes]
@@ -121,19 +121,19 @@ def _draw_roofline(ax_r, chosen: list[Entry], gpus: list[str], color: dict, mark
         ax_r.text(0.5, 0.5, "no point has cost-model FLOPs and bytes", ha="center", transform=ax_r.transAxes)
 
 
-def _draw_throughput(ax_t, chosen: list[Entry], color: dict, marker: dict, several: bool) -> None:
+def _draw_throughput(ax_t, chosen: list[MeasuredPoint], color: dict, marker: dict, several: bool) -> None:
     """tokens/s per microbatch size, one line per series; a note when every point ran at one size."""
     # Training steps when there are any: a layer's tokens/s is not comparable with a whole model's.
-    steps = [e for e in chosen if e.kind == "e2e"] or chosen
-    by_series: dict[str, list[Entry]] = {}
+    steps = [e for e in chosen if e.key.kind is PointKind.E2E] or chosen
+    by_series: dict[str, list[MeasuredPoint]] = {}
     for e in steps:
         if e.tokens_per_s:
             by_series.setdefault(_series_label(e, several), []).append(e)
-    batches = sorted({e.tokens for e in steps})
+    batches = sorted({e.key.tokens for e in steps})
     if len(batches) > 1:
         for s, es in by_series.items():
-            es.sort(key=lambda e: e.tokens)
-            ax_t.plot([e.tokens for e in es], [e.tokens_per_s for e in es], marker=marker[es[0].gpu],
+            es.sort(key=lambda e: e.key.tokens)
+            ax_t.plot([e.key.tokens for e in es], [e.tokens_per_s for e in es], marker=marker[es[0].gpu],
                       color=color[s], label=s)
         ax_t.set_xscale("log", base=2)
         ax_t.set_yscale("log")

@@ -1,22 +1,18 @@
-"""Tables of `tpsbench worth` (terminal and markdown from one :class:`TableData` each) and its JSON document."""
+"""`tpsbench worth`'s tables: the L(D) fit per model, FLOPs per token, the hours (and dollars) to the target loss on
+each GPU, and MoE against dense."""
 
 from __future__ import annotations
 
-import math
-
 from tpsbench.analysis.lossfit import CONFIDENCE, Interval
-from tpsbench.analysis.worth import ModelFit, Ratio, WorthReport, WorthRow
-from tpsbench.report_analysis import TableData
+from tpsbench.analysis.worth import WorthReport, WorthRow
+from tpsbench.report.format import fmt
+from tpsbench.report.tables import TableData
 
 CONF = f"{100 * CONFIDENCE:.0f}%"
 
 
 def _g(x: float | None, digits: int = 3) -> str:
-    if x is None:
-        return "n/a"
-    if math.isinf(x):
-        return "unreachable"
-    return f"{x:.{digits}g}"
+    return fmt(x, f"{{:.{digits}g}}", infinite="unreachable")
 
 
 def _iv(iv: Interval | None, digits: int = 3) -> str:
@@ -24,9 +20,7 @@ def _iv(iv: Interval | None, digits: int = 3) -> str:
 
 
 def _tokens(x: float | None) -> str:
-    if x is None:
-        return "n/a"
-    return "unreachable" if math.isinf(x) else f"{x / 1e9:.3g}B"
+    return fmt(None if x is None else x / 1e9, "{:.3g}B", infinite="unreachable")
 
 
 def _tokens_iv(iv: Interval | None) -> str:
@@ -76,7 +70,7 @@ def ranking_tables(r: WorthReport) -> list[TableData]:
     out: list[TableData] = []
     groups: dict[tuple[str, str], list[WorthRow]] = {}
     for row in r.rows:
-        groups.setdefault((row.gpu, row.throughput.kind), []).append(row)
+        groups.setdefault((row.gpu, row.throughput.basis), []).append(row)
     for (gpu, kind), rows in groups.items():
         td = TableData(f"{gpu}: hours to loss {r.target:g} on one GPU ({kind} tokens/s), fastest first "
                        f"[{CONF}]", ["#", "model", "tokens/s", "from", "hours", "observed h", "cost $",
@@ -95,7 +89,7 @@ def ratios_table(r: WorthReport) -> TableData:
                    ["GPU", "tokens/s from", "MoE / dense", "hours", "tokens", "FLOPs (6N)", "tokens/s", "verdict"],
                    left={"GPU", "tokens/s from", "MoE / dense", "verdict"})
     for q in r.ratios:
-        td.rows.append([q.gpu, q.kind, f"{q.moe} / {q.dense}", _with(_g(q.hours), _iv(q.hours_interval)),
+        td.rows.append([q.gpu, q.basis, f"{q.moe} / {q.dense}", _with(_g(q.hours), _iv(q.hours_interval)),
                         _with(_g(q.tokens), _iv(q.tokens_interval)), _with(_g(q.flops_6n), _iv(q.flops_6n_interval)),
                         f"{q.throughput:.3f}", q.verdict])
     return td
@@ -103,47 +97,3 @@ def ratios_table(r: WorthReport) -> TableData:
 
 def worth_tables(r: WorthReport) -> list[TableData]:
     return [fits_table(r), flops_table(r), *ranking_tables(r), *([ratios_table(r)] if r.ratios else [])]
-
-
-def _iv_dict(iv: Interval | None) -> list[float | None] | None:
-    return None if iv is None else [iv.low if math.isfinite(iv.low) else None,
-                                    iv.high if math.isfinite(iv.high) else None]
-
-
-def _fit_dict(f: ModelFit) -> dict[str, object]:
-    fit = f.fit
-    return {
-        "model": f.name, "runs": list(f.curve.runs), "points": len(f.curve.tokens),
-        "tokens_source": f.curve.tokens_source, "reason": f.reason,
-        "fit": None if fit is None else {
-            "e": fit.e, "b": fit.b, "beta": fit.beta, "e_interval": _iv_dict(fit.e_interval),
-            "beta_interval": _iv_dict(fit.beta_interval), "rms_residual": fit.rms_residual,
-            "fitted_points": fit.points, "last_tokens": fit.last_tokens, "last_loss_smoothed": fit.last_loss,
-            "above_e": fit.plateau_gap},
-        "tokens_to_target": {"observed": f.observed_tokens, "fitted": f.fitted_tokens,
-                             "fitted_interval": None if fit is None else _iv_dict(fit.tokens_interval),
-                             "unreachable": fit is not None and f.fitted_tokens is None},
-        "flops_per_token": f.flops_per_token, "implied_flops_per_token": f.curve.implied_flops_per_token,
-    }
-
-
-def _row_dict(w: WorthRow) -> dict[str, object]:
-    t = w.throughput
-    return {"model": w.model, "gpu": w.gpu, "tokens_per_s": t.tokens_per_s, "throughput_kind": t.kind,
-            "throughput_from": t.detail, "tokens": w.tokens, "hours": w.hours,
-            "hours_interval": _iv_dict(w.hours_interval), "gpus": 1, "gpu_hours": w.gpu_hours,
-            "observed_hours": w.observed_hours, "cost_usd": w.cost_usd, "cost_interval": _iv_dict(w.cost_interval),
-            "flops_to_target": w.flops}
-
-
-def _ratio_dict(q: Ratio) -> dict[str, object]:
-    return {"gpu": q.gpu, "throughput_kind": q.kind, "moe": q.moe, "dense": q.dense, "hours": q.hours,
-            "hours_interval": _iv_dict(q.hours_interval), "tokens": q.tokens,
-            "tokens_interval": _iv_dict(q.tokens_interval), "flops_6n": q.flops_6n,
-            "flops_6n_interval": _iv_dict(q.flops_6n_interval), "tokens_per_s": q.throughput, "verdict": q.verdict}
-
-
-def worth_json(r: WorthReport) -> dict[str, object]:
-    return {"target_loss": r.target, "confidence": CONFIDENCE, "models": [_fit_dict(f) for f in r.fits],
-            "rows": [_row_dict(w) for w in r.rows], "ratios": [_ratio_dict(q) for q in r.ratios],
-            "summary": r.summary_lines(), "left_out_runs": list(r.left_out_runs), "notes": list(r.notes)}

@@ -23,16 +23,16 @@ import torch.distributed as dist
 from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from tpsbench.bench.e2e import E2ECase, Training, case_spec, model_training, random_tokens
 from tpsbench.costmodel import DTypePolicy
-from tpsbench.dist.ep import ExpertParallelError, ExpertParallelMoE, experts_per_rank
-from tpsbench.errors import InputError
-from tpsbench.impls import baseline, is_bracket
+from tpsbench.distributed.ep import ExpertParallelMoE
+from tpsbench.impls import baseline, bracket_spec, is_bracket
 from tpsbench.models import ModelSpec
 from tpsbench.nn.moe import MoEFeedForward
 from tpsbench.nn.transformer import build_model, moe_layers
+from tpsbench.options import DistError, DistLayout, DistMode, RoutingMode
+from tpsbench.stacks import StepSpec
+from tpsbench.stacks.training import Training, model_training, random_tokens
 
-DIST_MODES = ("fsdp", "ep", "fsdp+ep")
 # a rank that stops answering ends the others' collectives after this long (gloo's default is 30 minutes)
 COLLECTIVE_TIMEOUT = timedelta(seconds=120)
 
@@ -47,11 +47,11 @@ def exit_now(code: int) -> None:
     os._exit(code)
 
 
-def torchrun_checks(module: str, checks: Callable[[int, int], int]) -> None:
+def torchrun_checks(script: str, checks: Callable[[int, int], int]) -> None:
     """Run ``checks(rank, world)`` (it returns how many failed) in a gloo process group under torchrun, and end the
     process with 0 when none failed, 1 otherwise, 2 outside torchrun."""
     if "RANK" not in os.environ:
-        print(f"run under torchrun: torchrun --nproc-per-node N -m {module}", file=sys.stderr)
+        print(f"run under torchrun: torchrun --nproc-per-node N {script}", file=sys.stderr)
         exit_now(2)
     dist.init_process_group("gloo")
     failed = 1
@@ -63,13 +63,9 @@ def torchrun_checks(module: str, checks: Callable[[int, int], int]) -> None:
     exit_now(1 if failed else 0)
 
 
-class DistError(InputError):
-    """A distributed run that cannot start: no torchrun, a backend not available, a layout that does not divide."""
-
-
 @dataclass(frozen=True, slots=True)
 class DistSetup:
-    mode: str  # fsdp | ep | fsdp+ep
+    mode: DistMode
     world: int
     rank: int
     backend: str
@@ -90,58 +86,24 @@ class DistSetup:
 
     @property
     def uses_ep(self) -> bool:
-        return "ep" in self.mode.split("+")
+        return self.mode.uses_ep
 
     @property
     def uses_fsdp(self) -> bool:
-        return "fsdp" in self.mode.split("+")
+        return self.mode.uses_fsdp
 
 
-def check_layout_flags(mode: str, world: int, ep_size: int | None, shard_size: int | None,
-                       param_dtype: str | None = None, ranks: str = "ranks") -> None:
-    """An expert-parallel or shard group size belongs to a layout that has the groups and divides the world;
-    FSDP's mixed precision to a layout with FSDP."""
-    if param_dtype not in (None, "fp32") and "fsdp" not in mode.split("+"):
-        raise DistError(f"--fsdp-param-dtype {param_dtype} is FSDP's mixed precision: use it with --dist fsdp or "
-                        "fsdp+ep")
-    for flag, size, layout, what in (("--ep-size", ep_size, "ep", "expert-parallel groups: use it with --dist ep or "
-                                      "fsdp+ep"),
-                                     ("--shard-size", shard_size, "fsdp", "FSDP's shard groups: use it with --dist "
-                                      "fsdp or fsdp+ep")):
-        if size is None:
-            continue
-        if layout not in mode.split("+"):
-            raise DistError(f"{flag} {size} sizes {what}")
-        if world % size:
-            raise DistError(f"{flag} {size} does not divide the {world} {ranks} into groups; choose a divisor of "
-                            f"{world}")
-
-
-def check_layout(mode: str, spec: ModelSpec, impls: list[str], world: int, ep_size: int | None = None,
-                 shard_size: int | None = None, param_dtype: str = "fp32") -> None:
+def check_layout(layout: DistLayout, spec: ModelSpec, impls: list[str]) -> None:
     """Refuse what the layout cannot shard, before any process group work."""
-    if mode not in DIST_MODES:
-        raise DistError(f"--dist '{mode}': choose one of {', '.join(DIST_MODES)}")
-    check_layout_flags(mode, world, ep_size, shard_size, param_dtype)
-    if "ep" in mode.split("+"):
-        if spec.moe is None:
-            raise DistError(f"--dist {mode}: {spec.name} is dense and has no experts to split; use --dist fsdp")
-        bad = [i for i in impls if is_bracket(i)]
-        if bad:
-            raise DistError(f"--dist {mode}: {', '.join(bad)} is a dense bracket, not an MoE implementation")
-        try:
-            experts_per_rank(spec.moe.num_experts, ep_size or world)
-        except ExpertParallelError as exc:
-            raise DistError(f"--dist {mode}: {exc}") from None
+    layout.check_model(spec, [i for i in impls if is_bracket(i)])
 
 
-def init_from_env(mode: str, device: str, backend: str | None, ep_size: int | None = None,
-                  shard_size: int | None = None, param_dtype: str = "fp32") -> DistSetup:
+def init_from_env(layout: DistLayout, device: str, backend: str | None) -> DistSetup:
     """Join the process group torchrun set up (one line and exit 2 outside torchrun, or with a backend this
     machine lacks)."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        raise DistError(f"--dist {mode} runs one process per GPU under torchrun: torchrun --nproc-per-node N -m "
-                        f"tpsbench run --dist {mode} ...")
+        raise DistError(f"--dist {layout.mode} runs one process per GPU under torchrun: torchrun --nproc-per-node N "
+                        f"-m tpsbench run --dist {layout.mode} ...")
     chosen = backend or ("nccl" if device == "cuda" else "gloo")
     available = {"gloo": dist.is_gloo_available(),
                  "nccl": dist.is_nccl_available() and torch.cuda.is_available() and device == "cuda"}
@@ -152,7 +114,8 @@ def init_from_env(mode: str, device: str, backend: str | None, ep_size: int | No
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
         dist.init_process_group(chosen, timeout=COLLECTIVE_TIMEOUT)
-    return DistSetup(mode, dist.get_world_size(), dist.get_rank(), chosen, ep_size, shard_size, param_dtype)
+    return DistSetup(layout.mode, dist.get_world_size(), dist.get_rank(), chosen, layout.ep_size, layout.shard_size,
+                     layout.param_dtype or "fp32")
 
 
 _GROUPS: dict[tuple[int, int], tuple[dist.ProcessGroup | None, dist.ProcessGroup | None]] = {}
@@ -256,11 +219,11 @@ class _Reducer:
                     p.grad /= self.world
 
 
-def dist_training(spec: ModelSpec, case: E2ECase, setup: DistSetup, *, device: torch.device, policy: DTypePolicy,
-                  routing: str, skew: float, seed: int) -> Training:
+def dist_training(spec: ModelSpec, case: StepSpec, setup: DistSetup, *, device: torch.device, policy: DTypePolicy,
+                  routing: RoutingMode, skew: float, seed: int) -> Training:
     """The training step of ``case`` on this rank (its own tokens: seed + rank), ready to time; its parameter
     count is this rank's (local shards and experts)."""
-    s = case_spec(spec, case.impl)
+    s = bracket_spec(spec, case.impl) if is_bracket(case.impl) else spec
     impl = case.impl if s.moe is not None else baseline().name
     torch.manual_seed(seed)  # the same initial weights on every rank
     model, opt, reduce = dist_model(s, impl, setup, device)
@@ -268,6 +231,6 @@ def dist_training(spec: ModelSpec, case: E2ECase, setup: DistSetup, *, device: t
     for layer in moe_layers(model):
         layer.router.set_routing(routing, skew, seed)
     ids, labels = random_tokens(s.vocab_size, case.tokens, min(s.seq_len, case.tokens), device, seed + setup.rank)
-    return model_training(model, opt, ids, labels, case, policy, device, after_backward=reduce,
-                          recipe={"stack": "tpsbench", "dist": setup.mode, "world_size": str(setup.world),
+    return model_training(model, opt, ids, labels, case.accumulation, policy, device, after_backward=reduce,
+                          recipe={"stack": "tpsbench", "dist": str(setup.mode), "world_size": str(setup.world),
                                   "backend": setup.backend})

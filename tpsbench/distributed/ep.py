@@ -22,17 +22,7 @@ from torch import nn
 from tpsbench.models import MoESpec
 from tpsbench.nn.experts import ExpertImpl, make_impl
 from tpsbench.nn.moe import ExpertWeights, MoEFeedForward, RouterOutput
-
-
-class ExpertParallelError(ValueError):
-    """An expert-parallel layout that cannot be built (experts not divisible by the group size)."""
-
-
-def experts_per_rank(num_experts: int, group_size: int) -> int:
-    if group_size < 1 or num_experts % group_size:
-        raise ExpertParallelError(f"{num_experts} experts cannot be split evenly over {group_size} expert-parallel "
-                                  f"ranks; choose a group size that divides {num_experts}")
-    return num_experts // group_size
+from tpsbench.options import experts_per_rank
 
 
 @dataclass(frozen=True, slots=True)

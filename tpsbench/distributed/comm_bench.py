@@ -3,7 +3,7 @@ the dispatch (rows to the ranks of their experts, with the counts exchange and i
 combine (the expert outputs back), forward and backward, timed apart, across tokens per rank and the three
 routing modes, like DeepEP's and torchtitan's dispatch benchmarks.
 
-The backward of an exchange is the reverse exchange of a gradient of the same shape and dtype (tpsbench.dist.ep's
+The backward of an exchange is the reverse exchange of a gradient of the same shape and dtype (tpsbench.distributed.ep's
 ``_AllToAll.backward``), so it is timed as that exchange. Every rank times the same fixed repetitions; a point's
 time is the slowest rank's median. Bytes are what each rank sends (its rows leaving for other ranks); GB/s per
 rank is the mean sent over the slowest rank's time; the imbalance is the max / mean of the rows the ranks
@@ -13,6 +13,7 @@ receive (a skewed routing sends most rows to the ranks of the popular experts).
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -20,9 +21,9 @@ import torch.distributed as dist
 
 from tpsbench.bench.config import RunConfig
 from tpsbench.bench.timing import time_fn
-from tpsbench.dist.ep import ExpertParallelMoE, exchange_counts
-from tpsbench.dist.train import DistSetup, expert_groups
-from tpsbench.nn.moe import ROUTING_MODES
+from tpsbench.distributed.ep import Exchange, ExpertParallelMoE, exchange_counts
+from tpsbench.distributed.train import DistSetup, expert_groups
+from tpsbench.options import RoutingMode
 
 PHASES = (("dispatch", "fwd"), ("combine", "fwd"), ("dispatch", "bwd"), ("combine", "bwd"))
 
@@ -31,15 +32,11 @@ PHASES = (("dispatch", "fwd"), ("combine", "fwd"), ("dispatch", "bwd"), ("combin
 class CommPoint:
     op: str  # dispatch | combine
     phase: str  # fwd | bwd
-    routing: str
+    routing: RoutingMode
     tokens: int  # per rank
     samples_s: list[float]  # this rank's
     bytes_sent: float  # this rank's
     rows_received: int  # this rank's
-
-    @property
-    def label(self) -> str:
-        return f"ep.{self.op} {self.phase} @ {self.tokens} ({self.routing})"
 
 
 def _dtypes(cfg: RunConfig) -> tuple[torch.dtype, torch.dtype]:
@@ -57,7 +54,7 @@ def comm_points(cfg: RunConfig, setup: DistSetup) -> list[CommPoint]:
     residual, compute = _dtypes(cfg)
     group, _ = expert_groups(setup)  # this rank's expert-parallel group (None: all ranks)
     out: list[CommPoint] = []
-    for routing in ROUTING_MODES:
+    for routing in RoutingMode:
         for tokens in cfg.batches:
             torch.manual_seed(cfg.seed)  # the same router on every rank
             layer = ExpertParallelMoE(spec.d_model, spec.moe, group=group, device=device)
@@ -68,23 +65,8 @@ def comm_points(cfg: RunConfig, setup: DistSetup) -> list[CommPoint]:
                 route = layer.dense.router(x)
                 plan = layer.plan(route)
             ex = plan.exchange
-            ranks = torch.arange(layer.group_size, device=device)
-            dest = torch.repeat_interleave(ranks, torch.tensor(ex.send, device=device))
             sent_rows = sum(ex.send) - ex.send[layer.rank]  # rows that leave this rank
-            rows = x[plan.token].to(residual)
-            back = torch.randn(ex.received, spec.d_model, generator=g, device=device).to(compute)
-
-            def dispatch_fwd() -> None:
-                exchange_counts(dest, layer.group_size, layer.group)  # the counts and their host copy come first
-                layer.exchange(rows, ex.recv, ex.send)
-
-            grad_rows = torch.randn(ex.received, spec.d_model, generator=g, device=device).to(residual)
-            runs = {
-                ("dispatch", "fwd"): (dispatch_fwd, residual),
-                ("combine", "fwd"): (lambda: layer.exchange(back, ex.send, ex.recv), compute),
-                ("dispatch", "bwd"): (lambda: layer.exchange(grad_rows, ex.send, ex.recv), residual),
-                ("combine", "bwd"): (lambda: layer.exchange(rows.to(compute), ex.recv, ex.send), compute),
-            }
+            runs = _exchanges(layer, ex, x[plan.token].to(residual), residual, compute, g)
             for op, phase in PHASES:
                 fn, dtype = runs[(op, phase)]
                 dist.barrier()
@@ -95,6 +77,29 @@ def comm_points(cfg: RunConfig, setup: DistSetup) -> list[CommPoint]:
                 out.append(CommPoint(op, phase, routing, tokens, t.samples_s, float(sent * spec.d_model * width),
                                      ex.received))
     return out
+
+
+def _exchanges(layer: ExpertParallelMoE, ex: Exchange, rows: torch.Tensor, residual: torch.dtype,
+               compute: torch.dtype, g: torch.Generator) -> dict[tuple[str, str], tuple[Callable[[], object],
+                                                                                        torch.dtype]]:
+    """Each exchange of one layer's routing, ready to time, with the dtype of the rows it moves: the dispatch (the
+    counts and their host copy first), the combine, and their backward (the reverse exchanges)."""
+    d, device = rows.shape[1], rows.device
+    ranks = torch.arange(layer.group_size, device=device)
+    dest = torch.repeat_interleave(ranks, torch.tensor(ex.send, device=device))
+    back = torch.randn(ex.received, d, generator=g, device=device).to(compute)
+    grad_rows = torch.randn(ex.received, d, generator=g, device=device).to(residual)
+
+    def dispatch_fwd() -> None:
+        exchange_counts(dest, layer.group_size, layer.group)
+        layer.exchange(rows, ex.recv, ex.send)
+
+    return {
+        ("dispatch", "fwd"): (dispatch_fwd, residual),
+        ("combine", "fwd"): (lambda: layer.exchange(back, ex.send, ex.recv), compute),
+        ("dispatch", "bwd"): (lambda: layer.exchange(grad_rows, ex.send, ex.recv), residual),
+        ("combine", "bwd"): (lambda: layer.exchange(rows.to(compute), ex.recv, ex.send), compute),
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,5 @@
-"""One distributed training step (tpsbench/dist/train.py: ``fsdp``, ``ep``, ``fsdp+ep``) against the same step in
-one process, under ``torchrun`` (CPU, gloo): ``torchrun --nproc-per-node N -m tpsbench.dist.check_train``.
+"""One distributed training step (tpsbench/distributed/train.py: ``fsdp``, ``ep``, ``fsdp+ep``) against the same step in
+one process, under ``torchrun`` (CPU, gloo): ``torchrun --nproc-per-node N tests/dist_check_train.py``.
 Exit 0 when, for every layout, every gradient of the step and every parameter after one AdamW step equal the
 single-process step's, 1 otherwise; rank 0 prints one line per check, then the controls'.
 
@@ -19,10 +19,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from tpsbench.bench.e2e import random_tokens
-from tpsbench.dist.train import DistSetup, dist_model, torchrun_checks
+from tpsbench.distributed.train import DistSetup, dist_model, torchrun_checks
 from tpsbench.models import get_model
 from tpsbench.nn.transformer import build_model
+from tpsbench.options import DistMode
+from tpsbench.stacks.training import random_tokens
 
 GRAD_TOLERANCE = 1e-5  # fp32 gradients, relative to each tensor's largest: 4 ranks sum in another order (1.5e-7)
 # parameters after the step, absolute, in units of the learning rate: AdamW's first update g / (|g| + eps) turns
@@ -114,7 +115,7 @@ def check(mode: str, name: str, rank: int, world: int, loss_scale: float = 1.0,
           recompute: str = "none", ep_size: int | None = None, skip_replicas: bool = False,
           shard_size: int | None = None) -> tuple[float, float]:
     """The largest gradient difference (relative) and parameter difference after the step (in units of lr)."""
-    s = backward_both(DistSetup(mode, world, rank, "gloo", ep_size, shard_size), name, loss_scale=loss_scale,
+    s = backward_both(DistSetup(DistMode(mode), world, rank, "gloo", ep_size, shard_size), name, loss_scale=loss_scale,
                       recompute=recompute, skip_replicas=skip_replicas)
     grads = _worst(s.model, s.reference, grads=True)
     s.ref_opt.step()
@@ -125,7 +126,7 @@ def check(mode: str, name: str, rank: int, world: int, loss_scale: float = 1.0,
 def mixed_precision_check(mode: str, name: str, rank: int, world: int) -> tuple[float, str, set[str]]:
     """FSDP's mixed precision: the gradient difference against the single process in bf16, the dtype a block's
     first matmul weight had in the forward (FSDP's gathered parameter), and the dtypes of the sharded gradients."""
-    s = backward_both(DistSetup(mode, world, rank, "gloo", param_dtype="bf16"), name,
+    s = backward_both(DistSetup(DistMode(mode), world, rank, "gloo", param_dtype="bf16"), name,
                       reference_dtype=torch.bfloat16)
     grad_dtypes = {str(p.grad.dtype) for p in s.model.parameters() if p.grad is not None}
     return _worst(s.model, s.reference, grads=True), s.computed_in[0], grad_dtypes
@@ -170,8 +171,8 @@ def checks(rank: int, world: int) -> int:
         failed += not ok
         if rank == 0:
             print(f"{'ok  ' if ok else 'FAIL'} {world} ranks, {mode} step of {name} (bf16 gathers): gradients "
-                  f"{float(err):.2e} (relative, against one process in bf16), blocks computed in {computed_in}, gradients "
-                  f"{', '.join(sorted(grad_dtypes))}", flush=True)
+                  f"{float(err):.2e} (relative, against one process in bf16), blocks computed in {computed_in}, "
+                  f"gradients {', '.join(sorted(grad_dtypes))}", flush=True)
     for mode, name in HYBRID:
         half = max(1, world // 2)
         failed += not _layout(rank, world, mode, name, f" (hybrid sharding over groups of {half})", shard_size=half)
@@ -183,4 +184,4 @@ def checks(rank: int, world: int) -> int:
 
 
 if __name__ == "__main__":
-    torchrun_checks("tpsbench.dist.check_train", checks)
+    torchrun_checks("tests/dist_check_train.py", checks)

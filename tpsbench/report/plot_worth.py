@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from tpsbench.analysis.worth import PF_DAY, SECONDS_PER_HOUR, WorthReport, WorthRow
-from tpsbench.plot import SUFFIXES, PlotError
+from tpsbench.analysis.worth_inputs import ThroughputBasis
+from tpsbench.report.plot import SUFFIXES, PlotError
 
-KIND_ORDER = ("measured", "predicted expected", "predicted floor")
+KIND_ORDER = tuple(ThroughputBasis)  # best-founded first
 
 
 def _per_gpu(r: WorthReport) -> dict[str, list[WorthRow]]:
@@ -18,8 +19,8 @@ def _per_gpu(r: WorthReport) -> dict[str, list[WorthRow]]:
     out: dict[str, list[WorthRow]] = {}
     for gpu in dict.fromkeys(row.gpu for row in r.rows):
         rows = [row for row in r.rows if row.gpu == gpu]
-        kind = next(k for k in KIND_ORDER if any(row.throughput.kind == k for row in rows))
-        out[gpu] = [row for row in rows if row.throughput.kind == kind]
+        kind = next(k for k in KIND_ORDER if any(row.throughput.basis == k for row in rows))
+        out[gpu] = [row for row in rows if row.throughput.basis == kind]
     return out
 
 
@@ -51,7 +52,7 @@ def plot_worth(r: WorthReport, out: str | Path) -> Path:
             if row.hours is not None:
                 ax.plot([row.hours], [r.target], "o", color=c, ms=6)
         ax.axhline(r.target, color="k", lw=0.8, ls=":")
-        ax.set(title=f"{gpu} ({rows[0].throughput.kind} tokens/s)", xlabel="wall-clock hours on one GPU",
+        ax.set(title=f"{gpu} ({rows[0].throughput.basis} tokens/s)", xlabel="wall-clock hours on one GPU",
                ylabel="loss", ylim=_ylim(r))
         ax.legend(fontsize=7)
     ax = axes[0][-1]

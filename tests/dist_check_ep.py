@@ -1,5 +1,5 @@
 """The expert-parallel layer against the single-process one, under ``torchrun`` (CPU, gloo; or NCCL on GPUs):
-``torchrun --nproc-per-node N -m tpsbench.dist.check_ep``. Exit 0 when every case matches, 1 otherwise; rank 0
+``torchrun --nproc-per-node N tests/dist_check_ep.py``. Exit 0 when every case matches, 1 otherwise; rank 0
 prints one line per case.
 
 Each rank routes its own tokens (a different number per rank, so the splits are uneven); the reference is the
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from tpsbench.dist.ep import ExpertParallelMoE
-from tpsbench.dist.train import torchrun_checks
+from tpsbench.distributed.ep import ExpertParallelMoE
+from tpsbench.distributed.train import torchrun_checks
 from tpsbench.models import MoESpec
 from tpsbench.nn.moe import MoEFeedForward
 
@@ -125,4 +125,4 @@ def checks(rank: int, world: int) -> int:
 
 
 if __name__ == "__main__":
-    torchrun_checks("tpsbench.dist.check_ep", checks)
+    torchrun_checks("tests/dist_check_ep.py", checks)

@@ -26,23 +26,18 @@ from tpsbench import __version__
 from tpsbench.bench import e2e
 from tpsbench.bench.config import RunConfig
 from tpsbench.bench.env import machine_info
-from tpsbench.bench.runner import plan
+from tpsbench.bench.measurement import Measurement
+from tpsbench.bench.runner import plan, planned_point
 from tpsbench.bench.stats import summarize
-from tpsbench.dist.comm_bench import GatheredComm, comm_points, gather
-from tpsbench.dist.train import DistSetup, dist_training
-from tpsbench.results import ResultsWriter, finite, from_dict
-from tpsbench.results.schema import Derived, DistTiming, Point, Raw, Stats
-from tpsbench.results.typed import to_dict
+from tpsbench.distributed.comm_bench import GatheredComm, comm_points, gather
+from tpsbench.distributed.train import DistSetup, dist_training
+from tpsbench.options import PointKind
+from tpsbench.points import point_label
+from tpsbench.results import ResultsWriter
+from tpsbench.results.points import point_key
+from tpsbench.results.schema import ConfigRecord, Derived, DistTiming, Point, PointStatus, Raw, RunStatus
 
 FAIL_RANK_ENV = "TPSBENCH_FAIL_RANK"
-
-
-def layout_label(setup: DistSetup) -> str:
-    """How a point's label names its layout: "ep x4", or "fsdp+ep x4, expert groups of 2"."""
-    groups = "" if setup.ep_size is None else f", expert groups of {setup.ep_size}"
-    groups += "" if setup.shard_size is None else f", shard groups of {setup.shard_size}"
-    groups += "" if setup.param_dtype == "fp32" else f", {setup.param_dtype} gathers"
-    return f"{setup.mode} x{setup.world}{groups}"
 
 
 def _fixed_reps(cfg: RunConfig) -> e2e.TimingConfig:
@@ -60,28 +55,24 @@ def _timing(medians: list[float], setup: DistSetup, tokens: int, **comm: object)
                       tokens_per_s_total=setup.world * tokens / step, **comm)  # type: ignore[arg-type]
 
 
-def _point(case: e2e.E2ECase, cfg: RunConfig, setup: DistSetup, raw: dict[str, object],
+def _point(planned: Point, case: e2e.E2ECase, cfg: RunConfig, setup: DistSetup, measured: Measurement,
            samples: list[list[float]]) -> Point:
-    spec = replace(cfg.model, seq_len=cfg.seq_len)
+    spec = cfg.seq_spec
     timing = _timing([statistics.median(x) for x in samples], setup, case.global_tokens)
     slowest = samples[timing.per_rank_median_s.index(timing.max_median_s)]
     stats = summarize(slowest)
-    opt = summarize(raw["optimizer_samples_s"])  # type: ignore[arg-type]
+    opt = measured.raw.optimizer_stats
+    assert opt is not None
     cap = spec.moe.capacity_factor if spec.moe else None
     derived, _ = e2e.e2e_metrics(spec, case, stats.median, opt.median, cfg.policy, cfg.profile, cap, cfg.ceilings,
                                  cfg.calibration)  # per GPU: one rank's tokens over the step time
-    raw = {k: v for k, v in raw.items() if k not in ("window", "window_info")}
-    raw.update(samples_s=slowest, optimizer_stats=opt.to_dict(), dist=to_dict(timing))
-    return Point(kind="e2e", layer="model", impl=case.impl, tokens=case.tokens, mode="train_step",
-                 global_tokens=case.global_tokens, label=f"{case.label} ({layout_label(setup)})",
-                 routing=cfg.routing if spec.moe is not None else None, status="ok",
-                 stats=from_dict(Stats, finite(stats.to_dict()), "stats"), derived=derived, prediction=None,
-                 counters=None, raw=from_dict(Raw, finite(raw), "raw"))
+    raw = replace(measured.raw, samples_s=slowest, dist=timing)
+    return replace(planned, stats=stats, derived=derived, raw=raw)
 
 
 def _on_sigterm(writer: ResultsWriter) -> Callable[[int, object], None]:
     def handler(_signum: int, _frame: object) -> None:
-        writer.finish("interrupted")  # every finished point is in the file already
+        writer.finish(RunStatus.INTERRUPTED)  # every finished point is in the file already
         print(f"tpsbench run: another rank failed; finished points are in {writer.path}", file=sys.stderr, flush=True)
         os._exit(143)
     return handler
@@ -99,7 +90,7 @@ def _stop(exc: Exception, setup: DistSetup, where_label: str, writer: ResultsWri
     """End this rank: one line, the error's own when this rank failed, a consequence when a peer did; rank 0
     marks its file interrupted (every finished point is in it)."""
     if writer is not None:
-        writer.finish("interrupted")
+        writer.finish(RunStatus.INTERRUPTED)
     if _peer_left(exc):
         where = f"; finished points are in {writer.path}" if writer is not None else ""
         print(f"tpsbench run: rank {setup.rank} stopped at '{where_label}': another rank left the run{where}",
@@ -110,23 +101,22 @@ def _stop(exc: Exception, setup: DistSetup, where_label: str, writer: ResultsWri
     os._exit(1)
 
 
-def _comm_point(g: GatheredComm, setup: DistSetup, cfg: RunConfig) -> Point:
-    """A communication micro point (tpsbench/dist/comm_bench.py) as rank 0 writes it."""
+def _comm_point(g: GatheredComm, setup: DistSetup, cfg: RunConfig, record: ConfigRecord) -> Point:
+    """A communication micro point (tpsbench/distributed/comm_bench.py) as rank 0 writes it."""
     p = g.point
     sent = statistics.fmean(g.bytes_sent_per_rank)
     stats = summarize(p.samples_s)
     timing = _timing(g.per_rank_median_s, setup, p.tokens, bytes_sent_per_rank=g.bytes_sent_per_rank,
                      rows_received_per_rank=g.rows_received_per_rank, received_max_over_mean=g.imbalance)
-    raw = {"samples_s": p.samples_s, "warmup": cfg.micro_timing.warmup, "l2_flushed": False,
-           "timer": "cuda_event" if cfg.device == "cuda" else "perf_counter", "dist": to_dict(timing)}
+    raw = Raw(samples_s=p.samples_s, warmup=cfg.micro_timing.warmup, l2_flushed=False,
+              timer="cuda_event" if cfg.device == "cuda" else "perf_counter", dist=timing)
     derived = Derived(tokens_per_s=p.tokens / stats.median, bytes=sent, achieved_gbs=sent / stats.median / 1e9)
-    return Point(kind="micro", layer=f"ep.{p.op}", impl=None, tokens=p.tokens, mode=p.phase,
-                 label=f"{p.label} ({layout_label(setup)})", routing=p.routing, status="ok",
-                 stats=from_dict(Stats, finite(stats.to_dict()), "stats"), derived=derived, prediction=None,
-                 counters=None, raw=from_dict(Raw, finite(raw), "raw"))
+    point = Point(kind=PointKind.MICRO, layer=f"ep.{p.op}", impl=None, tokens=p.tokens, mode=p.phase, label="",
+                  routing=p.routing, status=PointStatus.OK, stats=stats, derived=derived, raw=raw)
+    return replace(point, label=point_label(point_key(record, point)))
 
 
-def _comm(cfg: RunConfig, setup: DistSetup, writer: ResultsWriter | None) -> None:
+def _comm(cfg: RunConfig, setup: DistSetup, writer: ResultsWriter | None, record: ConfigRecord) -> None:
     try:
         mine = comm_points(cfg, setup)
     except Exception as exc:  # one line naming the rank, as for a training step
@@ -135,45 +125,46 @@ def _comm(cfg: RunConfig, setup: DistSetup, writer: ResultsWriter | None) -> Non
     gathered = gather(mine, setup)
     if writer is not None and gathered is not None:
         for g in gathered:
-            writer.add(_comm_point(g, setup, cfg))
+            writer.add(_comm_point(g, setup, cfg, record))
     dist.barrier()
 
 
 def execute_dist(cfg: RunConfig, setup: DistSetup, out: Path, *, overwrite: bool = False,
                  on_point: Callable[[int, int, Point], None] | None = None) -> ResultsWriter | None:
     """Measure every training step of ``cfg`` on this rank; rank 0 writes ``out`` and returns its writer."""
-    spec = replace(cfg.model, seq_len=cfg.seq_len)
+    spec = cfg.seq_spec
     device = torch.device(cfg.device)
+    record = replace(cfg.describe(), dist=setup.mode, world_size=setup.world, ep_size=setup.ep_size,
+                     shard_size=setup.shard_size, fsdp_param_dtype=setup.param_dtype)
     writer = None
     if setup.rank == 0:
-        config = replace(cfg.describe(), dist=setup.mode, world_size=setup.world, ep_size=setup.ep_size,
-                         shard_size=setup.shard_size, fsdp_param_dtype=setup.param_dtype)
-        writer = ResultsWriter(out, config=config, machine=machine_info(cfg.device, cfg.profile),
+        writer = ResultsWriter(out, config=record, machine=machine_info(cfg.device, cfg.profile),
                                tool_version=__version__, overwrite=overwrite)
         signal.signal(signal.SIGTERM, _on_sigterm(writer))
-    if cfg.mode in ("micro", "all") and setup.uses_ep:
-        _comm(cfg, setup, writer)
+    if cfg.mode.layers and setup.uses_ep:
+        _comm(cfg, setup, writer, record)
     cases = [c for c in plan(cfg) if isinstance(c, e2e.E2ECase)]
     for i, case in enumerate(cases):
+        planned = planned_point(case, cfg, record)
         try:
             if i == 1 and os.environ.get(FAIL_RANK_ENV) == str(setup.rank):
                 raise RuntimeError(f"failure injected by {FAIL_RANK_ENV}={setup.rank}")
-            train = dist_training(spec, case, setup, device=device, policy=cfg.policy, routing=cfg.routing,
+            train = dist_training(spec, case.step, setup, device=device, policy=cfg.policy, routing=cfg.routing,
                                   skew=cfg.skew, seed=cfg.seed)
-            raw = e2e.run_e2e(spec, case, device=device, policy=cfg.policy, routing=cfg.routing, skew=cfg.skew,
-                              timing=_fixed_reps(cfg), profile=cfg.profile, seed=cfg.seed, measure_idle=False,
-                              train=train)
+            measured = e2e.run_e2e(spec, case, device=device, policy=cfg.policy, routing=cfg.routing, skew=cfg.skew,
+                                   timing=_fixed_reps(cfg), stack=cfg.stack, seed=cfg.seed, measure_idle=False,
+                                   train=train)
         except Exception as exc:  # one line naming the rank; torchrun stops the other ranks
-            _stop(exc, setup, case.label, writer)
+            _stop(exc, setup, planned.label, writer)
         samples: list[list[float]] = [[] for _ in range(setup.world)]
-        dist.all_gather_object(samples, list(raw["samples_s"]))  # type: ignore[arg-type]
+        dist.all_gather_object(samples, list(measured.raw.samples_s))
         if writer is not None:
-            point = _point(case, cfg, setup, raw, samples)
+            point = _point(planned, case, cfg, setup, measured, samples)
             writer.add(point)
             if on_point is not None:
                 on_point(i + 1, len(cases), point)
         dist.barrier()  # the point is on disk before any rank goes on (and might fail)
     if writer is not None:
-        writer.finish("complete")
+        writer.finish(RunStatus.COMPLETE)
     dist.barrier()
     return writer

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from tpsbench.costmodel import Workload
 from tpsbench.costmodel.comm import CommOp, comm_ops
-from tpsbench.dist.memory import dist_memory, rank_param_fraction
-from tpsbench.dist.train import DIST_MODES, DistError, check_layout_flags
+from tpsbench.estimate.distributed_memory import dist_memory, rank_param_fraction
 from tpsbench.estimate.memory import MemoryEstimate
 from tpsbench.estimate.step import expected_for
+from tpsbench.options import DistError, DistLayout, DistMode
 from tpsbench.profiles import GPUProfile
 from tpsbench.roofline import predict
 
@@ -40,7 +40,7 @@ class CommTime:
 
 @dataclass(frozen=True, slots=True)
 class DistPrediction:
-    mode: str
+    mode: DistMode
     world: int
     tokens_per_rank: int
     link: Link  # all ranks' (FSDP's) link
@@ -86,6 +86,26 @@ class DistPrediction:
         single = self.single_floor_s if basis == "floor" else self.single_expected_s
         return None if per_gpu is None or single is None else per_gpu * single / self.tokens_per_rank
 
+    def to_dict(self) -> dict[str, object]:
+        """`predict --dist --json`'s document of the prediction (every number predicted: measured is false)."""
+        return {
+            "mode": self.mode, "gpus": self.world, "tokens_per_gpu": self.tokens_per_rank,
+            "link": {"name": self.link.name, "gbs": self.link.gbs, "source": self.link.source},
+            "ep_size": self.ep_size, "shard_size": self.shard_size, "dtype_policy": self.policy,
+            "comm": [{"name": c.op.name, "phase": c.op.phase.value, "collective": c.op.collective,
+                      "count": c.op.count, "bytes_per_gpu": c.op.bytes_per_rank, "seconds": c.seconds,
+                      "host_syncs": c.op.host_syncs, "group": c.op.group, "link": c.link.name} for c in self.comm],
+            "comm_s": self.comm_s, "compute_floor_s": self.compute_floor_s,
+            "compute_expected_s": self.compute_expected_s,
+            "steps": {f"{basis}_overlap_{ov}": {"step_s": self.step_s(basis, ov),
+                                                "tokens_per_s_per_gpu": self.tokens_per_s_per_gpu(basis, ov),
+                                                "scaling_efficiency": self.scaling_efficiency(basis, ov)}
+                      for basis in ("floor", "expected") for ov in ("none", "full")},
+            "memory_per_gpu": {**self.memory.to_dict(), "usable_bytes": self.usable_bytes,
+                               "fits": self.memory.fits(self.usable_bytes)},
+            "recompute": self.recompute, "compiled": self.compiled, "measured": False,
+        }
+
 
 def choose_link(profile: GPUProfile, world: int, gpus_per_node: int, network_gbs: float | None) -> Link:
     """The link a group of ``world`` consecutive ranks (or one spanning that many) runs its collectives over: the
@@ -95,9 +115,9 @@ def choose_link(profile: GPUProfile, world: int, gpus_per_node: int, network_gbs
             return Link("network", network_gbs, "--network-gbs (given)")
         if profile.network_gbs is not None:
             return Link("network", profile.network_gbs.value, profile.network_gbs.source)
-        raise DistError(f"--gpus {world} spans more than one node of {gpus_per_node} and {profile.name}'s profile cites "
-                        "no network bandwidth: give --network-gbs (each GPU's scale-out bandwidth one way, e.g. 50 "
-                        "for 400 Gb/s InfiniBand)")
+        raise DistError(f"--gpus {world} spans more than one node of {gpus_per_node} and {profile.name}'s profile "
+                        "cites no network bandwidth: give --network-gbs (each GPU's scale-out bandwidth one way, e.g. "
+                        "50 for 400 Gb/s InfiniBand)")
     if profile.nvlink_gbs is not None:
         return Link("nvlink", profile.nvlink_gbs.value, profile.nvlink_gbs.source)
     if profile.pcie_gbs is not None:
@@ -116,23 +136,14 @@ def group_link(group: str, profile: GPUProfile, world: int, ep_size: int | None,
     return choose_link(profile, world, gpus_per_node, network_gbs)
 
 
-def predict_dist(w: Workload, profile: GPUProfile, mode: str, world: int, *,
+def predict_dist(w: Workload, profile: GPUProfile, layout: DistLayout, *,
                  gpus_per_node: int = DEFAULT_GPUS_PER_NODE, network_gbs: float | None = None,
-                 compiled: bool = False, ep_size: int | None = None, shard_size: int | None = None
-                 ) -> DistPrediction:
-    if mode not in DIST_MODES:
-        raise DistError(f"--dist '{mode}': choose one of {', '.join(DIST_MODES)}")
+                 compiled: bool = False) -> DistPrediction:
+    mode, world, ep_size, shard_size = layout.mode, layout.world, layout.ep_size, layout.shard_size
     if world < 2:
         raise DistError(f"--gpus {world}: a distributed step needs at least 2 GPUs")
-    check_layout_flags(mode, world, ep_size, shard_size, ranks="GPUs")
-    if "ep" in mode.split("+"):
-        if w.model.moe is None:
-            raise DistError(f"--dist {mode}: {w.model.name} is dense and has no experts to split; use --dist fsdp")
-        k = ep_size or world
-        if w.model.moe.num_experts % k:
-            what = f"--ep-size {k}" if ep_size else f"{world} GPUs"
-            raise DistError(f"--dist {mode}: {w.model.moe.num_experts} experts cannot be split evenly over {what}; "
-                            "choose a group size dividing the expert count")
+    layout.check_sizes(ranks="GPUs")
+    layout.check_model(w.model, ranks="GPUs")
     link = choose_link(profile, world, gpus_per_node, network_gbs)
     ops = comm_ops(w, mode, world, ep_size, shard_size)
     comm: list[CommTime] = []
@@ -148,43 +159,3 @@ def predict_dist(w: Workload, profile: GPUProfile, mode: str, world: int, *,
     return DistPrediction(mode, world, w.tokens, link, tuple(comm), p.fwd_bwd_s + p.optimizer_s * frac,
                           single_expected, p.microbatch_step_s, single_expected, memory, est.usable_bytes, compiled,
                           w.recompute, ep_size, shard_size, w.policy.name)
-
-
-def dist_lines(d: DistPrediction) -> list[str]:
-    """What `predict` prints: each collective per phase with its bytes and bound, then the step."""
-    groups = "" if d.ep_size is None else f" in expert-parallel groups of {d.ep_size}"
-    groups += "" if d.shard_size is None else f", hybrid sharding over groups of {d.shard_size}"
-    groups += f", {d.policy}"
-    over = "; ".join(f"{link.name} at {link.gbs:g} GB/s one way ({link.source})" for link in d.links)
-    head = (f"{d.world} GPUs, --dist {d.mode}{groups}, {d.tokens_per_rank:,} tokens per GPU per step: communication "
-            f"over {over}")
-    width = max(20, *(len(c.op.name) for c in d.comm))
-    rows = [head, f"  {'phase':<10} {'collective':<15} {'op':<{width}} {'count':>5} {'MB per GPU':>11} "
-            f"{'ms (floor)':>10}  link"]
-    for c in d.comm:
-        rows.append(f"  {c.op.phase.value:<10} {c.op.collective:<15} {c.op.name:<{width}} {c.op.count:>5} "
-                    f"{c.op.bytes_per_rank / 1e6:>11,.1f} {c.seconds * 1e3:>10.2f}  {c.link.name} ({c.op.group})")
-    syncs = sum(c.op.host_syncs for c in d.comm)
-    rows.append(f"  communication {d.comm_s * 1e3:.2f} ms per step at the link rate; {syncs} host syncs (split sizes)")
-    for basis in ("floor", "expected"):
-        parts = []
-        for overlap in ("none", "full"):
-            s, tps, eff = (d.step_s(basis, overlap), d.tokens_per_s_per_gpu(basis, overlap),
-                           d.scaling_efficiency(basis, overlap))
-            if s is None or tps is None or eff is None:
-                parts.append(f"overlap {overlap}: n/a (no efficiency table)")
-                continue
-            parts.append(f"overlap {overlap}: {s * 1e3:.1f} ms, {tps:,.0f} tokens/s per GPU, "
-                         f"{tps * d.world:,.0f} in total, scaling efficiency {100 * eff:.0f}%")
-        note = "" if basis == "floor" else (f" (compute: the one-GPU expected step{', compiled' if d.compiled else ''};"
-                                            " communication at the link rate)")
-        rows.append(f"  {basis}{note}: " + "; ".join(parts))
-    mem = d.memory
-    verdict = "fits" if mem.fits(d.usable_bytes) else "does not fit"
-    rows.append(f"  memory per GPU: peak {mem.peak_bytes / 1e9:,.1f} GB allocated (parameters and AdamW state "
-                f"{mem.parameters_and_state_bytes / 1e9:,.1f}, weight copies and gathered units "
-                f"{mem.weight_copies_bytes / 1e9:,.1f}, activations {mem.activations_bytes / 1e9:,.1f}, loss "
-                f"{mem.loss_transient_bytes / 1e9:,.1f}) + allocator reserve {mem.overhead_bytes / 1e9:,.1f} GB on "
-                f"{d.usable_bytes / 1e9:,.1f} GB usable: {verdict}")
-    rows.append("  predicted only: the GPU machines tpsbench has measured on hold one GPU each")
-    return rows

@@ -151,8 +151,8 @@ def test_predict_qwen3_on_8_b200s_prints_the_repeated_exchanges_and_the_memory(c
     assert main(argv) == 0
     out = capsys.readouterr().out
     # 45.1 GB / 900 GB/s
-    assert _rows(out)["moe.dispatch.recompute", "bwd_dgrad"][:6] == ["bwd_dgrad", "all_to_all", "moe.dispatch.recompute",
-                                                                     "48", "45,097.2", "50.11"]
+    assert _rows(out)["moe.dispatch.recompute", "bwd_dgrad"][:6] == [
+        "bwd_dgrad", "all_to_all", "moe.dispatch.recompute", "48", "45,097.2", "50.11"]
     assert "memory per GPU: peak" in out and "one-GPU expected step, compiled" in out
     assert main([*argv, "--json"]) == 0
     [d] = json.loads(capsys.readouterr().out)["dist"]

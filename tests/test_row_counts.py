@@ -46,8 +46,8 @@ def test_run_notes_say_how_many_row_counts_were_new_and_how_imbalanced_the_route
     rc = doc.points[0].raw.row_counts
     median_new = sorted(rc.new_per_step[1:])[len(rc.new_per_step[1:]) // 2]
     notes = run_notes(doc)
-    assert (f"moe_tiny train step/loop @ 256: {median_new} of its {rc.expert_gemms_per_step} per-expert row counts were "
-            "new in a step after the first (median)") in "\n".join(notes)
+    assert (f"moe_tiny train step/loop @ 256: {median_new} of its {rc.expert_gemms_per_step} per-expert row counts "
+            "were new in a step after the first (median)") in "\n".join(notes)
     ratio = doc.points[0].raw.tokens_per_expert_max_over_mean
     assert any(n.startswith(f"NOTE: the learned router was up to {ratio:.1f}x imbalanced") for n in notes) \
         == (ratio >= 2.0)

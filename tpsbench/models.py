@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass, replace
+from typing import TypedDict
 
 from tpsbench.errors import InputError
 
@@ -211,13 +212,22 @@ class ModelSpec:
         return replace(self, name=f"{self.name}[{n_layers}L]", n_layers=n_layers)
 
 
-def _moe_block(**kwargs: object) -> dict[str, object]:
+class BlockStyle(TypedDict, total=False):
+    """The block options a family of OLMo-core factories shares."""
+
+    qk_norm: bool
+    reordered_norm: bool
+    rope_theta: float
+    norm_eps: float
+
+
+def _moe_block() -> BlockStyle:
     # OLMo-core MoE factories use qk-norm, the reordered-norm block and rope theta 500k.
-    return {"qk_norm": True, "reordered_norm": True, "rope_theta": 500_000.0, **kwargs}
+    return {"qk_norm": True, "reordered_norm": True, "rope_theta": 500_000.0}
 
 
-def _olmo2_block(**kwargs: object) -> dict[str, object]:
-    return {"qk_norm": True, "reordered_norm": True, "rope_theta": 500_000.0, "norm_eps": 1e-6, **kwargs}
+def _olmo2_block() -> BlockStyle:
+    return {"qk_norm": True, "reordered_norm": True, "rope_theta": 500_000.0, "norm_eps": 1e-6}
 
 
 _ZOO: tuple[ModelSpec, ...] = (

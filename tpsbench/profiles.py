@@ -20,8 +20,9 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from tpsbench.errors import InputError
+from tpsbench.errors import InputError, parse_toml, read_text
 from tpsbench.models import UnknownNameError, closest_choices_message
+from tpsbench.results.typed import JsonObject
 
 PROFILES_ENV = "TPSBENCH_PROFILES"  # extra folder of user profiles, searched before the built-in ones
 
@@ -93,8 +94,8 @@ class GPUProfile:
             return None
         return self.measured_matmul_tflops.value * 1e12 / (self.measured_copy_gbs.value * 1e9)
 
-    def describe(self) -> dict[str, object]:
-        out: dict[str, object] = {
+    def describe(self) -> JsonObject:
+        out: JsonObject = {
             "name": self.name,
             "display_name": self.display_name,
             "architecture": self.architecture,
@@ -131,12 +132,8 @@ def _cited(path: Path, key: str, raw: object, what: str) -> Cited:
 
 def parse_profile(path: Path) -> GPUProfile:
     """Load and validate one profile file."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"{path}: not valid TOML ({exc}); see profiles/h100_sxm.toml for the format") from exc
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read ({exc.strerror})") from exc
+    what = "a GPU profile (see profiles/h100_sxm.toml for the format)"
+    data = parse_toml(read_text(path, ProfileError, what), str(path), ProfileError, what)
     for key in REQUIRED_STRINGS:
         if not isinstance(data.get(key), str) or not data[key].strip():
             raise ProfileError(f"{path}: key '{key}': expected a non-empty string, got {data.get(key)!r}")
@@ -211,7 +208,7 @@ def gpu_aliases() -> dict[str, str]:
     for name, path in profile_paths().items():
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8")).get("aliases", [])
-        except (OSError, tomllib.TOMLDecodeError):
+        except (OSError, tomllib.TOMLDecodeError, RecursionError):
             continue  # the file's own error surfaces when it is loaded by name
         for alias in raw if isinstance(raw, list) else []:
             if isinstance(alias, str):

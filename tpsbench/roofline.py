@@ -28,6 +28,7 @@ from tpsbench.costmodel import (
 from tpsbench.errors import InputError
 from tpsbench.profiles import GPUProfile
 from tpsbench.results.schema import CalibrationRef
+from tpsbench.results.typed import JsonObject
 
 
 class Bound(StrEnum):
@@ -182,7 +183,7 @@ class Prediction:
         total = sum(r.seconds for r in rows)
         return sum(r.seconds for r in rows if r.bound is Bound.MEMORY) / total if total else 0.0
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> JsonObject:
         w = self.workload
         moe = w.model.moe
         route = routing(w) if moe is not None else None

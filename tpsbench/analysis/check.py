@@ -28,6 +28,7 @@ import numpy as np
 
 from tpsbench.options import PointKind
 from tpsbench.points import MeasuredPoint
+from tpsbench.results.typed import JsonObject
 
 DEFAULT_THRESHOLD = 0.05  # 5%: pytest-benchmark's customary --benchmark-compare-fail=median:5%
 CONFIDENCE = 0.95
@@ -94,7 +95,7 @@ class CheckReport:
     def count(self, outcome: Outcome) -> int:
         return sum(r.outcome is outcome for r in self.rows)
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> JsonObject:
         return {"threshold": self.threshold, "baseline": self.baseline, "current": self.current,
                 "failed": self.failed, "allow_missing": self.allow_missing,
                 "interval": {"method": "bootstrap percentile, ratio of medians", "confidence": CONFIDENCE,

@@ -34,6 +34,7 @@ from tpsbench.impls import BRACKETS, baseline, moe_impl_names
 from tpsbench.options import LayerMode, PointKind
 from tpsbench.points import NO_IMPL, MeasuredPoint, PointKey
 from tpsbench.profiles import GPUProfile
+from tpsbench.results.typed import JsonObject
 from tpsbench.stacks import DEFAULT_STACK, is_modelled, stack_named
 
 
@@ -144,8 +145,8 @@ class Comparison:
     scaling: list[ScalingRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, object]:
-        def entry(e: MeasuredPoint) -> dict[str, object]:
+    def to_dict(self) -> JsonObject:
+        def entry(e: MeasuredPoint) -> JsonObject:
             return {"tokens_per_s": e.tokens_per_s, "median_s": e.median_s, "status": e.status,
                     "roofline_fraction": e.roofline_fraction, "dram_gbs": e.dram_gbs, "idle_share": e.idle_share,
                     "predicted_tokens_per_s": e.predicted_tokens_per_s, "source": e.source}

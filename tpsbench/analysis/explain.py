@@ -39,6 +39,7 @@ from tpsbench.errors import InputError, read_text
 from tpsbench.impls import cost_model_names
 from tpsbench.models import USERS_MICROBATCH_TOKENS, ModelSpec, UnknownNameError, default_global_batch, get_model
 from tpsbench.profiles import GPUProfile, ProfileError, load_profile
+from tpsbench.results.typed import JsonObject
 from tpsbench.roofline import CeilingError, predict
 from tpsbench.stacks import StackChoiceError, get_stack
 
@@ -135,7 +136,7 @@ class Explanation:
     warnings: list[str] = field(default_factory=list)  # rows whose numbers cannot be right as given
     summary: str = ""
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> JsonObject:
         return {
             "warnings": self.warnings,
             "rows": [{"row": r.m.row, "model": r.m.model.name, "gpu": r.m.profile.name, "impl": r.m.impl,

@@ -10,6 +10,7 @@ from tpsbench.costmodel import get_policy
 from tpsbench.models import UnknownNameError
 from tpsbench.points import MeasuredPoint
 from tpsbench.profiles import GPUProfile, load_profile
+from tpsbench.results.typed import JsonObject
 
 
 @lru_cache(maxsize=64)
@@ -38,6 +39,6 @@ def evidence(p: MeasuredPoint) -> Evidence:
                     roofline_fraction=p.roofline_fraction, predicted_memory_share=p.predicted_memory_share)
 
 
-def slots_dict(obj: object) -> dict[str, object]:
+def slots_dict(obj: object) -> JsonObject:
     """A slotted dataclass as a dict of its fields (``dataclasses.asdict`` would recurse into nested ones)."""
     return {k: getattr(obj, k) for k in obj.__slots__}  # type: ignore[attr-defined]

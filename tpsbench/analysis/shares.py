@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from tpsbench.results.typed import JsonObject
+
 TOLERANCE = 0.10  # a speedup within 10% of a ratio matches it (as tpsbench.analysis.verdict does)
 
 
@@ -48,7 +50,7 @@ class Decomposition:
     def feasible(self) -> bool:
         return self.bandwidth is not None
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> JsonObject:
         def rng(r: ShareRange | None) -> list[float] | None:
             return None if r is None else [r.low, r.high]
         return {"bandwidth_share": rng(self.bandwidth), "compute_share": rng(self.compute),

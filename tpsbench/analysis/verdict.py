@@ -25,6 +25,7 @@ from enum import StrEnum
 
 from tpsbench.analysis.shares import decompose
 from tpsbench.report.format import pct
+from tpsbench.results.typed import JsonObject
 
 # GPU idle for >= 30% of the time: host/launch overhead is a first-order cost (on a GPU-bound training
 # step the profiler shows a few percent of gaps).
@@ -65,7 +66,7 @@ class Finding:
     evidence: str  # one line, the numbers behind the verdict
     values: dict[str, float | None] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> JsonObject:
         return {"verdict": str(self.verdict), "evidence": self.evidence, "values": self.values}
 
 

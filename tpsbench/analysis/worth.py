@@ -28,6 +28,7 @@ from tpsbench.analysis.lossfit import (
 )
 from tpsbench.analysis.worth_inputs import ModelCurve, Throughput, ThroughputBasis, flop_conventions
 from tpsbench.report.format import fmt
+from tpsbench.results.typed import JsonObject
 
 SECONDS_PER_HOUR = 3600.0
 PF_DAY = 1e15 * 86400.0  # FLOPs in a petaflop/s-day
@@ -225,7 +226,7 @@ def _iv_dict(iv: Interval | None) -> list[float | None] | None:
                                     iv.high if math.isfinite(iv.high) else None]
 
 
-def _fit_dict(f: ModelFit) -> dict[str, object]:
+def _fit_dict(f: ModelFit) -> JsonObject:
     fit = f.fit
     return {
         "model": f.name, "runs": list(f.curve.runs), "points": len(f.curve.tokens),
@@ -242,7 +243,7 @@ def _fit_dict(f: ModelFit) -> dict[str, object]:
     }
 
 
-def _row_dict(w: WorthRow) -> dict[str, object]:
+def _row_dict(w: WorthRow) -> JsonObject:
     t = w.throughput
     return {"model": w.model, "gpu": w.gpu, "tokens_per_s": t.tokens_per_s, "throughput_kind": t.basis,
             "throughput_from": t.detail, "tokens": w.tokens, "hours": w.hours,
@@ -251,14 +252,14 @@ def _row_dict(w: WorthRow) -> dict[str, object]:
             "flops_to_target": w.flops}
 
 
-def _ratio_dict(q: Ratio) -> dict[str, object]:
+def _ratio_dict(q: Ratio) -> JsonObject:
     return {"gpu": q.gpu, "throughput_kind": q.basis, "moe": q.moe, "dense": q.dense, "hours": q.hours,
             "hours_interval": _iv_dict(q.hours_interval), "tokens": q.tokens,
             "tokens_interval": _iv_dict(q.tokens_interval), "flops_6n": q.flops_6n,
             "flops_6n_interval": _iv_dict(q.flops_6n_interval), "tokens_per_s": q.throughput, "verdict": q.verdict}
 
 
-def worth_json(r: WorthReport) -> dict[str, object]:
+def worth_json(r: WorthReport) -> JsonObject:
     return {"target_loss": r.target, "confidence": CONFIDENCE, "models": [_fit_dict(f) for f in r.fits],
             "rows": [_row_dict(w) for w in r.rows], "ratios": [_ratio_dict(q) for q in r.ratios],
             "summary": r.summary_lines(), "left_out_runs": list(r.left_out_runs), "notes": list(r.notes)}

@@ -11,7 +11,6 @@ each model in tokens, and the tokens/s of each model on each GPU (measured files
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -21,7 +20,7 @@ import numpy as np
 
 from tpsbench.analysis.losses import LossRun, join_runs
 from tpsbench.costmodel import FlopConvention, Workload, flops_per_token, get_policy, train_workload
-from tpsbench.errors import InputError, read_text
+from tpsbench.errors import InputError, parse_toml, read_text
 from tpsbench.impls import is_bracket
 from tpsbench.models import (
     MODELS,
@@ -98,11 +97,8 @@ def parse_map(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def _read_map_file(p: Path) -> dict[str, str]:
-    text = read_text(p, WorthInputError, 'a TOML mapping file of RUN = "MODEL" lines')
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise WorthInputError(f"{p}: not valid TOML ({exc}); write one RUN = \"MODEL\" per line") from None
+    what = 'a TOML mapping file of RUN = "MODEL" lines'
+    doc = parse_toml(read_text(p, WorthInputError, what), str(p), WorthInputError, what)
     table = doc.get("runs", doc)
     bad = [k for k, v in table.items() if not isinstance(v, str)]
     if bad:

@@ -20,12 +20,13 @@ from tpsbench.report.tables import TableData, show, to_markdown
 from tpsbench.results import finite
 from tpsbench.results.origin import file_origins
 from tpsbench.results.points import load_points
+from tpsbench.results.typed import JsonObject
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 
-def _emit(args: argparse.Namespace, console: Console, data: dict[str, object], tables: list[TableData],
+def _emit(args: argparse.Namespace, console: Console, data: JsonObject, tables: list[TableData],
           preamble: str = "") -> None:
     """``--json``: the data; else the tables on the terminal, and as markdown to ``--markdown`` if given."""
     if args.json:

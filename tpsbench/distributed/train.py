@@ -185,10 +185,10 @@ def dist_model(spec: ModelSpec, impl: str, setup: DistSetup, device: torch.devic
         # scatters inside a group, then all-reduces across the replicas
         mesh = (init_device_mesh(device.type, (setup.world,)) if shards == setup.world else
                 init_device_mesh(device.type, (setup.world // shards, shards), mesh_dim_names=("replicate", "shard")))
-        mixed: dict[str, object] = {}
-        if setup.param_dtype == "bf16":
-            from torch.distributed.fsdp import MixedPrecisionPolicy
+        from torch.distributed.fsdp import MixedPrecisionPolicy
 
+        mixed: dict[str, MixedPrecisionPolicy] = {}
+        if setup.param_dtype == "bf16":
             mixed["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
         for block in model.blocks:
             mine = {p for p in block.parameters() if id(p) in expert_ids}

@@ -19,6 +19,7 @@ from tpsbench.estimate.memory import MemoryEstimate
 from tpsbench.estimate.step import expected_for
 from tpsbench.options import DistError, DistLayout, DistMode
 from tpsbench.profiles import GPUProfile
+from tpsbench.results.typed import JsonObject
 from tpsbench.roofline import predict
 
 DEFAULT_GPUS_PER_NODE = 8  # an HGX / DGX node
@@ -86,7 +87,7 @@ class DistPrediction:
         single = self.single_floor_s if basis == "floor" else self.single_expected_s
         return None if per_gpu is None or single is None else per_gpu * single / self.tokens_per_rank
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> JsonObject:
         """`predict --dist --json`'s document of the prediction (every number predicted: measured is false)."""
         return {
             "mode": self.mode, "gpus": self.world, "tokens_per_gpu": self.tokens_per_rank,

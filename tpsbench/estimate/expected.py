@@ -38,6 +38,7 @@ from tpsbench.estimate.timeline import KernelRun, Sync, Timeline, simulate
 from tpsbench.impls import get_impl
 from tpsbench.models import ModelSpec
 from tpsbench.profiles import GPUProfile
+from tpsbench.results.typed import JsonObject
 from tpsbench.roofline import ceilings_for, op_time
 
 EXPERT_GEMMS = ("moe.expert_up_gate", "moe.expert_down")
@@ -79,7 +80,7 @@ class Expected:
         """Relative spread of the estimate: the table's stated training-step uncertainty."""
         return self.table.step_uncertainty.value
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> JsonObject:
         tl = self.timeline
         return {
             "expected_s": self.seconds, "floor_s": self.floor_s, "compiled": self.compiled,

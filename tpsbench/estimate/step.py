@@ -11,6 +11,7 @@ from tpsbench.estimate.memory import MemoryEstimate, step_memory, usable_bytes
 from tpsbench.estimate.select import table_for
 from tpsbench.estimate.table import EfficiencyError
 from tpsbench.profiles import GPUProfile
+from tpsbench.results.typed import JsonObject
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +27,7 @@ class StepEstimate:
     def fits(self) -> bool:
         return self.memory.fits(self.usable_bytes)
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> JsonObject:
         e = self.expected
         return {
             **({"expected_s": None, "reason": self.reason} if e is None else

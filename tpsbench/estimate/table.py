@@ -20,11 +20,10 @@ The parameters are keyed by kind of op and size only (never by a model, a point 
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from tpsbench.errors import InputError
+from tpsbench.errors import InputError, parse_toml, read_text
 
 # Output tile of the GEMM kernels the wave-quantisation term counts: cuBLAS/CUTLASS sm90 kernels in the
 # committed H100 traces tile 128x128 to 256x128 (results/h100-kernels/rows/moe_1b-host-trace.log kernel
@@ -102,15 +101,14 @@ def _esc(text: str) -> str:
 
 
 def parse_table(path: Path) -> EfficiencyTable:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise EfficiencyError(f"{path}: cannot read an efficiency table ({exc})") from exc
-    kwargs: dict[str, object] = {}
+    what = "an efficiency table (profiles/efficiency/*.toml)"
+    data = parse_toml(read_text(path, EfficiencyError, what), str(path), EfficiencyError, what)
+    names: dict[str, str] = {}
     for key in ("gpu", "host", "basis"):
         if not isinstance(data.get(key), str) or not data[key].strip():
             raise EfficiencyError(f"{path}: key '{key}': expected a non-empty string")
-        kwargs[key] = data[key]
+        names[key] = data[key]
+    values: dict[str, Sourced] = {}
     for name in EfficiencyTable.parameter_names():
         raw = data.get(name)
         if not isinstance(raw, dict):
@@ -122,11 +120,11 @@ def parse_table(path: Path) -> EfficiencyTable:
             raise EfficiencyError(f"{path}: '{name}' has no source: every number needs one (where it comes from)")
         if isinstance(unc, bool) or not isinstance(unc, int | float) or unc < 0:
             raise EfficiencyError(f"{path}: '{name}.uncertainty' must be a number >= 0, got {unc!r}")
-        kwargs[name] = Sourced(float(value), source.strip(), float(unc))
+        values[name] = Sourced(float(value), source.strip(), float(unc))
     extra = sorted(set(data) - {"gpu", "host", "basis", *EfficiencyTable.parameter_names()})
     if extra:
         raise EfficiencyError(f"{path}: unknown key(s) {extra}")
-    return EfficiencyTable(**kwargs)  # type: ignore[arg-type]
+    return EfficiencyTable(gpu=names["gpu"], host=names["host"], basis=names["basis"], **values)
 
 
 def tables_dir() -> Path:

@@ -22,6 +22,10 @@ from tpsbench.errors import InputError, shown_keys
 
 T = TypeVar("T")
 
+# What a JSON document holds: the type of every document tpsbench prints with --json or reads before it is typed
+JsonValue = Union[None, bool, int, float, str, list["JsonValue"], dict[str, "JsonValue"]]  # noqa: UP007
+JsonObject = dict[str, JsonValue]
+
 
 class SchemaError(InputError):
     """A document that does not follow the schema; the message names the field and what was found."""

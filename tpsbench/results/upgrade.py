@@ -9,13 +9,11 @@ read as off, ``spec`` and all layers). Nothing measured is changed.
 
 from __future__ import annotations
 
-from typing import Any
-
 from tpsbench.results.schema import SCHEMA, SCHEMA_V1
-from tpsbench.results.typed import SchemaError
+from tpsbench.results.typed import JsonObject, SchemaError
 
 
-def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+def upgrade(data: JsonObject) -> JsonObject:
     """A version 2 document (JSON data) from a version 1 or 2 one; other schemas raise SchemaError."""
     version = data.get("schema")
     if version == SCHEMA:

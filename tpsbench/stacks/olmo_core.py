@@ -108,7 +108,7 @@ def num_flops_per_token(config: Any, seq_len: int) -> int:
     return int(model.num_flops_per_token(seq_len))
 
 
-def tpsbench_state_dict(olmo_state: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
+def tpsbench_state_dict(olmo_state: dict[str, torch.Tensor], spec: ModelSpec) -> dict[str, torch.Tensor]:
     """OLMo-core model weights (``model.state_dict()`` of ``olmo_config(spec).build()``) renamed and reshaped for
     ``tpsbench.nn.transformer.build_model(spec)``: the LM head's norm and projection, the MoE's router (flat ``E*d``
     -> ``[E, d]``), experts and shared expert. OLMo-core stores the expert weights flat, in one layout per MoE

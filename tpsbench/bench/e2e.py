@@ -10,14 +10,14 @@ step (its own timing, measured in the same run).
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
 from tpsbench.bench.allocator import allocator_activity, allocator_snapshot
 from tpsbench.bench.gpu_busy import measure_gpu_time
-from tpsbench.bench.measurement import Measurement, counters_of
+from tpsbench.bench.measurement import Measurement, counters_of, rates
 from tpsbench.bench.row_counts import row_count_churn
 from tpsbench.bench.stats import summarize
 from tpsbench.bench.timing import TimingConfig, WindowHook, time_fn
@@ -128,8 +128,7 @@ def e2e_metrics(spec: ModelSpec, case: E2ECase, median_s: float, optimizer_media
     if profile is not None:
         peak = profile.matmul_peak(policy.matmul_math).value * 1e12
         mfu = {c: f * tokens_per_s / peak for c, f in per_token.items()}
-    derived = Derived(tokens_per_s=tokens_per_s, matmul_flops=matmul_flops, bytes=nbytes,
-                      achieved_gbs=nbytes / median_s / 1e9, achieved_tflops=matmul_flops / median_s / 1e12,
+    derived = replace(rates(case.global_tokens, median_s, matmul_flops, nbytes),
                       optimizer_share=optimizer_median_s / median_s, flops_per_token=per_token, mfu=mfu)
     if profile is None:
         return derived, None

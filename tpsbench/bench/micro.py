@@ -16,13 +16,13 @@ from __future__ import annotations
 import contextlib
 import statistics
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
 from tpsbench.bench.gpu_busy import measure_gpu_time
-from tpsbench.bench.measurement import Measurement, counters_of
+from tpsbench.bench.measurement import Measurement, counters_of, rates
 from tpsbench.bench.moe_facts import routing_facts, stage_fn
 from tpsbench.bench.timing import L2Flusher, TimingConfig, WindowHook, time_fn
 from tpsbench.bench.trace import export_trace
@@ -32,7 +32,7 @@ from tpsbench.models import ModelSpec
 from tpsbench.nn.moe import MoEFeedForward
 from tpsbench.options import LayerMode, RoutingMode, Stage
 from tpsbench.profiles import GPUProfile
-from tpsbench.results.schema import Derived, OpPrediction, PointPrediction, Raw, TraceFile
+from tpsbench.results.schema import CalibrationRef, Derived, OpPrediction, PointPrediction, Raw, TraceFile
 from tpsbench.roofline import Bound, ceilings_for, op_time
 from tpsbench.stacks import Stack
 from tpsbench.stacks.training import RoutingFacts
@@ -72,17 +72,14 @@ def case_ops(spec: ModelSpec, case: MicroCase, policy: DTypePolicy, attention_ba
 
 
 def derived_metrics(ops: list[OpCost], tokens: int, median_s: float, profile: GPUProfile | None,
-                    policy: DTypePolicy, ceilings: str = "spec", calibration: object = None
+                    policy: DTypePolicy, ceilings: str = "spec", calibration: CalibrationRef | None = None
                     ) -> tuple[Derived, PointPrediction | None]:
     """Rates of a layer point from the cost model's ops of exactly what it timed, and their roofline floor."""
-    matmul_flops = total_flops(ops)
-    nbytes = sum(op.bytes for op in ops)
-    derived = Derived(tokens_per_s=tokens / median_s, model_flops=total_flops(ops, kinds=None),
-                      matmul_flops=matmul_flops, bytes=nbytes, achieved_tflops=matmul_flops / median_s / 1e12,
-                      achieved_gbs=nbytes / median_s / 1e9)
+    derived = replace(rates(tokens, median_s, total_flops(ops), sum(op.bytes for op in ops)),
+                      model_flops=total_flops(ops, kinds=None))
     if profile is None:
         return derived, None
-    ceil = ceilings_for(profile, policy.matmul_math, ceilings, calibration)  # type: ignore[arg-type]
+    ceil = ceilings_for(profile, policy.matmul_math, ceilings, calibration)
     times = [op_time(op, ceil) for op in ops]
     predicted = sum(t.seconds for t in times)
     memory_s = sum(t.seconds for t in times if t.bound is Bound.MEMORY)

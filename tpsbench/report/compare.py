@@ -3,6 +3,9 @@ baseline implementation, other stacks, expected estimates and multi-GPU scaling,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from tpsbench.analysis.compare import Comparison
 from tpsbench.points import MeasuredPoint
 from tpsbench.report.format import fmt, pct
@@ -114,11 +117,31 @@ def _expected_table(c: Comparison) -> TableData:
     return t
 
 
+@dataclass(frozen=True, slots=True)
+class View:
+    """One table of `compare`: when it is shown (it has rows; ``expected_only``: not under ``--estimate floor``)
+    and how it is built from the comparison."""
+
+    name: str
+    shown: Callable[[Comparison], bool]
+    build: Callable[[Comparison], TableData]
+    expected_only: bool = False
+
+
+# `compare`'s tables, in the order they are shown: adding one is one entry here (docs/extending.md)
+VIEWS: list[View] = [
+    View("throughput", lambda c: True, _throughput_table),
+    View("moe/dense ratios", lambda c: bool(c.ratios), _ratio_table),
+    View("speedups", lambda c: bool(c.speedups), _speedup_table),
+    View("verdicts", lambda c: bool(c.verdicts), _verdict_table),
+    View("baseline speed-ups", lambda c: bool(c.baseline_speedups), _baseline_table),
+    View("stacks", lambda c: bool(c.stacks), _stack_table),
+    View("expected", lambda c: bool(c.expected), _expected_table, expected_only=True),
+    View("scaling", lambda c: bool(c.scaling), _scaling_table),
+]
+
+
 def compare_tables(c: Comparison, *, estimate: str = "expected") -> list[TableData]:
-    """The views of a comparison that have rows, in a fixed order (``estimate="floor"``: without the expected
+    """The views of a comparison that have rows, in order (``estimate="floor"``: without the expected
     estimates' table)."""
-    views = [(True, _throughput_table), (bool(c.ratios), _ratio_table), (bool(c.speedups), _speedup_table),
-             (bool(c.verdicts), _verdict_table), (bool(c.baseline_speedups), _baseline_table),
-             (bool(c.stacks), _stack_table), (bool(c.expected) and estimate == "expected", _expected_table),
-             (bool(c.scaling), _scaling_table)]
-    return [build(c) for present, build in views if present]
+    return [v.build(c) for v in VIEWS if v.shown(c) and (estimate == "expected" or not v.expected_only)]

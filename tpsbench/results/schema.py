@@ -168,6 +168,8 @@ class Derived:
     bytes: float | None = fld("cost-model DRAM bytes (the minimum of fused elementwise chains)", "B", default=None)
     achieved_tflops: float | None = fld("matmul_flops / median", "TFLOP/s", default=None)
     achieved_gbs: float | None = fld("bytes / median", "GB/s", default=None)
+    intensity: float | None = fld("arithmetic intensity: matmul_flops / bytes (where the point sits on a roofline)",
+                                  "FLOP/B", default=None)
     model_flops: float | None = fld("layer: all cost-model FLOPs, elementwise included", "FLOP", default=None)
     optimizer_share: float | None = fld("training step: optimizer step time / step time", "fraction", default=None)
     flops_per_token: dict[str, float] | None = fld("training step: fwd+bwd FLOPs per token by convention "

@@ -28,18 +28,14 @@ from .expert_gemms import (
 from .interpret import INTERPRET
 from .routing_plan import RoutePlan
 
-# GPU tile candidates, tried once per (D, H, BM) by triton.autotune. BM is not tuned: the routing plan's
-# tiles depend on it (routing_plan.plan_block_m picks it from the rows per expert). The kernel that adds into
-# its output with atomics (the router-weight gradient) resets it before every trial, or the trials would add
-# up. Four candidates each keep the first-call autotuning to about a minute per shape on an H100.
+# GPU tile candidates, tried once per (D, H, BM) by triton.autotune; BM is not tuned, the routing plan's tiles
+# depend on it. A kernel that adds into its output with atomics resets it before every trial (kernels/NOTES.md).
 _ROW_CONFIGS = [
     triton.Config({"BN": bn, "BK": bk}, num_warps=w, num_stages=s)
     for bn, bk, w, s in [(128, 64, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3), (128, 32, 4, 4)]
 ]
-# Kernels with one accumulator (down, down_bwd) also try a 256-wide tile: a 128x128x64 step loads 32 KB for
-# 1 M FMAs (64 FLOP/B from L2/shared memory), a 128x256 step 48 KB for 2 M (85 FLOP/B), the intensity that
-# up_gate's two accumulators sharing one gathered x tile already have. The fp32 accumulator is then 128
-# registers per thread at 8 warps, as in up_gate.
+# Kernels with one accumulator (down, down_bwd) also try a 256-wide tile: 85 FLOP/B from L2 instead of 64, the
+# intensity up_gate's two accumulators already have (kernels/NOTES.md).
 _WIDE_ROW_CONFIGS = [*_ROW_CONFIGS, triton.Config({"BN": 256, "BK": 64}, num_warps=8, num_stages=3)]
 _WGRAD_CONFIGS = [
     triton.Config({"BKO": bko, "BN": bn, "BR": br}, num_warps=w, num_stages=s)

@@ -1,4 +1,4 @@
-"""The communication cost model and `predict --gpus N --dist` (issue 20) against a hand count."""
+"""The communication cost model and `predict --gpus N --dist` against a hand count."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""torch.distributed (issue 20) on the CPU with gloo under torchrun: the expert-parallel MoE layer's outputs and
+"""torch.distributed on the CPU with gloo under torchrun: the expert-parallel MoE layer's outputs and
 every gradient equal the single-process layer's (tests/dist_check_ep.py: uneven splits, an expert no token
 chooses, skewed routing; loop, grouped, capacity), and a training step's gradients and parameters after AdamW
 equal the single-process step's with FSDP2, expert parallelism and both (tests/dist_check_train.py). Each

@@ -1,6 +1,6 @@
-"""The prepared GPU scripts on the CPU (tools/gpu_evidence.sh for issue 21, tools/gpu_outlier.sh for issue 18):
-their dry runs run the same stages with the tiny models, pack what finished into one tarball (traces into another),
-and skip what the time budget cannot hold, saying so."""
+"""The prepared GPU scripts on the CPU (tools/gpu_evidence.sh, the H200 evidence run; tools/gpu_outlier.sh, the
+moe_1b_a390m loop outlier): their dry runs run the same stages with the tiny models, pack what finished into one
+tarball (traces into another), and skip what the stage limit or the time budget cannot hold, saying so."""
 
 import json
 import os

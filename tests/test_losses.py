@@ -1,4 +1,4 @@
-"""Loss curves in (W&B wide export, long CSV) and L(D) fits with tokens to a target loss: the parts of issue 19's
+"""Loss curves in (W&B wide export, long CSV) and L(D) fits with tokens to a target loss: the parts of `worth`'s
 `worth` built so far (the command itself is not yet)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 21, the controlled bandwidth experiment: the committed H100 workloads again on an H200, in one device call
+# The controlled bandwidth experiment: the committed H100 workloads again on an H200, in one device call
 # of under 8 minutes (the device tool's 15-minute span includes the machine's start). Stages, most valuable first,
 # each under a timeout cut to what is left of the budget, so that a slow stage costs only the ones after it:
 #
@@ -15,7 +15,7 @@
 #     for triton, grouped, capacity (no stages)                      23-57 s each with loop too       60 s each
 #                                                                    (h100-kernels/kernels-*.json)
 #   6 bf16 Triton kernel correctness tests                           148 s (kernels-correctness.log)  200 s
-#   7 issue 18's one outlier: host cost of new matmul shapes;
+#   7 the expected model's one outlier: host cost of new matmul shapes;
 #     moe_1b_a390m @16,384, grouped,loop learned (10 reps, allocator
 #     record, trace), loop uniform, the loop layer alone
 #     (tools/gpu_stages.sh says why each)                            30 s for five impls              20+100+45+45 s

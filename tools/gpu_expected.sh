@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The expected-time model's GPU check (issue 18), one call of under 8 minutes on an H100 or H200 (issue 21's one-call
+# The expected-time model's GPU check, one call of under 8 minutes on an H100 or H200 (the one-call
 # script is tools/gpu_evidence.sh, which ends with this script's moe_1b_a390m outlier; run this one in a later call):
 # `calibrate --quick` (with the GEMM shape and launch sweeps), training steps
 # of dense_135m and moe_1b (grouped, capacity, triton, loop) eager and compiled at 32,768 tokens, the MoE layers of

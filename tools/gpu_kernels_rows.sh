@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Triton MoE kernels on a lent GPU (the run that measures issue 4's targets): bf16 correctness against the
+# Triton MoE kernels on a lent GPU (the run that measured the kernels' targets): bf16 correctness against the
 # loop reference (last), each kernel timed alone on olmoe_1b_7b and moe_1b (+ moe_1b's layer trace), the MoE
 # layer alone (fwd, bwd, fwd_bwd) of olmoe_1b_7b, moe_1b_a390m and moe_1b at 32,768 tokens for $IMPLS, and a
 # quick calibration (L2-resident bandwidth from CUDA graphs). Eight files to $OUT, the device tool's limit.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 18's outlier experiment alone (see outlier_stages in tools/gpu_stages.sh), for a second, short device call
+# The moe_1b_a390m loop outlier experiment alone (see outlier_stages in tools/gpu_stages.sh), for a second, short device call
 # after tools/gpu_evidence.sh, or a call of its own: about 2-3 minutes on an H100 by the committed runs' times (the
 # five-implementation e2e run at 16,384 tokens took 30 s; the profiler trace of a loop step, ~10^5 kernels, adds
 # the most), budget BUDGET_S (default 210 s). Writes to $OUT: nvidia-smi-q.txt, evidence.log, evidence.tar.gz,

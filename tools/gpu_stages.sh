@@ -61,7 +61,7 @@ code_header() {
     git log -1 --format='code: %H %s' 2>/dev/null; git status --short | head -20; } >> "$LOG" 2>&1
 }
 
-# Issue 18's one outlier, the moe_1b_a390m loop training step at 16,384 tokens (H100: 648 ms measured, samples
+# The expected model's one outlier, the moe_1b_a390m loop training step at 16,384 tokens (H100: 648 ms measured, samples
 # 509-775 ms, five of them; 310 ms expected; its MoE layer alone matches the model), measured so that the
 # explanations separate:
 # - learned routing, loop after grouped, 10 repetitions, the allocator's record (raw.allocator) and a profiler

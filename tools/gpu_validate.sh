@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU validation of `tpsbench run` (issue: measurement engine): dense_135m, moe_1b and moe_1b_a390m at
+# GPU validation of `tpsbench run` : dense_135m, moe_1b and moe_1b_a390m at
 # microbatch 32768 tokens, seq 2048, every implementation, micro and e2e. Run on a lent GPU (each results file
 # records the content hash of the code that ran: `tpsbench provenance`); writes results JSON, console logs and
 # nvidia-smi to $OUT.

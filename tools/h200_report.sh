@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 21, step 3, on the CPU: what the H200 evidence says next to the committed H100 runs, from committed files
+# On the CPU, after tools/gpu_evidence.sh: what the H200 evidence says next to the committed H100 runs, from committed files
 # only (no hand arithmetic). Run it after the files of tools/gpu_evidence.sh (and tools/gpu_outlier.sh) are
 # copied into DIR (default results/h200-evidence):
 #   bash tools/h200_report.sh [DIR]
@@ -38,7 +38,7 @@ tps plot "${H100_STEPS[@]}" "${H100_LAYERS[@]}" "${H200[@]}" -o "$DIR/roofline.p
 tps validate "${H200[@]}" > "$DIR/validate.txt"
 for run in "$DIR"/layers-*.json; do
   model=$(basename "$run" .json); model=${model#layers-}
-  case $model in *-outlier) continue ;; esac  # issue 18's experiment, not a baseline
+  case $model in *-outlier) continue ;; esac  # the outlier experiment, not a baseline
   base="$BASELINES/h200-$model-moe-layer.json"
   cp "$run" "$base"
   rc=0; tps check --baseline "$base" --current "$run" --markdown "$DIR/check-$model.md" > /dev/null || rc=$?

@@ -1,4 +1,4 @@
-"""Loss curves as users have them (the input of `tpsbench worth`, issue 19): a Weights & Biases "Export CSV" of a
+"""Loss curves as users have them (the input of `tpsbench worth`): a Weights & Biases "Export CSV" of a
 line panel, or a long CSV.
 
 * **W&B wide**: one column group per run, ``<run> - <metric>`` (e.g. ``train/CE loss``), its step either in a

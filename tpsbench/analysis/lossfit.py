@@ -1,5 +1,5 @@
 """Loss against tokens, L(D) = E + B * D^(-beta), fitted robustly after warm-up, with a seeded bootstrap interval;
-and the tokens a model needs to reach a target loss, observed and from the fit (issue 19's `worth`).
+and the tokens a model needs to reach a target loss, observed and from the fit (`worth`).
 
 The fit: ``scipy.optimize.least_squares`` with a Huber loss on the residuals of L (so spikes weigh little),
 parameters (E, log B, beta) bounded to E in [0, the lowest loss seen], beta in (0, 2]. The interval: a

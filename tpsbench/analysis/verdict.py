@@ -30,10 +30,8 @@ from tpsbench.results.typed import JsonObject
 # GPU idle for >= 30% of the time: host/launch overhead is a first-order cost (on a GPU-bound training
 # step the profiler shows a few percent of gaps).
 IDLE_OVERHEAD = 0.30
-# >= 60% of a *datasheet* ceiling while busy counts as "at" that ceiling: the achievable rates measured by
-# `tpsbench calibrate` on an H100 are 78% of the bf16 matmul peak and 90% of DRAM bandwidth (775 of 989 TFLOP/s,
-# 3,000 of 3,350 GB/s: results/h100-counters/validated/calibration.json), so 60% of the datasheet is 67-77% of
-# what the hardware reaches.
+# >= 60% of a *datasheet* ceiling while busy counts as "at" that ceiling: what the hardware reaches is 78-90% of
+# the datasheet (calibrate on the H100), so 60% is 67-77% of it (docs/analyses.md).
 NEAR_CEILING = 0.60
 # Two speedups within 15% of each other are the same answer: run-to-run and clock differences between
 # machines alone reach several percent.

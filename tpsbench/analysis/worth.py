@@ -1,5 +1,5 @@
 """`tpsbench worth`: the hours (and dollars) each model needs to reach a target loss on each GPU, from the
-user's loss curves and tokens/s, and the MoE-vs-dense ratios with bootstrap intervals (issue 19).
+user's loss curves and tokens/s, and the MoE-vs-dense ratios with bootstrap intervals.
 
 hours = D* / tokens_per_s / 3600, D* the tokens the fitted L(D) = E + B D^-beta needs to reach the target.
 The intervals come from the fit's seeded bootstrap (tpsbench/analysis/lossfit.py): each resample's D*, so a

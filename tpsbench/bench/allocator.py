@@ -1,11 +1,9 @@
 """What PyTorch's CUDA caching allocator did during the timed training steps.
 
-Why: a training step whose tensors change size from step to step (the per-expert ``loop``: one GEMM per expert,
-sized by that step's routing) can make the allocator miss its cache, call ``cudaMalloc``, and when the
-reserved memory reaches the GPU's, free every cached block (``cudaFree`` synchronises the device) and retry.
-None of that is in the cost model. The one committed step that the expected model misses by 2x (moe_1b_a390m,
-``loop`` at 16,384 tokens on an H100: 648 ms measured, samples 509-775 ms) did not record it, so the next GPU
-run does: counters are differences of ``torch.cuda.memory_stats()`` over the timed steps, not since start.
+Why: a training step whose tensors change size from step to step (the per-expert ``loop``, sized by that step's
+routing) can make the allocator miss its cache, call ``cudaMalloc``, and when the reserved memory reaches the
+GPU's, free every cached block (``cudaFree`` synchronises the device) and retry; none of that is in the cost
+model. The counters are differences of ``torch.cuda.memory_stats()`` over the timed steps.
 """
 
 from __future__ import annotations

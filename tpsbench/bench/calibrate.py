@@ -5,13 +5,12 @@
 * Memory bandwidth for copy (``b = a``, 2 N words) and triad (``a = b + s*c``, 3 N words), counting bytes
   read plus written, with torch and with CuPy raw kernels (16-byte vector accesses, grid-stride loop), at
   1 GiB per array (far above any L2) and separately at an L2-resident size (4 MiB per array, no flush, the
-  kernel launched L2_CALLS_PER_SAMPLE times from one CUDA graph between the events: one 4 MiB copy alone
-  measured launch and event latency, 337 GB/s on the H100 on 2026-11-22, and 100 launches from Python
-  still 693 GB/s).
+  kernel launched L2_CALLS_PER_SAMPLE times from one CUDA graph between the events: one small copy alone times
+  the launch, not the copy; docs/measuring.md).
 * The counter sampler's overhead: the counter window (timing.counter_window) of three workloads (a
   compute-bound matmul, a DRAM-bound copy, a launch-bound stream of tiny kernels) with and without sampling,
   in A-B-B-A order so a drift in clocks or temperature cancels; the overhead is the median of the paired
-  ratios. (Three A/B rounds of timed matmuls varied 1.42-1.66 ms from power capping alone.)
+  ratios.
 
 Results go to ``results/calibration/<time>-<gpu>.json`` and feed ``--ceilings calibrated``.
 """

@@ -1,15 +1,8 @@
 """What a matmul of a shape this process has not run before costs the host, against the same call repeated.
 
-Why: cuBLAS picks a kernel per problem shape by a heuristic query and caches the answer (cuBLASLt's heuristics
-cache; PyTorch's own cache of it is discussed in pytorch/pytorch#191700). The per-expert ``loop`` runs one
-GEMM per expert sized by that step's routing, and a learned router moves the sizes every step: a real forward
-of moe_1b_a390m at fresh weights gave 367 distinct row counts among its 384 expert GEMMs (tpsbench's row-count
-record, ``raw.row_counts``, measures it per step on a GPU). The layer benchmark repeats one input, so its
-shapes are all cached; the one training step the expected model misses by 2x (moe_1b_a390m, ``loop`` at
-16,384 tokens on an H100: 648 ms measured, 310 expected, 10,828 launches) would need ~100-180 us per new-shape
-GEMM to be explained by this alone. Published figures for one heuristic query span 0.059 ms (ml-explore/mlx#3861,
-another GPU and OS) to "single-digit milliseconds" (the atomr-accel crate's docs for its cuBLASLt heuristic
-cache), too wide to decide it; this measures the number on the GPU's own host and libraries.
+Why: cuBLAS picks a kernel per problem shape by a heuristic query and caches the answer, and the per-expert
+``loop`` meets a new shape whenever a learned router moves an expert's row count; whether that explains the
+expected model's one outlier needs this number measured on the GPU's own host (docs/expected-time.md).
 
 Method: bf16 ``x[:m] @ w`` (the forward and input-gradient layout) and ``x[:m].T @ g[:m]`` (the weight-gradient
 layout, the reduction of length ``m``) with ``(k, n)`` of moe_1b_a390m's experts. Each arm is ``calls`` calls

@@ -8,9 +8,8 @@ sample is kept.
 
 Hardware counters are read in a window of their own, after the timed repetitions: the benchmark repeated
 back to back (its setup included, no L2 flush, one synchronisation at the end) for at least
-``counter_window_s``. Sampling inside the timed repetitions measured the flushes and the gaps between
-repetitions along with the benchmark (the 0.1 GB flush next to the 0.26 GB of moe_1b's 0.45 ms dense forward),
-and those windows were 0.01-1 s long, too short for GPM's 0.1 s intervals (H100, 2026-11-22).
+``counter_window_s``, so that they see the benchmark and not the flushes between repetitions, over enough of
+GPM's 0.1 s intervals (docs/measuring.md).
 """
 
 from __future__ import annotations

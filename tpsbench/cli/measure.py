@@ -33,8 +33,7 @@ if TYPE_CHECKING:
 
 def use_expandable_segments() -> None:
     """One process runs workloads of very different sizes; without expandable segments the caching allocator
-    fragments and a later point can OOM on memory an earlier one left reserved (seen on an H100: 8.5 GiB
-    reserved-but-unallocated at an OOM). A user's own setting wins."""
+    fragments and a later point can run out of memory an earlier one left reserved. A user's own setting wins."""
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 

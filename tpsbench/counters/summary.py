@@ -32,10 +32,8 @@ THROTTLE_REASONS = frozenset({"sw_power_cap", "hw_slowdown", "sw_thermal_slowdow
 BASIC_FIELDS = ("gpu_busy_pct", "mem_busy_pct", "sm_clock_mhz", "mem_clock_mhz", "power_w", "energy_mj",
                 "temperature_c", "clock_event_reasons")
 GPM_FIELDS = ("dram_bw_util_pct", "sm_util_pct", "sm_occupancy_pct", "tensor_util_pct")
-# A GPM interval shorter than this is left out of the means when longer ones exist. Measured on the H100
-# (driver 580, 2026-11-22), windows of 14-30 ms (one GPM interval each) read 0% SM utilisation while NVML's
-# busy time said 16-43%; and the DRAM metric was NaN in at least one interval of 22 of 38 windows (the other
-# GPM metrics never), so non-finite values are dropped and counted, never averaged.
+# A GPM interval shorter than this is left out of the means when longer ones exist: short intervals read 0% SM use
+# while kernels ran; non-finite values are dropped and counted, never averaged (docs/measuring.md).
 MIN_GPM_INTERVAL_S = 0.02
 
 

@@ -1,4 +1,4 @@
-"""Micro benchmarks of expert parallelism's communication (issue 20), under `run --dist ep|fsdp+ep --mode micro`:
+"""Micro benchmarks of expert parallelism's communication, under `run --dist ep|fsdp+ep --mode micro`:
 the dispatch (rows to the ranks of their experts, with the counts exchange and its host sync before it) and the
 combine (the expert outputs back), forward and backward, timed apart, across tokens per rank and the three
 routing modes, like DeepEP's and torchtitan's dispatch benchmarks.

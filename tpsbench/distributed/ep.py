@@ -1,4 +1,4 @@
-"""Expert parallelism for one MoE layer on ``torch.distributed`` (issue 20): rank r of an expert-parallel group of
+"""Expert parallelism for one MoE layer on ``torch.distributed``: rank r of an expert-parallel group of
 N ranks holds experts [r E/N, (r+1) E/N); every rank routes its own tokens with the replicated router, sends
 each (token, expert) assignment's row to the rank holding the expert, the experts run there with any registered
 implementation (tpsbench.impls), and the outputs come back to be weighted and summed per token.

@@ -1,4 +1,4 @@
-"""tpsbench's training step over several ranks (issue 20): ``fsdp`` (FSDP2, ``fully_shard`` per block and at the
+"""tpsbench's training step over several ranks: ``fsdp`` (FSDP2, ``fully_shard`` per block and at the
 root, over all ranks), ``ep`` (expert parallelism: each rank of an expert-parallel group of K ranks holds E/K
 experts; the other parameters replicated, their gradients averaged with one all-reduce), ``fsdp+ep`` (both: the
 experts sharded by expert parallelism and left out of FSDP, the rest sharded by FSDP over all ranks). The groups
@@ -38,10 +38,8 @@ COLLECTIVE_TIMEOUT = timedelta(seconds=120)
 
 
 def exit_now(code: int) -> None:
-    """End a torchrun worker after its process group is destroyed: flush, then ``os._exit``. A normal interpreter
-    exit ran C++ destructors of gloo's threads that aborted the process ("terminate called without an active
-    exception", SIGABRT) in about 1 of 10 runs here, after every result was written: torchrun then reported
-    the run as failed."""
+    """End a torchrun worker after its process group is destroyed: flush, then ``os._exit``; a normal exit runs
+    gloo's C++ destructors, which can abort the process after every result is written (docs/multi-gpu.md)."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -30,9 +30,8 @@ from tpsbench.models import ModelSpec
 # (4) and the bf16 inputs of w1 and w3 (4); per element of the q and k projections (q = heads x head_dim and
 # kv = kv_heads x head_dim wide): RoPE's input and rotated half (4); per element of q, k, v and the attention
 # output: flash attention's saved bf16 tensors (2); per element of q: the output projection's input (2). With
-# multi-head attention (q = kv = d) that is 36 bytes per element of d. Counting also the norms' fp32 inputs (16
-# more per d) put every eager peak of the committed H100 runs 10-13% high (dense_135m 44.3 GB estimated, 39.1
-# measured): the residual stream holds them already.
+# multi-head attention (q = kv = d) that is 36 bytes per element of d. The norms' fp32 inputs are not counted: the
+# residual stream holds them already (docs/expected-time.md).
 SAVED_PER_D = 18
 ROPE_PER_QK = 4
 ATTENTION_PER_QKVO = 2
@@ -47,9 +46,8 @@ MOE_ROW_PER_D = 6
 ROUTER_INPUT_PER_D = 2
 ROUTER_PER_EXPERT = 8
 # torch.compile keeps the matmul inputs and the attention's saved tensors, recomputing norms and SwiGLU: per element
-# of d the projections' input (6), w1 and w3's inputs (4) and 8 more (the rest of the count as first written, before
-# grouped-query attention split it; validate holds it to the compiled H100 peaks); the attention's q, k, v, output
-# and the output projection's input as in eager (28 per element of d in all with multi-head attention)
+# of d the projections' input (6), w1 and w3's inputs (4) and 8 more (held to the compiled H100 peaks by validate);
+# the attention's q, k, v, output and the output projection's input as in eager (28 per d with multi-head attention)
 COMPILED_PER_D = 2 * 3 + 2 * 2 + 8
 COMPILED_PER_H = 4
 COMPILED_MOE_ROW_PER_D = 2

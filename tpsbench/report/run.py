@@ -80,9 +80,8 @@ IMBALANCE_NOTE = 2.0
 
 
 def _routing_notes(doc: RunDoc) -> list[str]:
-    """What the training steps' learned router did: how imbalanced it was at these fresh weights (the H100 moe_1b
-    steps: 2.3-4.4x per layer, where the layer benchmark's random inputs give moe_1b 1.52x), and how many per-expert row
-    counts (a loop's GEMM shapes) were new in each step."""
+    """What the training steps' learned router did: how imbalanced it was at these fresh weights, and how many
+    per-expert row counts (a loop's GEMM shapes) were new in each step."""
     steps = [(p, p.raw) for p in doc.points if p.kind == "e2e" and p.raw is not None and p.routing == "learned"]
     lines = []
     skewed = [(p, r.tokens_per_expert_max_over_mean) for p, r in steps

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from tpsbench.options import HEADLINE_MODES, PointKind, Recompute, Scope
+from tpsbench.stacks import DEFAULT_STACK, stack_label
 
 NO_IMPL = "-"  # a layer without an MoE implementation (attention, a dense MLP)
-DEFAULT_STACK = "tpsbench"
 
 
 class PointKey(NamedTuple):
@@ -45,7 +45,7 @@ def point_label(key: PointKey, *, tokens: bool = True, gpu: str | None = None) -
     at = f" @ {key.tokens:,}" if tokens else ""
     comp = " compiled" if key.compiled else ""
     ac = "" if key.recompute is Recompute.NONE else f" ac {key.recompute}"
-    stack = "" if key.stack == DEFAULT_STACK else f" [{key.stack}]"
+    stack = stack_label(key.stack)
     spread = "" if key.dist is None else f" ({key.dist}, per GPU)"
     route = "" if key.routing == "learned" else f" [{key.routing} routing]"
     where = "" if gpu is None else f" [{gpu}]"

@@ -27,19 +27,25 @@ def _source_root(path: Path) -> Path | None:
     return None
 
 
+# Module file -> (repository path, sha256), or None when it is not tpsbench's: each file is resolved and hashed
+# once, when a run first sees it imported (a results file is rewritten after every point)
+_SEEN: dict[str, tuple[str, str] | None] = {}
+
+
+def _hashed(file: str) -> tuple[str, str] | None:
+    if file not in _SEEN:
+        path = Path(file)
+        root = _source_root(path) if file.endswith(".py") else None
+        _SEEN[file] = None if root is None or not path.is_file() else (
+            str(path.resolve().relative_to(root)), hashlib.sha256(path.read_bytes()).hexdigest())
+    return _SEEN[file]
+
+
 def imported_sources() -> dict[str, str]:
     """Each imported module file of tpsbench and its kernels (repository-relative path) -> sha256 of its bytes."""
-    out: dict[str, str] = {}
-    for module in list(sys.modules.values()):
-        file = getattr(module, "__file__", None)
-        if not file or not file.endswith(".py"):
-            continue
-        path = Path(file)
-        root = _source_root(path)
-        if root is None or not path.is_file():
-            continue
-        out[str(path.resolve().relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return dict(sorted(out.items()))
+    files = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
+    found = [h for f in files if isinstance(f, str) and (h := _hashed(f)) is not None]
+    return dict(sorted(found))
 
 
 def source_hash(files: dict[str, str]) -> str:
@@ -55,9 +61,9 @@ def git_state(root: Path = REPO_ROOT) -> tuple[str | None, bool | None]:
     None) without git or a repository."""
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=5, check=True).stdout.strip()
+                              timeout=60, check=True).stdout.strip()
         status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", *CODE_PATHS],
-                                capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+                                capture_output=True, text=True, timeout=60, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None, None
     dirty = bool(status)

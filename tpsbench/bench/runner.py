@@ -59,9 +59,10 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-def _free() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
+def _free(device: torch.device) -> None:
+    """Give a GPU's memory back between points (on the CPU a full collection would cost more than a tiny point)."""
+    if device.type == "cuda":
+        gc.collect()
         torch.cuda.empty_cache()
 
 
@@ -149,7 +150,7 @@ def _measure(case: Case, planned: Point, bench: micro.MicroBench, cfg: RunConfig
         return replace(planned, status=status, error=f"{type(exc).__name__}: {exc}".strip()[:2000],
                        traceback=traceback.format_exc(limit=6)[-4000:] if status is PointStatus.ERROR else None)
     finally:
-        _free()
+        _free(device)
 
 
 def _ok(planned: Point, measured: Measurement, stats: Stats, derived: Derived, prediction: PointPrediction | None

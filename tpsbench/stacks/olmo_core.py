@@ -209,15 +209,17 @@ def olmo_core_training(spec: ModelSpec, impl: str, *, tokens: int, accumulation:
 
 
 def interpreter_autotuners() -> None:
-    """Triton's CPU interpreter cannot benchmark (no driver): give each of OLMo-core's autotuned MoE kernels its
-    first config. Only for CPU runs under TRITON_INTERPRET=1, never on a GPU."""
+    """Triton's CPU interpreter cannot benchmark (no driver): give each of OLMo-core's autotuned MoE kernels one
+    config, its widest tile (the interpreter's cost is per program and per loop step, so the fewest steps). Only
+    for CPU runs under TRITON_INTERPRET=1, never on a GPU."""
     import triton
     from olmo_core.kernels import moe as kernels
 
     for name in dir(kernels):
         kernel = getattr(kernels, name)
         if isinstance(kernel, triton.runtime.autotuner.Autotuner):
-            kernel.configs = kernel.configs[:1]
+            kernel.configs = [max(kernel.configs, key=lambda c: sum(v for v in c.kwargs.values()
+                                                                    if isinstance(v, int)))]
 
 
 def olmo_core_layer(spec: ModelSpec, layer: str, impl: str | None, *, device: Any, seed: int) -> Any:

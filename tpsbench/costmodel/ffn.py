@@ -137,80 +137,73 @@ def router_ops(w: Workload) -> list[OpCost]:
 def unfused_expert_ops(w: Workload) -> list[OpCost]:
     """The routed experts as separate ops (``Counting.UNFUSED``: grouped, loop, capacity): permute, up/gate GEMM,
     SwiGLU, down GEMM, unpermute, each reading and writing its operands in DRAM."""
-    m, pol = w.model, w.policy
-    moe = m.moe
+    moe, r = w.model.moe, routing(w)
     assert moe is not None
-    t, d, c, k, h = w.tokens, m.d_model, pol.compute_bytes, moe.top_k, moe.expert_hidden
-    r = routing(w)
-    # Only the GEMMs launch once per expert (the loop's permute, SwiGLU and unpermute run over all rows at once).
-    # Under autocast each of those GEMMs also casts its expert's weight: an unbind() view is not a leaf tensor,
-    # so autocast's cast cache does not keep it (the loop's 768 forward GEMMs of moe_1b take 31.3 ms, its stages
-    # on operands already in bf16 12.4 ms: results/h100-validation/h100-moe_1b.json).
-    loop = get_impl(w.impl).launches_per_expert
-    # Kernels per expert and matrix: the GEMM, and under autocast the casts of its operands: the expert's weight
-    # (forward; its gradient back in the weight gradient) and, for up/gate, the fp32 rows (forward; their gradient
-    # back in the data gradient). The profiler counted 2,132 kernels in moe_1b's loop forward and 3,153 in its
-    # backward (results/h100-kernels/gated-h-split-dbwd/kernels-moe_1b.json, raw.gpu_time.kernels_per_call).
+    return [*_permute_ops(w, r), *_expert_gemm_ops(w, r, "up_gate"),
+            *swiglu_act_ops("moe.expert_act", "moe", rows=r.expert_rows, hidden=moe.expert_hidden, pol=w.policy),
+            *_expert_gemm_ops(w, r, "down"), *_unpermute_ops(w, r)]
+
+
+def _expert_gemm_ops(w: Workload, r: Routing, which: str) -> list[OpCost]:
+    """The up/gate or down GEMMs with the launches each implementation makes of them: the loop one per expert
+    (and, under autocast, the casts of the expert's weight and of the fp32 rows: an ``unbind()`` view is not a
+    leaf, so autocast's cache does not keep it), torch._grouped_mm two kernels per call (docs/cost-model.md)."""
+    m, pol = w.model, w.policy
+    assert m.moe is not None
+    d, h, impl = m.d_model, m.moe.expert_hidden, get_impl(w.impl)
+    if which == "up_gate":
+        ops = linear_ops("moe.expert_up_gate", "moe", rows=r.expert_rows, k=d, n=h, pol=pol, matrices=2,
+                         weight_sets=r.experts_touched)
+    else:
+        ops = linear_ops("moe.expert_down", "moe", rows=r.expert_rows, k=h, n=d, pol=pol,
+                         weight_sets=r.experts_touched)
+    if not impl.launches_per_expert:
+        return [replace(op, launches=op.launches * (2 if impl.grouped_mm else 1)) for op in ops]
     ac = 1 if pol.autocast else 0
     launches = {("up_gate", Phase.FWD): 1 + 2 * ac, ("up_gate", Phase.BWD_DGRAD): 1 + ac,
                 ("up_gate", Phase.BWD_WGRAD): 1 + ac, ("down", Phase.FWD): 1 + ac, ("down", Phase.BWD_DGRAD): 1,
                 ("down", Phase.BWD_WGRAD): 1 + ac}
+    return [replace(op, launches=op.launches * r.experts_touched * launches[which, op.phase]) for op in ops]
 
-    # torch._grouped_mm runs two kernels per call (its up/gate stage: 4 kernels for 2 calls, its down stage 2 for 1,
-    # in results/h100-counters/validated/counters-moe_1b.json); taken to hold for its backward calls too
-    grouped_calls = 2 if get_impl(w.impl).grouped_mm else 1
 
-    def per_expert_launches(ops: list[OpCost], which: str) -> list[OpCost]:
-        if not loop:
-            return [replace(op, launches=op.launches * grouped_calls) for op in ops]
-        return [replace(op, launches=op.launches * r.experts_touched * launches[which, op.phase]) for op in ops]
-
-    ops: list[OpCost] = []
-    # Permute: sort assignments by expert (T*k int64 keys) and gather token rows into expert order.
-    # Capacity writes the whole padded E*C buffer (zeros included).
-    gathered = r.kept_assignments * d * c
-    written = r.expert_rows * d * c
-    sort = 3 * t * k * 8
-    # Eager: the dropless permute (argsort, //k, two gathers, cumsum, cast) is about 10 kernels, capacity's
-    # (sort, cumsum, arange, positions, keep mask, slots, scatter into a zeroed E*C buffer) about 16; the
-    # backward an index-add of the rows' gradients into a zeroed fp32 [T, d] (4 kernels).
+def _permute_ops(w: Workload, r: Routing) -> list[OpCost]:
+    """Sort the assignments by expert (T*k int64 keys) and gather the token rows into expert order; capacity
+    writes its whole padded E*C buffer (zeros included). The backward adds the rows' gradients into x's rows with
+    atomics."""
+    m, pol = w.model, w.policy
+    assert m.moe is not None
+    t, d, c, k = w.tokens, m.d_model, pol.compute_bytes, m.moe.top_k
+    gathered, written, sort = r.kept_assignments * d * c, r.expert_rows * d * c, 3 * t * k * 8
     capacity = get_impl(w.impl).pads_to_capacity
-    permute_eager = Eager(fwd_bytes=gathered + written + sort + (written if capacity else 0),
-                          fwd_launches=PERMUTE_KERNELS["capacity" if capacity else "dropless"],
-                          bwd_bytes=r.kept_assignments * d * c + t * d * (4 + 4 + c), bwd_launches=8)
-    permute = elementwise_ops(
-        "moe.permute", "moe", kind=OpKind.MEMORY, eager=permute_eager,
-        fwd_flops=0.0, fwd=Traffic(activations=gathered + written + sort),
-        bwd_flops=1.0 * r.kept_assignments * d,
-        bwd=Traffic(gradients=r.kept_assignments * d * c + t * d * c),
-    )
-    ops += [replace(op, atomic_elements=float(r.kept_assignments * d) if op.phase is Phase.BWD_DGRAD else 0.0)
-            for op in permute]
-    ops += per_expert_launches(linear_ops("moe.expert_up_gate", "moe", rows=r.expert_rows, k=d, n=h, pol=pol,
-                                          matrices=2, weight_sets=r.experts_touched), "up_gate")
-    ops += swiglu_act_ops("moe.expert_act", "moe", rows=r.expert_rows, hidden=h, pol=pol)
-    ops += per_expert_launches(linear_ops("moe.expert_down", "moe", rows=r.expert_rows, k=h, n=d, pol=pol,
-                                          weight_sets=r.experts_touched), "down")
-    # Unpermute: weight each expert output by its router probability and sum the k rows per token.
-    # Eager (ExpertImpl.unpermute): weights cast, rows * weights, zeros, index_add (4 kernels); backward:
-    # index_select of the output gradient, two muls and the weight gradient's row sum (5 kernels).
+    eager = Eager(fwd_bytes=gathered + written + sort + (written if capacity else 0),
+                  fwd_launches=PERMUTE_KERNELS["capacity" if capacity else "dropless"],
+                  bwd_bytes=r.kept_assignments * d * c + t * d * (4 + 4 + c), bwd_launches=8)
+    ops = elementwise_ops("moe.permute", "moe", kind=OpKind.MEMORY, eager=eager, fwd_flops=0.0,
+                          fwd=Traffic(activations=gathered + written + sort), bwd_flops=1.0 * r.kept_assignments * d,
+                          bwd=Traffic(gradients=r.kept_assignments * d * c + t * d * c))
+    return [replace(op, atomic_elements=float(r.kept_assignments * d) if op.phase is Phase.BWD_DGRAD else 0.0)
+            for op in ops]
+
+
+def _unpermute_ops(w: Workload, r: Routing) -> list[OpCost]:
+    """Weight each expert output by its router probability and sum the k rows of each token (the forward's
+    index_add accumulates with atomics)."""
+    m, pol = w.model, w.policy
+    assert m.moe is not None
+    t, d, c, k = w.tokens, m.d_model, pol.compute_bytes, m.moe.top_k
     a_bytes = r.kept_assignments * d * c
-    unpermute_eager = Eager(fwd_bytes=3 * a_bytes + 3 * t * d * c,
-                            fwd_launches=UNPERMUTE_KERNELS["capacity" if capacity else "dropless"],
-                            bwd_bytes=5 * a_bytes + t * d * c + r.expert_rows * d * c, bwd_launches=7)
-    unpermute = elementwise_ops(
-        "moe.unpermute", "moe", kind=OpKind.MEMORY, eager=unpermute_eager,
-        fwd_flops=2.0 * r.kept_assignments * d,
-        fwd=Traffic(activations=r.kept_assignments * d * c + t * k * 4 + t * d * c),
-        bwd_flops=4.0 * r.kept_assignments * d,
-        bwd=Traffic(activations=r.kept_assignments * d * c,
-                    gradients=t * d * c + r.expert_rows * d * c + t * k * 4),
-    )
-    # the forward's index_add of every kept row into its token's row, the backward's index_put of the permuted
-    # rows' gradients into x's rows (x[token_of]'s backward): both accumulate with atomics
-    ops += [replace(op, atomic_elements=float(r.kept_assignments * d) if op.phase is Phase.FWD else 0.0)
-            for op in unpermute]
-    return ops
+    capacity = get_impl(w.impl).pads_to_capacity
+    eager = Eager(fwd_bytes=3 * a_bytes + 3 * t * d * c,
+                  fwd_launches=UNPERMUTE_KERNELS["capacity" if capacity else "dropless"],
+                  bwd_bytes=5 * a_bytes + t * d * c + r.expert_rows * d * c, bwd_launches=7)
+    ops = elementwise_ops("moe.unpermute", "moe", kind=OpKind.MEMORY, eager=eager,
+                          fwd_flops=2.0 * r.kept_assignments * d,
+                          fwd=Traffic(activations=r.kept_assignments * d * c + t * k * 4 + t * d * c),
+                          bwd_flops=4.0 * r.kept_assignments * d,
+                          bwd=Traffic(activations=r.kept_assignments * d * c,
+                                      gradients=t * d * c + r.expert_rows * d * c + t * k * 4))
+    return [replace(op, atomic_elements=float(r.kept_assignments * d) if op.phase is Phase.FWD else 0.0)
+            for op in ops]
 
 
 def fused_expert_ops(w: Workload) -> list[OpCost]:

@@ -9,7 +9,7 @@ bandwidth (NVML defines the metric against the device's own peak, which the prof
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from tpsbench.results.schema import Counters, CounterWindow
@@ -124,14 +124,36 @@ def summarize_window(
     ``unavailable`` maps a field to the reason it could not be read at all (library missing, no device,
     metric unsupported); such fields are None with that reason. A field that was readable but has no sample
     in the window is None with reason "no sample in window"."""
-    unavailable = dict(unavailable or {})
     out = WindowSummary(duration_s=stop_s - start_s, n_basic=len(basic), n_gpm=0)
+    missing = dict(unavailable or {})
 
     def put(name: str, value: float | None, source: str) -> None:
         out.values[name] = value
         if value is None:
-            out.reasons[name] = unavailable.get(source, "no sample in window")
+            out.reasons[name] = missing.get(source, "no sample in window")
 
+    _basic_means(basic, put)
+    _gpm_means(out, gpm, start_s, put)
+    dram = out.values.get("dram_bw_util_pct_mean")
+    if dram is not None and bandwidth_gbs is not None:
+        out.values["dram_gbs"] = dram / 100.0 * bandwidth_gbs
+    else:
+        out.values["dram_gbs"] = None
+        out.reasons["dram_gbs"] = ("no GPU profile bandwidth" if dram is not None
+                                   else out.reasons.get("dram_bw_util_pct_mean", "no sample in window"))
+    mask = 0
+    for s in basic:
+        if s.clock_event_reasons is not None:
+            mask |= s.clock_event_reasons
+    out.clock_events = decode_reasons(mask)
+    out.throttled = bool(THROTTLE_REASONS & set(out.clock_events))
+    if not any(s.clock_event_reasons is not None for s in basic):
+        out.reasons["clock_event_reasons"] = missing.get("clock_event_reasons", "no sample in window")
+    return out
+
+
+def _basic_means(basic: Sequence[BasicSample], put: Callable[[str, float | None, str], None]) -> None:
+    """NVML's readings: means, the lowest SM clock, the hottest temperature, energy and power from energy."""
     for name in ("gpu_busy_pct", "mem_busy_pct", "sm_clock_mhz", "mem_clock_mhz", "power_w"):
         vals = [getattr(s, name) for s in basic if getattr(s, name) is not None]
         put(f"{name}_mean", _mean(vals), name)
@@ -147,6 +169,11 @@ def summarize_window(
     else:
         put("energy_j", None, "energy_mj")
         put("power_w_from_energy", None, "energy_mj")
+
+
+def _gpm_means(out: WindowSummary, gpm: Sequence[GpmSample], start_s: float,
+               put: Callable[[str, float | None, str], None]) -> None:
+    """GPM's metrics: the raw intervals kept, means weighted by interval length over the valid values."""
     out.gpm_intervals = [{"start_s": None if g.t_start is None else g.t_start - start_s,
                           "length_s": None if g.t_start is None else g.t - g.t_start,
                           **{name: _json_number(getattr(g, name)) for name in GPM_FIELDS}} for g in gpm]
@@ -162,19 +189,3 @@ def summarize_window(
         put(f"{name}_mean", mean, name)
         if mean is None and pairs:
             out.reasons[f"{name}_mean"] = f"all {len(pairs)} GPM values NaN, infinite or outside 0-100%"
-    dram = out.values.get("dram_bw_util_pct_mean")
-    if dram is not None and bandwidth_gbs is not None:
-        out.values["dram_gbs"] = dram / 100.0 * bandwidth_gbs
-    else:
-        out.values["dram_gbs"] = None
-        out.reasons["dram_gbs"] = ("no GPU profile bandwidth" if dram is not None
-                                   else out.reasons.get("dram_bw_util_pct_mean", "no sample in window"))
-    mask = 0
-    for s in basic:
-        if s.clock_event_reasons is not None:
-            mask |= s.clock_event_reasons
-    out.clock_events = decode_reasons(mask)
-    out.throttled = bool(THROTTLE_REASONS & set(out.clock_events))
-    if not any(s.clock_event_reasons is not None for s in basic):
-        out.reasons["clock_event_reasons"] = unavailable.get("clock_event_reasons", "no sample in window")
-    return out

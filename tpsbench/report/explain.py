@@ -4,12 +4,11 @@ between GPUs, what does not scale, the dense/MoE gap and how it changes, and whi
 from __future__ import annotations
 
 from tpsbench.analysis.explain import Explanation
-from tpsbench.report.format import fmt, pct
+from tpsbench.report.format import NA, fmt, pct
 from tpsbench.report.tables import TableData
 
 
-def explain_tables(e: Explanation, *, estimate: str = "expected") -> list[TableData]:
-    expected = estimate == "expected"
+def _rows_table(e: Explanation, expected: bool) -> TableData:
     cols = ["row", "model", "gpu", "impl", "tokens", "measured", "roofline bound", "share of bound"]
     cols += ["expected", "measured / expected", "memory"] if expected else []
     rows = TableData("Measured tokens/s against the roofline bound (its floor of the step time)"
@@ -21,50 +20,60 @@ def explain_tables(e: Explanation, *, estimate: str = "expected") -> list[TableD
         if expected:
             x = r.expected_tokens_per_s
             fits = None if r.limits is None else r.limits.estimate.fits
-            cells += [fmt(x, "{:,.0f}"), "n/a" if x is None else f"{r.m.tokens_per_s / x:.2f}",
-                      "n/a" if fits is None else ("fits" if fits else "does not fit")]
-        rows.rows.append([*cells, pct(r.tensor_util), pct(r.bw_util), str(r.finding.verdict)])
-    out = [rows]
-    if e.speedups:
-        s = TableData("Speedups between GPUs", ["model", "impl", "from", "to", "measured", "compute", "bandwidth",
-                                                "roofline", "expected", "verdict", "evidence"],
-                      left={"model", "impl", "from", "to", "verdict", "evidence"})
-        for x in e.speedups:
-            s.rows.append([x.model, x.impl, x.from_gpu, x.to_gpu, f"{x.speedup:.2f}x", f"{x.compute_ratio:.2f}x",
-                           f"{x.bandwidth_ratio:.2f}x", f"{x.predicted:.2f}x",
-                           "n/a" if x.expected is None else f"{x.expected:.2f}x", str(x.finding.verdict),
-                           x.finding.evidence])
-        out.append(s)
-        lim = TableData("What does not scale, by the expected-time model", ["model", "impl", "GPU limits"],
-                        left={"model", "impl", "GPU limits"})
-        seen: set[tuple[str, str, str]] = set()
-        for x in e.speedups:
-            for text in x.limits:
-                key = (x.model, x.impl, text)
-                if key not in seen:
-                    seen.add(key)
-                    lim.rows.append([x.model, x.impl, text])
-        out.append(lim)
-    if e.gaps:
-        g = TableData("Dense / MoE gap on each GPU (dense tokens/s over MoE tokens/s)",
-                      ["gpu", "dense", "MoE", "impl", "measured", "roofline", "unexplained"],
-                      left={"gpu", "dense", "MoE", "impl"})
-        for x in e.gaps:
-            g.rows.append([x.gpu, x.dense, x.moe, x.impl, f"{x.measured:.2f}x", f"{x.predicted:.2f}x",
-                           f"{x.excess:.2f}x"])
-        out.append(g)
-    if e.trends:
-        t = TableData("How the gap changes from one GPU to another", ["dense", "MoE", "impl", "from", "to",
-                                                                       "measured change", "roofline change"],
-                      left={"dense", "MoE", "impl", "from", "to"})
-        for x in e.trends:
-            t.rows.append([x.dense, x.moe, x.impl, x.from_gpu, x.to_gpu, f"{x.measured_change:.2f}x",
-                           f"{x.predicted_change:.2f}x"])
-        out.append(t)
-    if e.fits:
-        f = TableData("Which explanation fits the speedups (RMS error, best first)",
-                      ["explanation", "RMS error", "pairs"], left={"explanation"})
-        for x in e.fits:
-            f.rows.append([x.explanation, f"{100 * x.rms_error:.0f}%", str(x.pairs)])
-        out.append(f)
-    return out
+            cells += [fmt(x, "{:,.0f}"), fmt(None if x is None else r.m.tokens_per_s / x, "{:.2f}"),
+                      NA if fits is None else ("fits" if fits else "does not fit")]
+        rows.add(*cells, pct(r.tensor_util), pct(r.bw_util), str(r.finding.verdict))
+    return rows
+
+
+def _speedups_table(e: Explanation) -> TableData:
+    s = TableData("Speedups between GPUs", ["model", "impl", "from", "to", "measured", "compute", "bandwidth",
+                                            "roofline", "expected", "verdict", "evidence"],
+                  left={"model", "impl", "from", "to", "verdict", "evidence"})
+    for x in e.speedups:
+        s.add(x.model, x.impl, x.from_gpu, x.to_gpu, f"{x.speedup:.2f}x", f"{x.compute_ratio:.2f}x",
+              f"{x.bandwidth_ratio:.2f}x", f"{x.predicted:.2f}x", fmt(x.expected, "{:.2f}x"), str(x.finding.verdict),
+              x.finding.evidence)
+    return s
+
+
+def _limits_table(e: Explanation) -> TableData:
+    lim = TableData("What does not scale, by the expected-time model", ["model", "impl", "GPU limits"],
+                    left={"model", "impl", "GPU limits"})
+    for model, impl, text in dict.fromkeys((x.model, x.impl, text) for x in e.speedups for text in x.limits):
+        lim.add(model, impl, text)
+    return lim
+
+
+def _gaps_table(e: Explanation) -> TableData:
+    g = TableData("Dense / MoE gap on each GPU (dense tokens/s over MoE tokens/s)",
+                  ["gpu", "dense", "MoE", "impl", "measured", "roofline", "unexplained"],
+                  left={"gpu", "dense", "MoE", "impl"})
+    for x in e.gaps:
+        g.add(x.gpu, x.dense, x.moe, x.impl, f"{x.measured:.2f}x", f"{x.predicted:.2f}x", f"{x.excess:.2f}x")
+    return g
+
+
+def _trends_table(e: Explanation) -> TableData:
+    t = TableData("How the gap changes from one GPU to another", ["dense", "MoE", "impl", "from", "to",
+                                                                   "measured change", "roofline change"],
+                  left={"dense", "MoE", "impl", "from", "to"})
+    for x in e.trends:
+        t.add(x.dense, x.moe, x.impl, x.from_gpu, x.to_gpu, f"{x.measured_change:.2f}x", f"{x.predicted_change:.2f}x")
+    return t
+
+
+def _fits_table(e: Explanation) -> TableData:
+    f = TableData("Which explanation fits the speedups (RMS error, best first)", ["explanation", "RMS error", "pairs"],
+                  left={"explanation"})
+    for x in e.fits:
+        f.add(x.explanation, f"{100 * x.rms_error:.0f}%", str(x.pairs))
+    return f
+
+
+def explain_tables(e: Explanation, *, estimate: str = "expected") -> list[TableData]:
+    """The tables of an explanation that have rows, in order (``estimate="floor"``: the rows without the
+    expected estimate's columns)."""
+    extra = [(bool(e.speedups), _speedups_table), (bool(e.speedups), _limits_table), (bool(e.gaps), _gaps_table),
+             (bool(e.trends), _trends_table), (bool(e.fits), _fits_table)]
+    return [_rows_table(e, estimate == "expected"), *(build(e) for present, build in extra if present)]

@@ -44,3 +44,10 @@ def test_every_command_shown_prints_what_the_readme_pastes(command, shown, capsy
             continue
         assert line.rstrip() in printed[at:], f"not printed (after line {at}): {line!r}"
         at = printed.index(line.rstrip(), at) + 1
+
+
+def test_every_docs_link_points_at_a_file_that_exists():
+    for page in (ROOT / "docs").glob("*.md"):
+        for target in re.findall(r"\]\(([^)#\s]+)", page.read_text()):
+            if not target.startswith("http"):
+                assert (page.parent / target).exists(), f"{page.name}: {target}"

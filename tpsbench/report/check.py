@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tpsbench.analysis.check import CONFIDENCE, CheckReport, Outcome
-from tpsbench.report.format import fmt
+from tpsbench.report.format import NA, fmt
 from tpsbench.report.tables import TableData, to_markdown
 
 
@@ -15,7 +15,7 @@ def check_table(r: CheckReport) -> TableData:
     for x in r.rows:
         spec = "{:,.0f}" if x.metric == "tokens_per_s" else "{:.4f}"
         change = fmt(None if x.change is None else 100 * x.change, "{:+.1f}%")
-        interval = "n/a" if x.interval is None else f"{100 * x.interval.low:+.1f}..{100 * x.interval.high:+.1f}%"
+        interval = NA if x.interval is None else f"{100 * x.interval.low:+.1f}..{100 * x.interval.high:+.1f}%"
         mark = " ✗" if r.counts_as_failure(x) else (" ✓" if x.outcome is Outcome.IMPROVEMENT else "")
         t.rows.append([x.label, x.metric + (" ↑" if x.higher_is_better else " ↓"), fmt(x.baseline, spec),
                        fmt(x.current, spec), change, interval,

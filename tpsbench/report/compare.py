@@ -113,7 +113,7 @@ def _expected_table(c: Comparison) -> TableData:
         err = x.error
         t.rows.append([x.gpu, x.label, f"{x.measured_tokens_per_s:,.0f}",
                        fmt(x.expected_tokens_per_s, "{:,.0f}"),
-                       "n/a" if err is None else f"{100 * err:+.0f}%", fmt(x.floor_tokens_per_s, "{:,.0f}"), x.basis])
+                       pct(err, "{:+.0f}%"), fmt(x.floor_tokens_per_s, "{:,.0f}"), x.basis])
     return t
 
 

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from tpsbench.costmodel import FWD_BWD, FlopConvention
 from tpsbench.estimate.step import StepEstimate
-from tpsbench.report.format import fmt
+from tpsbench.report.format import fmt, pct
 from tpsbench.report.tables import TableData
 from tpsbench.roofline import Bound, Prediction
 
@@ -28,7 +28,7 @@ def prediction_table(p: Prediction) -> TableData:
         bound = r.bound.value if op.bytes or op.flops else "-"
         t.add(name, op.phase.value, op.kind.value, f"{op.flops / 1e9:.2f}", f"{op.bytes / 1e6:.1f}",
               fmt(op.intensity), bound, f"{r.seconds * 1e3:.3f}",
-              f"{100 * r.seconds / total:.1f}%" if total else "n/a")
+              pct(r.seconds / total if total else None, "{:.1f}%"))
     return t
 
 

@@ -3,7 +3,7 @@ training steps' tokens/s, MFU and memory, the MoE routing facts."""
 
 from __future__ import annotations
 
-from tpsbench.report.format import fmt
+from tpsbench.report.format import NA, fmt
 from tpsbench.report.tables import TableData
 from tpsbench.results.schema import Point, RunDoc
 
@@ -42,7 +42,7 @@ def run_table(doc: RunDoc) -> TableData:
     rows = [_run_row(p) for p in doc.points]
     status = RUN_COLUMNS.index("status")
     keep = [i for i, col in enumerate(RUN_COLUMNS)
-            if col == "point" or not rows or (any(r[i] != "n/a" for r in rows) and
+            if col == "point" or not rows or (any(r[i] != NA for r in rows) and
                                               (i != status or any(r[i] != "ok" for r in rows)))]
     dropped = [c for i, c in enumerate(RUN_COLUMNS) if i not in keep and i != status]
     legend = {"GB/s": "GB/s = cost-model bytes / time", "DRAM GB/s": "DRAM GB/s = GPM counter (* throttled)",
@@ -111,7 +111,7 @@ def run_notes(doc: RunDoc) -> list[str]:
         raw, d = p.raw, p.derived
         assert raw is not None and d is not None
         if p.kind == "e2e":
-            mfu_txt = ", ".join(f"{k} {100 * v:.1f}%" for k, v in d.mfu.items()) if d.mfu else "n/a (no GPU profile)"
+            mfu_txt = ", ".join(f"{k} {100 * v:.1f}%" for k, v in d.mfu.items()) if d.mfu else f"{NA} (no GPU profile)"
             peak = raw.peak_memory_bytes
             share = fmt(100 * d.optimizer_share if d.optimizer_share is not None else None, "{:.1f}%")
             lines.append(f"{p.label}: {d.tokens_per_s:,.0f} tokens/s, MFU {mfu_txt}, optimizer "

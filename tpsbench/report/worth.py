@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tpsbench.analysis.lossfit import CONFIDENCE, Interval
 from tpsbench.analysis.worth import WorthReport, WorthRow
-from tpsbench.report.format import fmt
+from tpsbench.report.format import NA, fmt
 from tpsbench.report.tables import TableData
 
 CONF = f"{100 * CONFIDENCE:.0f}%"
@@ -16,7 +16,7 @@ def _g(x: float | None, digits: int = 3) -> str:
 
 
 def _iv(iv: Interval | None, digits: int = 3) -> str:
-    return "n/a" if iv is None else f"[{_g(iv.low, digits)}, {_g(iv.high, digits)}]"
+    return NA if iv is None else f"[{_g(iv.low, digits)}, {_g(iv.high, digits)}]"
 
 
 def _tokens(x: float | None) -> str:
@@ -24,11 +24,11 @@ def _tokens(x: float | None) -> str:
 
 
 def _tokens_iv(iv: Interval | None) -> str:
-    return "n/a" if iv is None else f"[{_tokens(iv.low)}, {_tokens(iv.high)}]"
+    return NA if iv is None else f"[{_tokens(iv.low)}, {_tokens(iv.high)}]"
 
 
 def _with(value: str, iv: str) -> str:
-    return value if iv == "n/a" else f"{value} {iv}"
+    return value if iv == NA else f"{value} {iv}"
 
 
 def fits_table(r: WorthReport) -> TableData:
@@ -41,8 +41,8 @@ def fits_table(r: WorthReport) -> TableData:
         fit = f.fit
         runs = ", ".join(f.curve.runs)
         if fit is None:
-            td.rows.append([f.name, runs, str(len(f.curve.tokens)), *["n/a"] * 6, _tokens(f.observed_tokens),
-                            f"n/a ({f.reason})"])
+            td.rows.append([f.name, runs, str(len(f.curve.tokens)), *[NA] * 6, _tokens(f.observed_tokens),
+                            f"{NA} ({f.reason})"])
             continue
         fitted = (_with(_tokens(f.fitted_tokens), _tokens_iv(fit.tokens_interval)) if f.fitted_tokens is not None
                   else f"unreachable (E {fit.e:.3f})")
@@ -62,7 +62,7 @@ def flops_table(r: WorthReport) -> TableData:
         c = f.flops_per_token
         imp = f.curve.implied_flops_per_token
         td.rows.append([f.name, f"{c['6N']:.4g}", f"{c['olmo']:.4g}", f"{c['exact']:.4g}", _g(imp, 4),
-                        "n/a" if imp is None else f"{imp / c['olmo']:.3f}", f.curve.tokens_source])
+                        fmt(None if imp is None else imp / c["olmo"], "{:.3f}"), f.curve.tokens_source])
     return td
 
 

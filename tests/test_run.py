@@ -88,15 +88,19 @@ def test_oom_point_is_recorded_and_sweep_goes_on(tmp_path, monkeypatch):
 
 
 # The sweep as `tpsbench run` runs it, made to wait for the signal once two points are on disk: the test never
-# races it (a sweep that outran a slow poll, on a busy machine, once finished all 41 points before the signal)
+# races it. Ctrl-C's handler is set explicitly: a process started from a background job inherits SIGINT ignored (and
+# Python then installs no handler), which once let the sweep run on through the signal to all 41 points, and once
+# left it waiting forever. It waits in short sleeps, not signal.pause(): a signal taken by another of torch's
+# threads would not wake pause(), while the interpreter checks for one after every sleep.
 PAUSED_RUN = """
-import signal, sys
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from tpsbench.results import ResultsWriter
 add = ResultsWriter.add
 def add_then_wait(self, point):
     add(self, point)
-    if len(self.doc.points) == 2:
-        signal.pause()
+    while len(self.doc.points) == 2:
+        time.sleep(0.05)
 ResultsWriter.add = add_then_wait
 from tpsbench.cli import main
 sys.exit(main(sys.argv[1:]))

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tpsbench import impls, models, profiles
+from tpsbench import impls, profiles
 from tpsbench.cli import main
 from tpsbench.impls import MoEImpl, register, unregister
-from tpsbench.models import ModelSpec, MoESpec
+from tpsbench.models import get_model
 from tpsbench.nn.experts import ExpertImpl, Permuted, _dropless_permute
 from tpsbench.report import compare as compare_report
 from tpsbench.report.tables import TableData
@@ -45,14 +45,36 @@ def test_recipe_add_a_gpu(tmp_path, monkeypatch, capsys):
     assert resolve_gpu("auto", "cuda").name == "my_gpu"  # `run --gpu auto` finds it by `match`
 
 
+MY_MOE = """
+name = "my_moe"
+note = "a recipe's test model"
+
+[model]
+d_model = 64
+n_layers = 2
+n_heads = 4
+vocab_size = 512
+seq_len = 64
+qk_norm = true
+reordered_norm = true
+
+[moe]
+num_experts = 4
+top_k = 2
+expert_hidden = 64
+type = "dropless"
+"""
+
+
 def test_recipe_add_a_model(tmp_path, monkeypatch, capsys):
-    spec = ModelSpec(name="my_moe", olmo_name="", d_model=64, n_layers=2, n_heads=4, vocab_size=512, seq_len=64,
-                     moe=MoESpec(num_experts=4, top_k=2, expert_hidden=64, shared_hidden=None,
-                                 capacity_factor=None), olmo_factory_note="a recipe's test model",
-                     **models._moe_block())
-    monkeypatch.setitem(models.MODELS, spec.name, spec)  # what one more entry of models._ZOO gives
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "my_moe.toml").write_text(MY_MOE)
+    monkeypatch.setenv("TPSBENCH_MODELS", str(folder))  # the recipe: a file in a folder, nothing in the package
     assert main(["list", "models", "--json"]) == 0
-    assert "my_moe" in {m["name"] for m in json.loads(capsys.readouterr().out)}
+    listed = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
+    assert listed["my_moe"]["origin"] == str(folder / "my_moe.toml")
+    spec = get_model("my_moe")
     assert main(["predict", "--gpu", "h100", "--model", "my_moe", "--batch", "256", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["model"]["total_params"] == spec.total_params
     out = tmp_path / "r.json"

@@ -12,7 +12,7 @@ import pytest
 from guard import HANG_GUARD_S
 
 from tpsbench.costmodel import Workload, flops_per_token
-from tpsbench.models import MODELS, get_model
+from tpsbench.models import get_model, zoo_models
 from tpsbench.stacks.olmo_core import (
     OLMO_CORE_INSTALL,
     StackError,
@@ -29,7 +29,8 @@ try:
 except StackError:
     HAVE_OLMO_CORE = False
 needs_olmo_core = pytest.mark.skipif(not HAVE_OLMO_CORE, reason=f"ai2-olmo-core not installed: {OLMO_CORE_INSTALL}")
-ZOO = sorted(n for n, spec in MODELS.items() if cannot_express(spec) is None)  # the zoo's OLMo-core models
+ZOO_MODELS = zoo_models()
+ZOO = sorted(n for n, spec in ZOO_MODELS.items() if cannot_express(spec) is None)  # the zoo's OLMo-core models
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +59,7 @@ def test_olmo_flop_convention_equals_num_flops_per_token(name):
 
 
 @needs_olmo_core
-@pytest.mark.parametrize("name", [n for n in ZOO if MODELS[n].olmo_factory])
+@pytest.mark.parametrize("name", [n for n in ZOO if ZOO_MODELS[n].olmo_factory])
 def test_zoo_entries_equal_their_upstream_factory(name):
     spec = get_model(name)
     ours, upstream = olmo_config(spec), factory_config(spec)
@@ -68,7 +69,7 @@ def test_zoo_entries_equal_their_upstream_factory(name):
 
 
 def test_every_entry_says_which_factory_or_why_none():
-    for spec in MODELS.values():
+    for spec in ZOO_MODELS.values():
         assert bool(spec.olmo_factory) != bool(spec.olmo_factory_note), spec.name
 
 
@@ -107,15 +108,15 @@ def test_tpsbench_modules_compute_olmo_cores_model_and_its_flops():
     for line in out.stdout.splitlines():
         if line.endswith("FLOPs: equal"):
             name = re.split(r"[\[/]", line.split()[0])[0]  # "moe_1b/4" and "moe_1b[1L]" are moe_1b
-            checked.add((name, line.split()[1] if MODELS[name].moe else "dense"))
+            checked.add((name, line.split()[1] if ZOO_MODELS[name].moe else "dense"))
     for name in ZOO:
-        spec = MODELS[name]
+        spec = ZOO_MODELS[name]
         types = {"dense"} if spec.moe is None else {"grouped", "capacity"} if spec.moe.capacity_factor else {"grouped"}
         assert {(name, t) for t in types} <= checked, name
     same = {re.match(r"\('(\w+)', \d+, '(\w+)'\)", line).groups() for line in out.stdout.splitlines()
             if line.endswith(": same")}
     for name in ZOO:  # every OLMo-core entry's modules held to OLMo-core's, in each MoE type it has
-        spec = MODELS[name]
+        spec = ZOO_MODELS[name]
         types = {"grouped", "capacity"} if spec.moe and spec.moe.capacity_factor else {"grouped"}
         assert {(name, t) for t in types} <= same, name
 
@@ -236,7 +237,7 @@ def test_a_model_olmo_core_cannot_express_is_refused_in_one_line(capsys, monkeyp
     from tpsbench.cli import main
     from tpsbench.stacks.olmo_core import cannot_express
 
-    assert all(cannot_express(spec) is None for spec in MODELS.values() if spec.olmo_name)
+    assert all(cannot_express(spec) is None for spec in ZOO_MODELS.values() if spec.olmo_name)
     # the one zoo entry that is not an OLMo-core model says why it cannot be built there
     assert "multi-head attention" in (cannot_express(get_model("qwen3_30b_a3b")) or "")
     odd = dataclasses.replace(get_model("dense_tiny"), name="dense_tiny_theta", rope_theta=10_000.5)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tpsbench.models import UnknownNameError
+from tpsbench.errors import UnknownNameError
 from tpsbench.profiles import ProfileError, gpu_names, load_all_profiles, load_profile, parse_profile
 
 REQUIRED = ["h100_sxm", "h100_pcie", "h200", "b200", "a100_sxm", "rtx5090", "rtx4090", "l40s"]

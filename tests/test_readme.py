@@ -15,10 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 
-def _shown() -> list[tuple[str, list[str]]]:
+# docs pages whose ```text blocks are real runs, checked like the README's
+CHECKED_DOCS = ("docs/models.md",)
+
+
+def _shown(text: str = README) -> list[tuple[str, list[str]]]:
     """(command, the output lines shown) of every ```text block that starts with `$ tpsbench`."""
     out = []
-    for block in re.findall(r"```text\n(.*?)```", README, flags=re.S):
+    for block in re.findall(r"```text\n(.*?)```", text, flags=re.S):
         lines = block.rstrip("\n").split("\n")
         if lines[0].startswith("$ tpsbench "):
             out.append((lines[0].removeprefix("$ tpsbench "), lines[1:]))
@@ -32,7 +36,10 @@ def test_the_readme_is_short_and_links_only_to_files_that_exist():
     assert len(_shown()) >= 3
 
 
-@pytest.mark.parametrize(("command", "shown"), _shown(), ids=[c for c, _ in _shown()])
+_DOCS_SHOWN = [shown for page in CHECKED_DOCS for shown in _shown((ROOT / page).read_text())]
+
+
+@pytest.mark.parametrize(("command", "shown"), _shown() + _DOCS_SHOWN, ids=[c for c, _ in _shown() + _DOCS_SHOWN])
 def test_every_command_shown_prints_what_the_readme_pastes(command, shown, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("COLUMNS", "100")

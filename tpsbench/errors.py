@@ -7,6 +7,7 @@ deeply for the parser is an error like any other."""
 
 from __future__ import annotations
 
+import difflib
 import json
 import tomllib
 from pathlib import Path
@@ -19,6 +20,16 @@ MAX_INPUT_BYTES = 256 * 1024 * 1024
 
 class InputError(ValueError):
     """Bad input from the user; the message says what was wrong and what to do."""
+
+
+class UnknownNameError(InputError):
+    """A user-supplied name that is not in a registry; the message names the closest choices."""
+
+
+def closest_choices_message(kind: str, name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.4)
+    hint = f"did you mean {', '.join(close)}?" if close else f"choose one of: {', '.join(sorted(choices))}"
+    return f"unknown {kind} '{name}': {hint}"
 
 
 def read_text(path: str | Path, error: type[InputError], what: str, encoding: str = "utf-8") -> str:

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from tpsbench.models import ModelSpec, UnknownNameError, closest_choices_message
+from tpsbench.errors import UnknownNameError, closest_choices_message
+from tpsbench.models import ModelSpec
 
 
 class Counting(StrEnum):

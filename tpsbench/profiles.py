@@ -20,8 +20,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from tpsbench.errors import InputError, parse_toml, read_text
-from tpsbench.models import UnknownNameError, closest_choices_message
+from tpsbench.errors import InputError, UnknownNameError, closest_choices_message, parse_toml, read_text
 from tpsbench.results.typed import JsonObject
 
 PROFILES_ENV = "TPSBENCH_PROFILES"  # extra folder of user profiles, searched before the built-in ones

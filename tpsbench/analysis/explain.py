@@ -35,9 +35,9 @@ from tpsbench.costmodel import (
     global_step_bytes,
     train_workload,
 )
-from tpsbench.errors import InputError, read_text
+from tpsbench.errors import InputError, UnknownNameError, read_text
 from tpsbench.impls import cost_model_names
-from tpsbench.models import USERS_MICROBATCH_TOKENS, ModelSpec, UnknownNameError, default_global_batch, get_model
+from tpsbench.models import USERS_MICROBATCH_TOKENS, ModelSpec, default_global_batch, get_model
 from tpsbench.profiles import GPUProfile, ProfileError, load_profile
 from tpsbench.results.typed import JsonObject
 from tpsbench.roofline import CeilingError, predict

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from tpsbench.analysis.verdict import Evidence
 from tpsbench.costmodel import get_policy
-from tpsbench.models import UnknownNameError
+from tpsbench.errors import UnknownNameError
 from tpsbench.points import MeasuredPoint
 from tpsbench.profiles import GPUProfile, load_profile
 from tpsbench.results.typed import JsonObject

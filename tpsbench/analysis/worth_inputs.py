@@ -20,15 +20,14 @@ import numpy as np
 
 from tpsbench.analysis.losses import LossRun, join_runs
 from tpsbench.costmodel import FlopConvention, Workload, flops_per_token, get_policy, train_workload
-from tpsbench.errors import InputError, parse_toml, read_text
+from tpsbench.errors import InputError, UnknownNameError, parse_toml, read_text
 from tpsbench.impls import is_bracket
 from tpsbench.models import (
-    MODELS,
     USERS_MICROBATCH_TOKENS,
     ModelSpec,
-    UnknownNameError,
     default_global_batch,
     get_model,
+    is_known_model,
 )
 from tpsbench.options import PointKind
 from tpsbench.profiles import GPUProfile, load_profile
@@ -115,7 +114,7 @@ def assign_runs(runs: Sequence[LossRun], mapping: dict[str, str]) -> tuple[dict[
     by_model: dict[str, list[LossRun]] = {}
     left_out = []
     for r in runs:
-        model = mapping.get(r.name) or (r.name if r.name in MODELS else None)
+        model = mapping.get(r.name) or (r.name if is_known_model(r.name) else None)
         if model is None:
             left_out.append(r.name)
         else:
@@ -167,7 +166,7 @@ def read_throughput(paths: Sequence[str], models: set[str], impl: str | None = N
     wanted = None if impl is None else get_impl(impl).name
 
     def chosen(model: str, name: str) -> bool:
-        return wanted is None or name == "dense" or MODELS[model].moe is None or name == wanted
+        return wanted is None or name == "dense" or get_model(model).moe is None or name == wanted
 
     from tpsbench.analysis.explain import read_measured_csv
 

@@ -14,8 +14,9 @@ from tpsbench.bench.env import NO_GPU, DeviceError, resolve_gpu
 from tpsbench.bench.protocol import TimingConfig
 from tpsbench.costmodel import DTypePolicy, get_policy
 from tpsbench.counters.sampler import DEFAULT_INTERVAL_S
+from tpsbench.errors import closest_choices_message
 from tpsbench.impls import BRACKETS, get_impl, is_bracket
-from tpsbench.models import USERS_MICROBATCH_TOKENS, ModelSpec, closest_choices_message, get_model
+from tpsbench.models import USERS_MICROBATCH_TOKENS, ModelSpec, get_model
 from tpsbench.options import (
     DEFAULT_SKEW,
     OptionError,

@@ -42,3 +42,6 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 def add_json(p: argparse.ArgumentParser, what: str = "tables") -> None:
     p.add_argument("--json", action="store_true", help=f"print JSON instead of {what}")
+
+
+MODEL_HELP = "a model name or OLMo-core name (`tpsbench list models`), or a model .toml file"

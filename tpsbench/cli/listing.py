@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from tpsbench.cli.args import add_json
 from tpsbench.impls import BRACKETS, moe_impls
-from tpsbench.models import MODELS
+from tpsbench.models import all_models
 from tpsbench.profiles import load_all_profiles
 from tpsbench.report.registry import gpus_table, impls_table, models_table
 from tpsbench.report.tables import show
@@ -24,11 +24,11 @@ def add_list_args(ls: argparse.ArgumentParser) -> None:
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     if args.what == "models":
-        models = list(MODELS.values())
+        models = list(all_models().values())
         if args.json:
             print(json.dumps([{"name": m.name, "olmo_name": m.olmo_name, "d_model": m.d_model,
                                "n_layers": m.n_layers, "n_heads": m.n_heads, "total_params": m.total_params,
-                               "active_params": m.active_params} for m in models], indent=2))
+                               "active_params": m.active_params, "origin": m.origin} for m in models], indent=2))
         else:
             show(console, [models_table(models)])
     elif args.what == "gpus":

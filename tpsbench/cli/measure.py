@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from tpsbench.bench.config import LAYER_CHOICES, RunConfig
 from tpsbench.bench.env import DeviceError, resolve_gpu
 from tpsbench.bench.protocol import TimingConfig
-from tpsbench.cli.args import add_json, positive_float, positive_int
+from tpsbench.cli.args import MODEL_HELP, add_json, positive_float, positive_int
 from tpsbench.cli.predict import CEILING_CHOICES
 from tpsbench.counters.sampler import DEFAULT_INTERVAL_S
 from tpsbench.impls import run_choices
@@ -40,7 +40,7 @@ def use_expandable_segments() -> None:
 def add_run_args(rn: argparse.ArgumentParser) -> None:
     rn.add_argument("--gpu", default="auto", help="GPU profile of the present GPU, or auto (default); with "
                     "--device cpu, a profile only for predictions")
-    rn.add_argument("--model", required=True, help="zoo model or OLMo-core name")
+    rn.add_argument("--model", required=True, help=MODEL_HELP)
     rn.add_argument("--device", default=None, choices=["cuda", "cpu"], help="default: cuda if present")
     rn.add_argument("--batch", default=None, help="tokens per microbatch, comma-separated "
                     f"(default {USERS_MICROBATCH_TOKENS} on a GPU, 4 sequences on the CPU)")

@@ -8,7 +8,7 @@ import json
 from typing import TYPE_CHECKING
 
 from tpsbench import __version__
-from tpsbench.cli.args import UsageError, add_json, positive_float, positive_int
+from tpsbench.cli.args import MODEL_HELP, UsageError, add_json, positive_float, positive_int
 from tpsbench.costmodel import POLICIES, Workload, get_policy
 from tpsbench.estimate.step import expected_for
 from tpsbench.impls import cost_model_names
@@ -29,7 +29,7 @@ CEILING_CHOICES = [c.value for c in CeilingSource]
 
 def add_predict_args(pr: argparse.ArgumentParser) -> None:
     pr.add_argument("--gpu", required=True, help="GPU profile name (see `tpsbench list gpus`) or a .toml file")
-    pr.add_argument("--model", required=True, help="zoo model or OLMo-core name (see `tpsbench list models`)")
+    pr.add_argument("--model", required=True, help=MODEL_HELP)
     pr.add_argument("--batch", default=str(USERS_MICROBATCH_TOKENS),
                     help=f"tokens per microbatch, comma-separated (default {USERS_MICROBATCH_TOKENS})")
     pr.add_argument("--seq", type=positive_int, default=None, help="sequence length (default: the model's)")

@@ -33,9 +33,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from tpsbench.errors import InputError
+from tpsbench.errors import InputError, UnknownNameError, closest_choices_message
 from tpsbench.impls import get_impl
-from tpsbench.models import ModelSpec, UnknownNameError, closest_choices_message
+from tpsbench.models import ModelSpec
 
 
 class Phase(StrEnum):

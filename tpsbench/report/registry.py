@@ -1,4 +1,4 @@
-"""`tpsbench list`: the model zoo, the GPU profiles and the MoE implementations, as tables."""
+"""`tpsbench list`: the models (zoo and the user's), the GPU profiles and the MoE implementations, as tables."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ NUMBER_COLUMNS = {"d", "layers", "heads", "total params", "active", "active %"}
 
 def models_table(models: list[ModelSpec]) -> TableData:
     columns = ["model", "OLMo-core", "d", "layers", "heads", "FFN / experts", "total params", "active",
-               "active %", "notes"]
-    t = TableData("Model zoo (parameter counts as OLMo-core counts them)", columns,
+               "active %", "from", "notes"]
+    t = TableData("Models (parameter counts as OLMo-core counts them; from: the zoo or the user's file)", columns,
                   left=set(columns) - NUMBER_COLUMNS)
     for m in models:
         if m.moe is None:
@@ -25,7 +25,7 @@ def models_table(models: list[ModelSpec]) -> TableData:
             ffn = f"{e.num_experts} experts top-{e.top_k}, h {e.expert_hidden}{shared}"
         heads = str(m.n_heads) if m.is_mha else f"{m.n_heads} ({m.kv_heads} kv) x {m.head_dim}"
         t.add(m.name, m.olmo_name or "-", str(m.d_model), str(m.n_layers), heads, ffn, f"{m.total_params:,}",
-              f"{m.active_params:,}", f"{100 * m.active_fraction:.1f}", m.note)
+              f"{m.active_params:,}", f"{100 * m.active_fraction:.1f}", m.origin, m.note)
     return t
 
 

@@ -8,7 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from tpsbench.costmodel import FWD_BWD, get_policy, global_step_bytes, step_ops, total_flops, train_workload
-from tpsbench.models import UnknownNameError, get_model
+from tpsbench.errors import UnknownNameError
+from tpsbench.models import get_model
 from tpsbench.options import PointKind, Recompute, Scope
 from tpsbench.points import NO_IMPL, MeasuredPoint, PointKey
 from tpsbench.profiles import gpu_label

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from tpsbench.errors import InputError
-from tpsbench.models import ModelSpec, closest_choices_message
+from tpsbench.errors import InputError, closest_choices_message
+from tpsbench.models import ModelSpec
 from tpsbench.options import Recompute, RoutingMode
 
 if TYPE_CHECKING:

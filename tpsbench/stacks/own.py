@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
+from tpsbench.errors import closest_choices_message
 from tpsbench.impls import (
     BRACKETS,
     baseline,
@@ -18,7 +19,7 @@ from tpsbench.impls import (
     moe_impl_names,
     run_choices,
 )
-from tpsbench.models import ModelSpec, closest_choices_message
+from tpsbench.models import ModelSpec
 from tpsbench.options import RoutingMode
 from tpsbench.stacks import Stack, StackChoiceError, StepSpec
 

@@ -1,4 +1,5 @@
-"""The model zoo: the users' own OLMo-core models as frozen specs, with exact parameter counts.
+"""A model as tpsbench counts it: a frozen spec with exact parameter counts, whatever it was read from (a zoo
+file, a user's TOML, an OLMo-core or Hugging Face config, a variant).
 
 Every spec is plain data (no torch). Parameter counts follow OLMo-core's
 ``TransformerConfig.num_params`` / ``num_active_params`` term by term
@@ -19,10 +20,8 @@ FFN width, when not given, is OLMo-core's ``llama_like`` rule:
 
 from __future__ import annotations
 
-import difflib
 import math
-from dataclasses import dataclass, replace
-from typing import TypedDict
+from dataclasses import dataclass, field, replace
 
 from tpsbench.errors import InputError
 
@@ -39,14 +38,15 @@ def default_global_batch(microbatch: int) -> int:
     return max(microbatch, USERS_GLOBAL_BATCH_TOKENS // microbatch * microbatch)
 
 
-class UnknownNameError(InputError):
-    """A user-supplied name that is not in a registry; the message names the closest choices."""
+class ModelError(InputError):
+    """A model that cannot exist (a size of zero, heads that do not divide the width, ...) or a model source
+    (file, config, variant) that does not describe one; the message names the key."""
 
 
-def closest_choices_message(kind: str, name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.4)
-    hint = f"did you mean {', '.join(close)}?" if close else f"choose one of: {', '.join(sorted(choices))}"
-    return f"unknown {kind} '{name}': {hint}"
+def _positive(what: str, **sizes: int | float | None) -> None:
+    for key, value in sizes.items():
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise ModelError(f"{what}{key} = {value}: must be positive and finite")
 
 
 def llama_ffn_hidden(d_model: int, multiplier: float | None = None, multiple_of: int = 256) -> int:
@@ -81,10 +81,12 @@ class MoESpec:
         return 3 * d_model * self.expert_hidden * self.num_experts
 
     def __post_init__(self) -> None:
+        _positive("moe.", num_experts=self.num_experts, expert_hidden=self.expert_hidden,
+                  shared_hidden=self.shared_hidden, capacity_factor=self.capacity_factor)
         if not 1 <= self.top_k <= self.num_experts:
-            raise ValueError(f"top_k={self.top_k} must be in [1, num_experts={self.num_experts}]")
-        if self.expert_hidden <= 0 or (self.shared_hidden is not None and self.shared_hidden <= 0):
-            raise ValueError("expert and shared hidden sizes must be positive")
+            raise ModelError(f"moe.top_k = {self.top_k}: must be in [1, num_experts = {self.num_experts}]")
+        if self.lb_loss_weight < 0 or self.z_loss_weight < 0:
+            raise ModelError("moe.lb_loss_weight and moe.z_loss_weight must be >= 0")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,16 +119,24 @@ class ModelSpec:
     # both: the same parameters and FLOPs); ``olmo_factory_note`` says why no factory fits.
     olmo_factory: str | None = None
     olmo_factory_note: str = ""
+    # Where the spec came from (a zoo file, the user's file or config, a variant of another model) and, per key,
+    # where its value comes from: shown by `list models`, kept in results; not part of the model's identity.
+    origin: str = field(default="", compare=False)
+    sources: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
+        _positive("", d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, ffn_hidden=self.ffn_hidden,
+                  vocab_size=self.vocab_size, n_kv_heads=self.n_kv_heads, head_dim=self.head_width,
+                  rope_theta=self.rope_theta, norm_eps=self.norm_eps, seq_len=self.seq_len)
         if (self.ffn_hidden is None) == (self.moe is None):
-            raise ValueError(f"{self.name}: give exactly one of ffn_hidden (dense) or moe")
+            raise ModelError("give exactly one of ffn_hidden (a dense model) or a [moe] table (an MoE model)")
         if self.head_width is None and self.d_model % self.n_heads:
-            raise ValueError(f"{self.name}: d_model={self.d_model} not divisible by n_heads={self.n_heads}")
+            raise ModelError(f"n_heads = {self.n_heads}: does not divide d_model = {self.d_model} (give head_dim "
+                             "for a head width of its own)")
         if self.n_heads % self.kv_heads:
-            raise ValueError(f"{self.name}: n_heads={self.n_heads} not divisible by n_kv_heads={self.kv_heads}")
+            raise ModelError(f"n_kv_heads = {self.kv_heads}: does not divide n_heads = {self.n_heads}")
         if self.qk_norm_per_head and not self.qk_norm:
-            raise ValueError(f"{self.name}: qk_norm_per_head needs qk_norm")
+            raise ModelError("qk_norm_per_head = true needs qk_norm = true")
 
     # --- shape helpers -------------------------------------------------------------------------
     @property
@@ -212,105 +222,3 @@ class ModelSpec:
         return replace(self, name=f"{self.name}[{n_layers}L]", n_layers=n_layers)
 
 
-class BlockStyle(TypedDict, total=False):
-    """The block options a family of OLMo-core factories shares."""
-
-    qk_norm: bool
-    reordered_norm: bool
-    rope_theta: float
-    norm_eps: float
-
-
-def _moe_block() -> BlockStyle:
-    # OLMo-core MoE factories use qk-norm, the reordered-norm block and rope theta 500k.
-    return {"qk_norm": True, "reordered_norm": True, "rope_theta": 500_000.0}
-
-
-def _olmo2_block() -> BlockStyle:
-    return {"qk_norm": True, "reordered_norm": True, "rope_theta": 500_000.0, "norm_eps": 1e-6}
-
-
-_ZOO: tuple[ModelSpec, ...] = (
-    ModelSpec(
-        name="dense_tiny", olmo_name="", d_model=64, n_layers=2, n_heads=4, ffn_hidden=256,
-        vocab_size=512, seq_len=64, note="CPU test model", olmo_factory_note="tpsbench's CPU test model",
-    ),
-    ModelSpec(
-        name="moe_tiny", olmo_name="", d_model=64, n_layers=2, n_heads=4, vocab_size=512, seq_len=64,
-        moe=MoESpec(num_experts=8, top_k=2, expert_hidden=32, shared_hidden=32),
-        note="CPU test model", olmo_factory_note="tpsbench's CPU test model", **_moe_block(),
-    ),
-    ModelSpec(
-        name="dense_1m", olmo_name="olmo2_1M", d_model=16, n_layers=4, n_heads=4,
-        ffn_hidden=llama_ffn_hidden(16, 1.0), note="as trained: d_model 16 (OLMo-core default is 12)",
-        olmo_factory_note="olmo2_1M hard-codes d_model 12 (the users trained d 16)", **_olmo2_block(),
-    ),
-    ModelSpec(
-        name="dense_60m", olmo_name="olmo2_60M", olmo_factory="olmo2_60M", d_model=384, n_layers=8,
-        n_heads=8,
-        ffn_hidden=llama_ffn_hidden(384, 1.5), **_olmo2_block(),
-    ),
-    ModelSpec(
-        name="dense_135m", olmo_name="llama2_135M", d_model=768, n_layers=12, n_heads=12,
-        ffn_hidden=llama_ffn_hidden(768), olmo_factory_note="llama2_135M is in the users' fork, not upstream",
-    ),
-    ModelSpec(
-        name="dense_271m", olmo_name="llama2_271M", olmo_factory="llama2_271M", d_model=1024, n_layers=16,
-        n_heads=8,
-        ffn_hidden=llama_ffn_hidden(1024),
-    ),
-    ModelSpec(
-        name="dense_1b", olmo_name="llama2_1B", olmo_factory="llama2_1B", d_model=2048, n_layers=18,
-        n_heads=16,
-        ffn_hidden=llama_ffn_hidden(2048),
-    ),
-    ModelSpec(
-        name="dense_7b", olmo_name="llama2_7B", olmo_factory="llama2_7B", d_model=4096, n_layers=32,
-        n_heads=32,
-        ffn_hidden=llama_ffn_hidden(4096), note="predict-only on small GPUs",
-    ),
-    ModelSpec(
-        name="moe_1b", olmo_name="smallmoe_1B", d_model=768, n_layers=12, n_heads=12,
-        moe=MoESpec(num_experts=256, top_k=1, expert_hidden=128, shared_hidden=128),
-        note="sparse: 256 experts top-1", olmo_factory_note="smallmoe_1B is in the users' fork, not upstream",
-        **_moe_block(),
-    ),
-    ModelSpec(
-        name="moe_1b_a390m", olmo_name="smallmoe_1B_A390M", d_model=1152, n_layers=12, n_heads=18,
-        moe=MoESpec(num_experts=32, top_k=4, expert_hidden=576, shared_hidden=2304),
-        olmo_factory_note="smallmoe_1B_A390M is in the users' fork, not upstream", **_moe_block(),
-    ),
-    ModelSpec(
-        name="olmoe_1b_7b", olmo_name="olmoe_1B_7B", olmo_factory="olmoe_1B_7B", d_model=2048, n_layers=16,
-        n_heads=16,
-        moe=MoESpec(num_experts=64, top_k=8, expert_hidden=1024, shared_hidden=None, capacity_factor=None),
-        note="dropless", norm_eps=1e-6, **_moe_block(),
-    ),
-    # Qwen3-30B-A3B as torchtitan builds it (torchtitan/models/qwen3/__init__.py, ``_30b_a3b``): 48 pre-norm blocks
-    # of d 2048, 32 query heads of 128 and 4 key/value heads with head-wise qk-norm, 128 experts of 768 top-8,
-    # no shared expert, untied embeddings; 30,532,122,624 parameters, the count torchtitan's docs print for it.
-    # Here to place tpsbench's multi-GPU prediction next to torchtitan's published 8 x B200 measurement.
-    ModelSpec(
-        name="qwen3_30b_a3b", olmo_name="", d_model=2048, n_layers=48, n_heads=32, n_kv_heads=4, head_width=128,
-        qk_norm=True, qk_norm_per_head=True, vocab_size=151_936, rope_theta=1_000_000.0, norm_eps=1e-6,
-        seq_len=4096,
-        moe=MoESpec(num_experts=128, top_k=8, expert_hidden=768, shared_hidden=None, capacity_factor=None),
-        note="dropless; torchtitan's Qwen3", olmo_factory_note="a Qwen3 model (torchtitan), not OLMo-core's",
-    ),
-)
-
-MODELS: dict[str, ModelSpec] = {m.name: m for m in _ZOO}
-ALIASES: dict[str, str] = {m.olmo_name: m.name for m in _ZOO if m.olmo_name}
-
-
-def get_model(name: str) -> ModelSpec:
-    """Look a model up by tpsbench name or OLMo-core factory name (case-insensitive)."""
-    key = name.strip()
-    if key in MODELS:
-        return MODELS[key]
-    if key in ALIASES:
-        return MODELS[ALIASES[key]]
-    lowered = {k.lower(): v for k, v in {**{n: n for n in MODELS}, **ALIASES}.items()}
-    if key.lower() in lowered:
-        return MODELS[lowered[key.lower()]]
-    raise UnknownNameError(closest_choices_message("model", name, [*MODELS, *ALIASES]))

@@ -13,8 +13,10 @@ from results_factory import TIMING, doc, point
 
 from tpsbench.bench.config import RunConfig
 from tpsbench.bench.env import machine_info
+from tpsbench.models import get_model
 from tpsbench.results import SCHEMA, ResultsError, ResultsWriter, from_dict, load_dataframe, load_results, to_dict
 from tpsbench.results.io import parse_results
+from tpsbench.results.model_record import model_record
 from tpsbench.results.schema import ALL_CLASSES, ConfigRecord, Point, Raw, RunDoc, Stats, TimingRecord
 from tpsbench.results.schema_doc import render
 
@@ -24,7 +26,8 @@ COMMITTED = COMMITTED_RUNS
 
 def _config() -> ConfigRecord:
     t = from_dict(TimingRecord, TIMING)
-    return ConfigRecord(model="moe_tiny", gpu_profile=None, device="cpu", batches=[256], seq_len=64, impls=["loop"],
+    return ConfigRecord(model="moe_tiny", model_spec=model_record(get_model("moe_tiny")), gpu_profile=None,
+                        device="cpu", batches=[256], seq_len=64, impls=["loop"],
                         mode="micro", routing="learned", skew=None, dtype_policy="fp32", compile=False,
                         global_batch=None, micro_timing=t, e2e_timing=t, stages=True, seed=0)
 

@@ -29,6 +29,7 @@ from tpsbench.options import (
 )
 from tpsbench.profiles import GPUProfile, gpu_label
 from tpsbench.results.calibration import calibration_for
+from tpsbench.results.model_record import model_record, model_spec
 from tpsbench.results.schema import CalibrationRef, ConfigRecord, RunDoc, TimingRecord
 from tpsbench.roofline import CeilingSource
 from tpsbench.stacks import Stack, get_stack
@@ -126,7 +127,8 @@ class RunConfig:
     def describe(self) -> ConfigRecord:
         """The results file's ``config`` block: every field, so that :meth:`from_doc` restores this config."""
         return ConfigRecord(
-            model=self.model.name, gpu_profile=None if self.profile is None else self.profile.name,
+            model=self.model.name, model_spec=model_record(self.model),
+            gpu_profile=None if self.profile is None else self.profile.name,
             device=self.device, batches=list(self.batches), seq_len=self.seq_len, impls=list(self.impls),
             mode=self.mode, routing=self.routing, skew=self.skew if self.routing is RoutingMode.SKEWED else None,
             dtype_policy=self.policy.name, compile=self.compile_model, global_batch=self.global_batch,
@@ -194,7 +196,8 @@ class RunConfig:
         if calibration is not None and calibration.bf16_tflops is None and calibration.copy_gbs is None:
             calibration = calibration_for("calibrated", calibration.path, profile)  # version 1 kept only the path
         return cls(
-            model=get_model(cfg.model), profile=profile, device=device or cfg.device, batches=list(cfg.batches),
+            model=model_spec(cfg.model_spec, "config.model_spec"), profile=profile, device=device or cfg.device,
+            batches=list(cfg.batches),
             seq_len=cfg.seq_len, impls=list(cfg.impls), mode=cfg.mode, routing=cfg.routing,
             skew=cfg.skew or DEFAULT_SKEW, policy=get_policy(cfg.dtype_policy), stack=get_stack(cfg.stack),
             compile_model=cfg.compile, global_batch=cfg.global_batch, micro_timing=timing(cfg.micro_timing),

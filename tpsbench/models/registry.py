@@ -1,8 +1,10 @@
-"""Where models come from: the zoo's files, the user's folders (``TPSBENCH_MODELS``), and a path given directly.
+"""Where models come from: the zoo's files, the user's folders (``TPSBENCH_MODELS``), a path given directly, and
+the models recorded in the results files a command reads.
 
 One name means one model: a user's file may repeat a zoo model exactly, but a second, different definition of a
-name is refused, naming both files, because results record points by model name and two meanings of one name
-would compare unlike things.
+name is refused, naming both sources, because results record points by model name and two meanings of one name
+would compare unlike things. A model met in a path or a results file is remembered for the rest of the command
+(``remember``), so that every later lookup of its name finds it.
 """
 
 from __future__ import annotations
@@ -85,8 +87,28 @@ def zoo_models() -> dict[str, ModelSpec]:
     return _catalog(((str(zoo_dir()), _folder_files(zoo_dir())),)).models
 
 
+# The models of this process met outside the catalog (a path, a results file): name -> spec
+_REMEMBERED: dict[str, ModelSpec] = {}
+
+
+def remember(spec: ModelSpec, where: str) -> ModelSpec:
+    """Make ``spec`` findable by name for the rest of the process; a different model of the same name (in the
+    catalog or met before) is refused, naming ``where`` and the other's origin."""
+    known = _REMEMBERED.get(spec.name) or catalog().models.get(spec.name)
+    if known is not None and known != spec:
+        raise ModelError(f"{where}: model '{spec.name}' differs from the model of that name in {known.origin}; "
+                         "rename one of them (one name is one model)")
+    _REMEMBERED.setdefault(spec.name, spec)
+    return spec
+
+
+def forget_remembered() -> None:
+    """Back to the catalog alone (tests that read results files of their own models)."""
+    _REMEMBERED.clear()
+
+
 def is_known_model(name: str) -> bool:
-    return name in catalog().models
+    return name in _REMEMBERED or name in catalog().models
 
 
 def get_model(name: str) -> ModelSpec:
@@ -97,7 +119,9 @@ def get_model(name: str) -> ModelSpec:
         if not path.is_file():
             raise ModelError(f"{path}: no such model file; give a .toml model file or a model name "
                              "(`tpsbench list models`)")
-        return parse_model_file(path)
+        return remember(parse_model_file(path), str(path))
+    if key in _REMEMBERED:
+        return _REMEMBERED[key]
     cat = catalog()
     if key in cat.models:
         return cat.models[key]

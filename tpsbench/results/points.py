@@ -9,20 +9,21 @@ from pathlib import Path
 
 from tpsbench.costmodel import FWD_BWD, get_policy, global_step_bytes, step_ops, total_flops, train_workload
 from tpsbench.errors import UnknownNameError
-from tpsbench.models import get_model
+from tpsbench.models import ModelSpec, remember
 from tpsbench.options import PointKind, Recompute, Scope
 from tpsbench.points import NO_IMPL, MeasuredPoint, PointKey
 from tpsbench.profiles import gpu_label
 from tpsbench.results.calibration import CalibrationDoc
 from tpsbench.results.io import load_results
+from tpsbench.results.model_record import model_spec
 from tpsbench.results.schema import ConfigRecord, Point, RunDoc
 from tpsbench.stacks import is_modelled
 
 
-def _e2e_costs(model: str, seq_len: int, impl: str, tokens: int, global_tokens: int, policy: str
+def _e2e_costs(model: ModelSpec, seq_len: int, impl: str, tokens: int, global_tokens: int, policy: str
                ) -> tuple[float, float]:
     """Matmul FLOPs and bytes of one optimizer step, for result files written before they were stored."""
-    spec = replace(get_model(model), seq_len=seq_len)
+    spec = replace(model, seq_len=seq_len)
     cap = spec.moe.capacity_factor if spec.moe else None
     w = train_workload(spec, impl, tokens, get_policy(policy), cap)
     steps = global_tokens // tokens
@@ -55,7 +56,9 @@ def point_key(cfg: ConfigRecord, p: Point) -> PointKey:
 
 
 def points_from_doc(doc: RunDoc, source: str = "") -> list[MeasuredPoint]:
+    """The file's points; its model is remembered, so that analyses find it by name wherever it came from."""
     cfg, machine = doc.config, doc.machine
+    spec = remember(model_spec(cfg.model_spec, "config.model_spec"), source or "a results file")
     gpu = gpu_label(cfg.device, machine.profile)
     out = []
     for p in doc.points:
@@ -72,7 +75,7 @@ def points_from_doc(doc: RunDoc, source: str = "") -> list[MeasuredPoint]:
         matmul_flops, nbytes = derived.matmul_flops, derived.bytes
         if key.scope is Scope.STEP and (matmul_flops is None or nbytes is None):
             try:
-                matmul_flops, nbytes = _e2e_costs(cfg.model, cfg.seq_len, key.impl, key.tokens, base.step_tokens,
+                matmul_flops, nbytes = _e2e_costs(spec, cfg.seq_len, key.impl, key.tokens, base.step_tokens,
                                                   cfg.dtype_policy)
             except (ValueError, UnknownNameError):  # a model or implementation this version does not know
                 matmul_flops = nbytes = None

@@ -1,12 +1,12 @@
-"""The results schema, version 2: one run document per `tpsbench run`, as typed dataclasses.
+"""The results schema, version 3: one run document per `tpsbench run`, as typed dataclasses.
 
 A run (:class:`RunDoc`) holds where and with what code it ran (:class:`Machine`, :class:`Provenance`), what it
 was asked to measure (:class:`ConfigRecord`) and one :class:`Point` per measured workload: its raw samples and
 facts (:class:`Raw`, :class:`GpuTime`), their statistics (:class:`Stats`), what the cost model makes of them
 (:class:`Derived`), the roofline's prediction (:class:`PointPrediction`) and the hardware counters read in
 their own window (:class:`Counters`). ``results/SCHEMA.md`` is generated from these classes
-(``python -m tpsbench.results.schema_doc``; a test fails when it is stale). Version 1 files are read through
-:func:`tpsbench.results.upgrade.upgrade`.
+(``python -m tpsbench.results.schema_doc``; a test fails when it is stale). Version 1 and 2 files are read
+through :func:`tpsbench.results.upgrade.upgrade`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from __future__ import annotations
 from enum import StrEnum
 
 from tpsbench.options import DistMode, PointKind, Recompute, RoutingMode, RunMode
+from tpsbench.results.model_record import ModelRecord, MoERecord
 from tpsbench.results.typed import fld, schema
 
-SCHEMA = "tpsbench.results/2"
+SCHEMA = "tpsbench.results/3"
+SCHEMA_V2 = "tpsbench.results/2"
 SCHEMA_V1 = "tpsbench.results/1"
 
 
@@ -278,7 +280,8 @@ class ConfigRecord:
     """What the run was asked to measure (tpsbench.bench.config.RunConfig.describe); enough to measure the same
     points again (`tpsbench check` without --current)."""
 
-    model: str = fld("zoo model")
+    model: str = fld("the model's name")
+    model_spec: ModelRecord = fld("the model measured, every dimension (files before version 3: the zoo's)")
     gpu_profile: str | None = fld("GPU profile (null on the CPU)")
     device: str = fld("cuda or cpu")
     batches: list[int] = fld("microbatch sizes", "tokens")
@@ -376,6 +379,7 @@ class RunDoc:
     points: list[Point] = fld("the measured points, in order")
 
 
-ALL_CLASSES: tuple[type, ...] = (RunDoc, Provenance, Machine, ConfigRecord, TimingRecord, CalibrationRef, Point,
+ALL_CLASSES: tuple[type, ...] = (RunDoc, Provenance, Machine, ConfigRecord, ModelRecord, MoERecord, TimingRecord,
+                                 CalibrationRef, Point,
                                  Stats, Derived, PointPrediction, OpPrediction, Raw, TraceFile, GpuTime, Counters,
                                  CounterWindow, AllocatorActivity, RowCounts, DistTiming)

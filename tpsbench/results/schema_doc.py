@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import MISSING
 
-from tpsbench.results.schema import ALL_CLASSES, SCHEMA, SCHEMA_V1
+from tpsbench.results.schema import ALL_CLASSES, SCHEMA, SCHEMA_V1, SCHEMA_V2
 from tpsbench.results.typed import schema_fields, type_name
 
 
@@ -15,8 +15,9 @@ def render() -> str:
         f"# Results schema `{SCHEMA}`",
         "",
         "Generated from `tpsbench/results/schema.py` by `python -m tpsbench.results.schema_doc`; do not edit.",
-        f"Files of `{SCHEMA_V1}` are read through `tpsbench.results.upgrade.upgrade` (their `git_commit` becomes",
-        "`provenance.v1_git_commit`, a calibration path becomes `config.calibration.path`).",
+        f"Files of `{SCHEMA_V1}` and `{SCHEMA_V2}` are read through `tpsbench.results.upgrade.upgrade` (a version 1",
+        "`git_commit` becomes `provenance.v1_git_commit`, a calibration path becomes `config.calibration.path`; the",
+        "`config.model_spec` of a file before version 3 is the zoo's model of its name).",
         "A field with a default may be absent from a file (it was added after version 1); every other field is",
         "required, `null` where its type allows. Units: s seconds, B bytes, FLOP floating-point operations,",
         "fractions in [0, 1].",

@@ -2,11 +2,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
+from tpsbench.models.registry import forget_remembered
+
 # No property test may fail because the machine is slow: no per-example deadline, no health check on generation time.
 settings.register_profile("any_speed", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("any_speed")
-
-from tpsbench.models.registry import forget_remembered
 
 
 def pytest_collection_modifyitems(config, items):

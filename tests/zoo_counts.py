@@ -21,7 +21,7 @@ from tpsbench.models import ModelSpec, zoo_models
 # Dimensions the counts depend on; presentation fields (name, note, OLMo-core factory notes) are left out.
 SHAPE_FIELDS = (
     "d_model", "n_layers", "n_heads", "ffn_hidden", "moe", "vocab_size", "qk_norm", "n_kv_heads", "head_width",
-    "qk_norm_per_head", "reordered_norm", "rope_theta", "norm_eps", "seq_len",
+    "qk_norm_per_head", "reordered_norm", "rope_theta", "norm_eps", "seq_len", "tie_embeddings", "qkv_bias",
 )
 
 

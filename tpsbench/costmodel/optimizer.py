@@ -57,7 +57,8 @@ def autocast_ops(w: Workload) -> list[OpCost]:
     for group, params in matmul_params(m).items():
         uncast = m.n_layers * expert_params_without_grad_cast(m, w.impl) if group == "moe" else 0
         ops += cast_ops(group, params, w.policy, grad_cast_params=params - uncast, tensors=tensors[group])
-    if w.policy.recast_params_in_backward:  # FSDP unshards every parameter in bf16, the embedding too
+    # FSDP unshards every parameter in bf16, the embedding too (tied, it is the head's weight, cast above)
+    if w.policy.recast_params_in_backward and not m.tie_embeddings:
         ops += cast_ops("embedding", m.embedding_params, w.policy)
     return ops
 

@@ -53,10 +53,14 @@ FIELDS: tuple[Field, ...] = (
     Field("n_kv_heads", Table.MODEL, int, False, "key/value heads (grouped-query attention); default n_heads"),
     Field("head_dim", Table.MODEL, int, False, "width of a head; default d_model / n_heads", attr="head_width"),
     Field("qk_norm", Table.MODEL, bool, False, "RMSNorm on the query and key projections; default false"),
+    Field("qkv_bias", Table.MODEL, bool, False,
+          "biases on the query, key and value projections (Qwen2); default false"),
     Field("qk_norm_per_head", Table.MODEL, bool, False,
           "qk-norm over each head's head_dim (Qwen3) instead of the whole projection; default false"),
     Field("reordered_norm", Table.MODEL, bool, False,
           "OLMo-2 block, h = x + norm(attn(x)), instead of pre-norm; default false"),
+    Field("tie_embeddings", Table.MODEL, bool, False,
+          "the LM head multiplies by the embedding matrix (one V x d parameter); default false"),
     Field("rope_theta", Table.MODEL, float, False, "RoPE base; default 10000"),
     Field("norm_eps", Table.MODEL, float, False, "RMSNorm epsilon; default 1e-5"),
     Field("seq_len", Table.MODEL, int, False, "training sequence length; default 2048"),
@@ -66,6 +70,8 @@ FIELDS: tuple[Field, ...] = (
     Field("type", Table.MOE, MoEType, True, "how the experts were trained: capacity (token dropping) or dropless"),
     Field("capacity_factor", Table.MOE, float, False, "rows per expert over its balanced share (type capacity only)"),
     Field("shared_hidden", Table.MOE, int, False, "hidden size of the shared expert; absent: none"),
+    Field("shared_gate", Table.MOE, bool, False,
+          "the shared expert's output scaled by a sigmoid gate of width d_model (Qwen2-MoE); default false"),
     Field("lb_loss_weight", Table.MOE, float, False, "load-balancing loss weight; default 0.01"),
     Field("z_loss_weight", Table.MOE, float, False, "router z-loss weight; default 0.001"),
 )
@@ -73,3 +79,12 @@ FIELDS: tuple[Field, ...] = (
 
 def fields_of(table: Table) -> dict[str, Field]:
     return {f.key: f for f in FIELDS if f.table is table}
+
+
+def source_key(attr: str) -> str:
+    """The key a value's source is filed under, as a model file names it: 'model.head_dim' for the spec's
+    ``head_width``; 'moe.top_k' as given."""
+    if "." in attr:
+        return attr
+    f = next(f for f in FIELDS if f.table is Table.MODEL and f.attribute == attr)
+    return f"{f.table}.{f.key}"

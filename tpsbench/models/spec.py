@@ -6,13 +6,14 @@ Every spec is plain data (no torch). Parameter counts follow OLMo-core's
 (``src/olmo_core/nn/transformer/config.py``, ``nn/attention``, ``nn/moe``), so tpsbench and the
 users' training logs agree on what "1B total, 11% active" means:
 
-* embedding ``V*d`` (untied), LM head ``d*V`` plus its own final RMSNorm ``d``;
-* per block: attention ``2*d*q + 2*d*kv`` with ``q = heads*head_dim`` and ``kv = kv_heads*head_dim`` (no bias;
-  ``4*d*d`` without grouped-query attention), qk-norm ``q + kv`` when enabled (OLMo-core's default non-head-wise
-  qk-norm normalises the full q and k projections) or ``2*head_dim`` when head-wise (Qwen3's), two block
-  RMSNorms ``2*d``;
-* dense FFN (SwiGLU) ``3*d*h``; MoE: router ``d*E`` (no bias), routed experts ``3*d*h*E``, shared
-  expert ``3*d*h_shared``. Active parameters replace ``E`` by ``top_k`` in the routed-expert term.
+* embedding ``V*d``, LM head ``d*V`` plus its own final RMSNorm ``d``; tied embeddings count ``V*d`` once;
+* per block: attention ``2*d*q + 2*d*kv`` with ``q = heads*head_dim`` and ``kv = kv_heads*head_dim`` (``4*d*d``
+  without grouped-query attention), plus ``q + 2*kv`` with q/k/v biases (Qwen2's; none by default), qk-norm
+  ``q + kv`` when enabled (OLMo-core's default non-head-wise qk-norm normalises the full q and k projections) or
+  ``2*head_dim`` when head-wise (Qwen3's), two block RMSNorms ``2*d``;
+* dense FFN (SwiGLU) ``3*d*h``; MoE: router ``d*E`` (no bias), routed experts ``3*d*h*E``, shared expert
+  ``3*d*h_shared`` (plus its gate ``d`` in Qwen2-MoE). Active parameters replace ``E`` by ``top_k`` in the
+  routed-expert term.
 
 FFN width, when not given, is OLMo-core's ``llama_like`` rule:
 ``round_up(int(multiplier * int(8*d/3)), 256)``.
@@ -65,6 +66,7 @@ class MoESpec:
     top_k: int
     expert_hidden: int
     shared_hidden: int | None = None
+    shared_gate: bool = False  # Qwen2-MoE: the shared expert's output scaled by sigmoid(x . g), g of width d
     capacity_factor: float | None = 1.2  # None: the users trained it dropless
     lb_loss_weight: float = 0.01
     z_loss_weight: float = 0.001
@@ -74,6 +76,7 @@ class MoESpec:
         expert ``3*d*h_shared``: OLMo-core's count, and the matmul weights autocast casts every forward."""
         experts = self.top_k if active else self.num_experts
         shared = 3 * d_model * self.shared_hidden if self.shared_hidden else 0
+        shared += d_model if self.shared_gate else 0
         return d_model * self.num_experts + 3 * d_model * self.expert_hidden * experts + shared
 
     def routed_expert_params(self, d_model: int) -> int:
@@ -83,6 +86,8 @@ class MoESpec:
     def __post_init__(self) -> None:
         _positive("moe.", num_experts=self.num_experts, expert_hidden=self.expert_hidden,
                   shared_hidden=self.shared_hidden, capacity_factor=self.capacity_factor)
+        if self.shared_gate and not self.shared_hidden:
+            raise ModelError("moe.shared_gate = true needs a shared expert (shared_hidden)")
         if not 1 <= self.top_k <= self.num_experts:
             raise ModelError(f"moe.top_k = {self.top_k}: must be in [1, num_experts = {self.num_experts}]")
         if self.lb_loss_weight < 0 or self.z_loss_weight < 0:
@@ -91,7 +96,7 @@ class MoESpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelSpec:
-    """A llama-style decoder (RMSNorm, RoPE, SwiGLU, untied LM head with its own final norm)."""
+    """A llama-style decoder (RMSNorm, RoPE, SwiGLU, an LM head with its own final norm, untied unless said)."""
 
     name: str
     olmo_name: str
@@ -106,8 +111,10 @@ class ModelSpec:
     # heads): None keeps multi-head attention with head_dim = d_model / n_heads, as every OLMo-core model here.
     n_kv_heads: int | None = None
     head_width: int | None = None
+    qkv_bias: bool = False  # biases on the query, key and value projections (Qwen2's; none on the output)
     qk_norm_per_head: bool = False  # RMSNorm over each head's head_dim (Qwen3) instead of the whole projection
     reordered_norm: bool = False  # OLMo-2 block: h = x + norm(attn(x)) instead of x + attn(norm(x))
+    tie_embeddings: bool = False  # the LM head multiplies by the embedding matrix (one V x d parameter)
     rope_theta: float = 10_000.0
     # RMSNorm epsilon: OLMo-core's llama_like default, 1e-5; its olmo2 and olmoe factories use 1e-6. It matters:
     # at the embedding's init scale (std 0.02) 1e-6 against 1e-5 moved logits by 1% (tests/test_olmo_core.py).
@@ -148,6 +155,12 @@ class ModelSpec:
         return self.head_width if self.head_width is not None else self.d_model // self.n_heads
 
     @property
+    def trained_impl(self) -> str:
+        """The MoE implementation that computes what the model trained with: ``capacity`` (token dropping) when
+        it has a capacity factor, else ``dropless``; the default of predict and of OLMo-core runs."""
+        return "capacity" if self.moe is not None and self.moe.capacity_factor is not None else "dropless"
+
+    @property
     def kv_heads(self) -> int:
         return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
 
@@ -178,8 +191,12 @@ class ModelSpec:
             return 0
         return 2 * self.head_dim if self.qk_norm_per_head else self.q_width + self.kv_width
 
+    @property
+    def qkv_bias_params(self) -> int:
+        return self.q_width + 2 * self.kv_width if self.qkv_bias else 0
+
     def attention_params(self) -> int:
-        return self.attention_matmul_params + self.qk_norm_params
+        return self.attention_matmul_params + self.qkv_bias_params + self.qk_norm_params
 
     def ffn_params(self, *, active: bool = False) -> int:
         """The FFN's parameters, all of them matmul weights: the dense SwiGLU, or the MoE layer."""
@@ -200,14 +217,17 @@ class ModelSpec:
         return self.d_model * self.vocab_size + self.d_model  # untied weight + final RMSNorm
 
     @property
+    def lm_head_weight_params(self) -> int:
+        """The LM head's own parameters: its final norm, and its weight unless tied to the embedding."""
+        return self.lm_head_params - (self.d_model * self.vocab_size if self.tie_embeddings else 0)
+
+    @property
     def total_params(self) -> int:
-        return self.embedding_params + self.n_layers * self.block_params() + self.lm_head_params
+        return self.embedding_params + self.n_layers * self.block_params() + self.lm_head_weight_params
 
     @property
     def active_params(self) -> int:
-        return (
-            self.embedding_params + self.n_layers * self.block_params(active=True) + self.lm_head_params
-        )
+        return self.embedding_params + self.n_layers * self.block_params(active=True) + self.lm_head_weight_params
 
     @property
     def active_non_embedding_params(self) -> int:

@@ -51,7 +51,7 @@ class Attention(nn.Module):
     def __init__(
         self, d_model: int, n_heads: int, *, qk_norm: bool, rope_theta: float, norm_eps: float = 1e-5,
         n_kv_heads: int | None = None, head_dim: int | None = None, qk_norm_per_head: bool = False,
-        device: torch.device | str | None = None,
+        qkv_bias: bool = False, device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         self.n_heads = n_heads
@@ -59,9 +59,9 @@ class Attention(nn.Module):
         self.head_dim = head_dim or d_model // n_heads
         self.rope_theta = rope_theta
         q_width, kv_width = n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-        self.w_q = nn.Linear(d_model, q_width, bias=False, device=device)
-        self.w_k = nn.Linear(d_model, kv_width, bias=False, device=device)
-        self.w_v = nn.Linear(d_model, kv_width, bias=False, device=device)
+        self.w_q = nn.Linear(d_model, q_width, bias=qkv_bias, device=device)
+        self.w_k = nn.Linear(d_model, kv_width, bias=qkv_bias, device=device)
+        self.w_v = nn.Linear(d_model, kv_width, bias=qkv_bias, device=device)
         self.w_out = nn.Linear(q_width, d_model, bias=False, device=device)
         self.qk_norm_per_head = qk_norm_per_head
         q_norm_width, k_norm_width = (self.head_dim, self.head_dim) if qk_norm_per_head else (q_width, kv_width)

@@ -117,7 +117,8 @@ class ExpertWeights(nn.Module):
 
 
 class MoEFeedForward(nn.Module):
-    """Router + routed experts (+ shared expert mixed as shared/(k+1) + routed*k/(k+1))."""
+    """Router + routed experts (+ shared expert mixed as shared/(k+1) + routed*k/(k+1), or, gated, as routed +
+    sigmoid(gate) * shared)."""
 
     def __init__(
         self, d_model: int, spec: MoESpec, *, impl: str = "loop", device: torch.device | str | None = None
@@ -127,6 +128,7 @@ class MoEFeedForward(nn.Module):
         self.router = Router(d_model, spec, device=device)
         self.experts = ExpertWeights(d_model, spec, device=device)
         self.shared = SwiGLU(d_model, spec.shared_hidden, device=device) if spec.shared_hidden else None
+        self.shared_gate = nn.Linear(d_model, 1, bias=False, device=device) if spec.shared_gate else None
         self.impl: ExpertImpl = make_impl(impl, capacity_factor=spec.capacity_factor)
         self.aux_loss: torch.Tensor | None = None  # lb + z loss of the last forward
         self.last_route: RouterOutput | None = None
@@ -137,6 +139,8 @@ class MoEFeedForward(nn.Module):
     def mix(self, flat: torch.Tensor, routed: torch.Tensor) -> torch.Tensor:
         if self.shared is None:
             return routed
+        if self.shared_gate is not None:  # Qwen2-MoE: routed + sigmoid(gate) * shared
+            return routed + torch.sigmoid(self.shared_gate(flat)) * self.shared(flat)
         k = self.spec.top_k
         return self.shared(flat) * (1.0 / (k + 1)) + routed * (k / (k + 1))
 

@@ -13,10 +13,10 @@ from tpsbench.nn.moe import MoEFeedForward
 
 
 def attention_for(spec: ModelSpec, device: torch.device | str | None = None) -> Attention:
-    """The attention layer of a zoo model (its heads, key/value heads, head width and qk-norm)."""
+    """The attention layer of a model (its heads, key/value heads, head width, biases and qk-norm)."""
     return Attention(spec.d_model, spec.n_heads, qk_norm=spec.qk_norm, rope_theta=spec.rope_theta,
                      norm_eps=spec.norm_eps, n_kv_heads=spec.kv_heads, head_dim=spec.head_dim,
-                     qk_norm_per_head=spec.qk_norm_per_head, device=device)
+                     qk_norm_per_head=spec.qk_norm_per_head, qkv_bias=spec.qkv_bias, device=device)
 
 
 class Block(nn.Module):
@@ -51,6 +51,8 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(spec, impl=impl, device=device) for _ in range(spec.n_layers))
         self.final_norm = RMSNorm(spec.d_model, spec.norm_eps, device=device)
         self.lm_head = nn.Linear(spec.d_model, spec.vocab_size, bias=False, device=device)
+        if spec.tie_embeddings:
+            self.lm_head.weight = self.embeddings.weight
         # "full": activation checkpointing of every block (torch.utils.checkpoint, non-reentrant): the block keeps
         # only its input and runs its forward again in the backward, as torchtitan's activation_checkpoint "full"
         self.recompute = "none"

@@ -2,8 +2,9 @@
 OLMo-core ``TransformerConfig`` with the same dimensions, and the upstream factory that equals it where one does
 (``ModelSpec.olmo_factory``).
 
-The users' configs (OLMo-core's ``llama_like`` / ``llama_like_moe`` rules): no biases, untied LM head with its own
-norm, SwiGLU of the spec's width, RMSNorm, RoPE with the spec's theta; MoE blocks with the reordered norm and
+The users' configs (OLMo-core's ``llama_like`` / ``llama_like_moe`` rules): no biases, an LM head with its own
+norm (tied to the embedding when the spec says so), grouped-query attention and head-wise qk-norm as the spec
+says, SwiGLU of the spec's width, RMSNorm, RoPE with the spec's theta; MoE blocks with the reordered norm and
 qk-norm, a softmax top-k router, the shared expert, ``MoEType.default`` (capacity) or ``dropless`` as the spec
 says. tests/test_olmo_core.py holds tpsbench's counts to OLMo-core's: the same total and active parameters,
 the ``olmo`` FLOP convention equal to ``Transformer.num_flops_per_token`` to the FLOP.
@@ -43,12 +44,12 @@ def require_olmo_core() -> Any:
 
 
 def cannot_express(spec: ModelSpec) -> str | None:
-    """Why OLMo-core's config cannot hold the model, or None. Every OLMo-core model of the zoo can be expressed; a
-    model outside what ``olmo_config`` maps (OLMo-core's ``rope_theta`` is an int; grouped-query attention, a free
-    head width and head-wise qk-norm are not mapped) would otherwise be built as a different model without a
-    word."""
-    if not spec.is_mha or spec.qk_norm_per_head:
-        return "tpsbench maps only multi-head attention over d_model with whole-projection qk-norm to OLMo-core"
+    """Why OLMo-core's config cannot hold the model, or None (it would otherwise be built as a different model
+    without a word)."""
+    if spec.qkv_bias:
+        return "OLMo-core's attention bias is on all four projections, the model's on query, key and value only"
+    if spec.moe is not None and spec.moe.shared_gate:
+        return "OLMo-core's shared expert has no gate"
     if spec.rope_theta != int(spec.rope_theta):
         return f"OLMo-core's rope_theta is an integer, {spec.name} has {spec.rope_theta:g}"
     return None
@@ -75,8 +76,10 @@ def olmo_config(spec: ModelSpec) -> Any:
     from olmo_core.nn.transformer import TransformerBlockType, TransformerConfig
 
     common = {"d_model": spec.d_model, "vocab_size": spec.vocab_size, "n_layers": spec.n_layers,
-              "n_heads": spec.n_heads, "qk_norm": spec.qk_norm, "rope_theta": int(spec.rope_theta),
-              "layer_norm_eps": spec.norm_eps}
+              "n_heads": spec.n_heads, "n_kv_heads": spec.n_kv_heads, "head_dim": spec.head_width,
+              "qk_norm": spec.qk_norm, "use_head_qk_norm": spec.qk_norm_per_head,
+              "rope_theta": int(spec.rope_theta), "layer_norm_eps": spec.norm_eps,
+              "tie_word_embeddings": spec.tie_embeddings}
     if spec.moe is None:
         block = TransformerBlockType.reordered_norm if spec.reordered_norm else TransformerBlockType.default
         return TransformerConfig.llama_like(**common, block_name=block,
@@ -305,7 +308,8 @@ class OlmoCoreStack(Stack):
         if dtype is not None:
             raise StackError(f"--stack {self.name} runs its own precision (bf16 autocast on a GPU, fp32 on the "
                              f"CPU): drop --dtype {dtype}")
-        impls = [i.strip() for i in (impl or ",".join(MOE_TYPES)).split(",") if i.strip()]
+        default = spec.trained_impl if spec.is_moe else ",".join(MOE_TYPES)  # an MoE as it trained
+        impls = [i.strip() for i in (impl or default).split(",") if i.strip()]
         for name in impls:
             if name not in MOE_TYPES:
                 raise StackError(f"{self.name} has no MoE implementation '{name}': its MoE types are "

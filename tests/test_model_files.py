@@ -139,7 +139,7 @@ def test_a_bad_model_file_is_one_line_naming_file_and_key(case, edit, needles, t
 
 
 def test_a_missing_model_file_is_one_line(tmp_path, capsys):
-    _one_line(capsys, main(_predict(tmp_path / "nowhere.toml")), "no such model file")
+    _one_line(capsys, main(_predict(tmp_path / "nowhere.toml")), "no such file")
 
 
 def test_two_user_folders_defining_one_name_differently_are_refused(tmp_path, monkeypatch, capsys):

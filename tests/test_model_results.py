@@ -164,3 +164,9 @@ def test_explain_takes_a_model_file_in_its_model_column(tmp_path, capsys):
     csv.write_text(f"model,gpu,tokens_per_s,tokens,impl,global_tokens\n{path},h100_sxm,50000,32768,capacity,32768\n")
     assert main(["explain", "--measured", str(csv), "--json"]) == 0
     assert '"mine"' in capsys.readouterr().out
+
+
+def test_check_reads_a_file_of_a_model_it_never_saw(run_of_my_model, monkeypatch, capsys):
+    monkeypatch.delenv("TPSBENCH_MODELS", raising=False)
+    assert main(["check", "--baseline", str(run_of_my_model), "--current", str(run_of_my_model)]) == 0
+    assert "mine" in capsys.readouterr().out

@@ -16,7 +16,7 @@ README = (ROOT / "README.md").read_text()
 
 
 # docs pages whose ```text blocks are real runs, checked like the README's
-CHECKED_DOCS = ("docs/models.md",)
+CHECKED_DOCS = ("docs/models.md", "docs/commands.md")
 
 
 def _shown(text: str = README) -> list[tuple[str, list[str]]]:

@@ -79,7 +79,7 @@ def parse_map(pairs: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in pairs:
         if "=" in item:
-            run, _, model = item.rpartition("=")
+            run, _, model = item.partition("=")  # the first "=": a variant model has its own
             entries = {run.strip(): model.strip()}
         elif item.endswith(".toml"):
             entries = _read_map_file(Path(item))

@@ -44,4 +44,5 @@ def add_json(p: argparse.ArgumentParser, what: str = "tables") -> None:
     p.add_argument("--json", action="store_true", help=f"print JSON instead of {what}")
 
 
-MODEL_HELP = "a model name or OLMo-core name (`tpsbench list models`), or a model .toml file"
+MODEL_HELP = ("a model name or OLMo-core name (`tpsbench list models`), a model .toml file, an OLMo-core or Hugging "
+              "Face config.json, or a variant BASE:key=value,... (docs/models.md)")

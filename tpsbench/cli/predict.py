@@ -36,7 +36,8 @@ def add_predict_args(pr: argparse.ArgumentParser) -> None:
     pr.add_argument("--global-batch", type=positive_int, default=None,
                     help=f"tokens per optimizer step, a multiple of each microbatch (default "
                     f"{USERS_GLOBAL_BATCH_TOKENS:,} rounded down to a multiple of the microbatch)")
-    pr.add_argument("--impl", default="dropless", help=f"MoE implementation: {', '.join(cost_model_names())}")
+    pr.add_argument("--impl", default=None, help=f"MoE implementation: {', '.join(cost_model_names())} (default: "
+                    "what the model trained with, capacity or dropless)")
     pr.add_argument("--capacity-factor", type=positive_float, default=None,
                     help="capacity factor for --impl capacity (default: the model's, else 1.2)")
     pr.add_argument("--dtype", default=None, help=f"dtype policy: {', '.join(POLICIES)} (default amp_bf16; the "
@@ -77,7 +78,7 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     model = get_model(args.model)
     profile = load_profile(args.gpu)
     stack = get_stack(args.stack)
-    dtype, impl = stack.prediction_choices(args.dtype, args.impl, default_dtype="amp_bf16")
+    dtype, impl = stack.prediction_choices(args.dtype, args.impl or model.trained_impl, default_dtype="amp_bf16")
     stack.check_model(model)
     policy = get_policy(dtype)
     ceilings = CeilingSource.parse(args.ceilings)

@@ -16,8 +16,10 @@ from importlib import resources
 from pathlib import Path
 
 from tpsbench.errors import UnknownNameError, closest_choices_message
+from tpsbench.models.config_file import read_config_file
 from tpsbench.models.model_file import parse_model_file
 from tpsbench.models.spec import ModelError, ModelSpec
+from tpsbench.models.variant import is_variant, variant_spec
 
 MODELS_ENV = "TPSBENCH_MODELS"  # folders of the user's model files, separated like PATH
 ZOO_ORIGIN = "zoo"
@@ -112,16 +114,19 @@ def is_known_model(name: str) -> bool:
 
 
 def get_model(name: str) -> ModelSpec:
-    """A model by name or OLMo-core name (case-insensitive), or the model file at a path ending in .toml."""
+    """A model by name or OLMo-core name (case-insensitive), the model file at a path ending in .toml, the
+    OLMo-core or Hugging Face config at a path ending in .json, or a variant of any of them (BASE:key=value,...)."""
     key = name.strip()
-    if key.endswith(".toml"):
-        path = Path(key)
-        if not path.is_file():
-            raise ModelError(f"{path}: no such model file; give a .toml model file or a model name "
-                             "(`tpsbench list models`)")
-        return remember(parse_model_file(path), str(path))
     if key in _REMEMBERED:
         return _REMEMBERED[key]
+    if is_variant(key):
+        return remember(variant_spec(key, get_model), key)
+    if key.endswith((".toml", ".json")):
+        path = Path(key)
+        if not path.is_file():
+            raise ModelError(f"{path}: no such file; give a model file (.toml), a config.json (OLMo-core's or "
+                             "Hugging Face's) or a model name (`tpsbench list models`)")
+        return remember(parse_model_file(path) if key.endswith(".toml") else read_config_file(path), str(path))
     cat = catalog()
     if key in cat.models:
         return cat.models[key]

@@ -11,6 +11,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import IO, Any
@@ -31,8 +32,10 @@ def utc_now() -> str:
 
 
 def default_path(results_dir: Path, gpu: str, model: str) -> Path:
+    """A timestamped file name; a variant's ':' '=' ',' become '_' (portable file names; the file records the
+    model's full name)."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return results_dir / f"{stamp}-{gpu}-{model}.json"
+    return results_dir / f"{stamp}-{gpu}-{re.sub(r'[^A-Za-z0-9._-]+', '_', model)}.json"
 
 
 def finite(value: Any) -> Any:

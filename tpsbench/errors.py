@@ -16,6 +16,8 @@ from typing import Any
 # Larger than any file tpsbench writes or reads (results files are kilobytes to a few MB, W&B exports tens of
 # MB): a file past it is not one of them, and is refused before a byte of it is read.
 MAX_INPUT_BYTES = 256 * 1024 * 1024
+# A JSON or TOML object as parsed, before any check: the readers check it key by key into dataclasses.
+ParsedObject = dict[str, object]
 
 
 class InputError(ValueError):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tpsbench.errors import parse_json, read_text
+from tpsbench.errors import ParsedObject, parse_json, read_text
 from tpsbench.models.hf_config import spec_from_hugging_face
 from tpsbench.models.olmo_config import is_olmo_core_config, spec_from_olmo_core
 from tpsbench.models.spec import ModelError, ModelSpec
@@ -15,7 +15,7 @@ WHAT = "a model config (OLMo-core's or Hugging Face's config.json)"
 _NOT_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def config_model_name(path: Path, doc: dict[str, object]) -> str:
+def config_model_name(path: Path, doc: ParsedObject) -> str:
     """The name a config's model goes by: an experiment's ``run_name``, else the file's name, else (for the
     ``config.json`` of a checkpoint or model folder) the folder's; reduced to the characters a name may hold."""
     run = doc.get("run_name")

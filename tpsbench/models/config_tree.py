@@ -8,6 +8,7 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+from tpsbench.errors import ParsedObject
 from tpsbench.models.spec import ModelError
 
 T = TypeVar("T")
@@ -41,7 +42,7 @@ def _is_unset(value: object) -> bool:
 class ConfigTable:
     """One object of the config at ``path`` (dotted, "" for the root)."""
 
-    def __init__(self, where: str, path: str, data: dict[str, object], ignorable: Collection[str]) -> None:
+    def __init__(self, where: str, path: str, data: ParsedObject, ignorable: Collection[str]) -> None:
         self.where, self.path, self.data, self.ignorable = where, path, data, ignorable
         self._read: set[str] = set()
 

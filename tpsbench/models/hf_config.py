@@ -15,9 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from tpsbench.errors import ParsedObject
 from tpsbench.models.config_tree import errors_at, has_json_type
 from tpsbench.models.fields import source_key
-from tpsbench.models.spec import ModelError, ModelSpec, MoESpec
+from tpsbench.models.spec import ModelError, ModelSpec, MoESpec, SpecValues
 
 
 class QkNorm(Enum):
@@ -70,7 +71,7 @@ FAMILIES: dict[str, Family] = {
 class _Config:
     """The config's top-level keys, read with the file and key named in every error."""
 
-    def __init__(self, doc: dict[str, object], where: str, family: str) -> None:
+    def __init__(self, doc: ParsedObject, where: str, family: str) -> None:
         self.doc, self.where, self.family = doc, where, family
         self.sources: dict[str, str] = {}
 
@@ -141,13 +142,13 @@ def _experts(cfg: _Config, keys: ExpertKeys) -> MoESpec:
     return moe
 
 
-def spec_from_hugging_face(doc: dict[str, object], where: str, name: str) -> ModelSpec:
+def spec_from_hugging_face(doc: ParsedObject, where: str, name: str) -> ModelSpec:
     """The model a Hugging Face config describes, named ``name``."""
     with errors_at(where):
         return _spec(doc, where, name)
 
 
-def _spec(doc: dict[str, object], where: str, name: str) -> ModelSpec:
+def _spec(doc: ParsedObject, where: str, name: str) -> ModelSpec:
     model_type = doc.get("model_type")
     if model_type not in FAMILIES:
         raise ModelError(f"{where}: model_type {model_type!r} is not read by tpsbench; it reads "
@@ -156,7 +157,7 @@ def _spec(doc: dict[str, object], where: str, name: str) -> ModelSpec:
     cfg = _Config(doc, where, str(model_type))
     _refusals(cfg, family)
     heads = cfg.get("num_attention_heads", int, attr="n_heads")
-    values: dict[str, object] = {
+    values: SpecValues = {
         "d_model": cfg.get("hidden_size", int, attr="d_model"),
         "n_layers": cfg.get("num_hidden_layers", int, attr="n_layers"),
         "n_heads": heads,

@@ -29,9 +29,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tpsbench.errors import parse_toml, read_text
+from tpsbench.errors import ParsedObject, parse_toml, read_text
 from tpsbench.models.fields import FIELDS, Field, MoEType, Table, fields_of
-from tpsbench.models.spec import ModelError, ModelSpec, MoESpec
+from tpsbench.models.spec import ModelError, ModelSpec, MoESpec, SpecValues
 
 WHAT = "a model file (TOML; see docs/models.md for the format)"
 # A model's name becomes part of results file names and table cells: no path separators, and none of the
@@ -51,7 +51,7 @@ def _string(where: str, key: str, raw: object) -> str:
     return raw.strip()
 
 
-def _unknown(where: str, table: str, given: dict[str, object], allowed: list[str]) -> None:
+def _unknown(where: str, table: str, given: ParsedObject, allowed: list[str]) -> None:
     unknown = sorted(set(given) - set(allowed))
     if unknown:
         raise ModelError(f"{where}: {table}unknown key(s) {', '.join(map(repr, unknown))}; allowed: "
@@ -73,15 +73,15 @@ def _typed(where: str, f: Field, raw: object) -> object:
     return float(raw) if f.kind is float else f.kind(raw) if f.kind is MoEType else raw
 
 
-def _table(where: str, data: dict[str, object], table: Table, default_source: str | None,
-           sources: Sources) -> dict[str, object]:
+def _table(where: str, data: ParsedObject, table: Table, default_source: str | None,
+           sources: Sources) -> SpecValues:
     """The values of one table by attribute name, checked for type; each value's source into ``sources``."""
     raw = data.get(str(table), {})
     if not isinstance(raw, dict):
         raise ModelError(f"{where}: key '{table}': expected a table [{table}], got {raw!r}")
     known = fields_of(table)
     _unknown(where, f"[{table}] ", raw, list(known))
-    values: dict[str, object] = {}
+    values: SpecValues = {}
     for key, item in raw.items():
         f = known[key]
         if isinstance(item, dict):
@@ -103,7 +103,7 @@ def _table(where: str, data: dict[str, object], table: Table, default_source: st
     return values
 
 
-def _moe(where: str, values: dict[str, object]) -> MoESpec:
+def _moe(where: str, values: SpecValues) -> MoESpec:
     kind = values.pop("type")
     if kind is MoEType.CAPACITY and "capacity_factor" not in values:
         raise ModelError(f"{where}: [moe] type = \"capacity\" needs capacity_factor (e.g. 1.25)")
@@ -115,7 +115,7 @@ def _moe(where: str, values: dict[str, object]) -> MoESpec:
     return MoESpec(**values)  # type: ignore[arg-type]
 
 
-def spec_from_document(data: dict[str, object], where: str, origin: str) -> ModelSpec:
+def spec_from_document(data: ParsedObject, where: str, origin: str) -> ModelSpec:
     """A model from a parsed model file; ``where`` prefixes every error."""
     _unknown(where, "", data, list(TOP_KEYS))
     name = _string(where, "name", data.get("name"))

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tpsbench.errors import ParsedObject
 from tpsbench.models.config_tree import ConfigTable, errors_at, read_table
 from tpsbench.models.fields import source_key
-from tpsbench.models.spec import ModelSpec, MoESpec
+from tpsbench.models.spec import ModelSpec, MoESpec, SpecValues
 
 # Keys that change neither parameters, FLOPs nor memory: precision of a norm or RoPE, initialisation, kernels
 # chosen, the loss's bookkeeping. Everything else a table holds is read or, when set, refused.
@@ -31,7 +32,7 @@ ROPES = ("default", "fused", "complex")  # the same rotation, three implementati
 NO_BIAS = "biases are not modelled (OLMo-core builds one unless bias is false)"
 
 
-def is_olmo_core_config(doc: dict[str, object]) -> bool:
+def is_olmo_core_config(doc: ParsedObject) -> bool:
     """An experiment config (a ``model`` object with a block) or a bare ``TransformerConfig``."""
     model = doc.get("model")
     return (isinstance(model, dict) and "block" in model) or ("block" in doc and "d_model" in doc)
@@ -41,7 +42,7 @@ def is_olmo_core_config(doc: dict[str, object]) -> bool:
 class _Read:
     """What the tables give, with the path each value came from."""
 
-    values: dict[str, object]
+    values: SpecValues
     sources: dict[str, str]
 
     def put(self, attr: str, value: object, table: ConfigTable, key: str) -> None:
@@ -135,7 +136,7 @@ def _block(block: ConfigTable, out: _Read) -> list[float]:
     return eps
 
 
-def _sequence_length(doc: dict[str, object]) -> tuple[int, str] | None:
+def _sequence_length(doc: ParsedObject) -> tuple[int, str] | None:
     """The training sequence length an experiment config states (dataset, else train module), if any."""
     for section, key in (("dataset", "sequence_length"), ("train_module", "max_sequence_length")):
         value = doc.get(section, {}).get(key) if isinstance(doc.get(section), dict) else None  # type: ignore[union-attr]
@@ -144,14 +145,14 @@ def _sequence_length(doc: dict[str, object]) -> tuple[int, str] | None:
     return None
 
 
-def spec_from_olmo_core(doc: dict[str, object], where: str, name: str) -> ModelSpec:
+def spec_from_olmo_core(doc: ParsedObject, where: str, name: str) -> ModelSpec:
     """The model an OLMo-core config describes, named ``name``; any field it cannot represent is a one-line
     ModelError naming the field."""
     with errors_at(where):
         return _spec(doc, where, name)
 
 
-def _spec(doc: dict[str, object], where: str, name: str) -> ModelSpec:
+def _spec(doc: ParsedObject, where: str, name: str) -> ModelSpec:
     nested = isinstance(doc.get("model"), dict)
     root = ConfigTable(where, "model" if nested else "", doc["model"] if nested else doc, IGNORED)  # type: ignore[arg-type]
     out = _Read({}, {})

@@ -39,6 +39,11 @@ def default_global_batch(microbatch: int) -> int:
     return max(microbatch, USERS_GLOBAL_BATCH_TOKENS // microbatch * microbatch)
 
 
+# Keyword arguments of ModelSpec or MoESpec gathered from a source (file, config, variant, record), by attribute
+# name: the specs' own checks run on them.
+SpecValues = dict[str, object]
+
+
 class ModelError(InputError):
     """A model that cannot exist (a size of zero, heads that do not divide the width, ...) or a model source
     (file, config, variant) that does not describe one; the message names the key."""

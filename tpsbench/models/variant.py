@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from tpsbench.models.fields import FIELDS, Field, MoEType, Table
-from tpsbench.models.spec import ModelError, ModelSpec
+from tpsbench.models.spec import ModelError, ModelSpec, SpecValues
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -56,7 +56,7 @@ def _overrides(text: str, overrides: str) -> dict[Field, object]:
     return out
 
 
-def _moe_type(spec_moe: object, kind: MoEType, changes: dict[str, object], text: str) -> None:
+def _moe_type(spec_moe: object, kind: MoEType, changes: SpecValues, text: str) -> None:
     """``type`` sets the capacity factor: dropless has none, capacity needs one (given, or the base's)."""
     if kind is MoEType.DROPLESS:
         if "capacity_factor" in changes:

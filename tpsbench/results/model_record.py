@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 from tpsbench.models import ModelError, ModelSpec, MoESpec
+from tpsbench.models.spec import SpecValues
 from tpsbench.results.typed import SchemaError, fld, schema
 
 
@@ -51,7 +52,7 @@ class ModelRecord:
     origin: str = fld("where it came from: zoo, a file, a config, a variant")
 
 
-def _record_values(record_type: type, source: object) -> dict[str, object]:
+def _record_values(record_type: type, source: object) -> SpecValues:
     """The record's fields taken from the spec's attributes of the same names (the record mirrors the spec)."""
     return {f.name: getattr(source, f.name) for f in fields(record_type) if f.name != "moe"}
 

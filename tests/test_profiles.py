@@ -84,3 +84,19 @@ def test_user_profile_folder_shadows_builtins(tmp_path, monkeypatch):
     monkeypatch.setenv("TPSBENCH_PROFILES", str(tmp_path))
     assert "test_gpu" in gpu_names()
     assert load_profile("test_gpu").display_name == "Test GPU"
+
+
+def test_a_gpu_is_found_by_the_name_nvidia_smi_prints(tmp_path, capsys):
+    from tpsbench.cli import main
+
+    assert load_profile("NVIDIA H100 80GB HBM3").name == "h100_sxm"
+    assert load_profile("NVIDIA GeForce RTX 5090").name == "rtx5090"
+    assert load_profile("NVIDIA H100 NVL").name == "h100_nvl"  # the longest match, not "H100"
+    with pytest.raises(UnknownNameError):
+        load_profile("NVIDIA Quadro X")
+    assert main(["predict", "--gpu", "NVIDIA H100 80GB HBM3", "--model", "dense_tiny", "--json"]) == 0
+    assert '"name": "h100_sxm"' in capsys.readouterr().out
+    csv = tmp_path / "measured.csv"
+    csv.write_text("model,gpu,tokens_per_s,tokens\ndense_135m,NVIDIA H100 80GB HBM3,700000,32768\n")
+    assert main(["explain", "--measured", str(csv), "--json"]) == 0
+    assert "h100_sxm" in capsys.readouterr().out

@@ -219,14 +219,28 @@ def gpu_names() -> list[str]:
     return list(profile_paths())
 
 
+def profile_matching(device_name: str) -> GPUProfile | None:
+    """The profile whose ``match`` substrings occur in a device name as NVML, CUDA or ``nvidia-smi`` print it
+    (longest match wins), or None."""
+    best: tuple[int, GPUProfile] | None = None
+    for p in load_all_profiles():
+        for pattern in p.match:
+            if pattern.lower() in device_name.lower() and (best is None or len(pattern) > best[0]):
+                best = (len(pattern), p)
+    return None if best is None else best[1]
+
+
 def load_profile(name_or_path: str) -> GPUProfile:
-    """A profile by name (``h100_sxm``) or by path to a ``.toml`` file."""
+    """A profile by name (``h100_sxm``), alias, device name (``NVIDIA H100 80GB HBM3``, as nvidia-smi prints it)
+    or path to a ``.toml`` file."""
     if name_or_path.endswith(".toml"):
         return parse_profile(Path(name_or_path))
     paths = profile_paths()
     key = name_or_path.strip().lower()
     if key not in paths:
         key = gpu_aliases().get(key, key)
+    if key not in paths and (device := profile_matching(name_or_path)) is not None:
+        return device
     if key not in paths:
         raise UnknownNameError(
             closest_choices_message("GPU", name_or_path, [*paths, *gpu_aliases()])

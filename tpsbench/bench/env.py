@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from tpsbench import __version__
 from tpsbench.errors import InputError
-from tpsbench.profiles import GPUProfile, load_all_profiles
+from tpsbench.profiles import GPUProfile, profile_matching
 from tpsbench.results.schema import Machine
 
 
@@ -28,12 +28,7 @@ def cuda_device_name() -> str | None:
 
 def detect_profile(device_name: str) -> GPUProfile | None:
     """The profile whose ``match`` substrings occur in the device name (longest match wins)."""
-    best: tuple[int, GPUProfile] | None = None
-    for p in load_all_profiles():
-        for pattern in p.match:
-            if pattern.lower() in device_name.lower() and (best is None or len(pattern) > best[0]):
-                best = (len(pattern), p)
-    return None if best is None else best[1]
+    return profile_matching(device_name)
 
 
 def resolve_gpu(requested: str | None, device: str) -> GPUProfile | None:

@@ -59,11 +59,13 @@ def test_list_models_gpus_and_impls_say_what_they_hold(capsys, monkeypatch):
 @pytest.mark.parametrize(("argv", "needle"), [
     (["--gpu", "h100x", "--model", "moe_1b"], "did you mean h100"),
     (["--gpu", "h100", "--model", "moe_1bb"], "did you mean moe_1b"),
-    (["--gpu", "h100", "--model", "moe_1b", "--batch", "3000"], "closest valid choices: 2048, 4096"),
+    (["--gpu", "h100", "--model", "moe_1b", "--batch", "3000"], "--batch 3000 counts tokens"),
+    (["--gpu", "h100", "--model", "moe_1b", "--batch", "3000"], "closest valid choices (tokens): 2048, 4096"),
     (["--gpu", "h100", "--model", "moe_1b", "--batch", "0"], "must be positive"),
     (["--gpu", "h100", "--model", "moe_1b", "--batch", "-4096"], "must be positive"),
     (["--gpu", "h100", "--model", "moe_1b", "--batch", "1.5"], "not a whole number"),
     (["--gpu", "h100", "--model", "moe_1b", "--impl", "grupd"], "unknown MoE implementation"),
+    (["--gpu", "h100", "--model", "dense_135m", "--impl", "capacity"], "dense_135m is dense (it has no MoE layer)"),
     (["--gpu", "rtx5090", "--model", "moe_1b", "--ceilings", "measured"], "use --ceilings spec"),
     (["--gpu", "h100", "--model", "moe_1b", "--seq", "0"], "must be positive"),
 ])

@@ -54,7 +54,8 @@ def test_run_without_gpu_says_what_to_do(capsys):
 
 @pytest.mark.parametrize(("argv", "needle"), [
     (["--impl", "groupd"], "did you mean grouped"),
-    (["--batch", "100"], "closest valid choices: 64, 128"),
+    (["--batch", "100"], "closest valid choices (tokens): 64, 128"),
+    (["--model", "dense_tiny", "--impl", "grouped"], "dense_tiny is dense (it has no MoE layer); drop --impl"),
     (["--gpu", "h100"], "does not apply"),
     (["--dtype", "amp_bf16"], "needs a GPU"),
     (["--global-batch", "300"], "not a multiple"),

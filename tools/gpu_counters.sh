@@ -9,7 +9,8 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 python3 -m tpsbench calibrate --out "$OUT/calibration.json" 2>&1 | tee "$OUT/counters.log"
 for model in dense_135m moe_1b; do
-  python3 -m tpsbench run --model "$model" --batch 32768 --impl grouped,capacity,triton,dense_active \
+  impls=(); [ "$model" = moe_1b ] && impls=(--impl grouped,capacity,triton,dense_active)  # a dense model has none
+  python3 -m tpsbench run --model "$model" --batch 32768 "${impls[@]}" \
     --ceilings calibrated --calibration "$OUT/calibration.json" --out "$OUT/counters-$model.json" 2>&1 \
     | tee -a "$OUT/counters.log" | tail -25
 done

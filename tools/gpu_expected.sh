@@ -17,10 +17,10 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 git log -1 --format='code: %H %s' 2>/dev/null | tee -a "$LOG"; git status --short | head -20 | tee -a "$LOG"
 timeout 120 python3 -m tpsbench calibrate --quick --out "$OUT/calibration.json" 2>&1 | tail -20 | tee -a "$LOG"
 for model in dense_135m moe_1b; do
-  impls=dense; [ "$model" = moe_1b ] && impls=grouped,capacity,triton,loop,dense_active
-  timeout 150 python3 -m tpsbench run --model "$model" --batch 32768 --impl "$impls" --mode e2e --reps 5 \
+  impls=(); [ "$model" = moe_1b ] && impls=(--impl grouped,capacity,triton,loop,dense_active)  # dense: none
+  timeout 150 python3 -m tpsbench run --model "$model" --batch 32768 "${impls[@]}" --mode e2e --reps 5 \
     --min-time 0.5 --trace "$OUT/traces" --out "$OUT/e2e-$model.json" 2>&1 | tail -12 | tee -a "$LOG"
-  timeout 100 python3 -m tpsbench run --model "$model" --batch 32768 --impl "${impls/,loop/}" --mode e2e --compile \
+  timeout 100 python3 -m tpsbench run --model "$model" --batch 32768 "${impls[@]/,loop/}" --mode e2e --compile \
     --reps 5 --min-time 0.5 --out "$OUT/e2e-$model-compile.json" 2>&1 | tail -8 | tee -a "$LOG"
 done
 # the one committed step the model misses by 2x (H100: 648 ms measured, 317 expected, samples 509-775 ms), again with

@@ -127,10 +127,18 @@ def parse_batches(text: str, seq_len: int) -> list[int]:
         if value <= 0:
             raise OptionError(f"--batch {value} must be positive; give e.g. --batch {seq_len * 16}")
         if value % seq_len:
-            raise OptionError(f"--batch {value} is not a multiple of --seq {seq_len}; closest valid choices: "
+            raise OptionError(f"--batch {value} counts tokens, and is not a whole number of sequences of --seq "
+                              f"{seq_len}; closest valid choices (tokens): "
                               + ", ".join(map(str, _multiples_around(value, seq_len))))
         out.append(value)
     return out
+
+
+def check_impl_applies(model_name: str, is_moe: bool, impl: str | None) -> None:
+    """``--impl`` chooses how an MoE layer computes; a dense model has none, so an explicit one is refused rather
+    than ignored (`run` and `predict` both call this)."""
+    if impl and not is_moe:
+        raise OptionError(f"--impl {impl}: {model_name} is dense (it has no MoE layer); drop --impl")
 
 
 def check_global_batch(global_batch: int | None, microbatches: list[int]) -> None:

@@ -24,6 +24,7 @@ from tpsbench.options import (
     RoutingMode,
     RunMode,
     check_global_batch,
+    check_impl_applies,
     choice,
     parse_batches,
 )
@@ -162,6 +163,7 @@ class RunConfig:
         batches = parse_batches(batch or str(default_batch), seq_len)
         run_mode, ac = choice(RunMode, mode, "--mode"), choice(Recompute, recompute, "--ac")
         chosen = get_stack(stack)
+        check_impl_applies(spec.name, spec.is_moe, impl)
         policy, impls = chosen.run_choices(spec, dev, dtype, impl)
         check_global_batch(global_batch, batches)
         source = CeilingSource.parse(ceilings)

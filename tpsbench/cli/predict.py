@@ -13,7 +13,7 @@ from tpsbench.costmodel import POLICIES, Workload, get_policy
 from tpsbench.estimate.step import expected_for
 from tpsbench.impls import cost_model_names
 from tpsbench.models import USERS_GLOBAL_BATCH_TOKENS, USERS_MICROBATCH_TOKENS, default_global_batch, get_model
-from tpsbench.options import DistLayout, Recompute, check_global_batch, choice, parse_batches
+from tpsbench.options import DistLayout, Recompute, check_global_batch, check_impl_applies, choice, parse_batches
 from tpsbench.profiles import GPUProfile, load_profile
 from tpsbench.report.predict import prediction_view, summary_table
 from tpsbench.report.tables import show
@@ -78,6 +78,7 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     model = get_model(args.model)
     profile = load_profile(args.gpu)
     stack = get_stack(args.stack)
+    check_impl_applies(model.name, model.is_moe, args.impl)
     dtype, impl = stack.prediction_choices(args.dtype, args.impl or model.trained_impl, default_dtype="amp_bf16")
     stack.check_model(model)
     policy = get_policy(dtype)

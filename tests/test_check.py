@@ -209,3 +209,19 @@ def test_allow_missing_reports_but_passes():
     assert _check(base, cur).failed
     r = check(entries(doc("moe_1b", base)), entries(doc("moe_1b", cur)), allow_missing=True)
     assert not r.failed and r.count(Outcome.MISSING) == 1
+
+
+def test_within_noise_says_how_many_repetitions_there_are_and_when_more_would_not_help():
+    few = _slowdown(0.20, 0.50, 5)
+    assert few.outcome is Outcome.WITHIN_NOISE and few.detail.endswith("repetitions per run, 5 now")
+    # quiet samples and a change right at the threshold: the interval is narrow, more repetitions decide nothing
+    at = next(r for s in range(1, 40) if (r := _slowdown(0.05, 0.01, 60, seed=s)).outcome is Outcome.WITHIN_NOISE)
+    assert "60 repetitions already narrow the interval" in at.detail and "rerun both" in at.detail
+
+
+def test_checking_a_file_against_itself_warns(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(doc("moe_1b", [_micro(0.010, samples=noisy_samples(0.010, 0.02, 10, 1))])))
+    assert main(["check", "--baseline", str(path), "--current", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "baseline and current hold the same measurements" in err and len(err.strip().splitlines()) == 1

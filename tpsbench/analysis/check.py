@@ -196,8 +196,12 @@ def _compare_point(b: MeasuredPoint, c: MeasuredPoint, threshold: float) -> Metr
     detail = ""
     if outcome is Outcome.WITHIN_NOISE and threshold > 0:
         noisier = max((b.samples_s, c.samples_s), key=lambda s: (max(s) - min(s)) / max(min(s), 1e-30))
-        detail = (f"interval ±{100 * threshold:g}% needs about {repetitions_needed(noisier, threshold)} "
-                  "repetitions per run")
+        needed, have = repetitions_needed(noisier, threshold), min(len(b.samples_s), len(c.samples_s))
+        if needed > have:
+            detail = f"interval ±{100 * threshold:g}% needs about {needed} repetitions per run, {have} now"
+        else:  # the interval is narrow enough: the change itself sits at the threshold
+            detail = (f"{have} repetitions already narrow the interval to ±{100 * threshold:g}%: the change is at "
+                      "the threshold; rerun both to decide")
     return MetricCheck(b.label, metric, up, bval, cval, change, interval, outcome, detail)
 
 

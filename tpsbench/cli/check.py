@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,6 +75,10 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
         raise UsageError("--out names the results of a run, and with --current nothing is run: drop one of them")
     if args.current:
         cur_doc, cur_name = load_results(args.current), args.current
+        if cur_doc.points == base_doc.points:  # the same file, or a copy: nothing was measured again
+            print("tpsbench check: warning: baseline and current hold the same measurements, so every change is "
+                  "zero by construction; give a new run's file, or leave out --current to measure now",
+                  file=sys.stderr)
     else:
         use_expandable_segments()
         cur_doc = _baseline_run(args, base_doc)

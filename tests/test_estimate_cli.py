@@ -58,6 +58,7 @@ def test_validate_prints_errors_by_kind(capsys):
     out = capsys.readouterr().out
     assert "Absolute errors by kind of point" in out and "moe layer" in out and "stage" in out
     assert "h100_sxm: estimated with h100_sxm's table, fitted" in out  # which table, said
+    assert "in-sample: the table was fitted to 1 of these 1 files" in out  # and that these errors are in-sample
 
 
 def test_validate_json(capsys):
@@ -66,7 +67,8 @@ def test_validate_json(capsys):
     steps = [p for p in doc["points"] if p["kind"] == "step"]
     assert len(steps) == 4 and all(p["expected_peak_bytes"] for p in steps)
     assert {s["kind"] for s in doc["summary"]} == {"step", "moe layer", "layer", "stage"}
-    assert doc["tables"] == {"h100_sxm": "h100_sxm's table, fitted"}
+    assert doc["tables"]["h100_sxm"].startswith("h100_sxm's table, fitted; in-sample: the table was fitted to 1 of")
+    assert all(p["in_sample"] for p in doc["points"])  # the committed run is one the table was fitted to
 
 
 @pytest.mark.parametrize("argv,needle", [

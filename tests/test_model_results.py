@@ -89,6 +89,7 @@ def test_validate_estimates_a_gpu_run_of_a_model_it_never_saw(tmp_path, capsys):
     assert main(["validate", str(f), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert "mine" in json.dumps(out)
+    assert not any(p["in_sample"] for p in out["points"]) and "in-sample" not in out["tables"]["h100_sxm"]
 
 
 def test_plot_reads_it_too(run_of_my_model, tmp_path, monkeypatch):

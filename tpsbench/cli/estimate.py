@@ -99,11 +99,17 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         raise UsageError(f"--leave-one-model-out fits one GPU at a time; these files hold {', '.join(gpus)}")
     rows = []
     bases: dict[str, str] = {}  # which table predicted each GPU's points (its own, or transferred)
+    in_sample: set[str] = set()  # files whose points the table was fitted to
     for gpu in gpus:
         profile = load_profile(gpu)
         table: EfficiencyTable = parse_table(Path(args.table)) if args.table else table_for(profile)
         bases[gpu] = f"{args.table}: {table.basis}" if args.table else f"{table.gpu}'s table, {table.basis}"
         sel = [p for p in points if p.gpu == gpu]
+        files = sorted({p.source for p in sel})
+        if fitted := [f for f in files if table.fitted_to(f)]:
+            in_sample |= set(fitted)
+            bases[gpu] += (f"; in-sample: the table was fitted to {len(fitted)} of these {len(files)} files "
+                           "(--leave-one-model-out predicts each model from the others)")
         refit = None
         if args.leave_one_model_out:
             fixed = calibration_fixed([Path(c) for c in args.calibration], profile)
@@ -120,7 +126,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
             "tool": "tpsbench", "version": __version__, "command": "validate",
             "points": [{"source": r.point.source, "label": r.point.label, "gpu": r.point.gpu,
                         "kind": r.point.key.scope, "measured_s": r.point.median_s, "expected_s": r.expected_s,
-                        "floor_s": r.floor_s,
+                        "floor_s": r.floor_s, "in_sample": r.point.source in in_sample,
                         "error": r.error, "floor_error": r.floor_error, "lomo_expected_s": r.lomo_expected_s,
                         "lomo_error": r.lomo_error, "expected_gpu_idle_fraction": r.expected_idle_fraction,
                         "measured_peak_bytes": r.point.peak_memory_bytes,

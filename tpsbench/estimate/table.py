@@ -20,6 +20,7 @@ The parameters are keyed by kind of op and size only (never by a model, a point 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -79,6 +80,13 @@ class EfficiencyTable:
 
     def value(self, name: str) -> float:
         return getattr(self, name).value
+
+    def fitted_to(self, results_file: str) -> bool:
+        """Whether a results file is among those the table's numbers were fitted to (their sources name each
+        file), so that the table's errors on its points are in-sample."""
+        path = Path(results_file)
+        names = {path.as_posix(), Path(os.path.relpath(path.resolve())).as_posix()}
+        return any(name in getattr(self, p).source for p in self.parameter_names() for name in names)
 
     def with_values(self, values: dict[str, float], source: str) -> EfficiencyTable:
         return replace(self, **{k: Sourced(v, source, getattr(self, k).uncertainty) for k, v in values.items()})

@@ -87,3 +87,17 @@ def test_python_dash_m():
     out = subprocess.run([sys.executable, "-m", "tpsbench", "list", "gpus", "--json"], capture_output=True,
                          text=True, check=True)
     assert any(p["name"] == "h200" for p in json.loads(out.stdout))
+
+
+def test_predict_takes_a_list_of_implementations_as_run_does(capsys):
+    assert main(["predict", "--gpu", "h100", "--model", "moe_1b", "--impl", "capacity,dropless", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [p["impl"] for p in doc["predictions"]] == ["capacity", "dropless"]
+    assert main(["predict", "--gpu", "h100", "--model", "moe_1b", "--impl", "capacity,loop", "--summary"]) == 0
+    out = capsys.readouterr().out
+    assert "impl" in out and "capacity" in out and "loop" in out
+    assert main(["predict", "--gpu", "h100", "--model", "moe_1b", "--impl", "capacity,grupd"]) == 2
+    assert "unknown MoE implementation" in capsys.readouterr().err
+    assert main(["predict", "--gpu", "h100", "--model", "moe_1b", "--impl", "capacity,loop", "--gpus", "8",
+                 "--dist", "fsdp"]) == 2
+    assert "one --impl" in capsys.readouterr().err

@@ -36,8 +36,8 @@ def add_predict_args(pr: argparse.ArgumentParser) -> None:
     pr.add_argument("--global-batch", type=positive_int, default=None,
                     help=f"tokens per optimizer step, a multiple of each microbatch (default "
                     f"{USERS_GLOBAL_BATCH_TOKENS:,} rounded down to a multiple of the microbatch)")
-    pr.add_argument("--impl", default=None, help=f"MoE implementation: {', '.join(cost_model_names())} (default: "
-                    "what the model trained with, capacity or dropless)")
+    pr.add_argument("--impl", default=None, help="MoE implementation(s), comma-separated: "
+                    f"{', '.join(cost_model_names())} (default: what the model trained with, capacity or dropless)")
     pr.add_argument("--capacity-factor", type=positive_float, default=None,
                     help="capacity factor for --impl capacity (default: the model's, else 1.2)")
     pr.add_argument("--dtype", default=None, help=f"dtype policy: {', '.join(POLICIES)} (default amp_bf16; the "
@@ -79,7 +79,11 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     profile = load_profile(args.gpu)
     stack = get_stack(args.stack)
     check_impl_applies(model.name, model.is_moe, args.impl)
-    dtype, impl = stack.prediction_choices(args.dtype, args.impl or model.trained_impl, default_dtype="amp_bf16")
+    names = [i.strip() for i in (args.impl or model.trained_impl).split(",") if i.strip()]
+    if not names:
+        raise UsageError(f"--impl '{args.impl}' names no implementation; e.g. --impl capacity,dropless")
+    choices = [stack.prediction_choices(args.dtype, name, default_dtype="amp_bf16") for name in names]
+    dtype, impls = choices[0][0], [impl for _, impl in choices]
     stack.check_model(model)
     policy = get_policy(dtype)
     ceilings = CeilingSource.parse(args.ceilings)
@@ -91,11 +95,13 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
         raise UsageError("--gpus and --dist go together: e.g. --gpus 8 --dist fsdp+ep")
     layout = DistLayout.from_flags(args.dist, args.gpus, ep_size=args.ep_size, shard_size=args.shard_size,
                                    param_dtype=args.fsdp_param_dtype, ranks="GPUs")
+    if layout is not None and len(impls) > 1:
+        raise UsageError("--gpus/--dist predicts one implementation at a time: give one --impl")
     preds = [predict(Workload(model=model, tokens=tokens, seq_len=seq, impl=impl, capacity_factor=args.capacity_factor,
                               policy=policy, recompute=choice(Recompute, args.ac, "--ac")),
                      profile, ceilings=ceilings, global_batch_tokens=args.global_batch or default_global_batch(tokens),
                      calibration=calibration)
-             for tokens in batches]
+             for impl in impls for tokens in batches]
     if layout is not None:
         return _predict_dist(args, layout, preds, profile, console)
     estimates = [expected_for(p.workload, profile, compiled=args.compile) for p in preds]

@@ -70,13 +70,14 @@ def totals_lines(p: Prediction) -> list[str]:
 
 
 def summary_table(preds: list[Prediction]) -> TableData:
+    impls = len({p.workload.impl for p in preds}) > 1  # an implementation column when several were asked for
     t = TableData("Predicted across microbatch sizes (roofline floor: no launch gaps, ops at their ceiling)",
-                  ["tokens", "step ms", "tokens/s", "global tokens/s", "MFU 6N", "MFU olmo", "MFU exact",
-                   "memory-bound"])
+                  [*(["impl"] if impls else []), "tokens", "step ms", "tokens/s", "global tokens/s", "MFU 6N",
+                   "MFU olmo", "MFU exact", "memory-bound"])
     for p in preds:
-        t.add(f"{p.workload.tokens:,}", f"{p.microbatch_step_s * 1e3:.2f}", f"{p.tokens_per_s:,.0f}",
-              f"{p.global_tokens_per_s:,.0f}", *(f"{100 * p.mfu(c):.1f}%" for c in FlopConvention),
-              f"{100 * p.memory_bound_share:.0f}%")
+        t.add(*([p.workload.impl] if impls else []), f"{p.workload.tokens:,}", f"{p.microbatch_step_s * 1e3:.2f}",
+              f"{p.tokens_per_s:,.0f}", f"{p.global_tokens_per_s:,.0f}",
+              *(f"{100 * p.mfu(c):.1f}%" for c in FlopConvention), f"{100 * p.memory_bound_share:.0f}%")
     return t
 
 

@@ -56,8 +56,9 @@ def test_wandb_export_with_measured_h100_throughput(capsys):
         assert r["gpu"] == "h100_sxm" and r["throughput_kind"] == "measured"
         assert r["hours"] == pytest.approx(r["tokens"] / r["tokens_per_s"] / 3600)
         assert r["cost_usd"] == pytest.approx(2.5 * r["hours"])
-    assert rows["moe_1b"]["tokens_per_s"] == pytest.approx(140462, rel=1e-4)  # the fastest measured: grouped
-    assert "grouped" in rows["moe_1b"]["throughput_from"]
+    # moe_1b trained with a capacity factor: its tokens/s from the capacity step, not the faster dropless grouped one
+    assert rows["moe_1b"]["tokens_per_s"] == pytest.approx(134987.4, rel=1e-4)
+    assert "capacity" in rows["moe_1b"]["throughput_from"]
     [ratio] = doc["ratios"]
     assert ratio["hours"] == pytest.approx(rows["moe_1b"]["hours"] / rows["dense_135m"]["hours"])
     assert ratio["hours_interval"][0] <= ratio["hours"] <= ratio["hours_interval"][1]
@@ -76,6 +77,34 @@ def test_long_csv_with_predicted_throughput(capsys):
     assert kinds == {(m, k) for m in models for k in ("predicted floor", "predicted expected")}
     assert all(r["gpu"] == "h100_sxm" for r in doc["rows"])
     assert {q["throughput_kind"] for q in doc["ratios"]} == {"predicted floor", "predicted expected"}
+    # the floor row is the floor of the step its label names: 32 microbatches of 32,768 tokens, accumulated
+    from tpsbench.costmodel import Workload, get_policy
+    from tpsbench.models import get_model
+    from tpsbench.profiles import load_profile
+    from tpsbench.roofline import predict
+
+    floor = next(r for r in doc["rows"] if r["model"] == "moe_1b" and r["throughput_kind"] == "predicted floor")
+    assert "capacity @ 32,768 x 32 tokens" in floor["throughput_from"]
+    w = Workload(model=get_model("moe_1b"), tokens=32768, seq_len=2048, impl="capacity", capacity_factor=1.2,
+                 policy=get_policy("amp_bf16"))
+    p = predict(w, load_profile("h100"), global_batch_tokens=32 * 32768)
+    assert floor["tokens_per_s"] == pytest.approx(p.global_tokens_per_s) and p.global_tokens_per_s > p.tokens_per_s
+
+
+def test_a_dropless_model_takes_its_fastest_dropless_step_and_is_predicted_dropless(tmp_path, capsys):
+    variant = "moe_1b:type=dropless"
+    csv = tmp_path / "measured.csv"
+    csv.write_text("model,gpu,tokens_per_s,tokens,impl\n" + "".join(
+        f"{variant},h100_sxm,{tps},32768,{impl}\n" for tps, impl in
+        ((140462, "grouped"), (150000, "capacity"), (120000, "loop"))))  # capacity is faster but drops tokens
+    maps = ["--map", f"moe_1b-run1={variant}", "--map", f"moe_1b-run1-resume={variant}",
+            "--map", "dense_135m-lr3e-3=dense_135m"]
+    doc = _worth_json(capsys, "--losses", str(FIXTURES / "wandb-curves.csv"), "--target-loss", str(TARGET), *maps,
+                      "--throughput", str(csv), "--gpu", "h100")
+    rows = [r for r in doc["rows"] if r["model"] == variant]
+    measured = next(r for r in rows if r["throughput_kind"] == "measured")
+    assert measured["tokens_per_s"] == 140462 and "grouped" in measured["throughput_from"]
+    assert all("dropless @" in r["throughput_from"] for r in rows if r["throughput_kind"] != "measured")
 
 
 def test_markdown_golden(tmp_path, capsys):

@@ -43,7 +43,6 @@ from tpsbench.results.typed import JsonObject
 from tpsbench.roofline import CeilingError, predict
 from tpsbench.stacks import StackChoiceError, get_stack
 
-DEFAULT_MOE_IMPL = "capacity"  # what the users trained with
 REQUIRED = ("model", "gpu", "tokens_per_s")
 OPTIONAL = ("tokens", "impl", "global_tokens", "stack")
 
@@ -218,7 +217,7 @@ def _parse_row(p: Path, i: int, row: dict[str, str]) -> Measured:
             raise MeasuredCsvError(f"{where}: {model.name} is dense; leave impl empty (got '{impl}')")
         impl = "dense"
     else:
-        impl = impl or DEFAULT_MOE_IMPL
+        impl = impl or model.trained_impl  # what the model trained with: its capacity factor, or dropless
         if impl not in cost_model_names():
             raise MeasuredCsvError(f"{where}: impl '{impl}' is not one of {', '.join(cost_model_names())}")
     default_global = default_global_batch(tokens)

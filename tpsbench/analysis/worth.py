@@ -151,7 +151,7 @@ def _hi(v: float, spec: str = ".3g") -> str:
     return fmt(v, f"{{:{spec}}}", infinite="unreachable")
 
 
-def fit_model(curve: ModelCurve, target: float, impl: str) -> ModelFit:
+def fit_model(curve: ModelCurve, target: float, impl: str | None) -> ModelFit:
     """Fit ``curve`` (seeded per model name, so a report does not depend on the order of the files)."""
     fpt = flop_conventions(curve.model, impl)
     observed = observed_tokens_to_target(curve.tokens, curve.losses, target)

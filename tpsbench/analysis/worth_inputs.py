@@ -35,7 +35,6 @@ from tpsbench.results.points import load_points
 from tpsbench.roofline import predict
 
 DEFAULT_TOKENS_PER_STEP = 1_048_576  # the users' global batch (OLMo-core configs of the users' runs)
-DEFAULT_MOE_IMPL = "capacity"  # what the users trained with (as in `explain`)
 
 
 class WorthInputError(InputError):
@@ -143,30 +142,36 @@ def model_curve(model: str, segments: Sequence[LossRun], tokens_per_step: int) -
                       source, implied)
 
 
-def flop_conventions(model: ModelSpec, impl: str) -> dict[str, float]:
-    """Training FLOPs per token of ``model`` under each convention of the cost model (``exact`` counts ``impl``:
-    capacity padding is work done)."""
+def flop_conventions(model: ModelSpec, impl: str | None) -> dict[str, float]:
+    """Training FLOPs per token of ``model`` under each convention of the cost model (``exact`` counts ``impl``,
+    by default the one the model trained with: capacity padding is work done)."""
     w = _workload(model, impl, USERS_MICROBATCH_TOKENS)
     return {c.value: flops_per_token(w, c) for c in FlopConvention}
 
 
-def _workload(model: ModelSpec, impl: str, tokens: int) -> Workload:
-    chosen = "dense" if model.moe is None else impl
+def _workload(model: ModelSpec, impl: str | None, tokens: int) -> Workload:
+    chosen = "dense" if model.moe is None else impl or model.trained_impl
     cap = None if model.moe is None else model.moe.capacity_factor
     return train_workload(model, chosen, tokens, get_policy("amp_bf16"), cap)
 
 
 def read_throughput(paths: Sequence[str], models: set[str], impl: str | None = None) -> list[Throughput]:
     """Measured tokens/s of the models in ``models`` from results JSON or explain CSV files: per model and GPU
-    the fastest training step (implementation and compile as measured), of MoE implementation ``impl`` only
-    when given (the one the loss curves were trained with: a capacity factor drops tokens, so it changes the
-    curve). A file with none of ``models`` is an error: its numbers would be silently unused."""
+    the fastest training step (implementation and compile as measured) of MoE implementation ``impl`` when
+    given, else of an implementation computing what the model trained with (a capacity factor drops tokens, so it
+    changes the loss curve: a capacity model's tokens/s from a capacity step, a dropless one's from the fastest
+    dropless step). A file with none of ``models`` is an error: its numbers would be silently unused."""
     from tpsbench.impls import get_impl
 
     wanted = None if impl is None else get_impl(impl).name
 
     def chosen(model: str, name: str) -> bool:
-        return wanted is None or name == "dense" or get_model(model).moe is None or name == wanted
+        spec = get_model(model)
+        if name == "dense" or spec.moe is None:
+            return True
+        if wanted is not None:
+            return get_impl(name).name == wanted
+        return get_impl(name).dropless == (spec.trained_impl == "dropless")
 
     from tpsbench.analysis.explain import read_measured_csv
 
@@ -193,7 +198,11 @@ def read_throughput(paths: Sequence[str], models: set[str], impl: str | None = N
         if not found:
             if seen & models and wanted is not None:
                 raise WorthInputError(f"--throughput {path}: no training step of --impl {wanted} on a GPU; drop "
-                                      "--impl to take the fastest implementation measured")
+                                      "--impl to take the fastest one computing what the model trained with")
+            if seen & models:
+                raise WorthInputError(f"--throughput {path}: no training step on a GPU of an implementation that "
+                                      "computes what the model trained with (capacity or dropless); pass --impl to "
+                                      "take another")
             other = ", ".join(sorted(seen)) or "no training-step points on a GPU"
             raise WorthInputError(f"--throughput {path}: holds {other}, not a model the loss runs map to "
                                   f"({', '.join(sorted(models))}); pass that model's file, or map runs to {other}")
@@ -206,7 +215,7 @@ def read_throughput(paths: Sequence[str], models: set[str], impl: str | None = N
     return list(best.values())
 
 
-def predicted_throughput(models: Sequence[ModelSpec], gpus: Sequence[str], impl: str,
+def predicted_throughput(models: Sequence[ModelSpec], gpus: Sequence[str], impl: str | None,
                          microbatch: int = USERS_MICROBATCH_TOKENS) -> tuple[list[Throughput], list[str]]:
     """`predict`'s tokens/s (floor and expected) of each model on each GPU at ``microbatch`` tokens and the
     users' global batch, and a note for each one left out: a step the GPU cannot hold (neither: a floor of a
@@ -230,8 +239,9 @@ def predicted_throughput(models: Sequence[ModelSpec], gpus: Sequence[str], impl:
                              f"fit ({est.memory.required_bytes / 2**30:.1f} GiB needed, "
                              f"{est.usable_bytes / 2**30:.1f} usable): try a smaller --batch")
                 continue
+            # the floor of the whole global step (accumulation included), as the label and the expected row say
             out.append(Throughput(model.name, profile.name, predict(w, profile, global_batch_tokens=global_batch)
-                                  .tokens_per_s, ThroughputBasis.FLOOR, what))
+                                  .global_tokens_per_s, ThroughputBasis.FLOOR, what))
             if est.expected is None:
                 notes.append(f"{model.name} on {profile.name}: no expected estimate ({est.reason})")
             else:

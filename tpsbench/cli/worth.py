@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 from tpsbench.analysis.losses import DEFAULT_METRIC, read_losses
 from tpsbench.analysis.worth import fit_model, worth, worth_json
 from tpsbench.analysis.worth_inputs import (
-    DEFAULT_MOE_IMPL,
     DEFAULT_TOKENS_PER_STEP,
     assign_runs,
     model_curve,
@@ -50,8 +49,8 @@ def add_worth_args(p: argparse.ArgumentParser) -> None:
                    help="GPU price per hour, for the cost columns (repeatable)")
     p.add_argument("--metric", default=DEFAULT_METRIC, help=f"the W&B loss column (default '{DEFAULT_METRIC}')")
     p.add_argument("--impl", default=None,
-                   help="the MoE implementation the curves were trained with: measured tokens/s of it only (default: "
-                   f"the fastest measured), predicted tokens/s and exact FLOPs of it (default {DEFAULT_MOE_IMPL})")
+                   help="the MoE implementation whose tokens/s and exact FLOPs to use (default: each model's own "
+                   "MoE type, capacity or dropless; measured: the fastest step of that type)")
     p.add_argument("--batch", type=positive_int, default=USERS_MICROBATCH_TOKENS,
                    help=f"tokens per microbatch of predicted tokens/s (default {USERS_MICROBATCH_TOKENS:,})")
     p.add_argument("-o", "--out", default=None, help="plot: loss against hours on each GPU and against PF-days "
@@ -79,7 +78,7 @@ def cmd_worth(args: argparse.Namespace, console: Console) -> int:
         raise UsageError("give --throughput FILE (measured tokens/s) or --gpu GPU (predicted tokens/s), or both")
     if args.impl is not None and args.impl not in cost_model_names():
         raise UsageError(f"--impl '{args.impl}' is not one of {', '.join(cost_model_names())}")
-    impl = args.impl or DEFAULT_MOE_IMPL
+    impl = args.impl  # None: each model's own MoE type (what its loss curve was trained with)
     prices = _prices(args.price)
     mapping = parse_map(args.map)
     runs = [r for path in args.losses for r in read_losses(path, metric=args.metric)]

@@ -32,7 +32,8 @@ def test_predict_table_explains_memory_bound_ops(capsys):
 
 def test_predict_several_batches_summary(capsys):
     assert main(["predict", "--gpu", "h100", "--model", "smallmoe_1B", "--batch", "4096,32768", "--summary"]) == 0
-    assert "Predicted across microbatch sizes" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Across microbatch sizes: the global step, expected and floor" in out and "expected tokens/s" in out
 
 
 def test_list_models_gpus_and_impls_say_what_they_hold(capsys, monkeypatch):

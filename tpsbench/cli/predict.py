@@ -105,6 +105,8 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     if layout is not None:
         return _predict_dist(args, layout, preds, profile, console)
     estimates = [expected_for(p.workload, profile, compiled=args.compile) for p in preds]
+    global_steps = [expected_for(p.workload, profile, compiled=args.compile, accumulation=p.accumulation_steps)
+                    for p in preds]
     if args.json:
         doc = {
             "tool": "tpsbench", "version": __version__, "command": "predict",
@@ -116,10 +118,10 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
         }
         print(json.dumps(doc, indent=2))
         return 0
-    for p, e in zip(preds, estimates, strict=True):
-        show(console, prediction_view(p, e, ops=not args.summary, lead=args.estimate))
+    for p, e, g in zip(preds, estimates, global_steps, strict=True):
+        show(console, prediction_view(p, e, g, ops=not args.summary, lead=args.estimate))
     if len(preds) > 1:
-        show(console, [summary_table(preds)])
+        show(console, [summary_table(preds, global_steps)])
     return 0
 
 

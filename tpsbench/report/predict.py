@@ -1,35 +1,114 @@
-"""`tpsbench predict`: the roofline floor of a training step per op, its totals, why ops are memory-bound, the
-expected step and the memory verdict next to it, and the floors across microbatch sizes."""
+"""`tpsbench predict`: the expected step first, with its parts and the ops that cost it most, then the roofline
+floor beside it, every line saying which of the two it is; the per-op table with both columns (the expected one,
+with the GPU's idle time, sums to the expected step); why ops are memory-bound; the memory verdict; and both
+across microbatch sizes."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from tpsbench.costmodel import FWD_BWD, FlopConvention
+from tpsbench.costmodel import FWD_BWD, FlopConvention, Phase
+from tpsbench.estimate.expected import Expected
 from tpsbench.estimate.step import StepEstimate
 from tpsbench.report.format import fmt, pct
 from tpsbench.report.tables import TableData
 from tpsbench.roofline import Bound, Prediction
 
+IDLE_ROW = "GPU idle (host-bound gaps)"
+TOP_OPS = 3  # the ops named in the summary
 
-def prediction_table(p: Prediction) -> TableData:
+
+def _title(p: Prediction) -> str:
     w = p.workload
-    title = (f"{w.model.name} on {p.profile.name}: {w.tokens:,} tokens/microbatch, seq {w.seq_len}, "
-             f"{w.policy.name}" + (f", impl {w.impl}" if w.model.is_moe else "")
-             + f", {p.ceilings.source} ceilings")
-    t = TableData(title, ["op", "phase", "kind", "GFLOP", "MB", "FLOP/B", "bound", "pred. ms", "share"],
-                  left={"op", "phase", "kind", "bound"})
-    total = p.microbatch_step_s
-    for r in p.rows:
+    return (f"{w.model.name} on {p.profile.name}: {w.tokens:,} tokens/microbatch, seq {w.seq_len}, "
+            f"{w.policy.name}" + (f", impl {w.impl}" if w.model.is_moe else "") + f", {p.ceilings.source} ceilings")
+
+
+def prediction_table(p: Prediction, e: Expected | None) -> TableData:
+    """Every op of the microbatch step: its floor and, when there is an efficiency table, its expected GPU time and
+    share of the expected step (the expected column and the idle row sum to the expected step)."""
+    expected = e is not None
+    t = TableData(_title(p) + (": floor and expected GPU ms per op, share of the expected microbatch step" if expected
+                               else ": floor ms per op, share of the floor step"),
+                  ["op", "phase", "GFLOP", "MB", "FLOP/B", "bound", "floor ms", *(["expected ms"] if expected else []),
+                   "share"], left={"op", "phase", "bound"})
+    total = e.seconds if e is not None else p.microbatch_step_s
+    estimates = list(e.rows) if e is not None else [None] * len(p.rows)
+    for r, x in zip(p.rows, estimates, strict=True):
         op = r.op
-        if not (op.flops or op.bytes) and op.eager_bytes is not None:  # eager-only work: nothing in the fused graph
+        eager_only = not (op.flops or op.bytes) and op.eager_bytes is not None  # nothing in the fused graph
+        if eager_only and (x is None or not x.expected_s):
             continue
         name = op.name if op.count == 1 else f"{op.name} x{op.count}"
         bound = r.bound.value if op.bytes or op.flops else "-"
-        t.add(name, op.phase.value, op.kind.value, f"{op.flops / 1e9:.2f}", f"{op.bytes / 1e6:.1f}",
-              fmt(op.intensity), bound, f"{r.seconds * 1e3:.3f}",
-              pct(r.seconds / total if total else None, "{:.1f}%"))
+        own = x.expected_s if x is not None else r.seconds
+        t.add(name, op.phase.value, f"{op.flops / 1e9:.2f}", f"{op.bytes / 1e6:.1f}",
+              fmt(op.intensity), bound, f"{r.seconds * 1e3:.3f}", *([f"{own * 1e3:.3f}"] if expected else []),
+              pct(own / total if total else None, "{:.1f}%"))
+    if e is not None:
+        idle = e.timeline.gpu_idle_s
+        t.add(IDLE_ROW, "-", "", "", "", "-", "", f"{idle * 1e3:.3f}", pct(idle / total if total else None, "{:.1f}%"))
     return t
+
+
+def _phase_ms(values: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in values.items())
+
+
+def expected_lines(p: Prediction, s: StepEstimate, g: StepEstimate) -> list[str]:
+    """The expected microbatch step, its parts, the ops costing it most, the expected global step."""
+    e = s.expected
+    if e is None:
+        return [f"expected step: n/a ({s.reason})"]
+    tl = e.timeline
+    by_phase = {"fwd": 0.0, "bwd": 0.0, "optimizer": 0.0}
+    for x in e.rows:
+        key = "fwd" if x.op.phase is FWD_BWD[0] else "optimizer" if x.op.phase is Phase.OPTIM else "bwd"
+        by_phase[key] += x.expected_s
+    per_op: dict[str, float] = defaultdict(float)
+    for x in e.rows:
+        per_op[x.op.name] += x.expected_s
+    top = sorted(per_op.items(), key=lambda kv: -kv[1])[:TOP_OPS]
+    lines = [
+        f"expected step {e.seconds * 1e3:.2f} ms = {s.tokens / e.seconds:,.0f} tokens/s (+/-"
+        f"{100 * e.uncertainty:.0f}%, {'compiled' if e.compiled else 'eager'}; efficiency table {e.table.gpu}: "
+        f"{e.table.basis})",
+        f"  expected GPU time: {_phase_ms(by_phase)}; GPU idle {tl.gpu_idle_s * 1e3:.2f} ms "
+        f"({100 * tl.gpu_idle_fraction:.0f}%); host {tl.host_s * 1e3:.2f} ms for {tl.launches:,} kernel launches "
+        f"and {tl.syncs} GPU->CPU syncs",
+        "  most expected time: " + ", ".join(f"{name} {100 * v / e.seconds:.0f}% ({v * 1e3:.2f} ms)"
+                                             for name, v in top),
+        *(f"  note: {n}" for n in e.notes),
+    ]
+    if g.expected is not None:
+        lines.append(f"expected global step {g.expected.seconds * 1e3:.1f} ms = {g.tokens / g.expected.seconds:,.0f} "
+                     f"tokens/s ({p.accumulation_steps} x {p.workload.tokens:,} tokens, optimizer once)")
+    return lines
+
+
+def floor_lines(p: Prediction, s: StepEstimate) -> list[str]:
+    """The roofline floor: every op at its ceiling, no launch gaps (a bound, not a forecast)."""
+    w, e = p.workload, s.expected
+    versus = "" if e is None else f": {100 * p.microbatch_step_s / e.seconds:.0f}% of the expected"
+    return [
+        f"floor step {p.microbatch_step_s * 1e3:.2f} ms = {p.tokens_per_s:,.0f} tokens/s (every op at its roofline "
+        f"ceiling, no launch gaps){versus}",
+        f"  floor: fwd {p.seconds(FWD_BWD[0]) * 1e3:.2f} ms, bwd {p.seconds(*FWD_BWD[1:]) * 1e3:.2f} ms, optimizer "
+        f"{p.optimizer_s * 1e3:.2f} ms",
+        f"floor global step {p.global_step_s * 1e3:.1f} ms = {p.global_tokens_per_s:,.0f} tokens/s "
+        f"({p.accumulation_steps} x {w.tokens:,} tokens, optimizer {100 * p.optimizer_s / p.global_step_s:.1f}% "
+        "of it)",
+    ]
+
+
+def mfu_line(p: Prediction, g: StepEstimate) -> str:
+    """MFU of the global step at the expected speed and at the floor's, under each FLOP convention."""
+    floor = ", ".join(f"{c.value} {100 * p.mfu(c):.1f}%" for c in FlopConvention)
+    if g.expected is None:
+        return f"MFU (global batch): expected n/a; floor {floor}"
+    scale = (g.tokens / g.expected.seconds) / p.global_tokens_per_s  # the same FLOPs at the expected speed
+    expected = ", ".join(f"{c.value} {100 * p.mfu(c) * scale:.1f}%" for c in FlopConvention)
+    return f"MFU (global batch): expected {expected}; floor {floor}"
 
 
 def memory_bound_explanation(p: Prediction) -> list[str]:
@@ -43,7 +122,7 @@ def memory_bound_explanation(p: Prediction) -> list[str]:
     lines = [
         f"Ridge point {p.ceilings.ridge:.0f} FLOP/B ({p.ceilings.notes}): an op with lower arithmetic "
         f"intensity is limited by DRAM bandwidth. Memory-bound ops take {100 * p.memory_bound_share:.0f}% "
-        "of the predicted forward+backward time:"
+        "of the floor's forward+backward time:"
     ]
     ranked = sorted(by_op.items(), key=lambda kv: -sum(r.seconds for r in kv[1]))
     for name, rows in ranked:
@@ -56,64 +135,43 @@ def memory_bound_explanation(p: Prediction) -> list[str]:
     return lines
 
 
-def totals_lines(p: Prediction) -> list[str]:
-    w = p.workload
-    return [
-        f"fwd {p.seconds(FWD_BWD[0]) * 1e3:.2f} ms, bwd {p.seconds(*FWD_BWD[1:]) * 1e3:.2f} ms, "
-        f"optimizer {p.optimizer_s * 1e3:.2f} ms; microbatch step {p.microbatch_step_s * 1e3:.2f} ms = "
-        f"{p.tokens_per_s:,.0f} tokens/s",
-        f"global batch {p.global_batch_tokens:,} tokens = {p.accumulation_steps} x {w.tokens:,}: step "
-        f"{p.global_step_s * 1e3:.1f} ms = {p.global_tokens_per_s:,.0f} tokens/s (optimizer "
-        f"{100 * p.optimizer_s / p.global_step_s:.1f}% of the step)",
-        "MFU (global batch): " + ", ".join(f"{c.value} {100 * p.mfu(c):.1f}%" for c in FlopConvention),
-    ]
-
-
-def summary_table(preds: list[Prediction]) -> TableData:
+def summary_table(preds: list[Prediction], estimates: list[StepEstimate]) -> TableData:
+    """Expected and floor of the global step across microbatch sizes (and implementations)."""
     impls = len({p.workload.impl for p in preds}) > 1  # an implementation column when several were asked for
-    t = TableData("Predicted across microbatch sizes (roofline floor: no launch gaps, ops at their ceiling)",
-                  [*(["impl"] if impls else []), "tokens", "step ms", "tokens/s", "global tokens/s", "MFU 6N",
-                   "MFU olmo", "MFU exact", "memory-bound"])
-    for p in preds:
-        t.add(*([p.workload.impl] if impls else []), f"{p.workload.tokens:,}", f"{p.microbatch_step_s * 1e3:.2f}",
-              f"{p.tokens_per_s:,.0f}", f"{p.global_tokens_per_s:,.0f}",
-              *(f"{100 * p.mfu(c):.1f}%" for c in FlopConvention), f"{100 * p.memory_bound_share:.0f}%")
+    t = TableData("Across microbatch sizes: the global step, expected and floor (every op at its ceiling)",
+                  [*(["impl"] if impls else []), "tokens", "expected tokens/s", "floor tokens/s",
+                   "MFU olmo expected", "MFU olmo floor", "memory-bound (floor)", "memory"])
+    for p, g in zip(preds, estimates, strict=True):
+        e = g.expected
+        expected_tps = None if e is None else g.tokens / e.seconds
+        scale = None if expected_tps is None else expected_tps / p.global_tokens_per_s
+        t.add(*([p.workload.impl] if impls else []), f"{p.workload.tokens:,}", fmt(expected_tps, "{:,.0f}"),
+              f"{p.global_tokens_per_s:,.0f}", pct(None if scale is None else p.mfu(FlopConvention.OLMO) * scale,
+                                                   "{:.1f}%"),
+              f"{100 * p.mfu(FlopConvention.OLMO):.1f}%", f"{100 * p.memory_bound_share:.0f}%",
+              "fits" if g.fits else "does not fit")
     return t
 
 
-def step_estimate_lines(s: StepEstimate) -> list[str]:
-    """The expected step and the memory verdict, a few lines (what `predict` prints next to the floor)."""
-    lines: list[str] = []
-    e = s.expected
-    if e is None:
-        lines.append(f"expected: n/a ({s.reason})")
-    else:
-        tl = e.timeline
-        lines += [
-            f"expected step {e.seconds * 1e3:.2f} ms = {s.tokens / e.seconds:,.0f} tokens/s (+/-"
-            f"{100 * e.uncertainty:.0f}%, {'compiled' if e.compiled else 'eager'}); floor {e.floor_s * 1e3:.2f} ms = "
-            f"{s.tokens / e.floor_s:,.0f} tokens/s: the floor is {100 * e.floor_s / e.seconds:.0f}% of the expected",
-            f"  GPU busy {tl.gpu_busy_s * 1e3:.2f} ms, idle {tl.gpu_idle_s * 1e3:.2f} ms "
-            f"({100 * tl.gpu_idle_fraction:.0f}%); host {tl.host_s * 1e3:.2f} ms for {tl.launches:,} kernel launches "
-            f"and {tl.syncs} GPU->CPU syncs",
-            f"  efficiencies: {e.table.basis} ({e.table.gpu})",
-        ]
-        lines += [f"  note: {n}" for n in e.notes]
+def memory_line(s: StepEstimate) -> str:
     m = s.memory
     verdict = "fits" if s.fits else "does not fit"
-    lines.append(f"memory: peak {m.peak_bytes / 1e9:.1f} GB allocated (parameters and AdamW state "
-                 f"{m.parameters_and_state_bytes / 1e9:.1f}, activations {m.activations_bytes / 1e9:.1f}, loss "
-                 f"{m.loss_transient_bytes / 1e9:.1f}, bf16 weight copies {m.weight_copies_bytes / 1e9:.1f}) + "
-                 f"allocator reserve {m.overhead_bytes / 1e9:.1f} GB on {s.usable_bytes / 1e9:.1f} GB usable: "
-                 f"{verdict} on {s.gpu}")
-    return lines
+    return (f"expected memory: peak {m.peak_bytes / 1e9:.1f} GB allocated (parameters and AdamW state "
+            f"{m.parameters_and_state_bytes / 1e9:.1f}, activations {m.activations_bytes / 1e9:.1f}, loss "
+            f"{m.loss_transient_bytes / 1e9:.1f}, bf16 weight copies {m.weight_copies_bytes / 1e9:.1f}) + "
+            f"allocator reserve {m.overhead_bytes / 1e9:.1f} GB on {s.usable_bytes / 1e9:.1f} GB usable: "
+            f"{verdict} on {s.gpu}")
 
 
-def prediction_view(p: Prediction, s: StepEstimate, *, ops: bool, lead: str) -> list[TableData | str]:
-    """What `predict` shows of one microbatch size: the expected step and memory verdict first (``lead``
-    "expected") or last ("floor"), around the per-op floor table (unless ``ops`` is off), the floor's totals and
-    its memory-bound ops."""
-    floor: list[TableData | str] = [*([prediction_table(p)] if ops else []), *totals_lines(p),
-                                    *memory_bound_explanation(p), ""]
-    expected: list[TableData | str] = list(step_estimate_lines(s))
-    return expected + floor if lead == "expected" else floor + expected
+def prediction_view(p: Prediction, s: StepEstimate, g: StepEstimate, *, ops: bool, lead: str
+                    ) -> list[TableData | str]:
+    """What `predict` shows of one microbatch size (``s``; ``g`` is the global step of the same): the expected
+    step first (``lead`` "expected") or the floor first ("floor"), each labelled, then MFU at both speeds and the
+    memory verdict, the per-op table (unless ``ops`` is off) and the memory-bound ops."""
+    table: list[TableData | str] = [prediction_table(p, s.expected)] if ops else []
+    expected = [*expected_lines(p, s, g), mfu_line(p, g), memory_line(s)]
+    floor = [*floor_lines(p, s), *table, *memory_bound_explanation(p)]
+    if lead == "expected":
+        return [*expected_lines(p, s, g), *floor_lines(p, s), mfu_line(p, g), memory_line(s), *table,
+                *memory_bound_explanation(p), ""]
+    return [*floor, *expected, ""]

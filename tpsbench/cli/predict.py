@@ -24,6 +24,8 @@ from tpsbench.stacks import STACKS, get_stack
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from tpsbench.estimate.step import StepEstimate
+
 CEILING_CHOICES = [c.value for c in CeilingSource]
 
 
@@ -57,6 +59,8 @@ def add_predict_args(pr: argparse.ArgumentParser) -> None:
                     "full runs every block's forward again in the backward and saves only its input (torchtitan's "
                     "activation_checkpoint.mode full; `run --ac full` measures it)")
     pr.add_argument("--summary", action="store_true", help="totals only, no per-op table")
+    pr.add_argument("--vs", default=None, metavar="MODEL",
+                    help="a second model: both expected steps per op group, and what their gap is made of")
     pr.add_argument("--gpus", type=positive_int, default=None, help="with --dist: the step of one of N GPUs, "
                     "with its communication (--batch is per GPU)")
     pr.add_argument("--dist", default=None, choices=["fsdp", "ep", "fsdp+ep"], help="with --gpus: the layout")
@@ -95,6 +99,8 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
         raise UsageError("--gpus and --dist go together: e.g. --gpus 8 --dist fsdp+ep")
     layout = DistLayout.from_flags(args.dist, args.gpus, ep_size=args.ep_size, shard_size=args.shard_size,
                                    param_dtype=args.fsdp_param_dtype, ranks="GPUs")
+    if layout is not None and args.vs is not None:
+        raise UsageError("--vs compares two models on one GPU: drop --gpus/--dist")
     if layout is not None and len(impls) > 1:
         raise UsageError("--gpus/--dist predicts one implementation at a time: give one --impl")
     preds = [predict(Workload(model=model, tokens=tokens, seq_len=seq, impl=impl, capacity_factor=args.capacity_factor,
@@ -107,6 +113,8 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     estimates = [expected_for(p.workload, profile, compiled=args.compile) for p in preds]
     global_steps = [expected_for(p.workload, profile, compiled=args.compile, accumulation=p.accumulation_steps)
                     for p in preds]
+    if args.vs is not None:
+        return _predict_vs(args, preds, estimates, profile, console)
     if args.json:
         doc = {
             "tool": "tpsbench", "version": __version__, "command": "predict",
@@ -122,6 +130,44 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
         show(console, prediction_view(p, e, g, ops=not args.summary, lead=args.estimate))
     if len(preds) > 1:
         show(console, [summary_table(preds, global_steps)])
+    return 0
+
+
+def _predict_vs(args: argparse.Namespace, preds: list[Prediction], estimates: list[StepEstimate],
+                profile: GPUProfile, console: Console) -> int:
+    """Model A (``--model``) against B (``--vs``) at each microbatch size: expected steps per op group."""
+    from tpsbench.estimate.attribution import gap, step_by_group
+    from tpsbench.report.gap import gap_lines, gap_table
+
+    other = get_model(args.vs)
+    check_impl_applies(other.name, other.is_moe, args.impl if other.is_moe else None)
+    seq = args.seq or other.seq_len
+    gaps = []
+    for p, e in zip(preds, estimates, strict=True):
+        w = p.workload
+        if w.tokens % seq:
+            raise UsageError(f"--batch {w.tokens} is not a whole number of {other.name}'s sequences of {seq}; give "
+                             "--seq for both")
+        impl = (args.impl or other.trained_impl) if other.is_moe else other.trained_impl
+        wb = Workload(model=other, tokens=w.tokens, seq_len=seq, impl=impl, capacity_factor=args.capacity_factor,
+                      policy=w.policy, recompute=w.recompute)
+        eb = expected_for(wb, profile, compiled=args.compile)
+        if e.expected is None or eb.expected is None:
+            raise UsageError(f"--vs needs expected steps: {e.reason or eb.reason}")
+        gaps.append(gap(step_by_group(w.model, e.expected), step_by_group(other, eb.expected)))
+    if args.json:
+        print(json.dumps({"tool": "tpsbench", "version": __version__, "command": "predict --vs",
+                          "gpu": profile.name, "a": preds[0].workload.model.name, "b": other.name,
+                          "gaps": [{"tokens": p.workload.tokens, "a_s": g.a.total_s, "b_s": g.b.total_s,
+                                    "gap_s": g.gap_s, "ffn_layer_s": g.ffn_layer_s(), "other_s": g.other_s(),
+                                    "groups": [{"group": str(r.group), "a_s": r.a_s, "b_s": r.b_s, "gap_s": r.gap_s}
+                                               for r in g.rows]}
+                                   for p, g in zip(preds, gaps, strict=True)]}, indent=2))
+        return 0
+    for p, g in zip(preds, gaps, strict=True):
+        title = (f"{other.name} against {g.a.model} on {profile.name}, {p.workload.tokens:,} tokens/microbatch: "
+                 "expected step per op group (optimizer time split by parameters)")
+        show(console, [*gap_lines(g), gap_table(g, title)])
     return 0
 
 

@@ -34,7 +34,8 @@ def test_every_number_of_the_summary_says_expected_or_floor(gpu, model, capsys):
     out = capsys.readouterr().out
     head, _, ridge = out.partition("Ridge point")
     lines = [line for line in head.splitlines() if re.search(r"\d", line)]
-    assert lines[0].startswith("expected step") and any(line.startswith("floor step") for line in lines)
+    lead = [line for line in lines if not line.startswith("does not fit")]  # a way out comes first when needed
+    assert lead[0].startswith("expected step") and any(line.startswith("floor step") for line in lines)
     for line in lines:
         assert "expected" in line or "floor" in line, line
     assert "of the floor's forward+backward time" in ridge  # the memory-bound shares below it are the floor's
@@ -57,3 +58,16 @@ def test_the_expected_column_sums_to_the_expected_step(gpu, model):
     assert sum(values) == pytest.approx(s.expected.seconds * 1e3, abs=1e-3 * len(values))
     floors = [float(row[t.columns.index("floor ms")]) for row in t.rows[:-1]]
     assert sum(floors) == pytest.approx(p.microbatch_step_s * 1e3, abs=1e-3 * len(floors))
+
+
+def test_a_step_that_does_not_fit_says_so_first_with_a_way_out_that_fits(capsys):
+    assert main(["predict", "--gpu", "rtx5090", "--model", "moe_1b", "--summary"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("does not fit: expected memory 57.1 GB needed, 34.0 GB usable on rtx5090; what fits: ")
+    batch = re.search(r"--batch (\d+) \(", first)
+    assert batch is not None and "--gpus 2 --dist fsdp" in first
+    assert main(["predict", "--gpu", "rtx5090", "--model", "moe_1b", "--batch", batch.group(1), "--summary"]) == 0
+    out = capsys.readouterr().out
+    assert "does not fit" not in out and "fits on rtx5090" in out  # the way out it proposed does fit
+    assert main(["predict", "--gpu", "h100", "--model", "moe_1b", "--summary"]) == 0
+    assert "does not fit" not in capsys.readouterr().out  # nothing proposed for a step that fits

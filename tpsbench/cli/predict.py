@@ -11,6 +11,7 @@ from tpsbench import __version__
 from tpsbench.cli.args import MODEL_HELP, UsageError, add_json, positive_float, positive_int
 from tpsbench.costmodel import POLICIES, Workload, get_policy
 from tpsbench.estimate.step import expected_for
+from tpsbench.estimate.way_out import ways_out
 from tpsbench.impls import cost_model_names
 from tpsbench.models import USERS_GLOBAL_BATCH_TOKENS, USERS_MICROBATCH_TOKENS, default_global_batch, get_model
 from tpsbench.options import DistLayout, Recompute, check_global_batch, check_impl_applies, choice, parse_batches
@@ -127,7 +128,8 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps(doc, indent=2))
         return 0
     for p, e, g in zip(preds, estimates, global_steps, strict=True):
-        show(console, prediction_view(p, e, g, ops=not args.summary, lead=args.estimate))
+        ways = None if e.fits else ways_out(p.workload, profile, compiled=args.compile)
+        show(console, prediction_view(p, e, g, ops=not args.summary, lead=args.estimate, ways=ways))
     if len(preds) > 1:
         show(console, [summary_table(preds, global_steps)])
     return 0

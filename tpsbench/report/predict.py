@@ -10,6 +10,7 @@ from collections import defaultdict
 from tpsbench.costmodel import FWD_BWD, FlopConvention, Phase
 from tpsbench.estimate.expected import Expected
 from tpsbench.estimate.step import StepEstimate
+from tpsbench.estimate.way_out import WayOut
 from tpsbench.report.format import fmt, pct
 from tpsbench.report.tables import TableData
 from tpsbench.roofline import Bound, Prediction
@@ -163,15 +164,27 @@ def memory_line(s: StepEstimate) -> str:
             f"{verdict} on {s.gpu}")
 
 
-def prediction_view(p: Prediction, s: StepEstimate, g: StepEstimate, *, ops: bool, lead: str
-                    ) -> list[TableData | str]:
+def does_not_fit_line(s: StepEstimate, ways: list[WayOut]) -> str:
+    """The first line of a step that does not fit: by how much, and what would fit instead."""
+    head = (f"does not fit: expected memory {s.memory.required_bytes / 1e9:.1f} GB needed, {s.usable_bytes / 1e9:.1f} "
+            f"GB usable on {s.gpu}")
+    if not ways:
+        return head + "; nothing tried fits (a smaller microbatch, --ac full, another implementation, FSDP on 2-8 GPUs)"
+    return head + "; what fits: " + "; ".join(
+        f"{w.flags} ({w.required_bytes / 1e9:.1f} GB, expected {fmt(w.expected_tokens_per_s, '{:,.0f}')} tokens/s"
+        + (" per GPU)" if "--gpus" in w.flags else ")") for w in ways)
+
+
+def prediction_view(p: Prediction, s: StepEstimate, g: StepEstimate, *, ops: bool, lead: str,
+                    ways: list[WayOut] | None = None) -> list[TableData | str]:
     """What `predict` shows of one microbatch size (``s``; ``g`` is the global step of the same): the expected
     step first (``lead`` "expected") or the floor first ("floor"), each labelled, then MFU at both speeds and the
     memory verdict, the per-op table (unless ``ops`` is off) and the memory-bound ops."""
     table: list[TableData | str] = [prediction_table(p, s.expected)] if ops else []
+    first: list[TableData | str] = [] if s.fits else [does_not_fit_line(s, ways or [])]
     expected = [*expected_lines(p, s, g), mfu_line(p, g), memory_line(s)]
     floor = [*floor_lines(p, s), *table, *memory_bound_explanation(p)]
     if lead == "expected":
-        return [*expected_lines(p, s, g), *floor_lines(p, s), mfu_line(p, g), memory_line(s), *table,
+        return [*first, *expected_lines(p, s, g), *floor_lines(p, s), mfu_line(p, g), memory_line(s), *table,
                 *memory_bound_explanation(p), ""]
-    return [*floor, *expected, ""]
+    return [*first, *floor, *expected, ""]

@@ -3,6 +3,7 @@ training steps' tokens/s, MFU and memory, the MoE routing facts."""
 
 from __future__ import annotations
 
+from tpsbench.analysis.consistency import TOLERANCE, inconsistent_points
 from tpsbench.report.format import NA, fmt
 from tpsbench.report.tables import TableData
 from tpsbench.results.schema import Point, RunDoc
@@ -12,7 +13,7 @@ RUN_COLUMNS = ("point", "tokens", "mode", "median ms", "IQR %", "outl.", "n", "t
 _LEFT = {"point", "mode", "status"}
 
 
-def _run_row(p: Point) -> list[str]:
+def _run_row(p: Point, inconsistent: bool = False) -> list[str]:
     stats, derived, pred, counters = p.stats, p.derived, p.prediction, p.counters
     med = stats.median if stats else None
     iqr = (100 * stats.iqr / stats.median) if stats and stats.median else None
@@ -29,7 +30,8 @@ def _run_row(p: Point) -> list[str]:
             fmt(dram, "{:.0f}") + ("*" if counters and counters.throttled else ""),
             fmt(100 * idle if idle is not None else None, "{:.0f}%"),
             fmt(pred.predicted_s * 1e3 if pred else None, "{:.3f}"),
-            fmt(100 * pred.achieved_fraction if pred else None, "{:.0f}%"), p.status]
+            fmt(100 * pred.achieved_fraction if pred else None, "{:.0f}%"),
+            "inconsistent" if inconsistent else p.status]
 
 
 def run_table(doc: RunDoc) -> TableData:
@@ -39,7 +41,8 @@ def run_table(doc: RunDoc) -> TableData:
     instead of being cut. The file keeps every field."""
     machine, cfg = doc.machine, doc.config
     where = machine.gpu_name or f"CPU ({machine.cpu_count} cores)"
-    rows = [_run_row(p) for p in doc.points]
+    flagged = inconsistent_points(doc)
+    rows = [_run_row(p, i in flagged) for i, p in enumerate(doc.points)]
     status = RUN_COLUMNS.index("status")
     keep = [i for i, col in enumerate(RUN_COLUMNS)
             if col == "point" or not rows or (any(r[i] != NA for r in rows) and
@@ -115,7 +118,8 @@ def run_notes(doc: RunDoc) -> list[str]:
             peak = raw.peak_memory_bytes
             share = fmt(100 * d.optimizer_share if d.optimizer_share is not None else None, "{:.1f}%")
             lines.append(f"{p.label}: {d.tokens_per_s:,.0f} tokens/s, MFU {mfu_txt}, optimizer "
-                         f"{share} of the step, peak memory {fmt(peak / 2**30 if peak else None, '{:.1f}')} GiB")
+                         f"{share} of the step, peak memory "
+                         + (f"{peak / 2**30:.1f} GiB" if peak else f"{NA} (not measured on the CPU)"))
         elif p.mode == "fwd_bwd" and (facts := _moe_facts(p)):
             lines.append(f"{p.label}: {facts}")
     retried = [p for p in doc.points if p.raw and p.raw.allocator and p.raw.allocator.alloc_retries]
@@ -135,6 +139,13 @@ def run_notes(doc: RunDoc) -> list[str]:
     timed = [p.raw.gpu_time for p in doc.points if p.raw and p.raw.gpu_time]
     if timed and all(g.idle_share is None for g in timed):
         lines.append(f"GPU idle share: n/a ({timed[0].reason})")
+    contradicted = inconsistent_points(doc)
+    if contradicted:
+        first, why = next(iter(contradicted.items()))
+        label = doc.points[first].label
+        lines.append(f"WARNING: {len(contradicted)} layer points are inconsistent (their fwd_bwd below {TOLERANCE}x "
+                     f"its bwd or fwd; e.g. '{label}': {why}): the machine was busy while they ran, so their medians "
+                     "are not results (status 'inconsistent'); rerun them on a quiet machine")
     flagged = [(p, p.stats) for p in doc.points if p.stats and p.stats.outliers]
     if flagged:
         worst, ws = max(flagged, key=lambda ps: len(ps[1].outliers) / ps[1].n)

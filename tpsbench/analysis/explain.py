@@ -1,9 +1,11 @@
 """`tpsbench explain --measured FILE.csv`: tokens/s measured elsewhere, held against tpsbench's predictions.
 
 The CSV has one row per measurement: ``model``, ``gpu``, ``tokens_per_s`` (a training step's throughput),
-and optionally ``tokens`` (microbatch tokens, default 32768, the users' microbatch), ``impl`` (the MoE
-implementation, default ``capacity``: what the users trained with; empty for dense models) and
-``global_tokens`` (tokens per optimizer step, default 1,048,576, the users' global batch).
+and optionally ``tokens`` or ``microbatch`` (microbatch tokens, default 32768, the users' microbatch), ``impl``
+(the MoE implementation, default the one that computes what the model trained with: capacity or dropless; empty
+for dense models), ``global_tokens`` (tokens per optimizer step, default 1,048,576, the users' global batch),
+``stack`` and ``compile`` (true when the step ran torch.compile'd). A measured row ran, so it fit its GPU: where
+the memory model predicts otherwise, the table says the model overestimates, never "does not fit".
 
 What comes out:
 - each row against its roofline prediction (the floor of the step time on that GPU's datasheet ceilings,
@@ -44,7 +46,8 @@ from tpsbench.roofline import CeilingError, predict
 from tpsbench.stacks import StackChoiceError, get_stack
 
 REQUIRED = ("model", "gpu", "tokens_per_s")
-OPTIONAL = ("tokens", "impl", "global_tokens", "stack")
+OPTIONAL = ("tokens", "microbatch", "impl", "global_tokens", "stack", "compile")
+TRUE, FALSE = ("true", "yes", "1"), ("false", "no", "0", "")
 
 
 class MeasuredCsvError(InputError):
@@ -61,6 +64,7 @@ class Measured:
     impl: str  # MoE implementation, or "dense"
     global_tokens: int  # tokens per optimizer step
     stack: str = "tpsbench"  # whose step the tokens/s were measured with: tpsbench or olmo-core
+    compiled: bool = False  # the step ran torch.compile'd (its memory and launches differ from eager)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +207,10 @@ def _parse_row(p: Path, i: int, row: dict[str, str]) -> Measured:
         raise MeasuredCsvError(f"{where}: tokens_per_s '{row['tokens_per_s']}' is not a number") from None
     if not (tps > 0 and math.isfinite(tps)):
         raise MeasuredCsvError(f"{where}: tokens_per_s must be a positive number, got {row['tokens_per_s']}")
-    tokens_text = row.get("tokens") or str(USERS_MICROBATCH_TOKENS)
+    if row.get("tokens") and row.get("microbatch") and row["tokens"] != row["microbatch"]:
+        raise MeasuredCsvError(f"{where}: tokens {row['tokens']} and microbatch {row['microbatch']} differ; they "
+                               "name one thing (tokens per microbatch): keep one")
+    tokens_text = row.get("tokens") or row.get("microbatch") or str(USERS_MICROBATCH_TOKENS)
     try:
         tokens = int(tokens_text)
     except ValueError:
@@ -233,7 +240,10 @@ def _parse_row(p: Path, i: int, row: dict[str, str]) -> Measured:
         get_stack(stack).prediction_choices(None, impl if impl != "dense" else "dropless", default_dtype="amp_bf16")
     except StackChoiceError as exc:
         raise MeasuredCsvError(f"{where}: {exc}") from None
-    return Measured(i, model, profile, tps, tokens, impl, global_tokens, stack)
+    compiled_text = row.get("compile", "").lower()
+    if compiled_text not in TRUE + FALSE:
+        raise MeasuredCsvError(f"{where}: compile '{row['compile']}': write true or false (or leave it empty)")
+    return Measured(i, model, profile, tps, tokens, impl, global_tokens, stack, compiled_text in TRUE)
 
 
 def _row_result(m: Measured, ceilings: str) -> RowResult:
@@ -249,7 +259,7 @@ def _row_result(m: Measured, ceilings: str) -> RowResult:
     fraction = m.tokens_per_s / p.global_tokens_per_s
     ev = Evidence(model_bw_util=bw, tensor_util=tensor, roofline_fraction=fraction,
                   predicted_memory_share=p.memory_bound_share)
-    limits = step_limits(w, m.profile, accumulation=global_tokens // m.tokens)
+    limits = step_limits(w, m.profile, compiled=m.compiled, accumulation=global_tokens // m.tokens)
     return RowResult(m, p.global_tokens_per_s, fraction, tensor, bw, p.memory_bound_share, workload_verdict(ev),
                      limits)
 

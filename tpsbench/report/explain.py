@@ -3,9 +3,19 @@ between GPUs, what does not scale, the dense/MoE gap and how it changes, and whi
 
 from __future__ import annotations
 
-from tpsbench.analysis.explain import Explanation
+from tpsbench.analysis.explain import Explanation, RowResult
 from tpsbench.report.format import NA, fmt, pct
 from tpsbench.report.tables import TableData
+
+
+def _memory(r: RowResult) -> str:
+    """A measured row ran, so it fit: where the memory model says otherwise, the model is what is wrong."""
+    if r.limits is None:
+        return NA
+    est = r.limits.estimate
+    if est.fits:
+        return "fits"
+    return (f"ran; model overestimates ({est.memory.required_bytes / 1e9:.1f} > {est.usable_bytes / 1e9:.1f} GB)")
 
 
 def _rows_table(e: Explanation, expected: bool) -> TableData:
@@ -13,15 +23,14 @@ def _rows_table(e: Explanation, expected: bool) -> TableData:
     cols += ["expected", "measured / expected", "memory"] if expected else []
     rows = TableData("Measured tokens/s against the roofline bound (its floor of the step time)"
                      + (" and the expected estimate" if expected else ""),
-                     [*cols, "tensor use", "DRAM use (min)", "verdict"], left={"model", "gpu", "impl", "verdict"})
+                     [*cols, "tensor use", "DRAM use (min)", "verdict"],
+                     left={"model", "gpu", "impl", "memory", "verdict"})
     for r in e.rows:
         cells = [str(r.m.row), r.m.model.name, r.m.profile.name, r.m.impl, f"{r.m.tokens:,}",
                  f"{r.m.tokens_per_s:,.0f}", f"{r.predicted_tokens_per_s:,.0f}", pct(r.fraction_of_bound)]
         if expected:
             x = r.expected_tokens_per_s
-            fits = None if r.limits is None else r.limits.estimate.fits
-            cells += [fmt(x, "{:,.0f}"), fmt(None if x is None else r.m.tokens_per_s / x, "{:.2f}"),
-                      NA if fits is None else ("fits" if fits else "does not fit")]
+            cells += [fmt(x, "{:,.0f}"), fmt(None if x is None else r.m.tokens_per_s / x, "{:.2f}"), _memory(r)]
         rows.add(*cells, pct(r.tensor_util), pct(r.bw_util), str(r.finding.verdict))
     return rows
 

@@ -100,3 +100,28 @@ def test_a_gpu_is_found_by_the_name_nvidia_smi_prints(tmp_path, capsys):
     csv.write_text("model,gpu,tokens_per_s,tokens\ndense_135m,NVIDIA H100 80GB HBM3,700000,32768\n")
     assert main(["explain", "--measured", str(csv), "--json"]) == 0
     assert "h100_sxm" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("profile", load_all_profiles(), ids=lambda p: p.name)
+def test_no_profile_floor_can_be_beaten_by_its_own_cited_measurements(profile):
+    """The roofline's ceilings are the highest credible figures: every measurement a profile cites runs at or
+    below them, so a measured rate above the floor is an input error, never a model result."""
+    from tpsbench.roofline import ceilings_for
+
+    ceilings = ceilings_for(profile, "bf16")
+    for cited in (profile.bf16_tflops, profile.measured_matmul_tflops, profile.measured_tensor_peak_tflops):
+        if cited is not None:
+            assert ceilings.matmul_flops >= cited.value * 1e12, cited
+    for cited in (profile.mem_bandwidth_gbs, profile.measured_copy_gbs):
+        if cited is not None:
+            assert ceilings.bandwidth >= cited.value * 1e9, cited
+    above = ceilings.matmul_flops > profile.bf16_tflops.value * 1e12
+    assert ("measured" in ceilings.notes) == above  # the choice is shown
+
+
+def test_the_rtx_cards_ceilings_are_their_measured_rates():
+    from tpsbench.roofline import ceilings_for
+
+    assert ceilings_for(load_profile("rtx5090"), "bf16").matmul_flops == 370.6e12  # mma issue rate
+    assert ceilings_for(load_profile("rtx3090"), "bf16").matmul_flops == 76.6e12  # torch.matmul measured
+    assert ceilings_for(load_profile("h100"), "bf16").matmul_flops == 989.4e12  # the datasheet stays

@@ -37,6 +37,7 @@ REQUIRED_NUMBERS: dict[str, str] = {
 OPTIONAL_NUMBERS: dict[str, str] = {
     "measured_matmul_tflops": "measured achievable bf16 matmul TFLOP/s",
     "measured_copy_gbs": "measured achievable device copy GB/s (bytes read + written)",
+    "measured_tensor_peak_tflops": "measured bf16 tensor-core issue rate with FP32 accumulate (an mma microbenchmark)",
     "nvlink_gbs": "NVLink bandwidth per GPU, one direction, GB/s (absent: no NVLink)",
     "pcie_gbs": "PCIe x16 bandwidth, one direction, GB/s",
     "network_gbs": "scale-out network bandwidth per GPU in its reference server (e.g. a DGX), one direction, GB/s",
@@ -76,6 +77,26 @@ class GPUProfile:
     nvlink_gbs: Cited | None = None
     pcie_gbs: Cited | None = None
     network_gbs: Cited | None = None
+    measured_tensor_peak_tflops: Cited | None = None
+
+    def matmul_ceiling(self, matmul_math: str) -> Cited:
+        """The roofline's matmul ceiling: the highest credible figure, the datasheet's or a cited measurement's
+        (a floor that a real run can beat would make every share of it wrong), with the choice in its source."""
+        datasheet = self.matmul_peak(matmul_math)
+        if matmul_math != "bf16":
+            return datasheet
+        measured = [c for c in (self.measured_tensor_peak_tflops, self.measured_matmul_tflops) if c is not None]
+        best = max(measured, key=lambda c: c.value, default=None)
+        if best is None or best.value <= datasheet.value:
+            return datasheet
+        return Cited(best.value, f"measured, above the datasheet's {datasheet.value:g}: {best.source}")
+
+    def bandwidth_ceiling(self) -> Cited:
+        """The roofline's DRAM ceiling: the datasheet's, or a cited copy measurement above it."""
+        copy = self.measured_copy_gbs
+        if copy is None or copy.value <= self.mem_bandwidth_gbs.value:
+            return self.mem_bandwidth_gbs
+        return Cited(copy.value, f"measured, above the datasheet's {self.mem_bandwidth_gbs.value:g}: {copy.source}")
 
     def matmul_peak(self, matmul_math: str) -> Cited:
         """The datasheet tensor-core peak a dtype policy's matmuls run at ("bf16"), or the FP32 CUDA-core
@@ -105,6 +126,8 @@ class GPUProfile:
             cited: Cited | None = getattr(self, key)
             out[key] = None if cited is None else {"value": cited.value, "source": cited.source}
         out["ridge_flop_per_byte"] = self.ridge_flop_per_byte
+        ceiling = self.matmul_ceiling("bf16")
+        out["bf16_ceiling_tflops"] = {"value": ceiling.value, "source": ceiling.source}
         out["measured_ridge_flop_per_byte"] = self.measured_ridge_flop_per_byte
         return out
 

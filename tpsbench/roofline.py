@@ -86,9 +86,14 @@ def ceilings_for(profile: GPUProfile, matmul_math: str, source: CeilingSource | 
                         f"{matmul_math} matmul {mm:.1f} TFLOP/s, copy {bw:.0f} GB/s (calibrated: "
                         f"{calibration.path})")
     if src is CeilingSource.SPEC:
-        return Ceilings(peak * 1e12, vector, profile.mem_bandwidth_gbs.value * 1e9, "spec",
-                        f"{matmul_math} tensor peak {peak:g} TFLOP/s, DRAM {profile.mem_bandwidth_gbs.value:g} GB/s "
-                        "(datasheet)")
+        mm, bw = profile.matmul_ceiling(matmul_math), profile.bandwidth_ceiling()
+        if mm.value == peak and bw is profile.mem_bandwidth_gbs:
+            notes = f"{matmul_math} tensor peak {peak:g} TFLOP/s, DRAM {bw.value:g} GB/s (datasheet)"
+        else:  # a cited measurement beats the datasheet: the floor must not be beaten by a real run
+            mm_from = "datasheet" if mm.value == peak else "measured"
+            bw_from = "datasheet" if bw is profile.mem_bandwidth_gbs else "measured"
+            notes = f"{matmul_math} matmul ceiling {mm.value:g} TFLOP/s ({mm_from}), DRAM {bw.value:g} GB/s ({bw_from})"
+        return Ceilings(mm.value * 1e12, vector, bw.value * 1e9, "spec", notes)
     missing = [k for k in ("measured_matmul_tflops", "measured_copy_gbs") if getattr(profile, k) is None]
     if missing:
         raise CeilingError(
@@ -170,9 +175,10 @@ class Prediction:
         return self.global_batch_tokens / self.global_step_s
 
     def mfu(self, convention: FlopConvention | str, *, global_batch: bool = True) -> float:
-        """Model FLOPs utilisation against the datasheet bf16 (or fp32) peak, as MFU is usually quoted."""
+        """Model FLOPs utilisation against the bf16 (or fp32) peak, as MFU is usually quoted: the datasheet's, or a
+        cited measurement above it (the roofline's ceiling), so that no step, floor or measured, passes 100%."""
         pol = self.workload.policy
-        peak = self.profile.matmul_peak(pol.matmul_math).value * 1e12
+        peak = self.profile.matmul_ceiling(pol.matmul_math).value * 1e12
         rate = self.global_tokens_per_s if global_batch else self.tokens_per_s
         return flops_per_token(self.workload, convention) * rate / peak
 

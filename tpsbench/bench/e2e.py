@@ -126,7 +126,7 @@ def e2e_metrics(spec: ModelSpec, case: E2ECase, median_s: float, optimizer_media
     per_token = {c.value: flops_per_token(w, c) for c in FlopConvention}
     mfu = None
     if profile is not None:
-        peak = profile.matmul_peak(policy.matmul_math).value * 1e12
+        peak = profile.matmul_ceiling(policy.matmul_math).value * 1e12  # as predict: the credible peak
         mfu = {c: f * tokens_per_s / peak for c, f in per_token.items()}
     derived = replace(rates(case.global_tokens, median_s, matmul_flops, nbytes),
                       optimizer_share=optimizer_median_s / median_s, flops_per_token=per_token, mfu=mfu)

@@ -80,22 +80,25 @@ def roofline_figure(entries: list[MeasuredPoint], *, all_points: bool = False):
 
 def _draw_roofline(ax_r, chosen: list[MeasuredPoint], gpus: list[str], color: dict, marker: dict,
                    several: bool) -> None:
-    """Each GPU's datasheet ceilings; each workload measured (filled) and at its floor (hollow)."""
+    """Each GPU's roofline ceilings (datasheet, or a cited measurement above it); each workload measured (filled)
+    and at its floor (hollow)."""
     roof = [e for e in chosen if e.matmul_flops and e.bytes]
     xs = [e.matmul_flops / e.bytes for e in roof if e.matmul_flops and e.bytes]
-    ridges = [p.bf16_tflops.value / (p.mem_bandwidth_gbs.value / 1e3) for p in map(profile_named, gpus) if p]
+    ridges = [p.matmul_ceiling("bf16").value / (p.bandwidth_ceiling().value / 1e3)
+              for p in map(profile_named, gpus) if p]
     lo = min([*xs, *ridges]) / 4 if xs or ridges else 0.1
     hi = max([*xs, *ridges]) * 4 if xs or ridges else 1e4
     for i, g in enumerate(gpus):
         prof = profile_named(g)
         if prof is None:
             continue
-        peak, bw = prof.bf16_tflops.value, prof.mem_bandwidth_gbs.value / 1e3  # TFLOP/s, TB/s
+        peak, bw = prof.matmul_ceiling("bf16").value, prof.bandwidth_ceiling().value / 1e3  # TFLOP/s, TB/s
         ridge = peak / bw
+        basis = "datasheet" if peak == prof.bf16_tflops.value else "measured, above the datasheet"
         grid = sorted({lo, min(max(ridge, lo), hi), hi})
         ax_r.plot(grid, [min(peak, bw * x) for x in grid], color="k", lw=1.6, ls=("-", "--", ":", "-.")[i % 4],
-                  label=f"{prof.display_name} ceiling: {peak:g} TFLOP/s bf16, {prof.mem_bandwidth_gbs.value:g} GB/s "
-                        f"(datasheet; ridge {ridge:.0f} FLOP/B)")
+                  label=f"{prof.display_name} ceiling: {peak:g} TFLOP/s bf16 ({basis}), {bw * 1e3:g} GB/s "
+                        f"(ridge {ridge:.0f} FLOP/B)")
     for e in roof:
         assert e.matmul_flops and e.bytes and e.median_s
         x = e.matmul_flops / e.bytes

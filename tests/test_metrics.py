@@ -115,6 +115,7 @@ def test_run_table_fits_100_columns_without_cutting_values(tmp_path):
     doc = load_results(out)
     text = _render(run_table(doc), width=100)
     assert max(len(line) for line in text.splitlines()) <= 100 and "…" not in text
-    assert "not shown: DRAM GB/s, idle, pred. ms, roofline" in text and "unpermute" in text
+    # (a busy machine may flag points inconsistent, which shows the status column and wraps the title otherwise)
+    assert "not shown: DRAM GB/s, idle, pred. ms, roofline" in " ".join(text.split()) and "unpermute" in text
     # the file keeps the fields the table leaves out, with why they are empty
     assert all(p.raw and p.raw.gpu_time and p.raw.gpu_time.reason.startswith("CPU run") for p in doc.points)

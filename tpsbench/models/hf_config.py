@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from tpsbench.errors import ParsedObject
-from tpsbench.models.config_tree import errors_at, has_json_type
+from tpsbench.models.config_tree import ConfigTable, errors_at, has_json_type
 from tpsbench.models.fields import source_key
 from tpsbench.models.spec import ModelError, ModelSpec, MoESpec, SpecValues
 
@@ -68,27 +68,21 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-class _Config:
-    """The config's top-level keys, read with the file and key named in every error."""
+class _Config(ConfigTable):
+    """The config's top-level keys (a flat object: nothing is refused for being unread), each value's source kept."""
 
     def __init__(self, doc: ParsedObject, where: str, family: str) -> None:
-        self.doc, self.where, self.family = doc, where, family
+        super().__init__(where, "", doc, ignorable=())
+        self.doc, self.family = doc, family
         self.sources: dict[str, str] = {}
 
-    def error(self, key: str, message: str) -> ModelError:
-        return ModelError(f"{self.where}: {key}: {message}")
-
     def get(self, key: str, kind: type, default: object = None, *, attr: str | None = None) -> object:
-        value = self.doc.get(key)
-        if value is None:
-            if default is None:
-                raise self.error(key, f"missing (a {self.family} config gives it)")
-            return default
-        if not has_json_type(value, kind):
-            raise self.error(key, f"expected {kind.__name__}, got {value!r}")
-        if attr:
+        if self.doc.get(key) is None and default is None:
+            raise self.error(key, f"missing (a {self.family} config gives it)")
+        value = self.value(key, kind, default)
+        if attr and self.doc.get(key) is not None:
             self.sources[attr] = f"{self.where}: {key}"
-        return float(value) if kind is float else value
+        return value
 
     def refuse_if(self, key: str, condition: bool, why: str) -> None:
         if condition:

@@ -393,13 +393,19 @@ def test_unwritable_output_is_one_line(tmp_path, capsys):
 
 
 def test_a_measured_row_the_memory_model_says_cannot_fit_says_the_model_overestimates(tmp_path, capsys):
-    """The users' moe_1b runs at 32,768-token microbatches on a 32 GB RTX 5090, compiled, with OLMo-core: the
-    memory model puts the step above the card's memory; the row ran, so the model is what is wrong."""
+    """moe_1b at 32,768-token microbatches on a 32 GB RTX 5090 with OLMo-core: compiled (what the users ran), the
+    memory model counts what OLMo-core keeps and the step fits; eager, it puts the step above the card's memory, so
+    a row that says it ran there makes the model what is wrong."""
     from tpsbench.cli import main
 
     csv = tmp_path / "measured.csv"
     csv.write_text("model,gpu,tokens_per_s,microbatch,stack,compile\n"
                    "moe_1b,NVIDIA GeForce RTX 5090,52000,32768,olmo-core,true\n")
+    assert main(["explain", "--measured", str(csv)]) == 0
+    out = capsys.readouterr().out
+    assert "does not fit" not in out and "overestimates" not in out
+    csv.write_text("model,gpu,tokens_per_s,microbatch,stack,compile\n"
+                   "moe_1b,NVIDIA GeForce RTX 5090,52000,32768,olmo-core,false\n")
     assert main(["explain", "--measured", str(csv)]) == 0
     out = capsys.readouterr().out
     assert "does not fit" not in out and "ran; model overestimates" in out

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tpsbench.costmodel import Workload, matmul_params, routing
+from tpsbench.estimate import olmo_memory
 from tpsbench.estimate.table import Sourced
 from tpsbench.models import ModelSpec
 
@@ -93,9 +94,13 @@ def saved_attention_and_norms_per_token(m: ModelSpec, *, compiled: bool) -> int:
 
 
 def step_memory(w: Workload, *, compiled: bool, overhead_fraction: float) -> MemoryEstimate:
+    """tpsbench's stack, or OLMo-core's FSDP recipe when the policy is OLMo-core's (tpsbench/estimate/olmo_memory.py:
+    what OLMo-core's own modules and compiled graphs keep, measured)."""
     m, pol = w.model, w.policy
     t = w.tokens
     state = m.total_params * (pol.param_bytes + 2 * pol.optim_state_bytes) + m.lm_head_params * pol.grad_bytes
+    if pol.recast_params_in_backward:
+        return _olmo_core_memory(w, state, compiled=compiled, overhead_fraction=overhead_fraction)
     copies = sum(matmul_params(m).values()) * pol.compute_bytes if pol.autocast else 0.0
     per_h = COMPILED_PER_H if compiled else SAVED_PER_H
     row_d = COMPILED_MOE_ROW_PER_D if compiled else MOE_ROW_PER_D
@@ -119,6 +124,19 @@ def step_memory(w: Workload, *, compiled: bool, overhead_fraction: float) -> Mem
         activations = float(t * m.d_model * pol.residual_bytes * m.n_layers) + max(0.0, one_block - loss)
     else:
         activations = float(per_token * t * m.n_layers)
+    base = state + copies + activations + loss
+    return MemoryEstimate(state, copies, activations, loss, base * overhead_fraction)
+
+
+def _olmo_core_memory(w: Workload, state: float, *, compiled: bool, overhead_fraction: float) -> MemoryEstimate:
+    m, t = w.model, w.tokens
+    copies = olmo_memory.fsdp_weight_copies_bytes(m, w.policy.compute_bytes)
+    loss = olmo_memory.loss_peak_bytes(t, m, compiled=compiled)
+    one_block = olmo_memory.saved_per_token(w, compiled=compiled) * t
+    if w.recompute == "full":
+        activations = float(t * m.d_model * w.policy.residual_bytes * m.n_layers) + max(0.0, one_block - loss)
+    else:
+        activations = one_block * m.n_layers
     base = state + copies + activations + loss
     return MemoryEstimate(state, copies, activations, loss, base * overhead_fraction)
 

@@ -3,6 +3,8 @@ are flagged 'inconsistent' in the run's table, with one warning, instead of bein
 
 from __future__ import annotations
 
+import json
+
 from results_factory import doc, noisy_samples, point
 
 from tpsbench.analysis.consistency import inconsistent_points
@@ -37,3 +39,19 @@ def test_timing_noise_within_the_tolerance_is_not_flagged():
     run = _run(_layer(0.001, 0.002, 0.00185))  # fwd_bwd at 0.925x bwd: noise, not a contradiction
     assert inconsistent_points(run) == {}
     assert not any("inconsistent" in line for line in run_notes(run))
+
+
+def test_compare_and_every_analysis_read_inconsistent_points_as_not_results(tmp_path, capsys):
+    from tpsbench.cli import main
+    from tpsbench.results.points import points_from_doc
+
+    run = _run(_layer(0.00092, 0.128, 0.0108) + _layer(0.001, 0.002, 0.0031, layer="mlp"))
+    points = points_from_doc(run, "busy.json")
+    assert [p.status for p in points] == ["inconsistent"] * 3 + ["ok"] * 3
+    assert not any(p.ok for p in points[:3]) and "the machine was busy" in (points[0].error or "")
+    path = tmp_path / "busy.json"
+    path.write_text(json.dumps(upgrade(doc("moe_tiny", _layer(0.00092, 0.128, 0.0108)
+                                           + _layer(0.001, 0.002, 0.0031, layer="mlp"), gpu=None, device="cpu"))))
+    assert main(["compare", str(path), "--all-points"]) == 0
+    out = capsys.readouterr().out
+    assert "3 points are inconsistent" in out and "left out of every ratio" in out

@@ -42,6 +42,12 @@ def test_cpu_run_writes_loadable_results(model, tmp_path, capsys):
         stages = df[df["mode"].str.startswith("stage:")]
         assert len(stages) == 3 * len(Stage)
     assert "results:" in capsys.readouterr().out
+    # one intra-op thread on a shared CPU, torch's own count given back after; a layer's modes timed in rounds
+    assert doc.machine.torch_threads == (1 if "OMP_NUM_THREADS" not in os.environ else torch.get_num_threads())
+    assert doc.machine.load_average is not None
+    layer_modes = df[df["mode"].isin(["fwd", "bwd", "fwd_bwd"]) & (df["kind"] == "micro")]
+    assert set(layer_modes["raw.timer"]) == {"perf_counter_interleaved"}
+    assert set(df[df["kind"] == "e2e"]["raw.timer"]) == {"perf_counter"}
 
 
 def test_run_without_gpu_says_what_to_do(capsys):

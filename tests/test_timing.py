@@ -98,3 +98,36 @@ def test_counter_window_without_counters_costs_no_repetitions():
                     config=TimingConfig(warmup=0, min_reps=2, min_time_s=0.0, max_reps=2), window=window)
     assert window.events == ["start", "stop"] and timed.window_info is not None and timed.window_info.reps == 0
     assert timed.window_info.per_rep_s is None and len(timed.samples_s) == 2
+
+
+def test_interleaved_modes_see_the_same_load_where_sequential_timing_does_not(clock):
+    """A machine that turns busy halfway through (every op then takes 5x): timed one after the other, the last
+    mode's median is all busy time and fwd_bwd comes out below bwd; timed in rounds, each mode gets the same
+    share of busy rounds and fwd + bwd = fwd_bwd holds."""
+    base = {"fwd": 0.001, "bwd": 0.002, "fwd_bwd": 0.003}
+    config = TimingConfig(warmup=0, min_reps=20, min_time_s=0.0, max_reps=20)
+
+    def op(mode: str):
+        return lambda: clock.sleep(base[mode] * (5.0 if clock.now > 0.06 else 1.0))
+
+    def median(t: timing.Timed) -> float:
+        return sorted(t.samples_s)[len(t.samples_s) // 2]
+
+    sequential = {m: median(time_fn(op(m), device=CPU, config=config)) for m in ("bwd", "fwd", "fwd_bwd")}
+    assert sequential["fwd_bwd"] > 0.9 * sequential["bwd"]  # bwd ran first, in the quiet half
+    clock.now = 0.0
+    sequential = {m: median(time_fn(op(m), device=CPU, config=config)) for m in ("fwd_bwd", "fwd", "bwd")}
+    assert sequential["fwd_bwd"] < 0.9 * sequential["bwd"]  # fwd_bwd first: quiet; bwd last: busy
+
+    clock.now = 0.0
+    timed = timing.time_interleaved([(op(m), None) for m in ("fwd_bwd", "fwd", "bwd")], config=config)
+    fwd_bwd, fwd, bwd = (median(t) for t in timed)
+    assert fwd_bwd == pytest.approx(fwd + bwd) and all(t.timer == timing.INTERLEAVED_TIMER for t in timed)
+    assert [len(t.samples_s) for t in timed] == [20, 20, 20]
+
+
+def test_interleaving_runs_until_every_mode_has_its_minimum_time(clock):
+    config = TimingConfig(warmup=1, min_reps=2, min_time_s=0.02, max_reps=1000)
+    timed = timing.time_interleaved([(lambda: clock.sleep(0.001), None), (lambda: clock.sleep(0.004), None)],
+                                    config=config)
+    assert sum(timed[0].samples_s) >= 0.02 and len(timed[0].samples_s) == len(timed[1].samples_s)

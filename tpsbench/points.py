@@ -62,7 +62,7 @@ class MeasuredPoint:
     gpu: str  # GPU profile name, or "cpu"
     gpu_name: str | None
     policy: str  # dtype policy
-    status: str  # ok, oom, error, skipped
+    status: str  # ok, oom, error, skipped, inconsistent (its modes contradict each other: analysis.consistency)
     error: str | None = None
     median_s: float | None = None
     samples_s: tuple[float, ...] = ()

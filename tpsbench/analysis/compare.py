@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tpsbench.analysis.consistency import INCONSISTENT
 from tpsbench.analysis.points import evidence, profile_named, slots_dict
 from tpsbench.analysis.speedups import (
     GpuInfo,
@@ -258,6 +259,11 @@ def compare(entries: list[MeasuredPoint], *, all_points: bool = False,
         for g, e in row.per_gpu.items():
             if _ok(e) and g != "cpu":
                 out.verdicts.append(VerdictRow(g, row.label, e, workload_verdict(evidence(e))))
+    contradicted = [e for e in entries if e.status == INCONSISTENT]
+    if contradicted:
+        out.notes.append(f"{len(contradicted)} points are inconsistent (e.g. {contradicted[0].label}: "
+                         f"{contradicted[0].error}): shown as 'inconsistent' and left out of every ratio; rerun "
+                         "them on a quiet machine")
     if any(e.throttled for e in entries):
         out.notes.append("some points ran with throttled clocks (marked * in the throughput table)")
     return out

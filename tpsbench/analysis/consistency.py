@@ -8,6 +8,7 @@ from collections import defaultdict
 
 from tpsbench.results.schema import Point, RunDoc
 
+INCONSISTENT = "inconsistent"  # the status such a point gets when analyses read it
 TOLERANCE = 0.9  # fwd_bwd may undercut a part by timing noise; below 0.9x the part, the measurement is wrong
 
 

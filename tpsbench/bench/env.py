@@ -100,7 +100,8 @@ def machine_info(device: str, profile: GPUProfile | None) -> Machine:
     except ImportError:
         triton_version = None
     machine = Machine(device=device, hostname=platform.node(), python=platform.python_version(),
-                      platform=platform.platform(), cpu_count=os.cpu_count(), torch=torch.__version__,
+                      platform=platform.platform(), cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                      load_average=os.getloadavg()[0] if hasattr(os, "getloadavg") else None, torch=torch.__version__,
                       triton=triton_version, tpsbench=__version__, profile=None if profile is None else profile.name,
                       gpu_name=None, cuda=torch.version.cuda)
     if device != "cuda" or not torch.cuda.is_available():

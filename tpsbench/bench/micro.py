@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -24,7 +24,7 @@ import torch
 from tpsbench.bench.gpu_busy import measure_gpu_time
 from tpsbench.bench.measurement import Measurement, counters_of, rates
 from tpsbench.bench.moe_facts import routing_facts, stage_fn
-from tpsbench.bench.timing import L2Flusher, TimingConfig, WindowHook, time_fn
+from tpsbench.bench.timing import L2Flusher, Timed, TimingConfig, WindowHook, counter_window, time_fn, time_interleaved
 from tpsbench.bench.trace import export_trace
 from tpsbench.costmodel import DTypePolicy, OpCost, total_flops
 from tpsbench.costmodel.cases import layer_case_ops
@@ -102,6 +102,22 @@ class MicroBench:
         self.window = window  # counter sampler around the timed repetitions
         self.routing, self.skew, self.timing, self.seed = routing, skew, timing, seed
         self._layers: dict[str, torch.nn.Module] = {}
+        self._siblings: dict[MicroCase, tuple[MicroCase, ...]] = {}  # a CPU point's modes, timed together
+        self._interleaved: dict[MicroCase, Timed] = {}
+
+    def interleave(self, cases: Sequence[object]) -> None:
+        """On the CPU, time each layer point's modes (fwd, bwd, fwd_bwd) together, one repetition of each per round
+        (bench/timing.py's time_interleaved): on a shared CPU a busy spell otherwise lands on one mode and not the
+        others. A GPU times each mode on its own (device events are not slowed by other processes' CPU work)."""
+        if self.device.type != "cpu":
+            return
+        groups: dict[tuple[str, str | None, int], list[MicroCase]] = {}
+        for case in cases:
+            if isinstance(case, MicroCase) and isinstance(case.mode, LayerMode):
+                groups.setdefault((case.layer, case.impl, case.tokens), []).append(case)
+        for members in groups.values():
+            if len(members) > 1:
+                self._siblings.update(dict.fromkeys(members, tuple(members)))
 
     # --- setup ---------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
@@ -137,7 +153,10 @@ class MicroBench:
             fn = stage_fn(layer, x, case.mode, self._compute_dtype(x))
         else:
             fn, setup = self._layer_fns(layer, x, case.mode)
-        timed = time_fn(fn, device=self.device, config=self.timing, setup=setup, window=self.window)
+        if case in self._siblings:
+            timed = self._timed_with_siblings(case)
+        else:
+            timed = time_fn(fn, device=self.device, config=self.timing, setup=setup, window=self.window)
         gpu_time = None
         if self.gpu_time:
             gpu_time = measure_gpu_time(fn, device=self.device, median_s=statistics.median(timed.samples_s),
@@ -153,6 +172,22 @@ class MicroBench:
         raw = Raw(samples_s=timed.samples_s, warmup=timed.warmup, l2_flushed=timed.l2_flushed, timer=timed.timer,
                   gpu_time=gpu_time, trace=traced, **asdict(facts))
         return Measurement(raw, counters_of(timed))
+
+    def _timed_with_siblings(self, case: MicroCase) -> Timed:
+        if case not in self._interleaved:
+            members = self._siblings[case]
+            calls = []
+            for member in members:
+                assert isinstance(member.mode, LayerMode)
+                calls.append(self._layer_fns(self._layer(member), self._input(member), member.mode))
+            for member, (fn, setup), timed in zip(members, calls, time_interleaved(calls, config=self.timing),
+                                                  strict=True):
+                if self.window is not None:  # the counter window as time_fn runs it (null counters on the CPU)
+                    summary, info = counter_window(fn, setup, self.window, median_s=statistics.median(timed.samples_s),
+                                                   config=self.timing, device=self.device)
+                    timed = replace(timed, window=summary, window_info=info)
+                self._interleaved[member] = timed
+        return self._interleaved.pop(case)
 
     def _profiled_setup(self, setup: Callable[[], object] | None, flush: bool) -> Callable[[], object] | None:
         """The untimed work before each profiled call, including the L2 flush the timer did, so the

@@ -8,6 +8,7 @@ already on disk, and the run is marked ``interrupted``.
 from __future__ import annotations
 
 import gc
+import os
 import traceback
 from collections.abc import Callable
 from dataclasses import replace
@@ -71,6 +72,19 @@ def execute(cfg: RunConfig, out: Path, on_point: Callable[[int, int, Point], Non
     """Measure every planned point; the results file is valid after each one. ``out`` must not exist unless
     ``overwrite``, and no other run may be writing it."""
     device = torch.device(cfg.device)
+    threads = torch.get_num_threads()
+    if cfg.device == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # On a shared CPU a second intra-op thread stalls every op whenever either thread is descheduled, so
+        # medians swing with the load (docs/measuring.md); one thread keeps a point's modes comparable.
+        torch.set_num_threads(1)
+    try:
+        return _execute(cfg, out, device, on_point, overwrite=overwrite)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _execute(cfg: RunConfig, out: Path, device: torch.device, on_point: Callable[[int, int, Point], None] | None,
+             *, overwrite: bool) -> ResultsWriter:
     record = cfg.describe()
     writer = ResultsWriter(out, config=record, machine=machine_info(cfg.device, cfg.profile),
                            tool_version=__version__, overwrite=overwrite)
@@ -79,6 +93,7 @@ def execute(cfg: RunConfig, out: Path, on_point: Callable[[int, int, Point], Non
     bench = micro.MicroBench(cfg.seq_spec, device=device, policy=cfg.policy, routing=cfg.routing, skew=cfg.skew,
                              timing=cfg.micro_timing, stack=cfg.stack, seed=cfg.seed, window=sampler,
                              gpu_time=cfg.gpu_time)
+    bench.interleave(cases)
     try:
         for i, case in enumerate(cases):
             point = _measure(case, planned_point(case, cfg, record), bench, cfg, device, sampler)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -39,7 +39,7 @@ class Timed:
     samples_s: list[float]
     warmup: int
     l2_flushed: bool
-    timer: str  # "cuda_event" or "perf_counter"
+    timer: str  # "cuda_event", "perf_counter" or INTERLEAVED_TIMER
     window: object | None = None  # what the window hook's stop() returned (counter summary)
     window_info: CounterWindow | None = None  # how the counter window ran (see counter_window)
 
@@ -97,6 +97,35 @@ def time_fn(
         fn, setup, window, median_s=sorted(samples)[len(samples) // 2], config=config, device=device)
     return Timed(samples, config.warmup, flusher is not None, "cuda_event" if cuda else "perf_counter", summary,
                  info)
+
+
+INTERLEAVED_TIMER = "perf_counter_interleaved"
+
+
+def time_interleaved(calls: Sequence[tuple[Callable[[], object], Callable[[], object] | None]], *,
+                     config: TimingConfig = DEFAULT_TIMING) -> list[Timed]:
+    """CPU: time several ``(fn, setup)`` pairs in rounds, one repetition of each per round, until every one has had
+    its minimum time. A shared machine that gets busier or quieter during the measurement then slows all of them
+    alike, so the ratios between a point's modes (fwd, bwd, fwd_bwd) hold where sequential timing let a busy
+    spell land on one mode only (fwd_bwd measured below its own bwd)."""
+    for fn, setup in calls:
+        for _ in range(config.warmup):
+            if setup is not None:
+                setup()
+            fn()
+    samples: list[list[float]] = [[] for _ in calls]
+    while len(samples[0]) < config.max_reps:
+        rounds = config.min_reps if not samples[0] else max(_more_reps(s, config) for s in samples)
+        if rounds <= 0:
+            break
+        for _ in range(min(rounds, config.max_reps - len(samples[0]))):
+            for (fn, setup), out in zip(calls, samples, strict=True):
+                if setup is not None:
+                    setup()
+                start = CLOCK()
+                fn()
+                out.append(CLOCK() - start)
+    return [Timed(s, config.warmup, False, INTERLEAVED_TIMER) for s in samples]
 
 
 def counter_window(

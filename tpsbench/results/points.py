@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
+from tpsbench.analysis.consistency import INCONSISTENT, inconsistent_points
 from tpsbench.costmodel import FWD_BWD, get_policy, global_step_bytes, step_ops, total_flops, train_workload
 from tpsbench.errors import UnknownNameError
 from tpsbench.models import ModelSpec, remember
@@ -61,10 +62,14 @@ def points_from_doc(doc: RunDoc, source: str = "") -> list[MeasuredPoint]:
     spec = remember(model_spec(cfg.model_spec, "config.model_spec"), source or "a results file")
     gpu = gpu_label(cfg.device, machine.profile)
     out = []
-    for p in doc.points:
+    contradicted = inconsistent_points(doc)
+    for i, p in enumerate(doc.points):
         key = point_key(cfg, p)
         base = MeasuredPoint(key=key, source=source, gpu=gpu, gpu_name=machine.gpu_name, policy=cfg.dtype_policy,
                              status=p.status, error=p.error)
+        if i in contradicted:  # its modes' medians contradict each other: not a result, for any analysis
+            out.append(replace(base, status=INCONSISTENT, error=f"{contradicted[i]}: the machine was busy"))
+            continue
         if p.status != "ok":
             out.append(base)
             continue

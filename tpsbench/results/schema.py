@@ -132,7 +132,8 @@ class Raw:
     samples_s: list[float] = fld("every timed repetition, in order", "s")
     warmup: int = fld("untimed warm-up repetitions")
     l2_flushed: bool = fld("the L2 cache was overwritten before every repetition")
-    timer: str = fld("cuda_event or perf_counter")
+    timer: str = fld("cuda_event, perf_counter, or perf_counter_interleaved (a CPU layer point timed in rounds "
+                     "with its other modes: one repetition of fwd, bwd and fwd_bwd per round)")
     gpu_time: GpuTime | None = fld("GPU busy/idle time; null on the CPU or when turned off", default=None)
     tokens_per_expert_max: float | None = fld("MoE: most assignments of one expert (all layers: max)", default=None)
     tokens_per_expert_mean: float | None = fld("MoE: mean assignments per expert", default=None)
@@ -324,6 +325,10 @@ class Machine:
     python: str = fld("Python version")
     platform: str = fld("OS platform string")
     cpu_count: int | None = fld("logical CPUs")
+    torch_threads: int | None = fld("torch's intra-op threads while measuring (CPU runs: 1 unless OMP_NUM_THREADS "
+                                    "is set)", default=None)
+    load_average: float | None = fld("the 1-minute load average when the run started (runnable processes; above "
+                                     "cpu_count the CPU was shared)", default=None)
     torch: str = fld("torch version")
     triton: str | None = fld("triton version")
     tpsbench: str = fld("tpsbench version")

@@ -9,6 +9,7 @@ import pytest
 
 from tpsbench.cli import main
 from tpsbench.costmodel import Workload, get_policy
+from tpsbench.costmodel.step import train_workload
 from tpsbench.estimate.attribution import OpGroup, gap, op_group, parameters_by_group, step_by_group
 from tpsbench.estimate.step import expected_for
 from tpsbench.models import get_model, zoo_models
@@ -75,3 +76,42 @@ def test_vs_is_one_gpu(capsys):
     assert main(["predict", "--model", "dense_135m", "--vs", "moe_1b", "--gpu", "h100", "--gpus", "8",
                  "--dist", "fsdp"]) == 2
     assert "--vs compares two models on one GPU" in capsys.readouterr().err
+
+
+def test_a_measured_gap_is_the_expected_groups_plus_what_the_model_leaves_out(tmp_path, capsys):
+    """explain: the users' H100 rows, one measured at a global batch of 4 microbatches: times are per microbatch,
+    the expected groups sum to the expected gap, and measured = expected + not accounted."""
+    csv = tmp_path / "m.csv"
+    csv.write_text("model,gpu,tokens_per_s,tokens,impl,global_tokens\n"
+                   "dense_135m,h100_sxm,210594,32768,,131072\nmoe_1b,h100_sxm,134987,32768,capacity,32768\n")
+    assert main(["explain", "--measured", str(csv), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    [g] = doc["measured_gaps"]
+    assert (g["a"], g["b"], g["impl"], g["tokens"]) == ("dense_135m", "moe_1b", "capacity", 32768)
+    assert g["a_measured_s"] == pytest.approx(32768 / 210594) and g["b_measured_s"] == pytest.approx(32768 / 134987)
+    assert sum(r["gap_s"] for r in g["groups"]) == pytest.approx(g["expected_gap_s"], rel=1e-9)
+    assert g["measured_gap_s"] == pytest.approx(g["expected_gap_s"] + g["unaccounted_s"], rel=1e-9)
+    # the dense step estimated at its global batch of 4 microbatches, then taken at one microbatch's share
+    dense = sum(r["a_s"] for r in g["groups"])
+    w = train_workload(get_model("dense_135m"), "dense", 32768, get_policy("amp_bf16"))
+    four = expected_for(w, load_profile("h100_sxm"), accumulation=4).expected
+    assert four is not None and dense == pytest.approx(four.seconds / 4, rel=1e-9)
+    assert step_by_group(get_model("dense_135m"), four).total_s == pytest.approx(four.seconds, rel=1e-12)
+    [row] = doc["gaps"]
+    assert row["beyond_expected"] == pytest.approx(row["measured"] / row["expected"])
+
+    assert main(["explain", "--measured", str(csv)]) == 0
+    out = capsys.readouterr().out
+    assert "moe_1b (capacity) against dense_135m on h100_sxm" in out and "not accounted for by the expected" in out
+
+
+def test_compare_takes_measured_dense_moe_steps_apart_the_same_way(capsys):
+    files = ["results/h100-validation/h100-dense_135m.json", "results/h100-validation/h100-moe_1b.json"]
+    assert main(["compare", *files, "--json"]) == 0
+    gaps = json.loads(capsys.readouterr().out)["measured_gaps"]
+    assert gaps and {g["impl"] for g in gaps} >= {"capacity", "grouped"}
+    for g in gaps:
+        assert sum(r["gap_s"] for r in g["groups"]) == pytest.approx(g["expected_gap_s"], rel=1e-9)
+        assert g["measured_gap_s"] == pytest.approx(g["b_measured_s"] - g["a_measured_s"])
+    assert main(["compare", *files, "--estimate", "floor"]) == 0
+    assert "not accounted for by the expected model" not in capsys.readouterr().out  # expected-only view

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tpsbench.analysis.consistency import INCONSISTENT
+from tpsbench.analysis.measured_gap import MeasuredGap, measured_pairs
 from tpsbench.analysis.points import evidence, profile_named, slots_dict
 from tpsbench.analysis.speedups import (
     GpuInfo,
@@ -28,6 +29,7 @@ from tpsbench.analysis.speedups import (
 )
 from tpsbench.analysis.verdict import Finding, workload_verdict
 from tpsbench.costmodel import get_policy
+from tpsbench.estimate.expected import Expected
 from tpsbench.estimate.points import estimate_point
 from tpsbench.estimate.select import table_for
 from tpsbench.estimate.table import EfficiencyError
@@ -144,6 +146,7 @@ class Comparison:
     stacks: list[StackRow] = field(default_factory=list)
     expected: list[ExpectedRow] = field(default_factory=list)
     scaling: list[ScalingRow] = field(default_factory=list)
+    measured_gaps: list[MeasuredGap] = field(default_factory=list)  # dense/MoE step gaps against the expected model
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> JsonObject:
@@ -165,19 +168,20 @@ class Comparison:
             "expected": [{**slots_dict(r), "error": r.error} for r in self.expected],
             **({"scaling": [{**slots_dict(r), "efficiency": r.efficiency} for r in self.scaling]}
                if self.scaling else {}),
+            "measured_gaps": [g.to_dict() for g in self.measured_gaps],
             "notes": self.notes,
         }
 
 
-def _expected(e: MeasuredPoint) -> tuple[float | None, str]:
-    """The expected-time model's seconds of an entry on its own GPU, and the table's basis (None and the reason
+def _expected(e: MeasuredPoint) -> tuple[Expected | None, str]:
+    """The expected-time model's estimate of an entry on its own GPU, and the table's basis (None and the reason
     when the GPU has no table, or the point is of a kind the model does not estimate)."""
     profile = profile_named(e.gpu)
     if profile is None or not is_modelled(e.key.stack) or e.key.dist is not None:
         return None, "not estimated (CPU, another stack, or several GPUs)"
     try:
         table = table_for(profile)
-        return estimate_point(e, table, profile).seconds, table.basis
+        return estimate_point(e, table, profile), table.basis
     except EfficiencyError as exc:
         return None, str(exc)
     except (KeyError, ValueError) as exc:  # a layer or implementation this version cannot estimate
@@ -236,13 +240,17 @@ def compare(entries: list[MeasuredPoint], *, all_points: bool = False,
     out.ratios = _e2e_ratios(table, gpus) + _layer_ratios(entries)
     measured = load_ceilings(calibrations, matmul_math_of(entries))
     out.notes += calibration_notes(measured, gpus)
-    estimates: dict[tuple[str, str, PointKey], tuple[float | None, str]] = {}  # each entry estimated once
+    estimates: dict[tuple[str, str, PointKey], tuple[Expected | None, str]] = {}  # each entry estimated once
 
-    def expected(e: MeasuredPoint) -> tuple[float | None, str]:
+    def estimate(e: MeasuredPoint) -> tuple[Expected | None, str]:
         at = (e.source, e.gpu, e.key)
         if at not in estimates:
             estimates[at] = _expected(e)
         return estimates[at]
+
+    def expected(e: MeasuredPoint) -> tuple[float | None, str]:
+        est, basis = estimate(e)
+        return None if est is None else est.seconds, basis
 
     out.speedups = speedup_rows(table, out.gpus, measured, lambda e: expected(e)[0])
     for gpu in dict.fromkeys(g for r in out.speedups if r.expected is not None for g in (r.from_gpu, r.to_gpu)):
@@ -255,6 +263,7 @@ def compare(entries: list[MeasuredPoint], *, all_points: bool = False,
                     if _ok(e) and e.key.kind is PointKind.E2E and e.gpu != "cpu" and is_modelled(e.key.stack)
                     and e.key.dist is None]
     out.scaling = _scaling_rows(table)
+    out.measured_gaps = measured_pairs((e for v in table.values() for e in v.values()), lambda e: estimate(e)[0])
     for row in out.throughput:
         for g, e in row.per_gpu.items():
             if _ok(e) and g != "cpu":

@@ -28,6 +28,7 @@ from itertools import combinations
 from pathlib import Path
 
 from tpsbench.analysis.limits import StepLimits, step_limits
+from tpsbench.analysis.measured_gap import MeasuredGap, MeasuredStep, measured_gap
 from tpsbench.analysis.points import slots_dict
 from tpsbench.analysis.verdict import Evidence, Finding, Verdict, speedup_verdict, workload_verdict
 from tpsbench.costmodel import (
@@ -107,8 +108,14 @@ class GapResult:
     impl: str
     tokens: int
     measured: float  # dense tokens/s / MoE tokens/s
-    predicted: float
+    predicted: float  # the roofline floors' ratio
     excess: float  # measured / predicted: > 1 is slowdown the roofline does not account for
+    expected: float | None = None  # the expected-time model's ratio (None without an efficiency table)
+
+    @property
+    def beyond_expected(self) -> float | None:
+        """measured / expected: > 1 is slowdown the expected-time model does not account for."""
+        return None if self.expected is None else self.measured / self.expected
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +141,7 @@ class Explanation:
     rows: list[RowResult] = field(default_factory=list)
     speedups: list[SpeedupResult] = field(default_factory=list)
     gaps: list[GapResult] = field(default_factory=list)
+    measured_gaps: list[MeasuredGap] = field(default_factory=list)  # each gap against the expected model, by group
     trends: list[GapTrend] = field(default_factory=list)
     fits: list[Fit] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # rows whose numbers cannot be right as given
@@ -156,7 +164,8 @@ class Explanation:
                           "bandwidth_ratio": s.bandwidth_ratio, "predicted": s.predicted, "expected": s.expected,
                           "limits": list(s.limits), **s.finding.to_dict()}
                          for s in self.speedups],
-            "gaps": [slots_dict(g) for g in self.gaps],
+            "gaps": [{**slots_dict(g), "beyond_expected": g.beyond_expected} for g in self.gaps],
+            "measured_gaps": [g.to_dict() for g in self.measured_gaps],
             "gap_trends": [slots_dict(t) for t in self.trends],
             "fits": [slots_dict(f) for f in self.fits],
             "summary": self.summary,
@@ -306,8 +315,14 @@ def explain(measured: list[Measured], *, ceilings: str = "spec") -> Explanation:
                     and a.m.tokens == b.m.tokens):
                 measured_gap = a.m.tokens_per_s / b.m.tokens_per_s
                 predicted_gap = a.predicted_tokens_per_s / b.predicted_tokens_per_s
+                ea, eb = a.expected_tokens_per_s, b.expected_tokens_per_s
                 out.gaps.append(GapResult(a.m.profile.name, a.m.model.name, b.m.model.name, b.m.impl, b.m.tokens,
-                                          measured_gap, predicted_gap, measured_gap / predicted_gap))
+                                          measured_gap, predicted_gap, measured_gap / predicted_gap,
+                                          ea / eb if ea and eb else None))
+                if a.limits is not None and b.limits is not None:
+                    pair = _measured_gap(a, b)
+                    if pair is not None:
+                        out.measured_gaps.append(pair)
     for g1, g2 in combinations(out.gaps, 2):
         if (g1.dense, g1.moe, g1.impl, g1.tokens) == (g2.dense, g2.moe, g2.impl, g2.tokens) and g1.gpu != g2.gpu:
             out.trends.append(GapTrend(g1.dense, g1.moe, g1.impl, g1.gpu, g2.gpu, g2.measured / g1.measured,
@@ -326,6 +341,17 @@ def explain(measured: list[Measured], *, ceilings: str = "spec") -> Explanation:
     return out
 
 
+def _measured_gap(a: RowResult, b: RowResult) -> MeasuredGap | None:
+    steps = []
+    for r in (a, b):
+        assert r.limits is not None
+        est = r.limits.estimate
+        if est.expected is None:
+            return None
+        steps.append(MeasuredStep(r.m.model, r.m.tokens_per_s, est.expected, est.tokens))
+    return measured_gap(a.m.profile.name, b.m.impl, a.m.tokens, steps[0], steps[1])
+
+
 def _summary(e: Explanation) -> str:
     parts = []
     if e.fits:
@@ -338,8 +364,16 @@ def _summary(e: Explanation) -> str:
     if e.gaps:
         worst = max(e.gaps, key=lambda g: g.excess)
         parts.append(f"largest dense/MoE gap beyond the roofline: {worst.moe}/{worst.impl} on {worst.gpu}, measured "
-                     f"{worst.measured:.2f}x vs predicted {worst.predicted:.2f}x ({worst.excess:.2f}x unexplained by "
+                     f"{worst.measured:.2f}x vs the floors' {worst.predicted:.2f}x ({worst.excess:.2f}x unexplained by "
                      "bandwidth or compute: overhead or kernels below roofline)")
+        modelled = [g for g in e.gaps if g.beyond_expected is not None]
+        if modelled:
+            far = max(modelled, key=lambda g: abs(math.log(g.beyond_expected or 1.0)))
+            parts.append(f"against the expected model ({far.expected:.2f}x) it leaves {far.beyond_expected:.2f}x of "
+                         f"{far.moe}/{far.impl}'s measured {far.measured:.2f}x on {far.gpu} unaccounted for"
+                         if far is worst else
+                         f"furthest from the expected model: {far.moe}/{far.impl} on {far.gpu}, measured "
+                         f"{far.measured:.2f}x vs expected {far.expected:.2f}x ({far.beyond_expected:.2f}x)")
     if not parts:
         low = min(e.rows, key=lambda r: r.fraction_of_bound)
         parts.append(f"one GPU per model: no speedup to test; lowest share of the roofline bound: {low.m.model.name} "

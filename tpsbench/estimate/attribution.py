@@ -109,6 +109,10 @@ def step_by_group(m: ModelSpec, e: Expected) -> StepByGroup:
             optimizer += row.expected_s
         else:
             seconds[group] += row.expected_s
+    # With several microbatches the step also adds each later microbatch's gradients into .grad: kernels outside
+    # the op rows that touch every parameter, split with the optimizer.
+    accumulation = e.seconds - sum(row.expected_s for row in e.rows) - e.timeline.gpu_idle_s
+    optimizer += max(0.0, accumulation)
     params = parameters_by_group(m)
     for group, count in params.items():
         seconds[group] += optimizer * count / m.total_params

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from tpsbench.analysis.compare import Comparison
 from tpsbench.points import MeasuredPoint
 from tpsbench.report.format import fmt, pct
+from tpsbench.report.gap import measured_gap_table
 from tpsbench.report.tables import TableData
 
 
@@ -124,7 +125,7 @@ class View:
 
     name: str
     shown: Callable[[Comparison], bool]
-    build: Callable[[Comparison], TableData]
+    build: Callable[[Comparison], TableData | list[TableData]]  # a view may be one table per item
     expected_only: bool = False
 
 
@@ -138,10 +139,17 @@ VIEWS: list[View] = [
     View("stacks", lambda c: bool(c.stacks), _stack_table),
     View("expected", lambda c: bool(c.expected), _expected_table, expected_only=True),
     View("scaling", lambda c: bool(c.scaling), _scaling_table),
+    View("measured gaps", lambda c: bool(c.measured_gaps), lambda c: [measured_gap_table(g) for g in c.measured_gaps],
+         expected_only=True),
 ]
 
 
 def compare_tables(c: Comparison, *, estimate: str = "expected") -> list[TableData]:
     """The views of a comparison that have rows, in order (``estimate="floor"``: without the expected
     estimates' table)."""
-    return [v.build(c) for v in VIEWS if v.shown(c) and (estimate == "expected" or not v.expected_only)]
+    out: list[TableData] = []
+    for v in VIEWS:
+        if v.shown(c) and (estimate == "expected" or not v.expected_only):
+            built = v.build(c)
+            out += built if isinstance(built, list) else [built]
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from tpsbench.analysis.explain import Explanation, RowResult
 from tpsbench.report.format import NA, fmt, pct
+from tpsbench.report.gap import measured_gap_table
 from tpsbench.report.tables import TableData
 
 
@@ -54,12 +55,17 @@ def _limits_table(e: Explanation) -> TableData:
     return lim
 
 
-def _gaps_table(e: Explanation) -> TableData:
-    g = TableData("Dense / MoE gap on each GPU (dense tokens/s over MoE tokens/s)",
-                  ["gpu", "dense", "MoE", "impl", "measured", "roofline", "unexplained"],
+def _gaps_table(e: Explanation, expected: bool = True) -> TableData:
+    title = "Dense / MoE gap on each GPU (dense tokens/s over MoE tokens/s): measured, "
+    title += "expected, the roofline floors'" if expected else "the roofline floors'"
+    g = TableData(title + ", and what each leaves out (measured over it)",
+                  ["gpu", "dense", "MoE", "impl", "measured",
+                   *(["expected", "beyond expected"] if expected else []), "roofline", "beyond roofline"],
                   left={"gpu", "dense", "MoE", "impl"})
     for x in e.gaps:
-        g.add(x.gpu, x.dense, x.moe, x.impl, f"{x.measured:.2f}x", f"{x.predicted:.2f}x", f"{x.excess:.2f}x")
+        modelled = [fmt(x.expected, "{:.2f}x"), fmt(x.beyond_expected, "{:.2f}x")] if expected else []
+        g.add(x.gpu, x.dense, x.moe, x.impl, f"{x.measured:.2f}x", *modelled, f"{x.predicted:.2f}x",
+              f"{x.excess:.2f}x")
     return g
 
 
@@ -83,6 +89,10 @@ def _fits_table(e: Explanation) -> TableData:
 def explain_tables(e: Explanation, *, estimate: str = "expected") -> list[TableData]:
     """The tables of an explanation that have rows, in order (``estimate="floor"``: the rows without the
     expected estimate's columns)."""
-    extra = [(bool(e.speedups), _speedups_table), (bool(e.speedups), _limits_table), (bool(e.gaps), _gaps_table),
-             (bool(e.trends), _trends_table), (bool(e.fits), _fits_table)]
-    return [_rows_table(e, estimate == "expected"), *(build(e) for present, build in extra if present)]
+    extra = [(bool(e.speedups), _speedups_table), (bool(e.speedups), _limits_table),
+             (bool(e.gaps), lambda x: _gaps_table(x, estimate == "expected")), (bool(e.trends), _trends_table),
+             (bool(e.fits), _fits_table)]
+    tables = [_rows_table(e, estimate == "expected"), *(build(e) for present, build in extra if present)]
+    if estimate == "expected":
+        tables += [measured_gap_table(m) for m in e.measured_gaps]
+    return tables

@@ -173,6 +173,9 @@ class Comparison:
         }
 
 
+IN_SAMPLE = "in-sample"  # the efficiency table was fitted to the point's file: its error is not a prediction's
+
+
 def _expected(e: MeasuredPoint) -> tuple[Expected | None, str]:
     """The expected-time model's estimate of an entry on its own GPU, and the table's basis (None and the reason
     when the GPU has no table, or the point is of a kind the model does not estimate)."""
@@ -181,7 +184,8 @@ def _expected(e: MeasuredPoint) -> tuple[Expected | None, str]:
         return None, "not estimated (CPU, another stack, or several GPUs)"
     try:
         table = table_for(profile)
-        return estimate_point(e, table, profile), table.basis
+        in_sample = f", {IN_SAMPLE}" if table.fitted_to(e.source) else ""
+        return estimate_point(e, table, profile), table.basis + in_sample
     except EfficiencyError as exc:
         return None, str(exc)
     except (KeyError, ValueError) as exc:  # a layer or implementation this version cannot estimate
@@ -263,6 +267,10 @@ def compare(entries: list[MeasuredPoint], *, all_points: bool = False,
                     if _ok(e) and e.key.kind is PointKind.E2E and e.gpu != "cpu" and is_modelled(e.key.stack)
                     and e.key.dist is None]
     out.scaling = _scaling_rows(table)
+    if any(r.basis.endswith(IN_SAMPLE) for r in out.expected):
+        out.notes.append(f"expected estimates marked {IN_SAMPLE}: the efficiency table was fitted to those files' "
+                         "points, so their errors show the fit, not a prediction (`tpsbench validate "
+                         "--leave-one-model-out` predicts each model from the others)")
     out.measured_gaps = measured_pairs((e for v in table.values() for e in v.values()), lambda e: estimate(e)[0])
     for row in out.throughput:
         for g, e in row.per_gpu.items():

@@ -29,21 +29,24 @@ def test_the_dense_eager_constants_are_what_olmo_core_saves():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="torch.compile needs Inductor")
-def test_a_compiled_block_saves_what_the_compiled_constants_say():
-    spec = probe.dense_variant(get_model("dense_135m"), 256, 512, 4)
-    measured = probe.per_token_and_layer(spec, compiled=True)
+def test_a_compiled_block_and_loss_save_what_the_compiled_constants_say():
+    """Three compiled builds (1 and 2 layers; a second vocabulary): the block's bytes per token, and the loss's 2
+    bytes per logit (Inductor saves only the bf16 logits)."""
+    spec = dataclasses.replace(probe.dense_variant(get_model("dense_135m"), 256, 512, 4), n_layers=1)
+    one = probe.per_token(spec, compiled=True)
+    block = probe.per_token(dataclasses.replace(spec, n_layers=2), compiled=True) - one
     c = olmo_memory.OLMO_DENSE_COMPILED
-    assert measured == pytest.approx(c.per_d * 256 + c.per_h * 512 + c.per_q * 256 + c.per_token, abs=1.0)
+    assert block == pytest.approx(c.per_d * 256 + c.per_h * 512 + c.per_q * 256 + c.per_token, abs=1.0)
+    per_logit = (probe.per_token(dataclasses.replace(spec, vocab_size=1024), compiled=True) - one) / 512
+    assert per_logit == pytest.approx(olmo_memory.LOSS_COMPILED_BYTES, abs=0.01)
 
 
-@pytest.mark.parametrize(("compiled", "saved_per_logit"), [(False, 8.0), (True, 2.0)])
-def test_the_loss_saves_fp32_logits_eager_and_only_bf16_logits_compiled(compiled, saved_per_logit):
-    base = dataclasses.replace(get_model("dense_135m"), n_layers=1, d_model=256, ffn_hidden=512, n_heads=4,
-                               n_kv_heads=4, head_width=64)
-    low, high = (probe.per_token(dataclasses.replace(base, vocab_size=v), compiled=compiled) for v in (512, 1024))
-    assert (high - low) / 512 == pytest.approx(saved_per_logit, abs=0.01)
-    peak = olmo_memory.loss_peak_bytes(1, dataclasses.replace(base, vocab_size=1), compiled=compiled)
-    assert peak >= saved_per_logit
+def test_the_eager_loss_saves_fp32_logits_and_its_peak_counts_them():
+    base = dataclasses.replace(probe.dense_variant(get_model("dense_135m"), 256, 512, 4), n_layers=1)
+    low, high = (probe.per_token(dataclasses.replace(base, vocab_size=v), compiled=False) for v in (512, 1024))
+    assert (high - low) / 512 == pytest.approx(8.0, abs=0.01)  # log_softmax's fp32 output and the fp32 logits
+    peak = olmo_memory.loss_peak_bytes(1, dataclasses.replace(base, vocab_size=1), compiled=False)
+    assert peak == olmo_memory.LOSS_EAGER_BYTES + olmo_memory.LOSS_EAGER_Z_LOSS_BYTES
 
 
 @pytest.mark.parametrize("model", ["dense_135m", "moe_1b"])

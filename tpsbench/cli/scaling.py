@@ -1,0 +1,150 @@
+"""`tpsbench scaling fit` and `tpsbench scaling predict`: a law across the user's runs, and a model's loss from it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import TYPE_CHECKING
+
+from tpsbench import __version__
+from tpsbench.cli.args import UsageError, positive_float, positive_int
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def add_scaling_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="scaling_command", required=True, metavar="fit|predict")
+    fit = sub.add_parser("fit", help="fit a law to loss curves of several models")
+    fit.add_argument("--losses", nargs="+", required=True, metavar="FILE", help="loss curves (as `worth` reads them)")
+    fit.add_argument("--map", action="append", default=[], metavar="RUN=MODEL",
+                     help="assign a run to a model (repeatable; runs of one model are joined by step)")
+    fit.add_argument("--form", default="chinchilla", help="the law's form (default chinchilla)")
+    fit.add_argument("--skip-tokens", type=positive_float, default=None,
+                     help="leave out each run's points up to this many tokens (default: its first 10%%)")
+    fit.add_argument("--tokens-per-step", type=positive_int, default=None,
+                     help="tokens per logged step, for files without a tokens column")
+    fit.add_argument("--resamples", type=positive_int, default=200, help="bootstrap resamples (default 200)")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--target-loss", type=positive_float, default=None,
+                     help="also validate the tokens each left-out run took to this loss")
+    fit.add_argument("--metric", default="train/CE loss", help="the W&B metric (default train/CE loss)")
+    fit.add_argument("-o", "--out", required=True, help="the law file to write (.toml)")
+    fit.add_argument("--json", action="store_true")
+    pr = sub.add_parser("predict", help="a model's loss at a number of tokens, from a law")
+    src = pr.add_mutually_exclusive_group(required=True)
+    src.add_argument("--law", help="a law file written by `scaling fit`")
+    src.add_argument("--published", help="a published law: besiroglu2024 or hoffmann2022")
+    pr.add_argument("--model", required=True, help="a model name, file, config or variant")
+    pr.add_argument("--tokens", type=positive_float, required=True, help="training tokens")
+    pr.add_argument("--json", action="store_true")
+
+
+def cmd_scaling(args: argparse.Namespace, console: Console) -> int:
+    if args.scaling_command == "fit":
+        return _fit(args)
+    return _predict(args)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from tpsbench.analysis.losses import read_losses
+    from tpsbench.analysis.worth_inputs import assign_runs, model_curve, parse_map
+    from tpsbench.scaling.fit import fit_law
+    from tpsbench.scaling.forms import FORMS
+    from tpsbench.scaling.law_file import write_law
+    from tpsbench.scaling.runs import run_points
+    from tpsbench.scaling.validate import coverage, leave_one_run_out
+
+    form = FORMS.get(args.form)
+    if form is None:
+        raise UsageError(f"--form '{args.form}' is not one of {', '.join(FORMS)}")
+    runs = [r for path in args.losses for r in read_losses(path, metric=args.metric)]
+    by_model, left_out = assign_runs(runs, parse_map(args.map))
+    if any(r.tokens is None for segs in by_model.values() for r in segs) and args.tokens_per_step is None:
+        raise UsageError("a loss file has no tokens column: give --tokens-per-step N")
+    curves = [model_curve(m, segs, args.tokens_per_step or 1) for m, segs in by_model.items()]
+    points = run_points(form, curves, skip_tokens=args.skip_tokens)
+    published = form.published[0]
+    fit = fit_law(form, points, published=published, resamples=args.resamples, seed=args.seed)
+    loro = leave_one_run_out(fit, published, target=args.target_loss)
+    write_law(args.out, form, fit.coefficients,
+              [{"run": r.run, "model": r.model, "n": r.n, "points": len(r.tokens), "first_tokens": float(r.tokens[0]),
+                "last_tokens": float(r.tokens[-1])} for r in fit.runs], fit.samples, fit.seed)
+    cov = coverage(loro)
+    if args.json:
+        print(json.dumps({"tool": "tpsbench", "version": __version__, "command": "scaling fit", "form": form.name,
+                          "law": args.out, "left_out_runs": left_out,
+                          "coefficients": [{"name": c.name, "value": c.value, "low": c.low, "high": c.high,
+                                            "held": c.held} for c in fit.coefficients],
+                          "leave_one_run_out": [{"run": r.run, "tokens": r.tokens, "observed": r.observed,
+                                                 "predicted": r.predicted, "error": r.error, "low": r.low,
+                                                 "high": r.high, "target_error": r.target_error} for r in loro],
+                          "coverage": cov}, indent=2))
+        return 0
+    print(f"{form.name}: {form.equation} (N = {form.counts}); fitted to {len(fit.runs)} runs, "
+          f"{sum(len(r.tokens) for r in fit.runs):,} points, {len(fit.samples)} bootstrap resamples -> {args.out}")
+    for c in fit.coefficients:
+        where = f"held: {c.held}" if c.held else f"fitted, 90% [{c.low:.4g}, {c.high:.4g}]"
+        print(f"  {c.name:<6} {c.value:.4g}  ({where})")
+    for r in loro:
+        target = "" if r.target_error is None else f"; tokens to {args.target_loss:g}: {100 * r.target_error:+.1f}%"
+        print(f"  left out {r.run}: at {r.tokens:.3g} tokens observed {r.observed:.4f}, predicted {r.predicted:.4f} "
+              f"({100 * r.error:+.2f}%){target}")
+    if cov is not None:
+        print(f"  90% intervals cover {100 * cov:.0f}% of the left-out runs' final losses")
+    if left_out:
+        print(f"  runs no --map names (left out): {', '.join(left_out)}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from tpsbench.models import get_model
+    from tpsbench.scaling.fit import NAMES
+    from tpsbench.scaling.forms import CHINCHILLA, PUBLISHED_NOTE
+    from tpsbench.scaling.law_file import read_law
+    from tpsbench.scaling.runs import parameter_count
+
+    model = get_model(args.model)
+    if args.law is not None:
+        form, coefficients, samples, runs = read_law(args.law)
+        values = {c.name: c.value for c in coefficients}
+        source = f"fitted law {args.law}"
+        sizes = [float(r["n"]) for r in runs if isinstance(r.get("n"), int | float)]
+        tokens = [float(r["last_tokens"]) for r in runs if isinstance(r.get("last_tokens"), int | float)]
+    else:
+        form = CHINCHILLA
+        try:
+            law = form.published_law(args.published)
+        except KeyError:
+            raise UsageError(f"--published '{args.published}' is not one of "
+                             f"{', '.join(p.name for p in form.published)}") from None
+        values, samples, sizes, tokens = law.values, np.empty((0, len(NAMES))), [], []
+        source = f"{law.citation}; {PUBLISHED_NOTE}"
+    n = parameter_count(form, model)
+    loss = float(form.loss(values, np.asarray(n), np.asarray(args.tokens)))
+    interval = None
+    if len(samples):
+        preds = [float(form.loss(dict(zip(NAMES, s, strict=True)), np.asarray(n), np.asarray(args.tokens)))
+                 for s in samples]
+        interval = (float(np.percentile(preds, 5)), float(np.percentile(preds, 95)))
+    outside = []
+    if sizes and not min(sizes) <= n <= max(sizes):
+        outside.append(f"N {n:.3g} outside the fitted {min(sizes):.3g}-{max(sizes):.3g}")
+    if tokens and args.tokens > max(tokens):
+        outside.append(f"tokens beyond the longest fitted run ({max(tokens):.3g})")
+    if args.tokens < n:
+        outside.append("fewer tokens than parameters")
+    if args.json:
+        print(json.dumps({"tool": "tpsbench", "version": __version__, "command": "scaling predict",
+                          "model": model.name, "n": n, "tokens": args.tokens, "loss": loss,
+                          "interval_90": interval, "extrapolates": outside, "source": source}, indent=2))
+        return 0
+    iv = "" if interval is None else f" [90%: {interval[0]:.4f}, {interval[1]:.4f}]"
+    print(f"{model.name} (N = {n:,.0f}, {form.counts}) at {args.tokens:.4g} tokens: loss {loss:.4f}{iv} "
+          f"(fitted: {source})" if args.law else
+          f"{model.name} (N = {n:,.0f}, {form.counts}) at {args.tokens:.4g} tokens: loss {loss:.4f} ({source})")
+    if outside:
+        print(f"extrapolates: {'; '.join(outside)}")
+    return 0

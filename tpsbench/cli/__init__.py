@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tpsbench import __version__
-from tpsbench.cli import analyze, check, estimate, listing, measure, predict, scaling, worth
+from tpsbench.cli import analyze, check, estimate, listing, measure, plan, predict, scaling, worth
 from tpsbench.cli.args import OneLineErrorParser
 from tpsbench.errors import InputError
 from tpsbench.report.tables import output_width
@@ -47,6 +47,8 @@ COMMANDS: tuple[Command, ...] = (
             estimate.cmd_fit),
     Command("worth", "hours and dollars to a target loss per model and GPU, from loss curves and tokens/s "
             "(is the MoE worth it?)", worth.add_worth_args, worth.cmd_worth),
+    Command("plan", "which candidate, on which GPU, reaches a target loss soonest (or the lowest loss within "
+            "hours or a budget): a scaling law times expected tokens/s", plan.add_plan_args, plan.cmd_plan),
     Command("scaling", "a scaling law fitted across runs of several models (with intervals and leave-one-run-out "
             "validation), and a model's loss from it", scaling.add_scaling_args, scaling.cmd_scaling),
     Command("plot", "roofline chart and tokens/s versus batch size from results files", analyze.add_plot_args,

@@ -1,0 +1,83 @@
+"""`tpsbench plan` end to end on the fixture's law: candidates ranked by hours to a target loss (or by the loss
+within hours or a budget), intervals from the law's resamples and the expected model's uncertainty, and a marked
+row, never a number, where the law cannot cover a candidate, no GPU holds it, or the target is unreachable."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+
+from tpsbench.cli import main
+
+FIXTURE = "tests/fixtures/scaling-curves.csv"
+
+
+def _run(argv: list[str]) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def law(tmp_path_factory):
+    path = tmp_path_factory.mktemp("plan") / "law.toml"
+    code, _ = _run(["scaling", "fit", "--losses", FIXTURE, "--map", "dense_271m-resume=dense_271m",
+                    "--resamples", "60", "-o", str(path)])
+    assert code == 0
+    return str(path)
+
+
+def test_candidates_are_ranked_by_hours_to_the_target_with_intervals(law):
+    code, out = _run(["plan", "--law", law, "--candidates", "dense_135m", "dense_271m", "moe_1b", "--gpu", "h100_sxm",
+                      "--target-loss", "3.0", "--price", "h100_sxm=2.5", "--json"])
+    assert code == 0
+    doc = json.loads(out)
+    rows = doc["rows"]
+    numbered = [r for r in rows if r["unavailable"] is None]
+    hours = [r["hours"] for r in numbered]
+    assert hours == sorted(hours) and len(numbered) == 2
+    for r in numbered:
+        low, high = r["hours_interval"]
+        assert low < r["hours"] < high and r["cost"] == pytest.approx(2.5 * r["hours"])
+        assert r["tokens"] == pytest.approx(r["throughput"]["tokens_per_s"] * r["hours"] * 3600)
+    [moe] = [r for r in rows if r["model"] == "moe_1b"]
+    assert moe["hours"] is None and "cannot cover an MoE" in moe["unavailable"]
+    [line] = doc["answers"]
+    assert line.startswith(f"on h100_sxm, {numbered[0]['model']} reaches loss 3 in ") and "x [" in line
+
+
+def test_within_hours_the_lower_loss_ranks_first(law):
+    code, out = _run(["plan", "--law", law, "--candidates", "dense_135m", "dense_1b", "--gpu", "h100_sxm",
+                      "--hours", "24", "--json"])
+    assert code == 0
+    rows = json.loads(out)["rows"]
+    assert rows[0]["loss"] <= rows[1]["loss"]
+    for r in rows:
+        low, high = r["loss_interval"]
+        assert low <= r["loss"] <= high and r["hours"] == 24
+
+
+def test_unreachable_targets_and_models_no_gpu_holds_are_marked_rows(law):
+    code, out = _run(["plan", "--law", law, "--candidates", "dense_7b", "dense_135m", "--gpu", "rtx5090",
+                      "--target-loss", "1.0", "--json"])
+    assert code == 0
+    rows = {r["model"]: r for r in json.loads(out)["rows"]}
+    assert rows["dense_7b"]["unavailable"].startswith("fits no rtx5090")
+    assert rows["dense_135m"]["unavailable"].startswith("unreachable") and rows["dense_135m"]["hours"] is None
+
+
+def test_bad_input_is_one_line(tmp_path, capsys, law):
+    assert main(["plan", "--law", law, "--candidates", "dense_135m", "--gpu", "h100_sxm", "--budget", "100"]) == 2
+    assert "--budget needs a price for every GPU" in capsys.readouterr().err
+    assert main(["plan", "--law", law, "--candidates", "dense_135m", "--gpu", "h100_sxm", "--hours", "5",
+                 "--price", "h100_sxm=cheap"]) == 2
+    assert "GPU=USD_PER_HOUR" in capsys.readouterr().err
+    broken = tmp_path / "broken.toml"
+    broken.write_text('form = "chinchilla"\n')
+    assert main(["plan", "--law", str(broken), "--candidates", "dense_135m", "--gpu", "h100_sxm", "--hours", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "[coefficients]" in err

@@ -1,0 +1,118 @@
+"""`tpsbench plan`: which candidate, on which GPU, reaches a target loss soonest (or the lowest loss within hours or
+a budget), from a scaling law and the expected-time model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import TYPE_CHECKING
+
+from tpsbench import __version__
+from tpsbench.cli.args import UsageError, positive_float
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def add_plan_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--law", help="a law file written by `tpsbench scaling fit`")
+    src.add_argument("--published", help="a published law: besiroglu2024 or hoffmann2022")
+    p.add_argument("--candidates", nargs="+", required=True, metavar="MODEL",
+                   help="models to compare: names, files, configs or variants (BASE:key=value)")
+    p.add_argument("--gpu", nargs="+", required=True, metavar="GPU", help="GPU profiles")
+    goal = p.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--target-loss", type=positive_float, help="hours to reach this loss")
+    goal.add_argument("--hours", type=positive_float, help="the loss reached within these hours")
+    goal.add_argument("--budget", type=positive_float, help="the loss reached within this many dollars (--price)")
+    p.add_argument("--price", action="append", default=[], metavar="GPU=USD_PER_HOUR", help="one GPU-hour's price")
+    p.add_argument("--json", action="store_true")
+
+
+def _prices(pairs: list[str]) -> dict[str, float]:
+    from tpsbench.profiles import load_profile
+
+    out = {}
+    for item in pairs:
+        gpu, _, price = item.partition("=")
+        try:
+            value = float(price)
+        except ValueError:
+            raise UsageError(f"--price '{item}': write GPU=USD_PER_HOUR, e.g. h100_sxm=2.50") from None
+        if value <= 0:
+            raise UsageError(f"--price '{item}': the price must be positive")
+        out[load_profile(gpu).name] = value
+    return out
+
+
+def cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    import numpy as np
+
+    from tpsbench.models import get_model
+    from tpsbench.profiles import load_profile
+    from tpsbench.report.tables import TableData, show
+    from tpsbench.scaling.fit import NAMES
+    from tpsbench.scaling.forms import CHINCHILLA, PUBLISHED_NOTE
+    from tpsbench.scaling.law_file import read_law
+    from tpsbench.scaling.plan import Goal, Law, answer, plan_row, ranked
+
+    if args.law is not None:
+        form, coefficients, samples, runs = read_law(args.law)
+        sizes = [float(r["n"]) for r in runs if isinstance(r.get("n"), int | float)]
+        last = [float(r["last_tokens"]) for r in runs if isinstance(r.get("last_tokens"), int | float)]
+        law = Law(form, {c.name: c.value for c in coefficients}, samples, f"fitted law {args.law}",
+                  (min(sizes), max(sizes)) if sizes else None, max(last) if last else None)
+    else:
+        try:
+            published = CHINCHILLA.published_law(args.published)
+        except KeyError:
+            raise UsageError(f"--published '{args.published}' is not one of "
+                             f"{', '.join(p.name for p in CHINCHILLA.published)}") from None
+        law = Law(CHINCHILLA, dict(published.values), np.empty((0, len(NAMES))),
+                  f"{published.citation}; {PUBLISHED_NOTE}", None, None)
+    prices = _prices(args.price)
+    goal = Goal.TARGET if args.target_loss else Goal.HOURS if args.hours else Goal.BUDGET
+    amount = args.target_loss or args.hours or args.budget
+    profiles = [load_profile(g) for g in args.gpu]
+    if goal is Goal.BUDGET and (missing := [p.name for p in profiles if p.name not in prices]):
+        raise UsageError(f"--budget needs a price for every GPU: add --price {missing[0]}=USD_PER_HOUR")
+    models = [get_model(m) for m in args.candidates]
+    rows = [plan_row(law, m, p, goal, amount, prices.get(p.name)) for p in profiles for m in models]
+    answers = [answer(rows, goal, amount, p.name) for p in profiles]
+    if args.json:
+        print(json.dumps({"tool": "tpsbench", "version": __version__, "command": "plan", "law": law.source,
+                          "goal": str(goal), "amount": amount, "answers": answers,
+                          "rows": [_row_dict(r) for r in ranked(rows, goal)]}, indent=2))
+        return 0
+    for p in profiles:
+        title = (f"{p.name}: {'hours to loss ' + format(amount, 'g') if goal is Goal.TARGET else 'loss within '}"
+                 f"{'' if goal is Goal.TARGET else format(amount, 'g') + (' h' if goal is Goal.HOURS else ' $')}"
+                 f" (law: {law.source}; tokens/s: expected, largest microbatch that fits; [90%])")
+        t = TableData(title, ["#", "model", "N", "tokens/s", "microbatch", "tokens", "hours", "loss", "cost $",
+                              "PF-days (6N)", "flags"], left={"model", "flags"})
+        for i, r in enumerate(ranked([r for r in rows if r.gpu == p.name], goal), 1):
+            if r.unavailable is not None:
+                t.add("-", r.model, f"{r.n:.3g}", "n/a", "n/a", "n/a", "n/a", "n/a", "n/a", "n/a", r.unavailable)
+                continue
+            assert r.throughput is not None and r.tokens is not None and r.hours is not None and r.loss is not None
+            t.add(str(i), r.model, f"{r.n:.3g}", f"{r.throughput.tokens_per_s:,.0f}", f"{r.throughput.microbatch:,}",
+                  _iv(r.tokens, r.tokens_interval, "{:.3g}"), _iv(r.hours, r.hours_interval, "{:.3g}"),
+                  _iv(r.loss, r.loss_interval, "{:.4f}"), "n/a" if r.cost is None else f"{r.cost:,.0f}",
+                  f"{r.pf_days_6n:.3g}", "; ".join(r.flags))
+        show(console, [t])
+    show(console, answers)
+    return 0
+
+
+def _iv(value: float, interval: tuple[float, float] | None, spec: str) -> str:
+    if interval is None:
+        return spec.format(value)
+    return f"{spec.format(value)} [{spec.format(interval[0])}, {spec.format(interval[1])}]"
+
+
+def _row_dict(r: object) -> dict[str, object]:
+    from dataclasses import asdict
+
+    out = asdict(r)  # type: ignore[call-overload]
+    out.pop("hours_samples")  # the resamples behind the intervals: not part of the answer
+    return out

@@ -1,0 +1,185 @@
+"""`tpsbench plan`: which candidate model, on which GPU, reaches a target loss soonest (or the lowest loss within
+hours or a budget): the law's tokens for each candidate times the expected-time model's tokens/s at the largest
+microbatch that fits the GPU, with both uncertainties carried into the hours.
+
+Tokens/s: the expected estimate of the candidate's training step at the users' microbatch (32,768 tokens) or the
+largest whole-sequence microbatch below it that fits, at the users' global batch; its stated relative
+uncertainty widens the hours' interval. Loss: the law's, with the 90% interval of its bootstrap resamples (a
+published law has none). A candidate the law cannot cover (an MoE under a dense law) or that fits no GPU is a
+marked row, never a number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+import numpy as np
+
+from tpsbench.costmodel import FlopConvention, flops_per_token, get_policy, train_workload
+from tpsbench.estimate.step import expected_for
+from tpsbench.estimate.way_out import GPU_COUNTS, largest_microbatch
+from tpsbench.models import USERS_MICROBATCH_TOKENS, ModelSpec, default_global_batch
+from tpsbench.profiles import GPUProfile
+from tpsbench.scaling.fit import NAMES, tokens_to_loss
+from tpsbench.scaling.forms import LawForm
+from tpsbench.scaling.runs import parameter_count
+
+PF_DAY = 1e15 * 86400
+
+
+class Goal(StrEnum):
+    TARGET = "target loss"
+    HOURS = "hours"
+    BUDGET = "budget"
+
+
+@dataclass(frozen=True, slots=True)
+class Law:
+    """A law to plan with: its form, values, bootstrap resamples (possibly none) and fitted range."""
+
+    form: LawForm
+    values: dict[str, float]
+    samples: np.ndarray
+    source: str
+    sizes: tuple[float, float] | None  # the fitted runs' smallest and largest N
+    max_tokens: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    tokens_per_s: float
+    uncertainty: float  # relative
+    microbatch: int
+    basis: str  # the efficiency table's basis
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRow:
+    model: str
+    gpu: str
+    n: float
+    throughput: Throughput | None
+    unavailable: str | None  # why there is no number (the law cannot cover it, no GPU fits it, unreachable)
+    tokens: float | None = None
+    tokens_interval: tuple[float, float] | None = None
+    hours: float | None = None
+    hours_interval: tuple[float, float] | None = None
+    loss: float | None = None
+    loss_interval: tuple[float, float] | None = None
+    cost: float | None = None
+    pf_days_6n: float | None = None
+    flags: tuple[str, ...] = ()
+    hours_samples: tuple[float, ...] = ()  # per law resample (paired across rows: the same resample and draw)
+
+
+def throughput(model: ModelSpec, profile: GPUProfile) -> Throughput | str:
+    """The expected tokens/s of ``model``'s step on ``profile``, or why there is none."""
+    impl = model.trained_impl
+    cap = model.moe.capacity_factor if model.moe else None
+    w = train_workload(model, impl, USERS_MICROBATCH_TOKENS, get_policy("amp_bf16"), cap)
+    tokens = largest_microbatch(w, profile, compiled=False)
+    if tokens is None:
+        more = next((k for k in GPU_COUNTS if largest_microbatch(w, profile, compiled=False, fsdp_gpus=k)), None)
+        would = (f"FSDP over {more} GPUs would (tpsbench predict --gpus {more} --dist fsdp; plan counts one GPU)"
+                 if more else f"not even FSDP over {GPU_COUNTS[-1]} GPUs would")
+        return f"fits no {profile.name}: one {model.seq_len}-token sequence does not fit its memory; {would}"
+    w = replace(w, tokens=tokens)
+    accumulation = default_global_batch(tokens) // tokens
+    est = expected_for(w, profile, accumulation=accumulation)
+    if est.expected is None:
+        return f"no expected estimate on {profile.name} ({est.reason})"
+    return Throughput(est.tokens / est.expected.seconds, est.expected.uncertainty, tokens, est.expected.table.basis)
+
+
+def _law_values(law: Law) -> list[dict[str, float]]:
+    return [dict(zip(NAMES, s, strict=True)) for s in law.samples]
+
+
+def _interval(xs: Sequence[float]) -> tuple[float, float] | None:
+    return (float(np.percentile(xs, 5)), float(np.percentile(xs, 95))) if len(xs) else None
+
+
+def plan_row(law: Law, model: ModelSpec, profile: GPUProfile, goal: Goal, amount: float,
+             price: float | None) -> PlanRow:
+    n = parameter_count(law.form, model)
+    if model.moe is not None:
+        return PlanRow(model.name, profile.name, n, None, f"the {law.form.name} law counts {law.form.counts} of "
+                       "dense models: it cannot cover an MoE")
+    tp = throughput(model, profile)
+    if isinstance(tp, str):
+        return PlanRow(model.name, profile.name, n, None, tp)
+    flags = []
+    if law.sizes is not None and not law.sizes[0] <= n <= law.sizes[1]:
+        flags.append(f"N outside the fitted {law.sizes[0]:.3g}-{law.sizes[1]:.3g}")
+    if "transferred" in tp.basis:
+        flags.append("efficiencies transferred from another GPU")
+    rate, u = tp.tokens_per_s, tp.uncertainty
+    # Each law resample paired with a throughput drawn within the stated uncertainty (seeded): the intervals carry
+    # both; a law without resamples (a published one) carries the throughput's alone.
+    samples = _law_values(law) or [law.values] * 200
+    factor = np.random.default_rng(0).uniform(1 - u, 1 + u, len(samples))
+    if goal is Goal.TARGET:
+        tokens = tokens_to_loss(law.values, n, amount)
+        if tokens is None:
+            return PlanRow(model.name, profile.name, n, tp, f"unreachable: the law's loss for {model.name} never gets "
+                           f"to {amount:g} (its infinite-data loss is above it)")
+        per_sample = [np.nan if t is None else t / (rate * f) / 3600
+                      for t, f in zip((tokens_to_loss(v, n, amount) for v in samples), factor, strict=True)]
+        reached = [h for h in per_sample if np.isfinite(h)]
+        t_iv = _interval([h * rate * f * 3600 for h, f in zip(per_sample, factor, strict=True) if np.isfinite(h)])
+        hours = tokens / rate / 3600
+        h_iv = _interval(reached)
+        hours_samples = tuple(per_sample)
+        loss, l_iv = amount, None
+    else:
+        hours = amount if goal is Goal.HOURS else amount / (price or float("nan"))
+        tokens = rate * hours * 3600
+        t_iv = _interval(list(rate * factor * hours * 3600))
+        h_iv = None
+        hours_samples = ()
+        loss = float(law.form.loss(law.values, np.asarray(n), np.asarray(tokens)))
+        l_iv = _interval([float(law.form.loss(v, np.asarray(n), np.asarray(rate * f * hours * 3600)))
+                          for v, f in zip(samples, factor, strict=True)])
+    if tokens < n:
+        flags.append("fewer tokens than parameters")
+    if law.max_tokens is not None and tokens > law.max_tokens:
+        flags.append("more tokens than the longest fitted run")
+    flops = flops_per_token(train_workload(model, model.trained_impl, tp.microbatch, get_policy("amp_bf16"), None),
+                            FlopConvention.SIX_N) * tokens
+    return PlanRow(model.name, profile.name, n, tp, None, tokens, t_iv, hours, h_iv, loss, l_iv,
+                   None if price is None else hours * price, flops / PF_DAY, tuple(flags), hours_samples)
+
+
+def ranked(rows: Sequence[PlanRow], goal: Goal) -> list[PlanRow]:
+    """Rows with numbers, best first (soonest to the target, or lowest loss), then the marked rows."""
+    good = [r for r in rows if r.unavailable is None]
+    key = (lambda r: r.hours) if goal is Goal.TARGET else (lambda r: r.loss)
+    return sorted(good, key=key) + [r for r in rows if r.unavailable is not None]
+
+
+def answer(rows: Sequence[PlanRow], goal: Goal, amount: float, gpu: str) -> str:
+    best = [r for r in ranked([r for r in rows if r.gpu == gpu], goal) if r.unavailable is None]
+    if not best:
+        return f"on {gpu}, no candidate has a number (see the marked rows)"
+    a = best[0]
+    if goal is Goal.TARGET:
+        iv = "" if a.hours_interval is None else f" [{a.hours_interval[0]:.3g}, {a.hours_interval[1]:.3g}]"
+        line = f"on {gpu}, {a.model} reaches loss {amount:g} in {a.hours:.3g} h{iv}"
+        if len(best) > 1:
+            b = best[1]
+            assert a.hours and b.hours
+            ratios = [y / x for x, y in zip(a.hours_samples, b.hours_samples, strict=True)
+                      if np.isfinite(x) and np.isfinite(y)]
+            iv = _interval(ratios)
+            line += (f", {b.hours / a.hours:.2f}x" + ("" if iv is None else f" [{iv[0]:.2f}, {iv[1]:.2f}]")
+                     + f" sooner than {b.model} ({b.hours:.3g} h)")
+        return line
+    line = f"on {gpu}, {a.model} reaches loss {a.loss:.4f}"
+    if a.loss_interval is not None:
+        line += f" [{a.loss_interval[0]:.4f}, {a.loss_interval[1]:.4f}]"
+    line += f" in {a.hours:.3g} h" if a.hours else ""
+    if len(best) > 1:
+        line += f", {best[1].model} {best[1].loss:.4f}"
+    return line

@@ -81,3 +81,39 @@ def test_bad_input_is_one_line(tmp_path, capsys, law):
     assert main(["plan", "--law", str(broken), "--candidates", "dense_135m", "--gpu", "h100_sxm", "--hours", "5"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "[coefficients]" in err
+
+
+def test_pf_days_follow_the_flop_convention_the_runs_logged(tmp_path, monkeypatch):
+    """The fixture's curves with a cumulative petaflops column as OLMo-core before 3.0 logged it (attention over
+    the full S x S square): scaling fit finds that convention, worth names it, and plan's PF-days use it."""
+    import csv
+
+    from tpsbench.analysis.worth_inputs import OLMO_PRE3, flop_conventions
+    from tpsbench.models import get_model
+    from tpsbench.scaling.plan import PF_DAY
+
+    with open(FIXTURE) as f:
+        rows = list(csv.DictReader(f))
+    logged = tmp_path / "logged.csv"
+    with logged.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["run", "step", "loss", "tokens", "petaflops"])
+        for r in rows:
+            model = "dense_271m" if r["run"].startswith("dense_271m") else r["run"]
+            per_token = flop_conventions(get_model(model), None)[OLMO_PRE3]
+            w.writerow([r["run"], r["step"], r["loss"], r["tokens"], float(r["tokens"]) * per_token / 1e15])
+    law = tmp_path / "law.toml"
+    code, _ = _run(["scaling", "fit", "--losses", str(logged), "--map", "dense_271m-resume=dense_271m",
+                    "--resamples", "20", "-o", str(law)])
+    assert code == 0 and 'flop_convention = "olmo pre-3.0"' in law.read_text()
+    code, out = _run(["plan", "--law", str(law), "--candidates", "dense_135m", "--gpu", "h100_sxm", "--hours", "10",
+                      "--json"])
+    [row] = json.loads(out)["rows"]
+    assert row["pf_days"] == pytest.approx(row["tokens"] * flop_conventions(get_model("dense_135m"), None)[OLMO_PRE3]
+                                           / PF_DAY)
+    monkeypatch.setenv("COLUMNS", "400")  # the column's whole name on one line
+    code, out = _run(["plan", "--law", str(law), "--candidates", "dense_135m", "--gpu", "h100_sxm", "--hours", "10"])
+    assert "PF-days (olmo pre-3.0, as your runs logged)" in out
+    code, out = _run(["worth", "--losses", str(logged), "--target-loss", "3.2", "--gpu", "h100_sxm",
+                      "--map", "dense_271m-resume=dense_271m"])
+    assert code == 0 and "olmo pre-3.0 (1.000)" in out

@@ -20,6 +20,7 @@ import numpy as np
 
 from tpsbench.analysis.losses import LossRun, join_runs
 from tpsbench.costmodel import FlopConvention, Workload, flops_per_token, get_policy, train_workload
+from tpsbench.costmodel.step import olmo_pre3_flops_per_token
 from tpsbench.errors import InputError, UnknownNameError, parse_toml, read_text
 from tpsbench.impls import is_bracket
 from tpsbench.models import (
@@ -146,7 +147,22 @@ def flop_conventions(model: ModelSpec, impl: str | None) -> dict[str, float]:
     """Training FLOPs per token of ``model`` under each convention of the cost model (``exact`` counts ``impl``,
     by default the one the model trained with: capacity padding is work done)."""
     w = _workload(model, impl, USERS_MICROBATCH_TOKENS)
-    return {c.value: flops_per_token(w, c) for c in FlopConvention}
+    out = {c.value: flops_per_token(w, c) for c in FlopConvention}
+    out[OLMO_PRE3] = float(olmo_pre3_flops_per_token(model, w.seq_len))
+    return out
+
+
+# What OLMo-core logged before 3.0 (``throughput/total petaflops`` of older W&B runs): attention over the full square
+OLMO_PRE3 = "olmo pre-3.0"
+MATCH_TOLERANCE = 0.02  # a logged FLOP rate within 2% of a convention is that convention (others differ by more)
+
+
+def matched_convention(conventions: dict[str, float], implied: float) -> tuple[str | None, float]:
+    """The convention closest to the FLOPs per token a file's cumulative petaflops imply, and implied / it; None
+    when none is within MATCH_TOLERANCE (a run mapped to the wrong model, or another framework's count)."""
+    name = min(conventions, key=lambda k: abs(np.log(implied / conventions[k])))
+    ratio = implied / conventions[name]
+    return (name if abs(ratio - 1) <= MATCH_TOLERANCE else None), ratio
 
 
 def _workload(model: ModelSpec, impl: str | None, tokens: int) -> Workload:

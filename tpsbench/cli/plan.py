@@ -60,8 +60,10 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         form, coefficients, samples, runs = read_law(args.law)
         sizes = [float(r["n"]) for r in runs if isinstance(r.get("n"), int | float)]
         last = [float(r["last_tokens"]) for r in runs if isinstance(r.get("last_tokens"), int | float)]
+        logged = [str(r["flop_convention"]) for r in runs if isinstance(r.get("flop_convention"), str)]
         law = Law(form, {c.name: c.value for c in coefficients}, samples, f"fitted law {args.law}",
-                  (min(sizes), max(sizes)) if sizes else None, max(last) if last else None)
+                  (min(sizes), max(sizes)) if sizes else None, max(last) if last else None,
+                  max(set(logged), key=logged.count) if logged else "6N")
     else:
         try:
             published = CHINCHILLA.published_law(args.published)
@@ -84,12 +86,14 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
                           "goal": str(goal), "amount": amount, "answers": answers,
                           "rows": [_row_dict(r) for r in ranked(rows, goal)]}, indent=2))
         return 0
+    pf_days = (f"PF-days ({law.flop_convention}, as your runs logged)" if law.flop_convention != "6N"
+               else "PF-days (6N)")
     for p in profiles:
         title = (f"{p.name}: {'hours to loss ' + format(amount, 'g') if goal is Goal.TARGET else 'loss within '}"
                  f"{'' if goal is Goal.TARGET else format(amount, 'g') + (' h' if goal is Goal.HOURS else ' $')}"
                  f" (law: {law.source}; tokens/s: expected, largest microbatch that fits; [90%])")
         t = TableData(title, ["#", "model", "N", "tokens/s", "microbatch", "tokens", "hours", "loss", "cost $",
-                              "PF-days (6N)", "flags"], left={"model", "flags"})
+                              pf_days, "flags"], left={"model", "flags"})
         for i, r in enumerate(ranked([r for r in rows if r.gpu == p.name], goal), 1):
             if r.unavailable is not None:
                 t.add("-", r.model, f"{r.n:.3g}", "n/a", "n/a", "n/a", "n/a", "n/a", "n/a", "n/a", r.unavailable)
@@ -98,7 +102,7 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
             t.add(str(i), r.model, f"{r.n:.3g}", f"{r.throughput.tokens_per_s:,.0f}", f"{r.throughput.microbatch:,}",
                   _iv(r.tokens, r.tokens_interval, "{:.3g}"), _iv(r.hours, r.hours_interval, "{:.3g}"),
                   _iv(r.loss, r.loss_interval, "{:.4f}"), "n/a" if r.cost is None else f"{r.cost:,.0f}",
-                  f"{r.pf_days_6n:.3g}", "; ".join(r.flags))
+                  f"{r.pf_days:.3g}", "; ".join(r.flags))
         show(console, [t])
     show(console, answers)
     return 0

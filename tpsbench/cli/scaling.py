@@ -12,6 +12,8 @@ from tpsbench.cli.args import UsageError, positive_float, positive_int
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from tpsbench.analysis.worth_inputs import ModelCurve
+
 
 def add_scaling_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="scaling_command", required=True, metavar="fit|predict")
@@ -67,9 +69,11 @@ def _fit(args: argparse.Namespace) -> int:
     published = form.published[0]
     fit = fit_law(form, points, published=published, resamples=args.resamples, seed=args.seed)
     loro = leave_one_run_out(fit, published, target=args.target_loss)
+    logged = _logged_conventions(curves)
     write_law(args.out, form, fit.coefficients,
               [{"run": r.run, "model": r.model, "n": r.n, "points": len(r.tokens), "first_tokens": float(r.tokens[0]),
-                "last_tokens": float(r.tokens[-1])} for r in fit.runs], fit.samples, fit.seed)
+                "last_tokens": float(r.tokens[-1]), **({"flop_convention": logged[r.model]} if r.model in logged
+                                                       else {})} for r in fit.runs], fit.samples, fit.seed)
     cov = coverage(loro)
     if args.json:
         print(json.dumps({"tool": "tpsbench", "version": __version__, "command": "scaling fit", "form": form.name,
@@ -95,6 +99,20 @@ def _fit(args: argparse.Namespace) -> int:
     if left_out:
         print(f"  runs no --map names (left out): {', '.join(left_out)}")
     return 0
+
+
+def _logged_conventions(curves: list[ModelCurve]) -> dict[str, str]:
+    """Per model, the FLOP convention its loss file's cumulative petaflops match (plan's PF-days then equal the
+    user's own plots)."""
+    from tpsbench.analysis.worth_inputs import flop_conventions, matched_convention
+
+    out = {}
+    for c in curves:
+        if c.implied_flops_per_token is not None:
+            name, _ = matched_convention(flop_conventions(c.model, None), c.implied_flops_per_token)
+            if name is not None:
+                out[c.model.name] = name
+    return out
 
 
 def _predict(args: argparse.Namespace) -> int:

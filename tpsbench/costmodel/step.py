@@ -94,6 +94,13 @@ def flops_per_token(w: Workload, convention: FlopConvention | str) -> float:
     return total_flops(step_ops(w), phases=FWD_BWD) / w.tokens
 
 
+def olmo_pre3_flops_per_token(m: ModelSpec, seq_len: int) -> int:
+    """OLMo-core before 3.0: the same sum with the attention core over the full S x S square of (query, key)
+    pairs, ``12 * heads * head_dim * S`` per layer (about 12 x layers x d x S / 2 more per token than 3.0 counts)."""
+    per_layer = 6 * (m.block_params(active=True) - 2 * m.d_model)
+    return m.n_layers * (per_layer + 12 * m.n_heads * m.head_dim * seq_len) + 6 * m.lm_head_params
+
+
 def olmo_flops_per_token(m: ModelSpec, seq_len: int) -> int:
     """OLMo-core 3's ``Transformer.num_flops_per_token(seq_len)``, term by term (tests/test_olmo_core.py checks
     it to the FLOP): summed per module, 6 x the parameters of each block's attention and feed-forward (active

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from tpsbench.analysis.lossfit import CONFIDENCE, Interval
 from tpsbench.analysis.worth import WorthReport, WorthRow
+from tpsbench.analysis.worth_inputs import OLMO_PRE3, matched_convention
 from tpsbench.report.format import NA, fmt
 from tpsbench.report.tables import TableData
 
@@ -56,13 +57,17 @@ def flops_table(r: WorthReport) -> TableData:
     """FLOPs per token by convention, and what the run's cumulative-petaflops column implies (a mapping check:
     a run mapped to the wrong model is off by its ratio)."""
     td = TableData("Training FLOPs per token: the cost model's conventions against the loss file's petaflops",
-                   ["model", "6N", "olmo", "exact", "implied by the file", "implied / olmo", "tokens from"],
-                   left={"model", "tokens from"})
+                   ["model", "6N", "olmo", OLMO_PRE3, "exact", "implied by the file", "matches (implied / it)",
+                    "tokens from"], left={"model", "matches (implied / it)", "tokens from"})
     for f in r.fits:
         c = f.flops_per_token
         imp = f.curve.implied_flops_per_token
-        td.rows.append([f.name, f"{c['6N']:.4g}", f"{c['olmo']:.4g}", f"{c['exact']:.4g}", _g(imp, 4),
-                        fmt(None if imp is None else imp / c["olmo"], "{:.3f}"), f.curve.tokens_source])
+        match = NA
+        if imp is not None:
+            name, ratio = matched_convention(c, imp)
+            match = f"{name} ({ratio:.3f})" if name else f"none within 2% (closest {ratio:.3f})"
+        td.rows.append([f.name, f"{c['6N']:.4g}", f"{c['olmo']:.4g}", f"{c[OLMO_PRE3]:.4g}", f"{c['exact']:.4g}",
+                        _g(imp, 4), match, f.curve.tokens_source])
     return td
 
 

@@ -17,7 +17,8 @@ from enum import StrEnum
 
 import numpy as np
 
-from tpsbench.costmodel import FlopConvention, flops_per_token, get_policy, train_workload
+from tpsbench.analysis.worth_inputs import flop_conventions
+from tpsbench.costmodel import get_policy, train_workload
 from tpsbench.estimate.step import expected_for
 from tpsbench.estimate.way_out import GPU_COUNTS, largest_microbatch
 from tpsbench.models import USERS_MICROBATCH_TOKENS, ModelSpec, default_global_batch
@@ -45,6 +46,7 @@ class Law:
     source: str
     sizes: tuple[float, float] | None  # the fitted runs' smallest and largest N
     max_tokens: float | None
+    flop_convention: str = "6N"  # PF-days as the user's runs logged them (scaling fit matched it), else 6N
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,7 @@ class PlanRow:
     loss: float | None = None
     loss_interval: tuple[float, float] | None = None
     cost: float | None = None
-    pf_days_6n: float | None = None
+    pf_days: float | None = None  # under the law's FLOP convention
     flags: tuple[str, ...] = ()
     hours_samples: tuple[float, ...] = ()  # per law resample (paired across rows: the same resample and draw)
 
@@ -146,8 +148,7 @@ def plan_row(law: Law, model: ModelSpec, profile: GPUProfile, goal: Goal, amount
         flags.append("fewer tokens than parameters")
     if law.max_tokens is not None and tokens > law.max_tokens:
         flags.append("more tokens than the longest fitted run")
-    flops = flops_per_token(train_workload(model, model.trained_impl, tp.microbatch, get_policy("amp_bf16"), None),
-                            FlopConvention.SIX_N) * tokens
+    flops = flop_conventions(model, None)[law.flop_convention] * tokens
     return PlanRow(model.name, profile.name, n, tp, None, tokens, t_iv, hours, h_iv, loss, l_iv,
                    None if price is None else hours * price, flops / PF_DAY, tuple(flags), hours_samples)
 

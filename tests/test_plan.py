@@ -117,3 +117,19 @@ def test_pf_days_follow_the_flop_convention_the_runs_logged(tmp_path, monkeypatc
     code, out = _run(["worth", "--losses", str(logged), "--target-loss", "3.2", "--gpu", "h100_sxm",
                       "--map", "dense_271m-resume=dense_271m"])
     assert code == 0 and "olmo pre-3.0 (1.000)" in out
+
+
+def test_the_published_joint_law_plans_dense_and_moe_candidates_and_flags_what_it_did_not_see():
+    code, out = _run(["plan", "--published", "ludziejewski2025", "--candidates", "dense_1b", "moe_1b",
+                      "moe_1b_a390m", "--gpu", "h100_sxm", "--target-loss", "2.9", "--json"])
+    assert code == 0
+    rows = {r["model"]: r for r in json.loads(out)["rows"]}
+    assert all(r["hours"] is not None for r in rows.values())
+    assert "E = 256 outside the fitted 1-32 experts" in rows["moe_1b"]["flags"]
+    assert any("top-4 routing" in f for f in rows["moe_1b_a390m"]["flags"])
+    from tpsbench.models import get_model
+    assert rows["moe_1b"]["n"] == get_model("moe_1b").active_params  # N: active parameters with embeddings
+    code, out = _run(["plan", "--published", "besiroglu2024", "--candidates", "moe_1b", "--gpu", "h100_sxm",
+                      "--target-loss", "2.9", "--json"])
+    [row] = json.loads(out)["rows"]
+    assert "cannot cover an MoE" in row["unavailable"] and "ludziejewski2025" in row["unavailable"]

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 def add_plan_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--law", help="a law file written by `tpsbench scaling fit`")
-    src.add_argument("--published", help="a published law: besiroglu2024 or hoffmann2022")
+    src.add_argument("--published", help="a published law: besiroglu2024, hoffmann2022 (dense) or ludziejewski2025 "
+                     "(dense and MoE)")
     p.add_argument("--candidates", nargs="+", required=True, metavar="MODEL",
                    help="models to compare: names, files, configs or variants (BASE:key=value)")
     p.add_argument("--gpu", nargs="+", required=True, metavar="GPU", help="GPU profiles")
@@ -51,8 +52,7 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     from tpsbench.models import get_model
     from tpsbench.profiles import load_profile
     from tpsbench.report.tables import TableData, show
-    from tpsbench.scaling.fit import NAMES
-    from tpsbench.scaling.forms import CHINCHILLA, PUBLISHED_NOTE
+    from tpsbench.scaling.forms import PUBLISHED, PUBLISHED_NOTE
     from tpsbench.scaling.law_file import read_law
     from tpsbench.scaling.plan import Goal, Law, answer, plan_row, ranked
 
@@ -61,17 +61,18 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         sizes = [float(r["n"]) for r in runs if isinstance(r.get("n"), int | float)]
         last = [float(r["last_tokens"]) for r in runs if isinstance(r.get("last_tokens"), int | float)]
         logged = [str(r["flop_convention"]) for r in runs if isinstance(r.get("flop_convention"), str)]
+        counts = [float(r["experts"]) for r in runs if isinstance(r.get("experts"), int | float)]
         law = Law(form, {c.name: c.value for c in coefficients}, samples, f"fitted law {args.law}",
                   (min(sizes), max(sizes)) if sizes else None, max(last) if last else None,
-                  max(set(logged), key=logged.count) if logged else "6N")
+                  max(set(logged), key=logged.count) if logged else "6N",
+                  (min(counts), max(counts)) if counts else None)
     else:
-        try:
-            published = CHINCHILLA.published_law(args.published)
-        except KeyError:
-            raise UsageError(f"--published '{args.published}' is not one of "
-                             f"{', '.join(p.name for p in CHINCHILLA.published)}") from None
-        law = Law(CHINCHILLA, dict(published.values), np.empty((0, len(NAMES))),
-                  f"{published.citation}; {PUBLISHED_NOTE}", None, None)
+        if args.published not in PUBLISHED:
+            raise UsageError(f"--published '{args.published}' is not one of {', '.join(PUBLISHED)}")
+        form, published = PUBLISHED[args.published]
+        law = Law(form, dict(published.values), np.empty((0, len(form.parameters))),
+                  f"{published.citation}; {PUBLISHED_NOTE}", None, None,
+                  experts=published.experts)
     prices = _prices(args.price)
     goal = Goal.TARGET if args.target_loss else Goal.HOURS if args.hours else Goal.BUDGET
     amount = args.target_loss or args.hours or args.budget

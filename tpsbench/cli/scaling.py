@@ -21,7 +21,9 @@ def add_scaling_args(p: argparse.ArgumentParser) -> None:
     fit.add_argument("--losses", nargs="+", required=True, metavar="FILE", help="loss curves (as `worth` reads them)")
     fit.add_argument("--map", action="append", default=[], metavar="RUN=MODEL",
                      help="assign a run to a model (repeatable; runs of one model are joined by step)")
-    fit.add_argument("--form", default="chinchilla", help="the law's form (default chinchilla)")
+    fit.add_argument("--form", default="chinchilla",
+                     help="chinchilla (dense models: N total parameters) or joint_moe (dense and MoE: N active "
+                     "parameters, E experts; Ludziejewski et al. 2025); default chinchilla")
     fit.add_argument("--skip-tokens", type=positive_float, default=None,
                      help="leave out each run's points up to this many tokens (default: its first 10%%)")
     fit.add_argument("--tokens-per-step", type=positive_int, default=None,
@@ -36,7 +38,7 @@ def add_scaling_args(p: argparse.ArgumentParser) -> None:
     pr = sub.add_parser("predict", help="a model's loss at a number of tokens, from a law")
     src = pr.add_mutually_exclusive_group(required=True)
     src.add_argument("--law", help="a law file written by `scaling fit`")
-    src.add_argument("--published", help="a published law: besiroglu2024 or hoffmann2022")
+    src.add_argument("--published", help="a published law: besiroglu2024, hoffmann2022 or ludziejewski2025")
     pr.add_argument("--model", required=True, help="a model name, file, config or variant")
     pr.add_argument("--tokens", type=positive_float, required=True, help="training tokens")
     pr.add_argument("--json", action="store_true")
@@ -72,8 +74,9 @@ def _fit(args: argparse.Namespace) -> int:
     logged = _logged_conventions(curves)
     write_law(args.out, form, fit.coefficients,
               [{"run": r.run, "model": r.model, "n": r.n, "points": len(r.tokens), "first_tokens": float(r.tokens[0]),
-                "last_tokens": float(r.tokens[-1]), **({"flop_convention": logged[r.model]} if r.model in logged
-                                                       else {})} for r in fit.runs], fit.samples, fit.seed)
+                "last_tokens": float(r.tokens[-1]), "experts": r.experts,
+                **({"flop_convention": logged[r.model]} if r.model in logged else {})} for r in fit.runs],
+              fit.samples, fit.seed)
     cov = coverage(loro)
     if args.json:
         print(json.dumps({"tool": "tpsbench", "version": __version__, "command": "scaling fit", "form": form.name,
@@ -119,10 +122,9 @@ def _predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from tpsbench.models import get_model
-    from tpsbench.scaling.fit import NAMES
-    from tpsbench.scaling.forms import CHINCHILLA, PUBLISHED_NOTE
+    from tpsbench.scaling.forms import PUBLISHED, PUBLISHED_NOTE
     from tpsbench.scaling.law_file import read_law
-    from tpsbench.scaling.runs import parameter_count
+    from tpsbench.scaling.runs import experts, parameter_count
 
     model = get_model(args.model)
     if args.law is not None:
@@ -132,20 +134,20 @@ def _predict(args: argparse.Namespace) -> int:
         sizes = [float(r["n"]) for r in runs if isinstance(r.get("n"), int | float)]
         tokens = [float(r["last_tokens"]) for r in runs if isinstance(r.get("last_tokens"), int | float)]
     else:
-        form = CHINCHILLA
-        try:
-            law = form.published_law(args.published)
-        except KeyError:
-            raise UsageError(f"--published '{args.published}' is not one of "
-                             f"{', '.join(p.name for p in form.published)}") from None
-        values, samples, sizes, tokens = law.values, np.empty((0, len(NAMES))), [], []
+        if args.published not in PUBLISHED:
+            raise UsageError(f"--published '{args.published}' is not one of {', '.join(PUBLISHED)}")
+        form, law = PUBLISHED[args.published]
+        values, samples, sizes, tokens = law.values, np.empty((0, len(form.parameters))), [], []
         source = f"{law.citation}; {PUBLISHED_NOTE}"
-    n = parameter_count(form, model)
-    loss = float(form.loss(values, np.asarray(n), np.asarray(args.tokens)))
+    n, e = parameter_count(form, model), experts(model)
+    if model.moe is not None and form.name == "chinchilla":
+        raise UsageError(f"{model.name} is an MoE: the chinchilla form counts dense models only; use a joint_moe law "
+                         "(scaling fit --form joint_moe, or --published ludziejewski2025)")
+    loss = float(form.loss(values, np.asarray(n), np.asarray(args.tokens), e))
     interval = None
     if len(samples):
-        preds = [float(form.loss(dict(zip(NAMES, s, strict=True)), np.asarray(n), np.asarray(args.tokens)))
-                 for s in samples]
+        preds = [float(form.loss(dict(zip(form.parameters, s, strict=True)), np.asarray(n), np.asarray(args.tokens),
+                                 e)) for s in samples]
         interval = (float(np.percentile(preds, 5)), float(np.percentile(preds, 95)))
     outside = []
     if sizes and not min(sizes) <= n <= max(sizes):

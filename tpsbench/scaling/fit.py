@@ -22,11 +22,7 @@ from tpsbench.errors import InputError
 from tpsbench.scaling.forms import LawForm, PublishedLaw
 
 HUBER_DELTA = 1e-3
-# the optimiser's coordinates: E, ln A, ln B, alpha, beta
-NAMES = ("E", "A", "B", "alpha", "beta")
-LOG_SCALED = {"A", "B"}
-BOUNDS = {"E": (0.0, None), "A": (0.0, 30.0), "B": (0.0, 30.0), "alpha": (0.01, 2.0), "beta": (0.01, 2.0)}
-GRID = {"A": (2.0, 6.0, 10.0), "B": (2.0, 6.0, 10.0), "alpha": (0.1, 0.3, 0.5), "beta": (0.1, 0.3, 0.5)}
+NAMES = ("E", "A", "B", "alpha", "beta")  # the Chinchilla form's, in its order
 MIN_POINTS = 10
 POLISHED = 4  # grid starts refined by L-BFGS-B
 
@@ -44,6 +40,7 @@ class RunPoints:
     n: float
     tokens: np.ndarray
     losses: np.ndarray
+    experts: float = 1.0  # the joint MoE law's E (1 for a dense model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +57,7 @@ class LawFit:
     form: LawForm
     coefficients: tuple[Coefficient, ...]
     runs: tuple[RunPoints, ...]
-    samples: np.ndarray  # bootstrap resamples x coefficients (in NAMES order), held ones constant
+    samples: np.ndarray  # bootstrap resamples x coefficients (in the form's order), held ones constant
     seed: int
 
     def values(self) -> dict[str, float]:
@@ -69,15 +66,18 @@ class LawFit:
     def coefficient(self, name: str) -> Coefficient:
         return next(c for c in self.coefficients if c.name == name)
 
-    def loss(self, n: float, tokens: float | np.ndarray) -> np.ndarray:
-        return self.form.loss(self.values(), np.asarray(n, float), np.asarray(tokens, float))
+    def loss(self, n: float, tokens: float | np.ndarray, experts: float = 1.0) -> np.ndarray:
+        return self.form.loss(self.values(), np.asarray(n, float), np.asarray(tokens, float), experts)
 
-    def loss_interval(self, n: float, tokens: float) -> tuple[float, float]:
+    def sample_values(self) -> list[dict[str, float]]:
+        return [dict(zip(self.form.parameters, s, strict=True)) for s in self.samples]
+
+    def loss_interval(self, n: float, tokens: float, experts: float = 1.0) -> tuple[float, float]:
         """The 90% interval of the law's loss at (n, tokens) over the bootstrap resamples."""
         if not len(self.samples):
             raise ValueError("a fit without bootstrap resamples has no interval")
-        preds = [self.form.loss(dict(zip(NAMES, s, strict=True)), np.asarray(n, float), np.asarray(tokens, float))
-                 for s in self.samples]
+        preds = [self.form.loss(v, np.asarray(n, float), np.asarray(tokens, float), experts)
+                 for v in self.sample_values()]
         return float(np.percentile(preds, 5)), float(np.percentile(preds, 95))
 
     @property
@@ -85,23 +85,23 @@ class LawFit:
         return [c for c in self.coefficients if c.held is not None]
 
 
-def tokens_to_loss(values: dict[str, float], n: float, target: float) -> float | None:
+def tokens_to_loss(values: dict[str, float], n: float, target: float, form: LawForm | None = None,
+                   experts: float = 1.0) -> float | None:
     """Tokens at which the law reaches ``target`` for a model of ``n`` parameters; None when it never does (the
-    target is at or below what infinite data would give, E + A / N^alpha)."""
-    floor = values["E"] + values["A"] * n ** -values["alpha"]
-    if target <= floor:
-        return None
-    return float((values["B"] / (target - floor)) ** (1.0 / values["beta"]))
+    target is at or below what infinite data would give)."""
+    from tpsbench.scaling.forms import CHINCHILLA
+
+    return (form or CHINCHILLA).tokens_to_loss(values, n, target, experts)
 
 
-def _to_x(values: dict[str, float], free: Sequence[str]) -> np.ndarray:
-    return np.array([math.log(values[k]) if k in LOG_SCALED else values[k] for k in free])
+def _to_x(values: dict[str, float], free: Sequence[str], form: LawForm) -> np.ndarray:
+    return np.array([math.log(values[k]) if k in form.log_scaled else values[k] for k in free])
 
 
-def _from_x(x: np.ndarray, free: Sequence[str], fixed: dict[str, float]) -> dict[str, float]:
+def _from_x(x: np.ndarray, free: Sequence[str], fixed: dict[str, float], form: LawForm) -> dict[str, float]:
     out = dict(fixed)
     for k, v in zip(free, x, strict=True):
-        out[k] = math.exp(v) if k in LOG_SCALED else float(v)
+        out[k] = math.exp(v) if k in form.log_scaled else float(v)
     return out
 
 
@@ -111,58 +111,95 @@ class _Data:
     log_d: np.ndarray
     log_l: np.ndarray
     weights: np.ndarray
+    experts: np.ndarray
 
 
 def _data(runs: Sequence[RunPoints]) -> _Data:
     log_n = np.concatenate([np.full(len(r.tokens), math.log(r.n)) for r in runs])
     weights = np.concatenate([np.full(len(r.tokens), 1.0 / (len(r.tokens) * len(runs))) for r in runs])
     return _Data(log_n, np.log(np.concatenate([r.tokens for r in runs])),
-                 np.log(np.concatenate([r.losses for r in runs])), weights)
+                 np.log(np.concatenate([r.losses for r in runs])), weights,
+                 np.concatenate([np.full(len(r.tokens), r.experts) for r in runs]))
 
 
-def _objective(x: np.ndarray, free: Sequence[str], fixed: dict[str, float], data: _Data
+def _huber(r: np.ndarray, weights: np.ndarray) -> float:
+    loss = np.where(np.abs(r) <= HUBER_DELTA, 0.5 * r * r, HUBER_DELTA * (np.abs(r) - 0.5 * HUBER_DELTA))
+    return float((weights * loss).sum() / HUBER_DELTA)
+
+
+def _objective(x: np.ndarray, free: Sequence[str], fixed: dict[str, float], data: _Data, form: LawForm
                ) -> tuple[float, np.ndarray]:
-    """The weighted Huber loss of log L and its gradient in the free coordinates."""
-    v = _from_x(x, free, fixed)
+    """The weighted Huber loss of log L and its gradient in the free coordinates (analytic for the Chinchilla
+    form, central differences for the others)."""
+    if form.name != "chinchilla":
+        def f(y: np.ndarray) -> float:
+            v = _from_x(y, free, fixed, form)
+            pred = form.loss(v, np.exp(data.log_n), np.exp(data.log_d), data.experts)
+            if not np.all(pred > 0):
+                return 1e6
+            return _huber(np.log(pred) - data.log_l, data.weights)
+        base = f(x)
+        grad = np.empty(len(x))
+        for i in range(len(x)):
+            step = 1e-6 * max(1.0, abs(x[i]))
+            up, down = x.copy(), x.copy()
+            up[i] += step
+            down[i] -= step
+            grad[i] = (f(up) - f(down)) / (2 * step)
+        return base, grad
+    v = _from_x(x, free, fixed, form)
     a_term = np.exp(math.log(v["A"]) - v["alpha"] * data.log_n)
     b_term = np.exp(math.log(v["B"]) - v["beta"] * data.log_d)
     pred = v["E"] + a_term + b_term
     r = np.log(pred) - data.log_l
-    small = np.abs(r) <= HUBER_DELTA
-    loss = np.where(small, 0.5 * r * r, HUBER_DELTA * (np.abs(r) - 0.5 * HUBER_DELTA))
     # In units of delta: the loss is then about the mean |residual| / delta, large enough for L-BFGS-B's
     # tolerances (at its raw scale, ~1e-5, the optimiser stops where it starts: Besiroglu et al.'s finding).
     dr = data.weights * np.clip(r, -HUBER_DELTA, HUBER_DELTA) / pred / HUBER_DELTA
     partial = {"E": dr.sum(), "A": (dr * a_term).sum(), "B": (dr * b_term).sum(),
                "alpha": -(dr * a_term * data.log_n).sum(), "beta": -(dr * b_term * data.log_d).sum()}
-    return float((data.weights * loss).sum() / HUBER_DELTA), np.array([partial[k] for k in free])
+    return _huber(r, data.weights), np.array([partial[k] for k in free])
 
 
 def _minimise(starts: Sequence[dict[str, float]], free: Sequence[str], fixed: dict[str, float], data: _Data,
-              e_max: float) -> dict[str, float]:
-    bounds = [(BOUNDS[k][0], e_max) if k == "E" else BOUNDS[k] for k in free]
-    low, high = [b[0] for b in bounds], [np.inf if b[1] is None else b[1] for b in bounds]
-    points = [np.clip(_to_x(start, free), low, high) for start in starts]
+              e_max: float, form: LawForm) -> dict[str, float]:
+    bounds = [(form.bounds[k][0], e_max) if k == form.floor else form.bounds[k] for k in free]
+    low = [-np.inf if b[0] is None else b[0] for b in bounds]
+    high = [np.inf if b[1] is None else b[1] for b in bounds]
+    points = [np.clip(_to_x(start, free, form), low, high) for start in starts]
     if len(points) > POLISHED:  # the grid's objective is cheap: L-BFGS-B from its best few starts only
-        points = sorted(points, key=lambda x: _objective(x, free, fixed, data)[0])[:POLISHED]
+        points = sorted(points, key=lambda x: _objective(x, free, fixed, data, form)[0])[:POLISHED]
     best = None
     for x0 in points:
-        res = minimize(_objective, x0, args=(free, fixed, data), jac=True, method="L-BFGS-B", bounds=bounds,
+        res = minimize(_objective, x0, args=(free, fixed, data, form), jac=True, method="L-BFGS-B", bounds=bounds,
                        options={"ftol": 1e-13, "gtol": 1e-9, "maxiter": 5000})
         if best is None or res.fun < best.fun:
             best = res
     assert best is not None
-    return _from_x(best.x, free, fixed)
+    return _from_x(best.x, free, fixed, form)
 
 
-def held_parameters(runs: Sequence[RunPoints]) -> tuple[tuple[str, ...], str | None]:
+def held_parameters(form: LawForm, runs: Sequence[RunPoints]) -> tuple[tuple[str, ...], str | None]:
     """What the runs cannot identify, and why (None when they identify everything)."""
     sizes = len({round(r.n) for r in runs})
-    if sizes >= 3:
-        return (), None
+    held: list[str] = []
+    why = []
+    size_exponent, size_scale = ("alpha", "A") if form.name == "chinchilla" else ("alpha", "a")
     if sizes == 2:
-        return ("alpha",), "two model sizes identify E + A / N^alpha at two N only: alpha held"
-    return ("A", "alpha"), "one model size: A / N^alpha is one number, which E absorbs; A and alpha held"
+        held.append(size_exponent)
+        why.append(f"two model sizes identify the N term at two N only: {size_exponent} held")
+    elif sizes < 2:
+        held += [size_scale, size_exponent]
+        why.append(f"one model size: its N term is one number, which the floor absorbs; {size_scale} and "
+                   f"{size_exponent} held")
+    if form.name == "joint_moe":
+        counts = len({r.experts for r in runs})
+        if counts < 2:
+            held += ["delta", "gamma", "omega", "zeta"]
+            why.append("one expert count: how the law changes with E is not seen; delta, gamma, omega, zeta held")
+        if counts < 4:
+            held += ["E_start", "E_max"]
+            why.append(f"{counts} expert count(s): the transform's E_start and E_max need at least 4; held")
+    return tuple(dict.fromkeys(held)), ("; ".join(why) or None)
 
 
 def fit_law(form: LawForm, runs: Sequence[RunPoints], *, published: PublishedLaw, resamples: int = 200,
@@ -176,26 +213,29 @@ def fit_law(form: LawForm, runs: Sequence[RunPoints], *, published: PublishedLaw
     for r in runs:
         if (r.losses <= 0).any() or (r.tokens <= 0).any():
             raise ScalingFitError(f"run {r.run}: losses and tokens must be positive")
-    unidentified, why = held_parameters(runs)
+    unidentified, why = held_parameters(form, runs)
     held_names = tuple(dict.fromkeys([*unidentified, *hold]))
     fixed = {k: published.values[k] for k in held_names}
-    free = [k for k in NAMES if k not in fixed]
+    free = [k for k in form.parameters if k not in fixed]
     e_max = float(min(r.losses.min() for r in runs))
     data = _data(runs)
-    grid = [dict(zip(GRID, combo, strict=True)) for combo in itertools.product(*GRID.values())]
-    starts = [{**{k: (math.exp(v) if k in LOG_SCALED else v) for k, v in g.items()}, "E": e_max * f, **fixed}
-              for g in grid for f in (0.5, 0.9)]
-    best = _minimise(starts, free, fixed, data, e_max)
+    grid_keys = [k for k in form.grid if k in free]
+    combos = itertools.product(*(form.grid[k] for k in grid_keys))
+    base = {**published.values, **fixed}
+    starts = [{**base, **dict(zip(grid_keys, combo, strict=True)), form.floor: e_max * f}
+              for combo in combos for f in (0.5, 0.9)]
+    starts.append({**base, form.floor: min(published.values[form.floor], e_max * 0.99)})
+    best = _minimise(starts, free, fixed, data, e_max, form)
     rng = np.random.default_rng(seed)
-    samples = np.empty((resamples, len(NAMES)))
+    samples = np.empty((resamples, len(form.parameters)))
     for i in range(resamples):
         picked = [runs[j] for j in rng.integers(0, len(runs), len(runs))]
-        boot = [RunPoints(r.run, r.model, r.n, r.tokens[idx], r.losses[idx])
+        boot = [RunPoints(r.run, r.model, r.n, r.tokens[idx], r.losses[idx], r.experts)
                 for r in picked for idx in [rng.integers(0, len(r.tokens), len(r.tokens))]]
-        values = _minimise([best], free, fixed, _data(boot), e_max)
-        samples[i] = [values[k] for k in NAMES]
+        values = _minimise([best], free, fixed, _data(boot), e_max, form)
+        samples[i] = [values[k] for k in form.parameters]
     coefficients = []
-    for j, k in enumerate(NAMES):
+    for j, k in enumerate(form.parameters):
         if k in fixed:
             reason = why if k in unidentified else "held by --hold"
             coefficients.append(Coefficient(k, best[k], None, None, f"{reason} at {published.name}'s value"))

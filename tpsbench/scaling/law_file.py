@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from tpsbench.errors import InputError, parse_toml, read_text
-from tpsbench.scaling.fit import NAMES, Coefficient
+from tpsbench.scaling.fit import Coefficient
 from tpsbench.scaling.forms import FORMS, LawForm
 
 WHAT = "a law file written by `tpsbench scaling fit`"
@@ -26,9 +26,10 @@ def _num(x: float | None) -> str:
 def write_law(path: str | Path, form: LawForm, coefficients: tuple[Coefficient, ...], runs: list[dict[str, object]],
               samples: np.ndarray, seed: int) -> None:
     rows = ", ".join("[" + ", ".join(repr(float(x)) for x in s) + "]" for s in samples)
+    # top-level keys before any table (TOML puts a key after a table header inside that table)
     lines = ["# written by `tpsbench scaling fit`", f'form = "{form.name}"', f'equation = "{form.equation}"',
              f'parameters = "{form.counts}"', f"seed = {seed}",
-             f"bootstrap = [{rows}]  # resamples x ({', '.join(NAMES)})", ""]  # top-level keys before any table
+             f"bootstrap = [{rows}]  # resamples x ({', '.join(form.parameters)})", ""]
     for c in coefficients:
         lines += [f"[coefficients.{c.name}]", f"value = {_num(c.value)}"]
         if c.held is not None:
@@ -69,9 +70,10 @@ def read_law(path: str | Path) -> tuple[LawForm, tuple[Coefficient, ...], np.nda
                                         held if isinstance(held, str) else None))
     raw = doc.get("bootstrap", [])
     try:
-        samples = np.array(raw, dtype=float).reshape(-1, len(NAMES))
+        samples = np.array(raw, dtype=float).reshape(-1, len(form.parameters))
     except (TypeError, ValueError):
-        raise LawFileError(f"{p}: bootstrap must be rows of {len(NAMES)} numbers ({', '.join(NAMES)})") from None
+        raise LawFileError(f"{p}: bootstrap must be rows of {len(form.parameters)} numbers "
+                           f"({', '.join(form.parameters)})") from None
     runs = doc.get("runs", [])
     return form, tuple(coefficients), samples, [r for r in runs if isinstance(r, dict)]
 

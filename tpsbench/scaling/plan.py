@@ -11,6 +11,7 @@ marked row, never a number.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -23,9 +24,9 @@ from tpsbench.estimate.step import expected_for
 from tpsbench.estimate.way_out import GPU_COUNTS, largest_microbatch
 from tpsbench.models import USERS_MICROBATCH_TOKENS, ModelSpec, default_global_batch
 from tpsbench.profiles import GPUProfile
-from tpsbench.scaling.fit import NAMES, tokens_to_loss
+from tpsbench.scaling.fit import tokens_to_loss
 from tpsbench.scaling.forms import LawForm
-from tpsbench.scaling.runs import parameter_count
+from tpsbench.scaling.runs import experts, parameter_count
 
 PF_DAY = 1e15 * 86400
 
@@ -47,6 +48,7 @@ class Law:
     sizes: tuple[float, float] | None  # the fitted runs' smallest and largest N
     max_tokens: float | None
     flop_convention: str = "6N"  # PF-days as the user's runs logged them (scaling fit matched it), else 6N
+    experts: tuple[float, float] | None = None  # the fitted runs' fewest and most experts
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +98,7 @@ def throughput(model: ModelSpec, profile: GPUProfile) -> Throughput | str:
 
 
 def _law_values(law: Law) -> list[dict[str, float]]:
-    return [dict(zip(NAMES, s, strict=True)) for s in law.samples]
+    return [dict(zip(law.form.parameters, s, strict=True)) for s in law.samples]
 
 
 def _interval(xs: Sequence[float]) -> tuple[float, float] | None:
@@ -105,30 +107,38 @@ def _interval(xs: Sequence[float]) -> tuple[float, float] | None:
 
 def plan_row(law: Law, model: ModelSpec, profile: GPUProfile, goal: Goal, amount: float,
              price: float | None) -> PlanRow:
-    n = parameter_count(law.form, model)
-    if model.moe is not None:
+    n, e = parameter_count(law.form, model), experts(model)
+    if model.moe is not None and law.form.name == "chinchilla":
         return PlanRow(model.name, profile.name, n, None, f"the {law.form.name} law counts {law.form.counts} of "
-                       "dense models: it cannot cover an MoE")
+                       "dense models: it cannot cover an MoE (fit the joint_moe form, or plan with "
+                       "--published ludziejewski2025)")
     tp = throughput(model, profile)
     if isinstance(tp, str):
         return PlanRow(model.name, profile.name, n, None, tp)
     flags = []
     if law.sizes is not None and not law.sizes[0] <= n <= law.sizes[1]:
         flags.append(f"N outside the fitted {law.sizes[0]:.3g}-{law.sizes[1]:.3g}")
+    if law.experts is not None and not law.experts[0] <= e <= law.experts[1]:
+        flags.append(f"E = {e:g} outside the fitted {law.experts[0]:g}-{law.experts[1]:g} experts")
+    if model.moe is not None and model.moe.top_k > 1 and law.form.name == "joint_moe":
+        flags.append(f"top-{model.moe.top_k} routing: the joint law was fitted on top-1 (Switch) MoE")
     if "transferred" in tp.basis:
         flags.append("efficiencies transferred from another GPU")
     rate, u = tp.tokens_per_s, tp.uncertainty
     # Each law resample paired with a throughput drawn within the stated uncertainty (seeded): the intervals carry
     # both; a law without resamples (a published one) carries the throughput's alone.
     samples = _law_values(law) or [law.values] * 200
-    factor = np.random.default_rng(0).uniform(1 - u, 1 + u, len(samples))
+    # each (model, GPU) its own seeded draws: two candidates' throughput errors are not assumed to cancel
+    factor = np.random.default_rng(zlib.crc32(f"{model.name}@{profile.name}".encode())).uniform(1 - u, 1 + u,
+                                                                                              len(samples))
     if goal is Goal.TARGET:
-        tokens = tokens_to_loss(law.values, n, amount)
+        tokens = tokens_to_loss(law.values, n, amount, law.form, e)
         if tokens is None:
             return PlanRow(model.name, profile.name, n, tp, f"unreachable: the law's loss for {model.name} never gets "
                            f"to {amount:g} (its infinite-data loss is above it)")
         per_sample = [np.nan if t is None else t / (rate * f) / 3600
-                      for t, f in zip((tokens_to_loss(v, n, amount) for v in samples), factor, strict=True)]
+                      for t, f in zip((tokens_to_loss(v, n, amount, law.form, e) for v in samples), factor,
+                                      strict=True)]
         reached = [h for h in per_sample if np.isfinite(h)]
         t_iv = _interval([h * rate * f * 3600 for h, f in zip(per_sample, factor, strict=True) if np.isfinite(h)])
         hours = tokens / rate / 3600
@@ -141,8 +151,8 @@ def plan_row(law: Law, model: ModelSpec, profile: GPUProfile, goal: Goal, amount
         t_iv = _interval(list(rate * factor * hours * 3600))
         h_iv = None
         hours_samples = ()
-        loss = float(law.form.loss(law.values, np.asarray(n), np.asarray(tokens)))
-        l_iv = _interval([float(law.form.loss(v, np.asarray(n), np.asarray(rate * f * hours * 3600)))
+        loss = float(law.form.loss(law.values, np.asarray(n), np.asarray(tokens), e))
+        l_iv = _interval([float(law.form.loss(v, np.asarray(n), np.asarray(rate * f * hours * 3600), e))
                           for v, f in zip(samples, factor, strict=True)])
     if tokens < n:
         flags.append("fewer tokens than parameters")

@@ -24,6 +24,11 @@ def parameter_count(form: LawForm, model: ModelSpec) -> float:
     return float(model.total_params if form.counts is ParameterCount.TOTAL else model.active_params)
 
 
+def experts(model: ModelSpec) -> float:
+    """The joint MoE law's E: the routed experts (1 for a dense model)."""
+    return float(model.moe.num_experts) if model.moe is not None else 1.0
+
+
 def run_points(form: LawForm, curves: Sequence[ModelCurve], *, skip_tokens: float | None = None) -> list[RunPoints]:
     out = []
     for c in curves:
@@ -34,5 +39,6 @@ def run_points(form: LawForm, curves: Sequence[ModelCurve], *, skip_tokens: floa
             idx = np.unique(np.round(np.geomspace(1, len(tokens), MAX_POINTS)).astype(int) - 1)
             tokens, losses = tokens[idx], losses[idx]
         if len(tokens):
-            out.append(RunPoints("+".join(c.runs), c.model.name, parameter_count(form, c.model), tokens, losses))
+            out.append(RunPoints("+".join(c.runs), c.model.name, parameter_count(form, c.model), tokens, losses,
+                                 experts(c.model)))
     return out

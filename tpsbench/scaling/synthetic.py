@@ -25,6 +25,7 @@ class SyntheticSize:
     steps: int  # logged steps (one point each)
     tokens_per_parameter: float  # how far the run goes
     continued_at: float | None = None  # the share of the run after which it goes on under "<name>-resume"
+    experts: float = 1.0  # the joint MoE law's E
 
 
 def synthetic_curves(sizes: Sequence[SyntheticSize], *, seed: int, law: dict[str, float] | None = None,
@@ -35,7 +36,7 @@ def synthetic_curves(sizes: Sequence[SyntheticSize], *, seed: int, law: dict[str
     for s in sizes:
         tokens = np.linspace(s.n * s.tokens_per_parameter / s.steps, s.n * s.tokens_per_parameter, s.steps)
         steps = np.round(tokens / TOKENS_PER_STEP).astype(int)
-        loss = form.loss(values, np.full(s.steps, s.n), tokens) * np.exp(rng.normal(0.0, noise, s.steps))
+        loss = form.loss(values, np.full(s.steps, s.n), tokens, s.experts) * np.exp(rng.normal(0.0, noise, s.steps))
         warm = max(2, int(s.steps * WARMUP_FRACTION))
         loss[:warm] += np.linspace(3.0, 0.0, warm)
         if s.continued_at is None:

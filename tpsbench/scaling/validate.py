@@ -68,10 +68,10 @@ def leave_one_run_out(fit: LawFit, published: PublishedLaw, *, resamples: int = 
         without = fit_law(fit.form, rest, published=published, resamples=resamples, seed=fit.seed + 1 + i,
                           hold=held)
         at, observed = observed_end(r)
-        low, high = without.loss_interval(r.n, at) if resamples else (None, None)
+        low, high = without.loss_interval(r.n, at, r.experts) if resamples else (None, None)
         obs_t = None if target is None else observed_tokens_to(r, target)
-        pred_t = None if target is None else tokens_to_loss(without.values(), r.n, target)
-        out.append(LeftOut(r.run, at, observed, float(without.loss(r.n, at)), low, high, obs_t, pred_t))
+        pred_t = None if target is None else tokens_to_loss(without.values(), r.n, target, fit.form, r.experts)
+        out.append(LeftOut(r.run, at, observed, float(without.loss(r.n, at, r.experts)), low, high, obs_t, pred_t))
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tpsbench import __version__
@@ -51,6 +52,7 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
 
     from tpsbench.models import get_model
     from tpsbench.profiles import load_profile
+    from tpsbench.report.format import NA
     from tpsbench.report.tables import TableData, show
     from tpsbench.scaling.forms import PUBLISHED, PUBLISHED_NOTE
     from tpsbench.scaling.law_file import read_law
@@ -87,32 +89,48 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
                           "goal": str(goal), "amount": amount, "answers": answers,
                           "rows": [_row_dict(r) for r in ranked(rows, goal)]}, indent=2))
         return 0
-    pf_days = (f"PF-days ({law.flop_convention}, as your runs logged)" if law.flop_convention != "6N"
-               else "PF-days (6N)")
+    pf_days = f"PF-days ({law.flop_convention})"
+    notes: list[str] = []
+    tables = []
     for p in profiles:
-        title = (f"{p.name}: {'hours to loss ' + format(amount, 'g') if goal is Goal.TARGET else 'loss within '}"
-                 f"{'' if goal is Goal.TARGET else format(amount, 'g') + (' h' if goal is Goal.HOURS else ' $')}"
-                 f" (law: {law.source}; tokens/s: expected, largest microbatch that fits; [90%])")
-        t = TableData(title, ["#", "model", "N", "tokens/s", "microbatch", "tokens", "hours", "loss", "cost $",
-                              pf_days, "flags"], left={"model", "flags"})
+        goal_text = (f"hours to loss {amount:g}" if goal is Goal.TARGET else
+                     f"loss within {amount:g} h" if goal is Goal.HOURS else f"loss within ${amount:g}")
+        t = TableData(f"{p.name}: {goal_text} (tokens/s expected, at the largest microbatch that fits; [90%])",
+                      ["#", "model", "N", "tokens/s", "tokens", "hours", "loss", "cost $", pf_days, "notes"],
+                      left={"model", "notes"})
         for i, r in enumerate(ranked([r for r in rows if r.gpu == p.name], goal), 1):
+            marks = ",".join(str(_note(notes, f)) for f in ([r.unavailable] if r.unavailable else list(r.flags)))
             if r.unavailable is not None:
-                t.add("-", r.model, f"{r.n:.3g}", "n/a", "n/a", "n/a", "n/a", "n/a", "n/a", "n/a", r.unavailable)
+                t.add("-", r.model, _si(r.n), NA, NA, NA, NA, NA, NA, marks)
                 continue
             assert r.throughput is not None and r.tokens is not None and r.hours is not None and r.loss is not None
-            t.add(str(i), r.model, f"{r.n:.3g}", f"{r.throughput.tokens_per_s:,.0f}", f"{r.throughput.microbatch:,}",
-                  _iv(r.tokens, r.tokens_interval, "{:.3g}"), _iv(r.hours, r.hours_interval, "{:.3g}"),
-                  _iv(r.loss, r.loss_interval, "{:.4f}"), "n/a" if r.cost is None else f"{r.cost:,.0f}",
-                  f"{r.pf_days:.3g}", "; ".join(r.flags))
-        show(console, [t])
+            t.add(str(i), r.model, _si(r.n), f"{r.throughput.tokens_per_s:,.0f}", _iv(r.tokens, r.tokens_interval, _si),
+                  _iv(r.hours, r.hours_interval, lambda x: f"{x:.3g}"),
+                  _iv(r.loss, r.loss_interval, lambda x: f"{x:.4f}"), NA if r.cost is None else f"{r.cost:,.0f}",
+                  f"{r.pf_days:.3g}", marks)
+        tables.append(t)
+    show(console, [f"law: {law.source}", *tables, *(f"({i}) {n}" for i, n in enumerate(notes, 1))])
     show(console, answers)
     return 0
 
 
-def _iv(value: float, interval: tuple[float, float] | None, spec: str) -> str:
-    if interval is None:
-        return spec.format(value)
-    return f"{spec.format(value)} [{spec.format(interval[0])}, {spec.format(interval[1])}]"
+def _note(notes: list[str], text: str) -> int:
+    if text not in notes:
+        notes.append(text)
+    return notes.index(text) + 1
+
+
+def _si(x: float) -> str:
+    for scale, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def _iv(value: float, interval: tuple[float, float] | None, fmt: Callable[[float], str]) -> str:
+    if interval is None or fmt(interval[0]) == fmt(interval[1]) == fmt(value):
+        return fmt(value)
+    return f"{fmt(value)} [{fmt(interval[0])}, {fmt(interval[1])}]"
 
 
 def _row_dict(r: object) -> dict[str, object]:

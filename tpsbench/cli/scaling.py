@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from tpsbench import __version__
 from tpsbench.cli.args import UsageError, positive_float, positive_int
+from tpsbench.report.tables import show
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -46,11 +47,11 @@ def add_scaling_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_scaling(args: argparse.Namespace, console: Console) -> int:
     if args.scaling_command == "fit":
-        return _fit(args)
-    return _predict(args)
+        return _fit(args, console)
+    return _predict(args, console)
 
 
-def _fit(args: argparse.Namespace) -> int:
+def _fit(args: argparse.Namespace, console: Console) -> int:
     from tpsbench.analysis.losses import read_losses
     from tpsbench.analysis.worth_inputs import assign_runs, model_curve, parse_map
     from tpsbench.scaling.fit import fit_law
@@ -88,19 +89,20 @@ def _fit(args: argparse.Namespace) -> int:
                                                  "high": r.high, "target_error": r.target_error} for r in loro],
                           "coverage": cov}, indent=2))
         return 0
-    print(f"{form.name}: {form.equation} (N = {form.counts}); fitted to {len(fit.runs)} runs, "
-          f"{sum(len(r.tokens) for r in fit.runs):,} points, {len(fit.samples)} bootstrap resamples -> {args.out}")
+    lines = [f"{form.name}: {form.equation} (N = {form.counts}); fitted to {len(fit.runs)} runs, "
+             f"{sum(len(r.tokens) for r in fit.runs):,} points, {len(fit.samples)} bootstrap resamples -> {args.out}"]
     for c in fit.coefficients:
         where = f"held: {c.held}" if c.held else f"fitted, 90% [{c.low:.4g}, {c.high:.4g}]"
-        print(f"  {c.name:<6} {c.value:.4g}  ({where})")
+        lines.append(f"  {c.name:<7} {c.value:.4g}  ({where})")
     for r in loro:
         target = "" if r.target_error is None else f"; tokens to {args.target_loss:g}: {100 * r.target_error:+.1f}%"
-        print(f"  left out {r.run}: at {r.tokens:.3g} tokens observed {r.observed:.4f}, predicted {r.predicted:.4f} "
-              f"({100 * r.error:+.2f}%){target}")
+        lines.append(f"  left out {r.run}: at {r.tokens:.3g} tokens observed {r.observed:.4f}, predicted "
+                     f"{r.predicted:.4f} ({100 * r.error:+.2f}%){target}")
     if cov is not None:
-        print(f"  90% intervals cover {100 * cov:.0f}% of the left-out runs' final losses")
+        lines.append(f"  90% intervals cover {100 * cov:.0f}% of the left-out runs' final losses")
     if left_out:
-        print(f"  runs no --map names (left out): {', '.join(left_out)}")
+        lines.append(f"  runs no --map names (left out): {', '.join(left_out)}")
+    show(console, lines)
     return 0
 
 
@@ -118,7 +120,7 @@ def _logged_conventions(curves: list[ModelCurve]) -> dict[str, str]:
     return out
 
 
-def _predict(args: argparse.Namespace) -> int:
+def _predict(args: argparse.Namespace, console: Console) -> int:
     import numpy as np
 
     from tpsbench.models import get_model
@@ -162,9 +164,9 @@ def _predict(args: argparse.Namespace) -> int:
                           "interval_90": interval, "extrapolates": outside, "source": source}, indent=2))
         return 0
     iv = "" if interval is None else f" [90%: {interval[0]:.4f}, {interval[1]:.4f}]"
-    print(f"{model.name} (N = {n:,.0f}, {form.counts}) at {args.tokens:.4g} tokens: loss {loss:.4f}{iv} "
-          f"(fitted: {source})" if args.law else
-          f"{model.name} (N = {n:,.0f}, {form.counts}) at {args.tokens:.4g} tokens: loss {loss:.4f} ({source})")
+    what = f"{model.name} (N = {n:,.0f}, {form.counts}{'' if e == 1 else f', E = {e:g}'}) at {args.tokens:.4g} tokens"
+    lines = [f"{what}: loss {loss:.4f}{iv} ({'fitted: ' if args.law else ''}{source})"]
     if outside:
-        print(f"extrapolates: {'; '.join(outside)}")
+        lines.append(f"extrapolates: {'; '.join(outside)}")
+    show(console, lines)
     return 0

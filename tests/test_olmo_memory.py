@@ -81,3 +81,30 @@ def test_moe_blocks_are_counted_within_half_a_percent_of_what_olmo_core_saved(sh
     counted = (olmo_memory.saved_per_token(high, compiled=False) * 512
                - olmo_memory.saved_per_token(low, compiled=False) * 256) / 256
     assert counted == pytest.approx(measured, rel=0.005)
+
+
+def test_a_measured_row_the_memory_model_says_cannot_fit_says_the_model_overestimates(tmp_path, capsys):
+    """moe_1b at 32,768-token microbatches on a 32 GB RTX 5090 with OLMo-core: compiled (what the users ran), the
+    memory model counts what OLMo-core keeps and the step fits; eager, it puts the step above the card's memory, so
+    a row that says it ran there makes the model what is wrong."""
+    from tpsbench.cli import main
+
+    csv = tmp_path / "measured.csv"
+    csv.write_text("model,gpu,tokens_per_s,microbatch,stack,compile\n"
+                   "moe_1b,NVIDIA GeForce RTX 5090,52000,32768,olmo-core,true\n")
+    assert main(["explain", "--measured", str(csv)]) == 0
+    out = capsys.readouterr().out
+    assert "does not fit" not in out and "overestimates" not in out
+    csv.write_text("model,gpu,tokens_per_s,microbatch,stack,compile\n"
+                   "moe_1b,NVIDIA GeForce RTX 5090,52000,32768,olmo-core,false\n")
+    assert main(["explain", "--measured", str(csv)]) == 0
+    out = capsys.readouterr().out
+    assert "does not fit" not in out and "ran; model overestimates" in out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,gpu,tokens_per_s,compile\nmoe_1b,h100,52000,maybe\n")
+    assert main(["explain", "--measured", str(bad)]) == 2
+    assert "compile 'maybe': write true or false" in capsys.readouterr().err
+    both = tmp_path / "both.csv"
+    both.write_text("model,gpu,tokens_per_s,tokens,microbatch\nmoe_1b,h100,52000,32768,16384\n")
+    assert main(["explain", "--measured", str(both)]) == 2
+    assert "tokens 32768 and microbatch 16384 differ" in capsys.readouterr().err

@@ -34,10 +34,10 @@ def test_a_compiled_block_and_loss_save_what_the_compiled_constants_say():
     bytes per logit (Inductor saves only the bf16 logits)."""
     spec = dataclasses.replace(probe.dense_variant(get_model("dense_135m"), 256, 512, 4), n_layers=1)
     one = probe.per_token(spec, compiled=True)
-    block = probe.per_token(dataclasses.replace(spec, n_layers=2), compiled=True) - one
+    block = probe.per_token(dataclasses.replace(spec, n_layers=2), compiled=True, reset=False) - one
     c = olmo_memory.OLMO_DENSE_COMPILED
     assert block == pytest.approx(c.per_d * 256 + c.per_h * 512 + c.per_q * 256 + c.per_token, abs=1.0)
-    per_logit = (probe.per_token(dataclasses.replace(spec, vocab_size=1024), compiled=True) - one) / 512
+    per_logit = (probe.per_token(dataclasses.replace(spec, vocab_size=1024), compiled=True, reset=False) - one) / 512
     assert per_logit == pytest.approx(olmo_memory.LOSS_COMPILED_BYTES, abs=0.01)
 
 

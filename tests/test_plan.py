@@ -114,9 +114,11 @@ def test_pf_days_follow_the_flop_convention_the_runs_logged(tmp_path, monkeypatc
     monkeypatch.setenv("COLUMNS", "400")  # the column's whole name on one line
     code, out = _run(["plan", "--law", str(law), "--candidates", "dense_135m", "--gpu", "h100_sxm", "--hours", "10"])
     assert "PF-days (olmo pre-3.0)" in out
-    code, out = _run(["worth", "--losses", str(logged), "--target-loss", "3.2", "--gpu", "h100_sxm",
-                      "--map", "dense_271m-resume=dense_271m"])
-    assert code == 0 and "olmo pre-3.0 (1.000)" in out
+    from tpsbench.analysis.worth_inputs import matched_convention
+
+    conventions = flop_conventions(get_model("dense_135m"), None)
+    assert matched_convention(conventions, conventions[OLMO_PRE3]) == (OLMO_PRE3, 1.0)  # what worth's table names
+    assert matched_convention(conventions, 1.5 * conventions["olmo"])[0] is None  # a wrong mapping matches none
 
 
 def test_the_published_joint_law_plans_dense_and_moe_candidates_and_flags_what_it_did_not_see():

@@ -67,7 +67,7 @@ def _runs(seed: int, sizes: list[SyntheticSize]) -> list[RunPoints]:
     return out
 
 
-SMALL = [SyntheticSize(f"m{i}", n, 30, tpp) for i, (n, tpp) in enumerate([(3e7, 40), (1e8, 30), (3e8, 20),
+SMALL = [SyntheticSize(f"m{i}", n, 20, tpp) for i, (n, tpp) in enumerate([(3e7, 40), (1e8, 30), (3e8, 20),
                                                                             (1e9, 10)])]
 
 
@@ -153,7 +153,7 @@ JOINT = [(5e7, 1, 40), (1.5e8, 1, 30), (4e8, 1, 20), (5e7, 8, 40), (1.5e8, 8, 30
 def _joint_runs(seed: int, spec=JOINT) -> list[RunPoints]:
     from tpsbench.scaling.forms import JOINT_MOE, LUDZIEJEWSKI_2025
 
-    sizes = [SyntheticSize(f"m{i}", n, 120, tpp, experts=e) for i, (n, e, tpp) in enumerate(spec)]
+    sizes = [SyntheticSize(f"m{i}", n, 90, tpp, experts=e) for i, (n, e, tpp) in enumerate(spec)]
     out = []
     for s, c in zip(sizes, synthetic_curves(sizes, seed=seed, law=LUDZIEJEWSKI_2025.values, form=JOINT_MOE),
                     strict=True):

@@ -47,8 +47,9 @@ def saved_bytes(model: torch.nn.Module, tokens: int, vocab: int, *, z_loss: bool
     return sum(n for ptr, n in storages.items() if ptr not in params)
 
 
-def build(spec: ModelSpec, *, compiled: bool) -> torch.nn.Module:
-    torch._dynamo.reset()  # a fresh compile per shape (the recompile limit would fall back to eager)
+def build(spec: ModelSpec, *, compiled: bool, reset: bool = True) -> torch.nn.Module:
+    if reset:  # a fresh compile per shape (the recompile limit would fall back to eager)
+        torch._dynamo.reset()
     torch.manual_seed(0)
     model = olmo_config(spec).build(init_device="cpu").to(torch.bfloat16)
     if compiled:
@@ -56,9 +57,11 @@ def build(spec: ModelSpec, *, compiled: bool) -> torch.nn.Module:
     return model
 
 
-def per_token(spec: ModelSpec, *, compiled: bool, tokens: tuple[int, int] = (256, 512)) -> float:
-    """Saved bytes per token of the whole model (blocks and loss)."""
-    model = build(spec, compiled=compiled)
+def per_token(spec: ModelSpec, *, compiled: bool, tokens: tuple[int, int] = (256, 512), reset: bool = True
+              ) -> float:
+    """Saved bytes per token of the whole model (blocks and loss); ``reset=False`` keeps the compiled code of
+    earlier builds (the same block shapes compile once)."""
+    model = build(spec, compiled=compiled, reset=reset)
     low, high = (saved_bytes(model, t, spec.vocab_size) for t in tokens)
     return (high - low) / (tokens[1] - tokens[0])
 

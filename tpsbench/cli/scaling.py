@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from tpsbench.analysis.worth_inputs import ModelCurve
 
 
+LORO_RESAMPLES = 40  # each left-out run's interval: enough for a 90% band, refitted once per run
+
+
 def add_scaling_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="scaling_command", required=True, metavar="fit|predict")
     fit = sub.add_parser("fit", help="fit a law to loss curves of several models")
@@ -71,7 +74,7 @@ def _fit(args: argparse.Namespace, console: Console) -> int:
     points = run_points(form, curves, skip_tokens=args.skip_tokens)
     published = form.published[0]
     fit = fit_law(form, points, published=published, resamples=args.resamples, seed=args.seed)
-    loro = leave_one_run_out(fit, published, target=args.target_loss)
+    loro = leave_one_run_out(fit, published, resamples=min(LORO_RESAMPLES, args.resamples), target=args.target_loss)
     logged = _logged_conventions(curves)
     write_law(args.out, form, fit.coefficients,
               [{"run": r.run, "model": r.model, "n": r.n, "points": len(r.tokens), "first_tokens": float(r.tokens[0]),

@@ -66,7 +66,7 @@ def leave_one_run_out(fit: LawFit, published: PublishedLaw, *, resamples: int = 
         rest = [x for j, x in enumerate(runs) if j != i]
         held = [c.name for c in fit.held]
         without = fit_law(fit.form, rest, published=published, resamples=resamples, seed=fit.seed + 1 + i,
-                          hold=held)
+                          hold=held, start=fit.values())
         at, observed = observed_end(r)
         low, high = without.loss_interval(r.n, at, r.experts) if resamples else (None, None)
         obs_t = None if target is None else observed_tokens_to(r, target)

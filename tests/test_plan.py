@@ -135,3 +135,17 @@ def test_the_published_joint_law_plans_dense_and_moe_candidates_and_flags_what_i
                       "--target-loss", "2.9", "--json"])
     [row] = json.loads(out)["rows"]
     assert "cannot cover an MoE" in row["unavailable"] and "ludziejewski2025" in row["unavailable"]
+
+
+def test_the_plot_and_the_markdown_are_written_and_a_bad_plot_name_is_one_line(law, tmp_path, capsys):
+    png, md = tmp_path / "plan.png", tmp_path / "plan.md"
+    code, out = _run(["plan", "--law", law, "--candidates", "dense_135m", "dense_271m", "moe_1b", "--gpu", "h100_sxm",
+                      "rtx5090", "--target-loss", "3.0", "--losses", FIXTURE, "--map", "dense_271m-resume=dense_271m",
+                      "-o", str(png), "--markdown", str(md)])
+    assert f"plot: {png}" in out.replace("\n", "")
+    assert code == 0 and png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 20_000
+    text = md.read_text()
+    assert "| # | model |" in text and "- on h100_sxm, " in text and "cannot cover an MoE" in text
+    assert main(["plan", "--law", law, "--candidates", "dense_135m", "--gpu", "h100_sxm", "--hours", "5",
+                 "-o", str(tmp_path / "plan.txt")]) == 2
+    assert "give a file ending in" in capsys.readouterr().err

@@ -14,6 +14,8 @@ from tpsbench.cli.args import UsageError, positive_float
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from tpsbench.analysis.worth_inputs import ModelCurve
+
 
 def add_plan_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
@@ -28,6 +30,12 @@ def add_plan_args(p: argparse.ArgumentParser) -> None:
     goal.add_argument("--hours", type=positive_float, help="the loss reached within these hours")
     goal.add_argument("--budget", type=positive_float, help="the loss reached within this many dollars (--price)")
     p.add_argument("--price", action="append", default=[], metavar="GPU=USD_PER_HOUR", help="one GPU-hour's price")
+    p.add_argument("-o", "--out", default=None, help="also plot loss against hours per GPU (.png, .svg or .pdf)")
+    p.add_argument("--losses", nargs="+", default=[], metavar="FILE",
+                   help="loss curves of candidates already trained, overlaid on the plot")
+    p.add_argument("--map", action="append", default=[], metavar="RUN=MODEL", help="assign a run to a candidate")
+    p.add_argument("--tokens-per-step", type=int, default=None, help="for loss files without a tokens column")
+    p.add_argument("--markdown", default=None, help="also write the tables and answers as markdown to this file")
     p.add_argument("--json", action="store_true")
 
 
@@ -109,9 +117,38 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
                   _iv(r.loss, r.loss_interval, lambda x: f"{x:.4f}"), NA if r.cost is None else f"{r.cost:,.0f}",
                   f"{r.pf_days:.3g}", marks)
         tables.append(t)
-    show(console, [f"law: {law.source}", *tables, *(f"({i}) {n}" for i, n in enumerate(notes, 1))])
+    footnotes = [f"({i}) {n}" for i, n in enumerate(notes, 1)]
+    show(console, [f"law: {law.source}", *tables, *footnotes])
     show(console, answers)
+    if args.markdown:
+        from pathlib import Path
+
+        from tpsbench.report.tables import to_markdown
+
+        text = "\n\n".join([f"law: {law.source}", *(to_markdown(t) for t in tables), "\n".join(footnotes),
+                             "\n".join(f"- {a}" for a in answers)])
+        Path(args.markdown).write_text(text + "\n", encoding="utf-8")
+        show(console, [f"markdown: {args.markdown}"])
+    if args.out:
+        from tpsbench.report.plot_plan import plot_plan
+
+        written = plot_plan(rows, law, goal, amount, args.out, _measured(args, {m.name for m in models}))
+        show(console, [f"plot: {written}"])
     return 0
+
+
+def _measured(args: argparse.Namespace, candidates: set[str]) -> dict[str, ModelCurve]:
+    """The loss curves of candidates already trained, by model (none without --losses)."""
+    if not args.losses:
+        return {}
+    from tpsbench.analysis.losses import read_losses
+    from tpsbench.analysis.worth_inputs import assign_runs, model_curve, parse_map
+
+    runs = [r for path in args.losses for r in read_losses(path)]
+    by_model, _ = assign_runs(runs, parse_map(args.map))
+    if any(r.tokens is None for segs in by_model.values() for r in segs) and args.tokens_per_step is None:
+        raise UsageError("a loss file has no tokens column: give --tokens-per-step N")
+    return {m: model_curve(m, segs, args.tokens_per_step or 1) for m, segs in by_model.items() if m in candidates}
 
 
 def _note(notes: list[str], text: str) -> int:

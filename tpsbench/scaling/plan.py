@@ -75,7 +75,8 @@ class PlanRow:
     cost: float | None = None
     pf_days: float | None = None  # under the law's FLOP convention
     flags: tuple[str, ...] = ()
-    hours_samples: tuple[float, ...] = ()  # per law resample (paired across rows: the same resample and draw)
+    hours_samples: tuple[float, ...] = ()  # per law resample (paired across rows: the same resample)
+    experts: float = 1.0  # the joint law's E of the candidate
 
 
 def throughput(model: ModelSpec, profile: GPUProfile) -> Throughput | str:
@@ -160,7 +161,7 @@ def plan_row(law: Law, model: ModelSpec, profile: GPUProfile, goal: Goal, amount
         flags.append("more tokens than the longest fitted run")
     flops = flop_conventions(model, None)[law.flop_convention] * tokens
     return PlanRow(model.name, profile.name, n, tp, None, tokens, t_iv, hours, h_iv, loss, l_iv,
-                   None if price is None else hours * price, flops / PF_DAY, tuple(flags), hours_samples)
+                   None if price is None else hours * price, flops / PF_DAY, tuple(flags), hours_samples, e)
 
 
 def ranked(rows: Sequence[PlanRow], goal: Goal) -> list[PlanRow]:

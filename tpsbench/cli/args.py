@@ -46,3 +46,20 @@ def add_json(p: argparse.ArgumentParser, what: str = "tables") -> None:
 
 MODEL_HELP = ("a model name or OLMo-core name (`tpsbench list models`), a model .toml file, an OLMo-core or Hugging "
               "Face config.json, or a variant BASE:key=value,... (docs/models.md)")
+
+
+def parse_prices(items: list[str]) -> dict[str, float]:
+    """``--price GPU=USD_PER_HOUR`` flags as GPU profile name -> dollars per GPU-hour."""
+    from tpsbench.profiles import load_profile
+
+    out = {}
+    for item in items:
+        gpu, sep, usd = item.partition("=")
+        try:
+            value = float(usd)
+        except ValueError:
+            value = -1.0
+        if not sep or not gpu or not value > 0:
+            raise UsageError(f"--price '{item}': give GPU=USD_PER_HOUR with a positive price, e.g. h100=2.5")
+        out[load_profile(gpu.strip()).name] = value
+    return out

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tpsbench import __version__
-from tpsbench.cli.args import UsageError, positive_float
+from tpsbench.cli.args import UsageError, parse_prices, positive_float
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -37,22 +37,6 @@ def add_plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens-per-step", type=int, default=None, help="for loss files without a tokens column")
     p.add_argument("--markdown", default=None, help="also write the tables and answers as markdown to this file")
     p.add_argument("--json", action="store_true")
-
-
-def _prices(pairs: list[str]) -> dict[str, float]:
-    from tpsbench.profiles import load_profile
-
-    out = {}
-    for item in pairs:
-        gpu, _, price = item.partition("=")
-        try:
-            value = float(price)
-        except ValueError:
-            raise UsageError(f"--price '{item}': write GPU=USD_PER_HOUR, e.g. h100_sxm=2.50") from None
-        if value <= 0:
-            raise UsageError(f"--price '{item}': the price must be positive")
-        out[load_profile(gpu).name] = value
-    return out
 
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
@@ -83,7 +67,7 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         law = Law(form, dict(published.values), np.empty((0, len(form.parameters))),
                   f"{published.citation}; {PUBLISHED_NOTE}", None, None,
                   experts=published.experts)
-    prices = _prices(args.price)
+    prices = parse_prices(args.price)
     goal = Goal.TARGET if args.target_loss else Goal.HOURS if args.hours else Goal.BUDGET
     amount = args.target_loss or args.hours or args.budget
     profiles = [load_profile(g) for g in args.gpu]

@@ -17,10 +17,9 @@ from tpsbench.analysis.worth_inputs import (
     predicted_throughput,
     read_throughput,
 )
-from tpsbench.cli.args import UsageError, add_json, positive_float, positive_int
+from tpsbench.cli.args import UsageError, add_json, parse_prices, positive_float, positive_int
 from tpsbench.impls import cost_model_names
 from tpsbench.models import USERS_MICROBATCH_TOKENS
-from tpsbench.profiles import load_profile
 from tpsbench.report.tables import show, to_markdown
 from tpsbench.report.worth import worth_tables
 from tpsbench.results import finite
@@ -59,27 +58,13 @@ def add_worth_args(p: argparse.ArgumentParser) -> None:
     add_json(p)
 
 
-def _prices(items: list[str]) -> dict[str, float]:
-    out = {}
-    for item in items:
-        gpu, sep, usd = item.partition("=")
-        try:
-            value = float(usd)
-        except ValueError:
-            value = -1.0
-        if not sep or not gpu or not value > 0:
-            raise UsageError(f"--price '{item}': give GPU=USD_PER_HOUR with a positive price, e.g. h100=2.5")
-        out[load_profile(gpu.strip()).name] = value
-    return out
-
-
 def cmd_worth(args: argparse.Namespace, console: Console) -> int:
     if not args.throughput and not args.gpu:
         raise UsageError("give --throughput FILE (measured tokens/s) or --gpu GPU (predicted tokens/s), or both")
     if args.impl is not None and args.impl not in cost_model_names():
         raise UsageError(f"--impl '{args.impl}' is not one of {', '.join(cost_model_names())}")
     impl = args.impl  # None: each model's own MoE type (what its loss curve was trained with)
-    prices = _prices(args.price)
+    prices = parse_prices(args.price)
     mapping = parse_map(args.map)
     runs = [r for path in args.losses for r in read_losses(path, metric=args.metric)]
     by_model, left_out = assign_runs(runs, mapping)

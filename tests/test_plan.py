@@ -149,3 +149,39 @@ def test_the_plot_and_the_markdown_are_written_and_a_bad_plot_name_is_one_line(l
     assert main(["plan", "--law", law, "--candidates", "dense_135m", "--gpu", "h100_sxm", "--hours", "5",
                  "-o", str(tmp_path / "plan.txt")]) == 2
     assert "give a file ending in" in capsys.readouterr().err
+
+
+def test_worth_with_a_law_shows_both_answers_and_says_which_answered(law, tmp_path):
+    one = tmp_path / "one.csv"  # one model's curve: worth's own bootstrap per curve is what takes the time
+    with open(FIXTURE) as f:
+        one.write_text("".join(line for i, line in enumerate(f) if i == 0 or line.startswith("dense_135m,")))
+    code, out = _run(["worth", "--losses", str(one), "--target-loss", "3.0", "--gpu", "h100_sxm", "--law", law,
+                      "--json"])
+    assert code == 0
+    rows = {r["model"]: r for r in json.loads(out)["law"]}
+    assert set(rows) == {"dense_135m"}
+    for r in rows.values():  # the fixture was drawn from a law of this form: the two agree
+        assert r["answered_by"] == "both" and r["law_tokens"] == pytest.approx(r["fit_tokens"], rel=0.10)
+        low, high = r["law_interval"]
+        assert low <= r["law_tokens"] <= high
+
+
+def test_worth_law_marks_an_moe_the_dense_law_cannot_cover():
+    from tpsbench.analysis.worth_inputs import ModelCurve
+    from tpsbench.models import get_model
+    from tpsbench.scaling.forms import BESIROGLU_2024, CHINCHILLA
+    from tpsbench.scaling.plan import Law
+    from tpsbench.scaling.worth_law import law_tokens
+
+    class Fit:  # the two fields law_tokens reads of a worth ModelFit
+        def __init__(self, model: str) -> None:
+            import numpy as np
+            self.curve = ModelCurve(get_model(model), (model,), np.array([1.0]), np.array([3.0]), "tokens column",
+                                    None)
+            self.name, self.fitted_tokens = model, 1e9
+
+    import numpy as np
+    law = Law(CHINCHILLA, dict(BESIROGLU_2024.values), np.empty((0, 5)), "published", None, None)
+    [moe, dense] = law_tokens([Fit("moe_1b"), Fit("dense_135m")], law, 2.9)
+    assert moe.law_tokens is None and "cannot cover an MoE" in moe.answered_by
+    assert dense.law_tokens is not None and dense.answered_by == "both"

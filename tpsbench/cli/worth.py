@@ -27,6 +27,10 @@ from tpsbench.results import finite
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from tpsbench.analysis.worth import ModelFit
+    from tpsbench.report.tables import TableData
+    from tpsbench.scaling.worth_law import LawTokens
+
 
 def add_worth_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--losses", nargs="+", required=True, metavar="FILE",
@@ -55,6 +59,8 @@ def add_worth_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", default=None, help="plot: loss against hours on each GPU and against PF-days "
                    "(.png, .svg or .pdf)")
     p.add_argument("--markdown", default=None, help="also write the tables and the summary as markdown to this file")
+    p.add_argument("--law", default=None, help="a law file from `tpsbench scaling fit`: each model's tokens to the "
+                   "target by the law beside its own curve's fit, and which answered")
     add_json(p)
 
 
@@ -83,10 +89,16 @@ def cmd_worth(args: argparse.Namespace, console: Console) -> int:
             notes.append(f"{f.name}: loss {args.target_loss:g} is at or below its fitted floor E = {f.fit.e:.3f}: "
                          "unreachable by the fit (no hours)")
     report = worth(fits, throughput, args.target_loss, prices=prices, left_out_runs=left_out, notes=notes)
+    law_rows, law_tables = _with_law(args, fits)
     if args.json:
-        print(json.dumps(finite(worth_json(report)), indent=1))
+        doc = worth_json(report)
+        if law_rows is not None:
+            doc["law"] = [{"model": r.model, "fit_tokens": r.fit_tokens, "law_tokens": r.law_tokens,
+                           "law_interval": r.law_interval, "answered_by": r.answered_by} for r in law_rows]
+        print(json.dumps(finite(doc), indent=1))
     else:
-        show(console, [*worth_tables(report), *report.summary_lines(), *(f"note: {n}" for n in report.notes)])
+        show(console, [*worth_tables(report), *law_tables, *report.summary_lines(),
+                       *(f"note: {n}" for n in report.notes)])
     if args.markdown:
         text = "\n".join(to_markdown(t) for t in worth_tables(report))
         text += "\n" + "".join(f"- {line}\n" for line in report.summary_lines() + list(report.notes))
@@ -101,3 +113,19 @@ def cmd_worth(args: argparse.Namespace, console: Console) -> int:
         if not args.json:
             show(console, [f"plot: {path}"])
     return 0
+
+
+def _with_law(args: argparse.Namespace, fits: list[ModelFit]) -> tuple[list[LawTokens] | None, list[TableData]]:
+    """With --law: each model's tokens to the target by its own fit and by the law (and which answered)."""
+    if args.law is None:
+        return None, []
+    import numpy as np
+
+    from tpsbench.scaling.law_file import read_law
+    from tpsbench.scaling.plan import Law
+    from tpsbench.scaling.worth_law import law_table, law_tokens
+
+    form, coefficients, samples, _ = read_law(args.law)
+    law = Law(form, {c.name: c.value for c in coefficients}, np.asarray(samples), f"law {args.law}", None, None)
+    rows = law_tokens(fits, law, args.target_loss)
+    return rows, [law_table(rows, law, args.target_loss)]

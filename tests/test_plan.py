@@ -185,3 +185,17 @@ def test_worth_law_marks_an_moe_the_dense_law_cannot_cover():
     [moe, dense] = law_tokens([Fit("moe_1b"), Fit("dense_135m")], law, 2.9)
     assert moe.law_tokens is None and "cannot cover an MoE" in moe.answered_by
     assert dense.law_tokens is not None and dense.answered_by == "both"
+
+
+def test_measured_tokens_per_s_replace_the_expected_ones_and_say_so(law):
+    files = ["results/h100-validation/h100-dense_135m.json"]
+    code, out = _run(["plan", "--law", law, "--candidates", "dense_135m", "dense_271m", "--gpu", "h100_sxm",
+                      "--target-loss", "3.0", "--throughput", *files, "--json"])
+    assert code == 0
+    rows = {r["model"]: r for r in json.loads(out)["rows"]}
+    measured, expected = rows["dense_135m"], rows["dense_271m"]
+    assert measured["throughput"]["tokens_per_s"] == pytest.approx(210_594, rel=1e-3)
+    assert measured["throughput"]["basis"].startswith("measured: dense @ 32,768 tokens")
+    assert any(f.startswith("tokens/s measured") for f in measured["flags"])
+    assert not any(f.startswith("tokens/s measured") for f in expected["flags"])
+    assert measured["hours"] == pytest.approx(measured["tokens"] / (210_594 * 3600), rel=1e-3)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from tpsbench.analysis.worth_inputs import ModelCurve
+    from tpsbench.scaling.plan import Throughput
 
 
 def add_plan_args(p: argparse.ArgumentParser) -> None:
@@ -30,6 +31,9 @@ def add_plan_args(p: argparse.ArgumentParser) -> None:
     goal.add_argument("--hours", type=positive_float, help="the loss reached within these hours")
     goal.add_argument("--budget", type=positive_float, help="the loss reached within this many dollars (--price)")
     p.add_argument("--price", action="append", default=[], metavar="GPU=USD_PER_HOUR", help="one GPU-hour's price")
+    p.add_argument("--throughput", nargs="+", default=[], metavar="FILE",
+                   help="measured tokens/s (results JSON of `tpsbench run`, or explain's CSV): used instead of the "
+                   "expected model's for a candidate measured on that GPU")
     p.add_argument("-o", "--out", default=None, help="also plot loss against hours per GPU (.png, .svg or .pdf)")
     p.add_argument("--losses", nargs="+", default=[], metavar="FILE",
                    help="loss curves of candidates already trained, overlaid on the plot")
@@ -74,7 +78,9 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     if goal is Goal.BUDGET and (missing := [p.name for p in profiles if p.name not in prices]):
         raise UsageError(f"--budget needs a price for every GPU: add --price {missing[0]}=USD_PER_HOUR")
     models = [get_model(m) for m in args.candidates]
-    rows = [plan_row(law, m, p, goal, amount, prices.get(p.name)) for p in profiles for m in models]
+    measured = _measured_throughput(args.throughput, {m.name for m in models})
+    rows = [plan_row(law, m, p, goal, amount, prices.get(p.name), measured.get((m.name, p.name)))
+            for p in profiles for m in models]
     answers = [answer(rows, goal, amount, p.name) for p in profiles]
     if args.json:
         print(json.dumps({"tool": "tpsbench", "version": __version__, "command": "plan", "law": law.source,
@@ -87,7 +93,8 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     for p in profiles:
         goal_text = (f"hours to loss {amount:g}" if goal is Goal.TARGET else
                      f"loss within {amount:g} h" if goal is Goal.HOURS else f"loss within ${amount:g}")
-        t = TableData(f"{p.name}: {goal_text} (tokens/s expected, at the largest microbatch that fits; [90%])",
+        t = TableData(f"{p.name}: {goal_text} (tokens/s expected at the largest microbatch that fits, or measured "
+                      "where a note says so; [90%])",
                       ["#", "model", "N", "tokens/s", "tokens", "hours", "loss", "cost $", pf_days, "notes"],
                       left={"model", "notes"})
         for i, r in enumerate(ranked([r for r in rows if r.gpu == p.name], goal), 1):
@@ -119,6 +126,18 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         written = plot_plan(rows, law, goal, amount, args.out, _measured(args, {m.name for m in models}))
         show(console, [f"plot: {written}"])
     return 0
+
+
+def _measured_throughput(paths: list[str], candidates: set[str]) -> dict[tuple[str, str], Throughput]:
+    """(model, GPU) -> the measured training step's tokens/s (as `worth` picks it: the fastest step of an
+    implementation computing what the model trained with)."""
+    if not paths:
+        return {}
+    from tpsbench.analysis.worth_inputs import read_throughput
+    from tpsbench.scaling.plan import Throughput
+
+    return {(t.model, t.gpu): Throughput(t.tokens_per_s, 0.0, None, f"measured: {t.detail}")
+            for t in read_throughput(paths, candidates)}
 
 
 def _measured(args: argparse.Namespace, candidates: set[str]) -> dict[str, ModelCurve]:

@@ -54,9 +54,9 @@ class Law:
 @dataclass(frozen=True, slots=True)
 class Throughput:
     tokens_per_s: float
-    uncertainty: float  # relative
-    microbatch: int
-    basis: str  # the efficiency table's basis
+    uncertainty: float  # relative (0 for a measured step: the interval then carries the law's alone)
+    microbatch: int | None  # None for a measured step (the file says how it ran: ``basis``)
+    basis: str  # the efficiency table's basis, or "measured: <what and where>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,18 +102,24 @@ def _law_values(law: Law) -> list[dict[str, float]]:
     return [dict(zip(law.form.parameters, s, strict=True)) for s in law.samples]
 
 
+def _spread(interval: tuple[float, float] | None) -> bool:
+    """An interval worth printing: one with width (a published law with measured tokens/s has none to give)."""
+    return interval is not None and interval[1] > interval[0] * (1 + 1e-9)
+
+
 def _interval(xs: Sequence[float]) -> tuple[float, float] | None:
     return (float(np.percentile(xs, 5)), float(np.percentile(xs, 95))) if len(xs) else None
 
 
 def plan_row(law: Law, model: ModelSpec, profile: GPUProfile, goal: Goal, amount: float,
-             price: float | None) -> PlanRow:
+             price: float | None, measured: Throughput | None = None) -> PlanRow:
+    """One candidate on one GPU; ``measured``: its measured tokens/s there (else the expected model's)."""
     n, e = parameter_count(law.form, model), experts(model)
     if model.moe is not None and law.form.name == "chinchilla":
         return PlanRow(model.name, profile.name, n, None, f"the {law.form.name} law counts {law.form.counts} of "
                        "dense models: it cannot cover an MoE (fit the joint_moe form, or plan with "
                        "--published ludziejewski2025)")
-    tp = throughput(model, profile)
+    tp = measured if measured is not None else throughput(model, profile)
     if isinstance(tp, str):
         return PlanRow(model.name, profile.name, n, None, tp)
     flags = []
@@ -123,6 +129,8 @@ def plan_row(law: Law, model: ModelSpec, profile: GPUProfile, goal: Goal, amount
         flags.append(f"E = {e:g} outside the fitted {law.experts[0]:g}-{law.experts[1]:g} experts")
     if model.moe is not None and model.moe.top_k > 1 and law.form.name == "joint_moe":
         flags.append(f"top-{model.moe.top_k} routing: the joint law was fitted on top-1 (Switch) MoE")
+    if measured is not None:
+        flags.append(f"tokens/s {tp.basis}")
     if "transferred" in tp.basis:
         flags.append("efficiencies transferred from another GPU")
     rate, u = tp.tokens_per_s, tp.uncertainty
@@ -177,7 +185,7 @@ def answer(rows: Sequence[PlanRow], goal: Goal, amount: float, gpu: str) -> str:
         return f"on {gpu}, no candidate has a number (see the marked rows)"
     a = best[0]
     if goal is Goal.TARGET:
-        iv = "" if a.hours_interval is None else f" [{a.hours_interval[0]:.3g}, {a.hours_interval[1]:.3g}]"
+        iv = "" if not _spread(a.hours_interval) else f" [{a.hours_interval[0]:.3g}, {a.hours_interval[1]:.3g}]"
         line = f"on {gpu}, {a.model} reaches loss {amount:g} in {a.hours:.3g} h{iv}"
         if len(best) > 1:
             b = best[1]
@@ -185,11 +193,11 @@ def answer(rows: Sequence[PlanRow], goal: Goal, amount: float, gpu: str) -> str:
             ratios = [y / x for x, y in zip(a.hours_samples, b.hours_samples, strict=True)
                       if np.isfinite(x) and np.isfinite(y)]
             iv = _interval(ratios)
-            line += (f", {b.hours / a.hours:.2f}x" + ("" if iv is None else f" [{iv[0]:.2f}, {iv[1]:.2f}]")
+            line += (f", {b.hours / a.hours:.2f}x" + ("" if not _spread(iv) else f" [{iv[0]:.2f}, {iv[1]:.2f}]")
                      + f" sooner than {b.model} ({b.hours:.3g} h)")
         return line
     line = f"on {gpu}, {a.model} reaches loss {a.loss:.4f}"
-    if a.loss_interval is not None:
+    if _spread(a.loss_interval):
         line += f" [{a.loss_interval[0]:.4f}, {a.loss_interval[1]:.4f}]"
     line += f" in {a.hours:.3g} h" if a.hours else ""
     if len(best) > 1:

@@ -9,20 +9,24 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tpsbench import __version__
-from tpsbench.cli.args import UsageError, parse_prices, positive_float
+from tpsbench.cli.args import UsageError, parse_prices, positive_float, positive_int
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import numpy as np
     from rich.console import Console
 
     from tpsbench.analysis.worth_inputs import ModelCurve
-    from tpsbench.scaling.plan import Throughput
+    from tpsbench.scaling.forms import LawForm
+    from tpsbench.scaling.plan import Law, Throughput
 
 
 def add_plan_args(p: argparse.ArgumentParser) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--law", help="a law file written by `tpsbench scaling fit`")
-    src.add_argument("--published", help="a published law: besiroglu2024, hoffmann2022 (dense) or ludziejewski2025 "
-                     "(dense and MoE)")
+    src.add_argument("--published", help="a published law: besiroglu2024, hoffmann2022 (dense), ludziejewski2025 "
+                     "(dense and MoE) or krajewski2024 (MoE, by granularity)")
     p.add_argument("--candidates", nargs="+", required=True, metavar="MODEL",
                    help="models to compare: names, files, configs or variants (BASE:key=value)")
     p.add_argument("--gpu", nargs="+", required=True, metavar="GPU", help="GPU profiles")
@@ -36,9 +40,17 @@ def add_plan_args(p: argparse.ArgumentParser) -> None:
                    "expected model's for a candidate measured on that GPU")
     p.add_argument("-o", "--out", default=None, help="also plot loss against hours per GPU (.png, .svg or .pdf)")
     p.add_argument("--losses", nargs="+", default=[], metavar="FILE",
-                   help="loss curves of candidates already trained, overlaid on the plot")
-    p.add_argument("--map", action="append", default=[], metavar="RUN=MODEL", help="assign a run to a candidate")
-    p.add_argument("--tokens-per-step", type=int, default=None, help="for loss files without a tokens column")
+                   help="loss curves of trained runs: without --law or --published, the law is fitted to them "
+                   "(as `scaling fit` would); candidates among them are overlaid on the plot")
+    p.add_argument("--map", action="append", default=[], metavar="RUN=MODEL", help="assign a run to a model")
+    p.add_argument("--form", default=None, help="the form fitted to --losses: chinchilla, joint_moe or granularity "
+                   "(default: joint_moe when a mapped model is an MoE, else chinchilla)")
+    p.add_argument("--skip-tokens", type=positive_float, default=None,
+                   help="leave out each run's points up to this many tokens when fitting (default: its first 10%%)")
+    p.add_argument("--resamples", type=positive_int, default=200, help="bootstrap resamples of a fit (default 200)")
+    p.add_argument("--metric", default="train/CE loss", help="the W&B metric (default train/CE loss)")
+    p.add_argument("--tokens-per-step", type=positive_int, default=None,
+                   help="for loss files without a tokens column")
     p.add_argument("--markdown", default=None, help="also write the tables and answers as markdown to this file")
     p.add_argument("--json", action="store_true")
 
@@ -51,26 +63,23 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     from tpsbench.report.format import NA
     from tpsbench.report.tables import TableData, show
     from tpsbench.scaling.forms import PUBLISHED, PUBLISHED_NOTE
-    from tpsbench.scaling.law_file import read_law
     from tpsbench.scaling.plan import Goal, Law, answer, plan_row, ranked
 
+    fit_lines: list[str] = []
     if args.law is not None:
-        form, coefficients, samples, runs = read_law(args.law)
-        sizes = [float(r["n"]) for r in runs if isinstance(r.get("n"), int | float)]
-        last = [float(r["last_tokens"]) for r in runs if isinstance(r.get("last_tokens"), int | float)]
-        logged = [str(r["flop_convention"]) for r in runs if isinstance(r.get("flop_convention"), str)]
-        counts = [float(r["experts"]) for r in runs if isinstance(r.get("experts"), int | float)]
-        law = Law(form, {c.name: c.value for c in coefficients}, samples, f"fitted law {args.law}",
-                  (min(sizes), max(sizes)) if sizes else None, max(last) if last else None,
-                  max(set(logged), key=logged.count) if logged else "6N",
-                  (min(counts), max(counts)) if counts else None)
-    else:
+        law = _law_from_file(args.law)
+    elif args.published is not None:
         if args.published not in PUBLISHED:
             raise UsageError(f"--published '{args.published}' is not one of {', '.join(PUBLISHED)}")
         form, published = PUBLISHED[args.published]
         law = Law(form, dict(published.values), np.empty((0, len(form.parameters))),
                   f"{published.citation}; {PUBLISHED_NOTE}", None, None,
                   experts=published.experts)
+    elif args.losses:
+        law, fit_lines = _law_from_losses(args)
+    else:
+        raise UsageError("plan needs a law: --law FILE, --published NAME, or --losses FILE... --map RUN=MODEL to fit "
+                         "one")
     prices = parse_prices(args.price)
     goal = Goal.TARGET if args.target_loss else Goal.HOURS if args.hours else Goal.BUDGET
     amount = args.target_loss or args.hours or args.budget
@@ -84,6 +93,7 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     answers = [answer(rows, goal, amount, p.name) for p in profiles]
     if args.json:
         print(json.dumps({"tool": "tpsbench", "version": __version__, "command": "plan", "law": law.source,
+                          "law_values": law.values,
                           "goal": str(goal), "amount": amount, "answers": answers,
                           "rows": [_row_dict(r) for r in ranked(rows, goal)]}, indent=2))
         return 0
@@ -109,14 +119,15 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
                   f"{r.pf_days:.3g}", marks)
         tables.append(t)
     footnotes = [f"({i}) {n}" for i, n in enumerate(notes, 1)]
-    show(console, [f"law: {law.source}", *tables, *footnotes])
+    show(console, [f"law: {law.source}", *fit_lines, *tables, *footnotes])
     show(console, answers)
     if args.markdown:
         from pathlib import Path
 
         from tpsbench.report.tables import to_markdown
 
-        text = "\n\n".join([f"law: {law.source}", *(to_markdown(t) for t in tables), "\n".join(footnotes),
+        text = "\n\n".join([f"law: {law.source}", *(["\n".join(fit_lines)] if fit_lines else []),
+                             *(to_markdown(t) for t in tables), "\n".join(footnotes),
                              "\n".join(f"- {a}" for a in answers)])
         Path(args.markdown).write_text(text + "\n", encoding="utf-8")
         show(console, [f"markdown: {args.markdown}"])
@@ -126,6 +137,52 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         written = plot_plan(rows, law, goal, amount, args.out, _measured(args, {m.name for m in models}))
         show(console, [f"plot: {written}"])
     return 0
+
+
+def _law_from_file(path: str) -> Law:
+    from tpsbench.scaling.law_file import read_law
+
+    form, coefficients, samples, runs = read_law(path)
+    return _law(form, {c.name: c.value for c in coefficients}, samples, f"fitted law {path}", runs)
+
+
+def _law(form: LawForm, values: dict[str, float], samples: np.ndarray, source: str,
+         runs: Sequence[dict[str, object]]) -> Law:
+    """A fitted law with the range its runs covered (sizes, tokens, expert counts) and the FLOP convention most of
+    them logged."""
+    from tpsbench.scaling.plan import Law
+
+    sizes = [float(r["n"]) for r in runs if isinstance(r.get("n"), int | float)]
+    last = [float(r["last_tokens"]) for r in runs if isinstance(r.get("last_tokens"), int | float)]
+    logged = [str(r["flop_convention"]) for r in runs if isinstance(r.get("flop_convention"), str)]
+    counts = [float(r["experts"]) for r in runs if isinstance(r.get("experts"), int | float)]
+    return Law(form, values, samples, source, (min(sizes), max(sizes)) if sizes else None,
+               max(last) if last else None, max(set(logged), key=logged.count) if logged else "6N",
+               (min(counts), max(counts)) if counts else None)
+
+
+def _law_from_losses(args: argparse.Namespace) -> tuple[Law, list[str]]:
+    """The law fitted to --losses (as `scaling fit` fits it), and lines saying what was fitted and held and how
+    well each left-out run was predicted."""
+    from tpsbench.analysis.worth_inputs import parse_map
+    from tpsbench.cli.scaling import fit_files
+    from tpsbench.models import get_model
+    from tpsbench.scaling.validate import coverage
+
+    form = args.form or ("joint_moe" if any(get_model(m).moe is not None for m in parse_map(args.map).values())
+                         else "chinchilla")
+    done = fit_files(args, form, args.resamples)
+    fit = done.fit
+    source = (f"{fit.form.name} fitted to {len(fit.runs)} runs of {', '.join(args.losses)} "
+              f"({len(fit.samples)} bootstrap resamples)")
+    held = [c.name for c in fit.held]
+    lines = [f"fitted: {', '.join(c.name for c in fit.coefficients if c.held is None)}"
+             + (f"; held at {fit.form.published[0].name}'s values: {', '.join(held)}" if held else "")]
+    errors = ", ".join(f"{r.run} {100 * r.error:+.2f}%" for r in done.loro)
+    cov = coverage(done.loro)
+    lines.append(f"left-out runs at their last tokens: {errors}"
+                 + ("" if cov is None else f"; 90% intervals cover {100 * cov:.0f}%"))
+    return _law(fit.form, fit.values(), fit.samples, source, done.records), lines
 
 
 def _measured_throughput(paths: list[str], candidates: set[str]) -> dict[tuple[str, str], Throughput]:

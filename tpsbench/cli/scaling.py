@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tpsbench import __version__
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from tpsbench.analysis.worth_inputs import ModelCurve
+    from tpsbench.scaling.fit import LawFit
+    from tpsbench.scaling.validate import LeftOut
 
 
 LORO_RESAMPLES = 40  # each left-out run's interval: enough for a 90% band, refitted once per run
@@ -26,8 +29,9 @@ def add_scaling_args(p: argparse.ArgumentParser) -> None:
     fit.add_argument("--map", action="append", default=[], metavar="RUN=MODEL",
                      help="assign a run to a model (repeatable; runs of one model are joined by step)")
     fit.add_argument("--form", default="chinchilla",
-                     help="chinchilla (dense models: N total parameters) or joint_moe (dense and MoE: N active "
-                     "parameters, E experts; Ludziejewski et al. 2025); default chinchilla")
+                     help="chinchilla (dense models: N total parameters), joint_moe (dense and MoE: N active "
+                     "parameters, E experts; Ludziejewski et al. 2025) or granularity (MoE: N non-embedding, G = "
+                     "top-k; Krajewski et al. 2024); default chinchilla")
     fit.add_argument("--skip-tokens", type=positive_float, default=None,
                      help="leave out each run's points up to this many tokens (default: its first 10%%)")
     fit.add_argument("--tokens-per-step", type=positive_int, default=None,
@@ -42,7 +46,8 @@ def add_scaling_args(p: argparse.ArgumentParser) -> None:
     pr = sub.add_parser("predict", help="a model's loss at a number of tokens, from a law")
     src = pr.add_mutually_exclusive_group(required=True)
     src.add_argument("--law", help="a law file written by `scaling fit`")
-    src.add_argument("--published", help="a published law: besiroglu2024, hoffmann2022 or ludziejewski2025")
+    src.add_argument("--published",
+                     help="a published law: besiroglu2024, hoffmann2022, ludziejewski2025 or krajewski2024")
     pr.add_argument("--model", required=True, help="a model name, file, config or variant")
     pr.add_argument("--tokens", type=positive_float, required=True, help="training tokens")
     pr.add_argument("--json", action="store_true")
@@ -54,33 +59,59 @@ def cmd_scaling(args: argparse.Namespace, console: Console) -> int:
     return _predict(args, console)
 
 
-def _fit(args: argparse.Namespace, console: Console) -> int:
+@dataclass(frozen=True, slots=True)
+class FittedFiles:
+    """A law fitted to loss files: the fit, its leave-one-run-out validation, the curves, runs no --map named,
+    and each run's record for the law file."""
+
+    fit: LawFit
+    loro: list[LeftOut]
+    curves: list[ModelCurve]
+    left_out: list[str]
+    records: list[dict[str, object]]
+
+
+def fit_files(args: argparse.Namespace, form_name: str, resamples: int, seed: int = 0,
+              target: float | None = None) -> FittedFiles:
+    """``scaling fit``'s work, shared with ``plan --losses``: read, map, join, fit, validate."""
     from tpsbench.analysis.losses import read_losses
     from tpsbench.analysis.worth_inputs import assign_runs, model_curve, parse_map
-    from tpsbench.scaling.fit import fit_law
+    from tpsbench.scaling.fit import ScalingFitError, fit_law
     from tpsbench.scaling.forms import FORMS
-    from tpsbench.scaling.law_file import write_law
-    from tpsbench.scaling.runs import run_points
-    from tpsbench.scaling.validate import coverage, leave_one_run_out
+    from tpsbench.scaling.runs import not_covered, run_points
+    from tpsbench.scaling.validate import leave_one_run_out
 
-    form = FORMS.get(args.form)
+    form = FORMS.get(form_name)
     if form is None:
-        raise UsageError(f"--form '{args.form}' is not one of {', '.join(FORMS)}")
+        raise UsageError(f"--form '{form_name}' is not one of {', '.join(FORMS)}")
     runs = [r for path in args.losses for r in read_losses(path, metric=args.metric)]
     by_model, left_out = assign_runs(runs, parse_map(args.map))
     if any(r.tokens is None for segs in by_model.values() for r in segs) and args.tokens_per_step is None:
         raise UsageError("a loss file has no tokens column: give --tokens-per-step N")
     curves = [model_curve(m, segs, args.tokens_per_step or 1) for m, segs in by_model.items()]
+    for c in curves:
+        if (why := not_covered(form, c.model)) is not None:
+            raise ScalingFitError(f"run of {c.model.name}: {why}; leave it out of --map or choose another --form")
     points = run_points(form, curves, skip_tokens=args.skip_tokens)
     published = form.published[0]
-    fit = fit_law(form, points, published=published, resamples=args.resamples, seed=args.seed)
-    loro = leave_one_run_out(fit, published, resamples=min(LORO_RESAMPLES, args.resamples), target=args.target_loss)
+    fit = fit_law(form, points, published=published, resamples=resamples, seed=seed)
+    loro = leave_one_run_out(fit, published, resamples=min(LORO_RESAMPLES, resamples), target=target)
     logged = _logged_conventions(curves)
-    write_law(args.out, form, fit.coefficients,
-              [{"run": r.run, "model": r.model, "n": r.n, "points": len(r.tokens), "first_tokens": float(r.tokens[0]),
-                "last_tokens": float(r.tokens[-1]), "experts": r.experts,
-                **({"flop_convention": logged[r.model]} if r.model in logged else {})} for r in fit.runs],
-              fit.samples, fit.seed)
+    records: list[dict[str, object]] = [
+        {"run": r.run, "model": r.model, "n": r.n, "points": len(r.tokens), "first_tokens": float(r.tokens[0]),
+         "last_tokens": float(r.tokens[-1]), "experts": r.experts,
+         **({"flop_convention": logged[r.model]} if r.model in logged else {})} for r in fit.runs]
+    return FittedFiles(fit, loro, curves, left_out, records)
+
+
+def _fit(args: argparse.Namespace, console: Console) -> int:
+    from tpsbench.scaling.law_file import write_law
+    from tpsbench.scaling.validate import coverage
+
+    done = fit_files(args, args.form, args.resamples, args.seed, args.target_loss)
+    fit, loro, left_out = done.fit, done.loro, done.left_out
+    form = fit.form
+    write_law(args.out, form, fit.coefficients, done.records, fit.samples, fit.seed)
     cov = coverage(loro)
     if args.json:
         print(json.dumps({"tool": "tpsbench", "version": __version__, "command": "scaling fit", "form": form.name,
@@ -129,7 +160,7 @@ def _predict(args: argparse.Namespace, console: Console) -> int:
     from tpsbench.models import get_model
     from tpsbench.scaling.forms import PUBLISHED, PUBLISHED_NOTE
     from tpsbench.scaling.law_file import read_law
-    from tpsbench.scaling.runs import experts, parameter_count
+    from tpsbench.scaling.runs import experts, not_covered, parameter_count
 
     model = get_model(args.model)
     if args.law is not None:
@@ -144,10 +175,9 @@ def _predict(args: argparse.Namespace, console: Console) -> int:
         form, law = PUBLISHED[args.published]
         values, samples, sizes, tokens = law.values, np.empty((0, len(form.parameters))), [], []
         source = f"{law.citation}; {PUBLISHED_NOTE}"
-    n, e = parameter_count(form, model), experts(model)
-    if model.moe is not None and form.name == "chinchilla":
-        raise UsageError(f"{model.name} is an MoE: the chinchilla form counts dense models only; use a joint_moe law "
-                         "(scaling fit --form joint_moe, or --published ludziejewski2025)")
+    n, e = parameter_count(form, model), experts(model, form)
+    if (why := not_covered(form, model)) is not None:
+        raise UsageError(f"{model.name}: {why}")
     loss = float(form.loss(values, np.asarray(n), np.asarray(args.tokens), e))
     interval = None
     if len(samples):
@@ -167,7 +197,8 @@ def _predict(args: argparse.Namespace, console: Console) -> int:
                           "interval_90": interval, "extrapolates": outside, "source": source}, indent=2))
         return 0
     iv = "" if interval is None else f" [90%: {interval[0]:.4f}, {interval[1]:.4f}]"
-    what = f"{model.name} (N = {n:,.0f}, {form.counts}{'' if e == 1 else f', E = {e:g}'}) at {args.tokens:.4g} tokens"
+    variable = "" if model.moe is None or not form.variable else f", {form.variable} = {e:g}"
+    what = f"{model.name} (N = {n:,.0f}, {form.counts}{variable}) at {args.tokens:.4g} tokens"
     lines = [f"{what}: loss {loss:.4f}{iv} ({'fitted: ' if args.law else ''}{source})"]
     if outside:
         lines.append(f"extrapolates: {'; '.join(outside)}")

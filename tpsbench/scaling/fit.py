@@ -195,6 +195,10 @@ def held_parameters(form: LawForm, runs: Sequence[RunPoints]) -> tuple[tuple[str
         held += [size_scale, size_exponent]
         why.append(f"one model size: its N term is one number, which the floor absorbs; {size_scale} and "
                    f"{size_exponent} held")
+    if form.name == "granularity" and (sizes < 2 or len({r.experts for r in runs}) < 2):
+        held += ["g", "gamma"]
+        why.append("one granularity: g / G^gamma + a is one number at one G, which a absorbs; g and gamma held"
+                   if sizes >= 2 else "g and gamma held with the N term")
     if form.name == "joint_moe":
         counts = len({r.experts for r in runs})
         if counts < 2:

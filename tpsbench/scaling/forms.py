@@ -8,8 +8,14 @@ delta 1e-3, L-BFGS-B from a grid of starts).
 
 ``joint_moe``: Ludziejewski et al. 2025's joint law of dense and MoE models (eq. 6), N the active parameters with
 the embeddings, E the number of experts through Clark et al. 2022's saturating transform Ê; published: its Table 3.
-Its exponents are negative as written there. Absolute losses depend on the data and tokenizer; ratios between
-models transfer better.
+Its exponents are negative as written there.
+
+``granularity``: Krajewski et al. 2024's law of fine-grained MoE (eq. 9), ``L = c + (g / G^gamma + a) / N^alpha +
+b / D^beta``, N the total non-embedding parameters (the blocks'), G the granularity: how many experts a token is
+routed to when each is 1/G of the FFN it replaces (here: top-k); fitted at expansion rate E = 64 (experts / G),
+G 1-16; published: its Table 1.
+
+Absolute losses depend on the data and tokenizer; ratios between models transfer better.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import numpy as np
 class ParameterCount(StrEnum):
     TOTAL = "total parameters, embeddings included"
     ACTIVE = "active parameters (per token), embeddings included"
+    NON_EMBEDDING = "total parameters of the blocks (no embedding, no LM head)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +37,7 @@ class PublishedLaw:
     name: str
     values: dict[str, float]
     citation: str
-    experts: tuple[float, float] | None = None  # the expert counts its runs covered (MoE laws)
+    experts: tuple[float, float] | None = None  # the expert counts (joint law) or granularities its runs covered
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +52,17 @@ class LawForm:
     bounds: dict[str, tuple[float | None, float | None]]  # in the fitted coordinates
     grid: dict[str, tuple[float, ...]]  # starting values, natural units
     floor: str  # the irreducible loss: bounded above by the lowest observed loss
+    variable: str = ""  # the law's architecture variable beside N and D ("E" experts, "G" granularity)
 
     def loss(self, values: dict[str, float], n: np.ndarray, d: np.ndarray, experts: np.ndarray | float = 1.0
              ) -> np.ndarray:
         if self.name == "chinchilla":
             e, a, b, alpha, beta = (values[k] for k in ("E", "A", "B", "alpha", "beta"))
             return e + a * np.power(n, -alpha) + b * np.power(d, -beta)
+        if self.name == "granularity":
+            v = values
+            scale = v["g"] * np.power(np.asarray(experts, float), -v["gamma"]) + v["a"]
+            return v["c"] + scale * np.power(n, -v["alpha"]) + v["b"] * np.power(d, -v["beta"])
         ln_e = np.log(transformed_experts(np.asarray(experts, float), values["E_start"], values["E_max"]))
         v = values
         return (v["a"] * np.exp(v["delta"] * ln_e + (v["alpha"] + v["gamma"] * ln_e) * np.log(n))
@@ -69,6 +81,8 @@ class LawForm:
             return None
         if self.name == "chinchilla":
             return float((values["B"] / (target - floor)) ** (1.0 / values["beta"]))
+        if self.name == "granularity":
+            return float((values["b"] / (target - floor)) ** (1.0 / values["beta"]))
         ln_e = float(np.log(transformed_experts(np.asarray(float(experts)), values["E_start"], values["E_max"])))
         scale = values["b"] * np.exp(values["omega"] * ln_e)
         exponent = values["beta"] + values["zeta"] * ln_e  # negative: the D term falls with tokens
@@ -122,9 +136,26 @@ JOINT_MOE = LawForm(
             "b": (-5.0, 15.0), "beta": (-1.0, -0.01), "omega": (-2.0, 2.0), "zeta": (-0.5, 0.5),
             "E_start": (1.01, 64.0), "E_max": (16.0, 10000.0), "c": (0.0, None)},
     grid={"a": (10.0, 100.0), "alpha": (-0.3, -0.15), "b": (10.0, 100.0), "beta": (-0.3, -0.15)},
-    floor="c")
+    floor="c", variable="E")
 
-FORMS: dict[str, LawForm] = {CHINCHILLA.name: CHINCHILLA, JOINT_MOE.name: JOINT_MOE}
+KRAJEWSKI_2024 = PublishedLaw(
+    "krajewski2024", {"a": 18.1, "alpha": 0.115, "b": 30.8, "beta": 0.147, "g": 2.1, "gamma": 0.58, "c": 0.47},
+    "Krajewski et al. 2024 (arXiv 2402.07871, ICML), Table 1 (MoE): 100+ runs of 129M-3.7B total parameters, "
+    "16B-130B tokens, expansion rate E = 64, granularity 1-16; N = total non-embedding parameters",
+    experts=(1.0, 16.0))  # the granularities its runs covered (section 5)
+
+GRANULARITY = LawForm(
+    name="granularity", parameters=("a", "alpha", "b", "beta", "g", "gamma", "c"), counts=ParameterCount.NON_EMBEDDING,
+    equation="L(N, D, G) = c + (g / G^gamma + a) / N^alpha + b / D^beta",
+    citation="Krajewski et al. 2024 (arXiv 2402.07871), eq. 9",
+    published=(KRAJEWSKI_2024,), log_scaled=frozenset({"a", "b", "g"}),
+    bounds={"a": (-5.0, 15.0), "alpha": (0.01, 2.0), "b": (-5.0, 15.0), "beta": (0.01, 2.0), "g": (-10.0, 10.0),
+            "gamma": (0.0, 3.0), "c": (0.0, None)},
+    grid={"a": (10.0, 100.0), "alpha": (0.1, 0.3), "b": (10.0, 100.0), "beta": (0.1, 0.3)},
+    floor="c", variable="G")
+EXPANSION_RATE = 64  # Krajewski et al.'s runs: experts / granularity (E = 16 only in an appendix)
+
+FORMS: dict[str, LawForm] = {CHINCHILLA.name: CHINCHILLA, JOINT_MOE.name: JOINT_MOE, GRANULARITY.name: GRANULARITY}
 PUBLISHED: dict[str, tuple[LawForm, PublishedLaw]] = {law.name: (form, law) for form in FORMS.values()
                                                       for law in form.published}
 PUBLISHED_NOTE = "published law: absolute losses depend on data and tokenizer, ratios transfer better"

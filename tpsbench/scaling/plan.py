@@ -25,8 +25,8 @@ from tpsbench.estimate.way_out import GPU_COUNTS, largest_microbatch
 from tpsbench.models import USERS_MICROBATCH_TOKENS, ModelSpec, default_global_batch
 from tpsbench.profiles import GPUProfile
 from tpsbench.scaling.fit import tokens_to_loss
-from tpsbench.scaling.forms import LawForm
-from tpsbench.scaling.runs import experts, parameter_count
+from tpsbench.scaling.forms import EXPANSION_RATE, LawForm
+from tpsbench.scaling.runs import experts, not_covered, parameter_count
 
 PF_DAY = 1e15 * 86400
 
@@ -98,6 +98,21 @@ def throughput(model: ModelSpec, profile: GPUProfile) -> Throughput | str:
     return Throughput(est.tokens / est.expected.seconds, est.expected.uncertainty, tokens, est.expected.table.basis)
 
 
+def variable_flags(law: Law, model: ModelSpec, value: float) -> list[str]:
+    """Where the candidate's architecture lies outside what the law saw (experts, routing, granularity)."""
+    flags = []
+    what = {"E": "experts", "G": "granularity"}.get(law.form.variable, "")
+    if law.experts is not None and model.moe is not None and not law.experts[0] <= value <= law.experts[1]:
+        flags.append(f"{law.form.variable} = {value:g} outside the fitted {law.experts[0]:g}-{law.experts[1]:g} {what}")
+    if model.moe is not None and model.moe.top_k > 1 and law.form.name == "joint_moe":
+        flags.append(f"top-{model.moe.top_k} routing: the joint law was fitted on top-1 (Switch) MoE")
+    if model.moe is not None and law.form.name == "granularity":
+        rate = model.moe.num_experts / model.moe.top_k
+        if rate != EXPANSION_RATE:
+            flags.append(f"expansion rate {rate:g} (experts / G): the granularity law was fitted at {EXPANSION_RATE}")
+    return flags
+
+
 def _law_values(law: Law) -> list[dict[str, float]]:
     return [dict(zip(law.form.parameters, s, strict=True)) for s in law.samples]
 
@@ -114,21 +129,16 @@ def _interval(xs: Sequence[float]) -> tuple[float, float] | None:
 def plan_row(law: Law, model: ModelSpec, profile: GPUProfile, goal: Goal, amount: float,
              price: float | None, measured: Throughput | None = None) -> PlanRow:
     """One candidate on one GPU; ``measured``: its measured tokens/s there (else the expected model's)."""
-    n, e = parameter_count(law.form, model), experts(model)
-    if model.moe is not None and law.form.name == "chinchilla":
-        return PlanRow(model.name, profile.name, n, None, f"the {law.form.name} law counts {law.form.counts} of "
-                       "dense models: it cannot cover an MoE (fit the joint_moe form, or plan with "
-                       "--published ludziejewski2025)")
+    n, e = parameter_count(law.form, model), experts(model, law.form)
+    if (why := not_covered(law.form, model)) is not None:
+        return PlanRow(model.name, profile.name, n, None, why)
     tp = measured if measured is not None else throughput(model, profile)
     if isinstance(tp, str):
         return PlanRow(model.name, profile.name, n, None, tp)
     flags = []
     if law.sizes is not None and not law.sizes[0] <= n <= law.sizes[1]:
         flags.append(f"N outside the fitted {law.sizes[0]:.3g}-{law.sizes[1]:.3g}")
-    if law.experts is not None and not law.experts[0] <= e <= law.experts[1]:
-        flags.append(f"E = {e:g} outside the fitted {law.experts[0]:g}-{law.experts[1]:g} experts")
-    if model.moe is not None and model.moe.top_k > 1 and law.form.name == "joint_moe":
-        flags.append(f"top-{model.moe.top_k} routing: the joint law was fitted on top-1 (Switch) MoE")
+    flags += variable_flags(law, model, e)
     if measured is not None:
         flags.append(f"tokens/s {tp.basis}")
     if "transferred" in tp.basis:

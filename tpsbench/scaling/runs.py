@@ -21,12 +21,28 @@ MAX_POINTS = 256
 
 
 def parameter_count(form: LawForm, model: ModelSpec) -> float:
+    if form.counts is ParameterCount.NON_EMBEDDING:
+        return float(model.n_layers * model.block_params())
     return float(model.total_params if form.counts is ParameterCount.TOTAL else model.active_params)
 
 
-def experts(model: ModelSpec) -> float:
-    """The joint MoE law's E: the routed experts (1 for a dense model)."""
+def experts(model: ModelSpec, form: LawForm | None = None) -> float:
+    """The form's architecture variable: the joint MoE law's E (routed experts, 1 for a dense model), or the
+    granularity law's G (the experts a token is routed to, each 1/G of the FFN the top-k replace)."""
+    if form is not None and form.name == "granularity":
+        return float(model.moe.top_k) if model.moe is not None else 1.0
     return float(model.moe.num_experts) if model.moe is not None else 1.0
+
+
+def not_covered(form: LawForm, model: ModelSpec) -> str | None:
+    """Why ``form`` cannot give ``model`` a loss (None when it can)."""
+    if model.moe is not None and form.name == "chinchilla":
+        return (f"the {form.name} law counts {form.counts} of dense models: it cannot cover an MoE (fit the "
+                "joint_moe form, or plan with --published ludziejewski2025)")
+    if model.moe is None and form.name == "granularity":
+        return ("the granularity law describes MoE at one expansion rate: it cannot cover a dense model (fit the "
+                "joint_moe form, or plan with --published ludziejewski2025)")
+    return None
 
 
 def run_points(form: LawForm, curves: Sequence[ModelCurve], *, skip_tokens: float | None = None) -> list[RunPoints]:
@@ -40,5 +56,5 @@ def run_points(form: LawForm, curves: Sequence[ModelCurve], *, skip_tokens: floa
             tokens, losses = tokens[idx], losses[idx]
         if len(tokens):
             out.append(RunPoints("+".join(c.runs), c.model.name, parameter_count(form, c.model), tokens, losses,
-                                 experts(c.model)))
+                                 experts(c.model, form)))
     return out

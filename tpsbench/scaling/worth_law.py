@@ -12,7 +12,7 @@ import numpy as np
 from tpsbench.analysis.worth import ModelFit
 from tpsbench.report.tables import TableData
 from tpsbench.scaling.plan import Law
-from tpsbench.scaling.runs import experts, parameter_count
+from tpsbench.scaling.runs import experts, not_covered, parameter_count
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,11 +28,12 @@ def law_tokens(fits: Sequence[ModelFit], law: Law, target: float) -> list[LawTok
     out = []
     for f in fits:
         model = f.curve.model
-        if model.moe is not None and law.form.name == "chinchilla":
+        if not_covered(law.form, model) is not None:
             out.append(LawTokens(f.name, f.fitted_tokens, None, None,
-                                 "the per-run fit (the chinchilla law cannot cover an MoE)"))
+                                 f"the per-run fit (the {law.form.name} law cannot cover "
+                                 f"{'an MoE' if model.moe is not None else 'a dense model'})"))
             continue
-        n, e = parameter_count(law.form, model), experts(model)
+        n, e = parameter_count(law.form, model), experts(model, law.form)
         tokens = law.form.tokens_to_loss(law.values, n, target, e)
         samples = [law.form.tokens_to_loss(dict(zip(law.form.parameters, s, strict=True)), n, target, e)
                    for s in law.samples]

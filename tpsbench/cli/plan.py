@@ -35,6 +35,9 @@ def add_plan_args(p: argparse.ArgumentParser) -> None:
     goal.add_argument("--hours", type=positive_float, help="the loss reached within these hours")
     goal.add_argument("--budget", type=positive_float, help="the loss reached within this many dollars (--price)")
     p.add_argument("--price", action="append", default=[], metavar="GPU=USD_PER_HOUR", help="one GPU-hour's price")
+    p.add_argument("--gpus", type=positive_int, default=1,
+                   help="for a candidate no single GPU holds: FSDP over this many (the multi-GPU prediction; "
+                   "hours on all of them, cost of all)")
     p.add_argument("--throughput", nargs="+", default=[], metavar="FILE",
                    help="measured tokens/s (results JSON of `tpsbench run`, or explain's CSV): used instead of the "
                    "expected model's for a candidate measured on that GPU")
@@ -88,7 +91,7 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         raise UsageError(f"--budget needs a price for every GPU: add --price {missing[0]}=USD_PER_HOUR")
     models = [get_model(m) for m in args.candidates]
     measured = _measured_throughput(args.throughput, {m.name for m in models})
-    rows = [plan_row(law, m, p, goal, amount, prices.get(p.name), measured.get((m.name, p.name)))
+    rows = [plan_row(law, m, p, goal, amount, prices.get(p.name), measured.get((m.name, p.name)), args.gpus)
             for p in profiles for m in models]
     answers = [answer(rows, goal, amount, p.name) for p in profiles]
     if args.json:
@@ -105,15 +108,16 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
                      f"loss within {amount:g} h" if goal is Goal.HOURS else f"loss within ${amount:g}")
         t = TableData(f"{p.name}: {goal_text} (tokens/s expected at the largest microbatch that fits, or measured "
                       "where a note says so; [90%])",
-                      ["#", "model", "N", "tokens/s", "tokens", "hours", "loss", "cost $", pf_days, "notes"],
+                      ["#", "model", "N", "GPUs", "tokens/s", "tokens", "hours", "loss", "cost $", pf_days, "notes"],
                       left={"model", "notes"})
         for i, r in enumerate(ranked([r for r in rows if r.gpu == p.name], goal), 1):
             marks = ",".join(str(_note(notes, f)) for f in ([r.unavailable] if r.unavailable else list(r.flags)))
             if r.unavailable is not None:
-                t.add("-", r.model, _si(r.n), NA, NA, NA, NA, NA, NA, marks)
+                t.add("-", r.model, _si(r.n), NA, NA, NA, NA, NA, NA, NA, marks)
                 continue
             assert r.throughput is not None and r.tokens is not None and r.hours is not None and r.loss is not None
-            t.add(str(i), r.model, _si(r.n), f"{r.throughput.tokens_per_s:,.0f}", _iv(r.tokens, r.tokens_interval, _si),
+            t.add(str(i), r.model, _si(r.n), str(r.throughput.gpus), f"{r.throughput.tokens_per_s:,.0f}",
+                  _iv(r.tokens, r.tokens_interval, _si),
                   _iv(r.hours, r.hours_interval, lambda x: f"{x:.3g}"),
                   _iv(r.loss, r.loss_interval, lambda x: f"{x:.4f}"), NA if r.cost is None else f"{r.cost:,.0f}",
                   f"{r.pf_days:.3g}", marks)
@@ -235,4 +239,6 @@ def _row_dict(r: object) -> dict[str, object]:
 
     out = asdict(r)  # type: ignore[call-overload]
     out.pop("hours_samples")  # the resamples behind the intervals: not part of the answer
+    gpus = out["throughput"]["gpus"] if out.get("throughput") else None
+    out["gpu_hours"] = None if out.get("hours") is None or gpus is None else out["hours"] * gpus
     return out

@@ -19,10 +19,12 @@ from enum import StrEnum
 import numpy as np
 
 from tpsbench.analysis.worth_inputs import flop_conventions
-from tpsbench.costmodel import get_policy, train_workload
+from tpsbench.costmodel import Workload, get_policy, train_workload
+from tpsbench.estimate.distributed import predict_dist
 from tpsbench.estimate.step import expected_for
 from tpsbench.estimate.way_out import GPU_COUNTS, largest_microbatch
 from tpsbench.models import USERS_MICROBATCH_TOKENS, ModelSpec, default_global_batch
+from tpsbench.options import DistLayout, DistMode
 from tpsbench.profiles import GPUProfile
 from tpsbench.scaling.fit import tokens_to_loss
 from tpsbench.scaling.forms import EXPANSION_RATE, LawForm
@@ -55,8 +57,9 @@ class Law:
 class Throughput:
     tokens_per_s: float
     uncertainty: float  # relative (0 for a measured step: the interval then carries the law's alone)
-    microbatch: int | None  # None for a measured step (the file says how it ran: ``basis``)
+    microbatch: int | None  # per GPU; None for a measured step (the file says how it ran: ``basis``)
     basis: str  # the efficiency table's basis, or "measured: <what and where>"
+    gpus: int = 1  # tokens/s of all of them together (FSDP when more than one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +82,19 @@ class PlanRow:
     experts: float = 1.0  # the joint law's E of the candidate
 
 
-def throughput(model: ModelSpec, profile: GPUProfile) -> Throughput | str:
-    """The expected tokens/s of ``model``'s step on ``profile``, or why there is none."""
+def throughput(model: ModelSpec, profile: GPUProfile, gpus: int = 1) -> Throughput | str:
+    """The expected tokens/s of ``model``'s step on one ``profile`` GPU, or, when it fits none and ``gpus`` > 1,
+    on FSDP over ``gpus`` of them; or why there is none."""
     impl = model.trained_impl
     cap = model.moe.capacity_factor if model.moe else None
     w = train_workload(model, impl, USERS_MICROBATCH_TOKENS, get_policy("amp_bf16"), cap)
     tokens = largest_microbatch(w, profile, compiled=False)
+    if tokens is None and gpus > 1:
+        return _fsdp_throughput(w, profile, gpus)
     if tokens is None:
         more = next((k for k in GPU_COUNTS if largest_microbatch(w, profile, compiled=False, fsdp_gpus=k)), None)
-        would = (f"FSDP over {more} GPUs would (tpsbench predict --gpus {more} --dist fsdp; plan counts one GPU)"
-                 if more else f"not even FSDP over {GPU_COUNTS[-1]} GPUs would")
+        would = (f"FSDP over {more} GPUs would (plan --gpus {more})" if more
+                 else f"not even FSDP over {GPU_COUNTS[-1]} GPUs would")
         return f"fits no {profile.name}: one {model.seq_len}-token sequence does not fit its memory; {would}"
     w = replace(w, tokens=tokens)
     accumulation = default_global_batch(tokens) // tokens
@@ -96,6 +102,28 @@ def throughput(model: ModelSpec, profile: GPUProfile) -> Throughput | str:
     if est.expected is None:
         return f"no expected estimate on {profile.name} ({est.reason})"
     return Throughput(est.tokens / est.expected.seconds, est.expected.uncertainty, tokens, est.expected.table.basis)
+
+
+def _fsdp_throughput(w: Workload, profile: GPUProfile, gpus: int) -> Throughput | str:
+    """FSDP over ``gpus`` GPUs at the largest microbatch per GPU that fits: the expected compute with the
+    predicted collectives, between no overlap and full overlap (the midpoint, its half-width added to the
+    expected estimate's uncertainty)."""
+    tokens = largest_microbatch(w, profile, compiled=False, fsdp_gpus=gpus)
+    if tokens is None:
+        more = next((k for k in GPU_COUNTS if k > gpus and largest_microbatch(w, profile, compiled=False,
+                                                                               fsdp_gpus=k)), None)
+        return (f"fits no {profile.name} even under FSDP over {gpus}: one {w.seq_len}-token sequence per GPU does "
+                "not fit" + (f"; {more} GPUs would (--gpus {more})" if more else ""))
+    d = predict_dist(replace(w, tokens=tokens), profile, DistLayout(DistMode.FSDP, gpus))
+    slow, fast = d.tokens_per_s_per_gpu("expected", "none"), d.tokens_per_s_per_gpu("expected", "full")
+    est = expected_for(replace(w, tokens=tokens), profile)
+    if slow is None or fast is None or est.expected is None:
+        return f"no expected estimate on {profile.name} ({est.reason})"
+    rate = gpus * (slow + fast) / 2
+    spread = (fast - slow) / (slow + fast)
+    return Throughput(rate, min(0.95, est.expected.uncertainty + spread), tokens,
+                      f"{est.expected.table.basis}; FSDP over {gpus} (communication between no and full overlap)",
+                      gpus)
 
 
 def variable_flags(law: Law, model: ModelSpec, value: float) -> list[str]:
@@ -127,12 +155,13 @@ def _interval(xs: Sequence[float]) -> tuple[float, float] | None:
 
 
 def plan_row(law: Law, model: ModelSpec, profile: GPUProfile, goal: Goal, amount: float,
-             price: float | None, measured: Throughput | None = None) -> PlanRow:
-    """One candidate on one GPU; ``measured``: its measured tokens/s there (else the expected model's)."""
+             price: float | None, measured: Throughput | None = None, gpus: int = 1) -> PlanRow:
+    """One candidate on one GPU (or FSDP over ``gpus`` when one holds too little); ``measured``: its measured
+    tokens/s there (else the expected model's)."""
     n, e = parameter_count(law.form, model), experts(model, law.form)
     if (why := not_covered(law.form, model)) is not None:
         return PlanRow(model.name, profile.name, n, None, why)
-    tp = measured if measured is not None else throughput(model, profile)
+    tp = measured if measured is not None else throughput(model, profile, gpus)
     if isinstance(tp, str):
         return PlanRow(model.name, profile.name, n, None, tp)
     flags = []
@@ -143,6 +172,9 @@ def plan_row(law: Law, model: ModelSpec, profile: GPUProfile, goal: Goal, amount
         flags.append(f"tokens/s {tp.basis}")
     if "transferred" in tp.basis:
         flags.append("efficiencies transferred from another GPU")
+    if tp.gpus > 1:
+        flags.append(f"FSDP over {tp.gpus} GPUs (no single GPU holds it): hours on all, cost of all; communication "
+                     "predicted, between no and full overlap")
     rate, u = tp.tokens_per_s, tp.uncertainty
     # Each law resample paired with a throughput drawn within the stated uncertainty (seeded): the intervals carry
     # both; a law without resamples (a published one) carries the throughput's alone.
@@ -165,7 +197,7 @@ def plan_row(law: Law, model: ModelSpec, profile: GPUProfile, goal: Goal, amount
         hours_samples = tuple(per_sample)
         loss, l_iv = amount, None
     else:
-        hours = amount if goal is Goal.HOURS else amount / (price or float("nan"))
+        hours = amount if goal is Goal.HOURS else amount / ((price or float("nan")) * tp.gpus)
         tokens = rate * hours * 3600
         t_iv = _interval(list(rate * factor * hours * 3600))
         h_iv = None
@@ -179,7 +211,7 @@ def plan_row(law: Law, model: ModelSpec, profile: GPUProfile, goal: Goal, amount
         flags.append("more tokens than the longest fitted run")
     flops = flop_conventions(model, None)[law.flop_convention] * tokens
     return PlanRow(model.name, profile.name, n, tp, None, tokens, t_iv, hours, h_iv, loss, l_iv,
-                   None if price is None else hours * price, flops / PF_DAY, tuple(flags), hours_samples, e)
+                   None if price is None else hours * price * tp.gpus, flops / PF_DAY, tuple(flags), hours_samples, e)
 
 
 def ranked(rows: Sequence[PlanRow], goal: Goal) -> list[PlanRow]:
@@ -189,6 +221,12 @@ def ranked(rows: Sequence[PlanRow], goal: Goal) -> list[PlanRow]:
     return sorted(good, key=key) + [r for r in rows if r.unavailable is not None]
 
 
+def _on(r: PlanRow) -> str:
+    """How many GPUs the hours are on, where more than one (their GPU-hours then differ from the hours)."""
+    gpus = r.throughput.gpus if r.throughput is not None else 1
+    return "" if gpus == 1 or r.hours is None else f" on {gpus} GPUs, {r.hours * gpus:.3g} GPU-h"
+
+
 def answer(rows: Sequence[PlanRow], goal: Goal, amount: float, gpu: str) -> str:
     best = [r for r in ranked([r for r in rows if r.gpu == gpu], goal) if r.unavailable is None]
     if not best:
@@ -196,7 +234,7 @@ def answer(rows: Sequence[PlanRow], goal: Goal, amount: float, gpu: str) -> str:
     a = best[0]
     if goal is Goal.TARGET:
         iv = "" if not _spread(a.hours_interval) else f" [{a.hours_interval[0]:.3g}, {a.hours_interval[1]:.3g}]"
-        line = f"on {gpu}, {a.model} reaches loss {amount:g} in {a.hours:.3g} h{iv}"
+        line = f"on {gpu}, {a.model} reaches loss {amount:g} in {a.hours:.3g} h{iv}{_on(a)}"
         if len(best) > 1:
             b = best[1]
             assert a.hours and b.hours
@@ -204,7 +242,7 @@ def answer(rows: Sequence[PlanRow], goal: Goal, amount: float, gpu: str) -> str:
                       if np.isfinite(x) and np.isfinite(y)]
             iv = _interval(ratios)
             line += (f", {b.hours / a.hours:.2f}x" + ("" if not _spread(iv) else f" [{iv[0]:.2f}, {iv[1]:.2f}]")
-                     + f" sooner than {b.model} ({b.hours:.3g} h)")
+                     + f" sooner than {b.model} ({b.hours:.3g} h{_on(b)})")
         return line
     line = f"on {gpu}, {a.model} reaches loss {a.loss:.4f}"
     if _spread(a.loss_interval):

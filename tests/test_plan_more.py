@@ -50,3 +50,18 @@ def test_plan_fits_the_law_to_loss_files_when_no_law_is_given(capsys):
     assert main(["plan", "--losses", FIXTURE, "--map", "dense_271m-resume=dense_271m", "--form", "granularity",
                  "--candidates", "dense_1b", "--gpu", "h100_sxm", "--target-loss", "3.0"]) == 2
     assert "cannot cover a dense model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["scaling-curves.csv", "scaling-moe-curves.csv"])
+def test_the_scaling_fixtures_are_what_their_generator_writes(name, tmp_path, monkeypatch):
+    """The committed curves (the README's plan and the tests read them) come from the seeded generator."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("make_scaling_curves", "tests/fixtures/make_scaling_curves.py")
+    assert spec is not None and spec.loader is not None
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    monkeypatch.setattr(gen, "HERE", tmp_path)
+    gen.main()
+    assert (tmp_path / name).read_text() == Path("tests/fixtures", name).read_text()

@@ -57,7 +57,8 @@ def plot_plan(rows: Sequence[PlanRow], law: Law, goal: Goal, amount: float, out:
             central, low, high = _band(law, r, hours)
             assert r.throughput is not None
             ax.fill_between(hours, low, high, color=c, alpha=0.18, lw=0)
-            ax.plot(hours, central, color=c, lw=1.5, label=f"{r.model} ({r.throughput.tokens_per_s:,.0f} tokens/s)")
+            on = "" if r.throughput.gpus == 1 else f"{r.throughput.gpus} GPUs, "
+            ax.plot(hours, central, color=c, lw=1.5, label=f"{r.model} ({on}{r.throughput.tokens_per_s:,.0f} tokens/s)")
             if goal is Goal.TARGET and r.hours is not None:
                 ax.plot([r.hours], [amount], "o", color=c, ms=6)
             curve = (measured or {}).get(r.model)
@@ -69,7 +70,7 @@ def plot_plan(rows: Sequence[PlanRow], law: Law, goal: Goal, amount: float, out:
         losses = [r.loss for r in numbered if r.loss is not None]
         ceiling = max(float(_band(law, r, hours[:1])[0][0]) for r in numbered)
         ax.set(xscale="log", xlim=(hours[0], hours[-1]), title=f"{gpu}: predicted loss (band: 90%)",
-               xlabel="wall-clock hours on one GPU",
+               xlabel="wall-clock hours (on one GPU unless the legend says more)",
                ylabel="loss", ylim=(min([*losses, amount]) * 0.97, min(ceiling, max(losses) * 1.35)))
         ax.xaxis.set_minor_formatter(NullFormatter())  # log-axis minor labels collide on short ranges
         ax.legend(fontsize=7)

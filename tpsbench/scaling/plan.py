@@ -20,6 +20,7 @@ import numpy as np
 
 from tpsbench.analysis.worth_inputs import flop_conventions
 from tpsbench.costmodel import Workload, get_policy, train_workload
+from tpsbench.costmodel.comm import fsdp_mixed_precision
 from tpsbench.estimate.distributed import predict_dist
 from tpsbench.estimate.step import expected_for
 from tpsbench.estimate.way_out import GPU_COUNTS, largest_microbatch
@@ -107,13 +108,15 @@ def throughput(model: ModelSpec, profile: GPUProfile, gpus: int = 1) -> Throughp
 def _fsdp_throughput(w: Workload, profile: GPUProfile, gpus: int) -> Throughput | str:
     """FSDP over ``gpus`` GPUs at the largest microbatch per GPU that fits: the expected compute with the
     predicted collectives, between no overlap and full overlap (the midpoint, its half-width added to the
-    expected estimate's uncertainty)."""
+    expected estimate's uncertainty); FSDP's bf16 mixed precision, as OLMo-core trains (its weights' casts are then
+    made per block, not kept for the whole model)."""
+    w = replace(w, policy=fsdp_mixed_precision(w.policy))
     tokens = largest_microbatch(w, profile, compiled=False, fsdp_gpus=gpus)
     if tokens is None:
-        more = next((k for k in GPU_COUNTS if k > gpus and largest_microbatch(w, profile, compiled=False,
-                                                                               fsdp_gpus=k)), None)
+        more = next((k for k in (*GPU_COUNTS, 16, 32, 64) if k > gpus and largest_microbatch(
+            w, profile, compiled=False, fsdp_gpus=k)), None)
         return (f"fits no {profile.name} even under FSDP over {gpus}: one {w.seq_len}-token sequence per GPU does "
-                "not fit" + (f"; {more} GPUs would (--gpus {more})" if more else ""))
+                "not fit" + (f"; {more} GPUs would (--gpus {more})" if more else "; not even 64 would"))
     d = predict_dist(replace(w, tokens=tokens), profile, DistLayout(DistMode.FSDP, gpus))
     slow, fast = d.tokens_per_s_per_gpu("expected", "none"), d.tokens_per_s_per_gpu("expected", "full")
     est = expected_for(replace(w, tokens=tokens), profile)
@@ -122,7 +125,8 @@ def _fsdp_throughput(w: Workload, profile: GPUProfile, gpus: int) -> Throughput 
     rate = gpus * (slow + fast) / 2
     spread = (fast - slow) / (slow + fast)
     return Throughput(rate, min(0.95, est.expected.uncertainty + spread), tokens,
-                      f"{est.expected.table.basis}; FSDP over {gpus} (communication between no and full overlap)",
+                      f"{est.expected.table.basis}; FSDP over {gpus}, bf16 mixed precision (communication between no "
+                      "and full overlap)",
                       gpus)
 
 

@@ -48,11 +48,13 @@ def observed_end(r: RunPoints) -> tuple[float, float]:
 
 
 def observed_tokens_to(r: RunPoints, target: float) -> float | None:
-    """Where the run's running median (over 5% of its points) first reaches target: the window's median tokens."""
+    """Where the run's running median (over 5% of its points) first reaches target: the window's median tokens;
+    None when it never does, or already does in its first window (it crossed before the fitted points began, in
+    the warm-up left out, so where is not seen)."""
     k = max(1, int(len(r.losses) * TAIL))
     for i in range(k, len(r.losses) + 1):
         if np.median(r.losses[i - k:i]) <= target:
-            return float(np.median(r.tokens[i - k:i]))
+            return None if i == k else float(np.median(r.tokens[i - k:i]))
     return None
 
 

@@ -51,7 +51,8 @@ def plot_plan(rows: Sequence[PlanRow], law: Law, goal: Goal, amount: float, out:
             ax.set_title(f"{gpu}: no candidate has a number")
             continue
         top = max(r.hours or 0.0 for r in numbered) * 1.6
-        hours = np.geomspace(top / 60, top, POINTS)
+        # from well before the soonest candidate's hours to past the latest's: every marker on the axes
+        hours = np.geomspace(min(top / 60, min(r.hours or top for r in numbered) / 8), top, POINTS)
         for r in numbered:
             c = colours[r.model]
             central, low, high = _band(law, r, hours)

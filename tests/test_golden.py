@@ -85,3 +85,16 @@ def test_every_committed_run_compares_to_the_same_numbers(path, capsys):
     doc["notes"] = [n for n in doc["notes"] if not n.startswith("expected estimates marked in-sample")]  # the table's
     assert all(x["basis"] and x["gpu"] != "cpu" for x in expected)
     assert doc == json.loads((GOLDEN / "compare-json" / name).read_text())
+
+
+def test_plan_golden(capsys, tmp_path):
+    """`plan` with a published law (no resamples: the intervals are the seeded throughput draws alone), a model
+    only FSDP holds, a price, on both GPUs: the tables, notes and answers as stored, at 100 columns and as
+    markdown."""
+    md = tmp_path / "plan.md"
+    code, out = _run(["plan", "--published", "ludziejewski2025", "--candidates", "dense_1b", "moe_1b", "moe_1b_a390m",
+                      "dense_7b", "--gpu", "h100_sxm", "rtx5090", "--target-loss", "2.9", "--price", "h100_sxm=2.5",
+                      "--price", "rtx5090=0.6", "--gpus", "2", "--markdown", str(md)], capsys)
+    assert code == 0
+    assert out.replace(str(md), "/tmp/golden/plan.md") == (GOLDEN / "plan-published.txt").read_text()
+    assert md.read_text() == (GOLDEN / "plan-published.md").read_text()

@@ -131,10 +131,11 @@ JOINT_MOE = LawForm(
     counts=ParameterCount.ACTIVE,
     equation="L(N, D, E) = a Ê^delta N^(alpha + gamma ln Ê) + b Ê^omega D^(beta + zeta ln Ê) + c",
     citation="Ludziejewski et al. 2025 (arXiv 2502.05172), eq. 6, Ê of Clark et al. 2022 (eq. 4)",
-    published=(LUDZIEJEWSKI_2025,), log_scaled=frozenset({"a", "b"}),
+    # E_start and E_max in log space: in natural units their gradients are too small for L-BFGS-B's tolerance
+    published=(LUDZIEJEWSKI_2025,), log_scaled=frozenset({"a", "b", "E_start", "E_max"}),
     bounds={"a": (-5.0, 15.0), "alpha": (-1.0, -0.01), "delta": (-2.0, 2.0), "gamma": (-0.5, 0.5),
             "b": (-5.0, 15.0), "beta": (-1.0, -0.01), "omega": (-2.0, 2.0), "zeta": (-0.5, 0.5),
-            "E_start": (1.01, 64.0), "E_max": (16.0, 10000.0), "c": (0.0, None)},
+            "E_start": (0.01, 4.2), "E_max": (2.8, 9.2), "c": (0.0, None)},
     grid={"a": (10.0, 100.0), "alpha": (-0.3, -0.15), "b": (10.0, 100.0), "beta": (-0.3, -0.15)},
     floor="c", variable="E")
 

@@ -3,9 +3,9 @@ line panel, or a long CSV.
 
 * **W&B wide**: one column group per run, ``<run> - <metric>`` (e.g. ``train/CE loss``), its step either in a
   shared ``Step`` column or in ``<run> - Step``; W&B's ``__MIN`` / ``__MAX`` band columns are ignored; an optional
-  ``<run> - throughput/total petaflops`` (cumulative) and ``<run> - tokens`` are kept; runs of different lengths
-  leave cells empty.
-* **long**: columns ``run, step, loss`` and optionally ``tokens``, ``petaflops``.
+  ``<run> - throughput/total petaflops`` (cumulative), ``<run> - tokens`` and ``<run> - optim/LR (group 0)`` (the
+  learning rate, as OLMo-core logs it) are kept; runs of different lengths leave cells empty.
+* **long**: columns ``run, step, loss`` and optionally ``tokens``, ``petaflops``, ``lr``.
 
 Runs continued under a second name are joined by :func:`join_runs` (by step; where two segments hold the same
 step, the later segment's value is kept: a resumed run re-logs the steps it repeats).
@@ -24,6 +24,8 @@ from tpsbench.errors import InputError, read_text
 DEFAULT_METRIC = "train/CE loss"
 LONG_COLUMNS = ("run", "step", "loss")
 PETAFLOPS_METRIC = "throughput/total petaflops"
+LR_METRIC = "optim/LR (group 0)"
+Point = tuple[int, float, float | None, float | None, float | None]  # step, loss, tokens, petaflops, lr
 
 
 class LossCsvError(InputError):
@@ -39,6 +41,7 @@ class LossRun:
     losses: tuple[float, ...]
     tokens: tuple[float, ...] | None = None  # cumulative tokens at each step, when the file has them
     petaflops: tuple[float, ...] | None = None  # cumulative PFLOP at each step, when the file has them
+    lr: tuple[float, ...] | None = None  # the learning rate at each step, when the file has it
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -77,8 +80,8 @@ def read_losses(path: str | Path, *, metric: str = DEFAULT_METRIC) -> list[LossR
 
 
 def _read_long(p: Path, header: list[str], rows: list[list[str]]) -> list[LossRun]:
-    col = {name: header.index(name) for name in (*LONG_COLUMNS, "tokens", "petaflops") if name in header}
-    data: dict[str, list[tuple[int, float, float | None, float | None]]] = {}
+    col = {name: header.index(name) for name in (*LONG_COLUMNS, "tokens", "petaflops", "lr") if name in header}
+    data: dict[str, list[Point]] = {}
     for i, row in enumerate(rows, start=2):
         if not any(c.strip() for c in row):
             continue
@@ -91,7 +94,8 @@ def _read_long(p: Path, header: list[str], rows: list[list[str]]) -> list[LossRu
             continue
         tok = _number(row[col["tokens"]], f"{p}:{i} column tokens") if "tokens" in col else None
         pf = _number(row[col["petaflops"]], f"{p}:{i} column petaflops") if "petaflops" in col else None
-        data.setdefault(run, []).append((int(step), loss, tok, pf))
+        lr = _number(row[col["lr"]], f"{p}:{i} column lr") if "lr" in col else None
+        data.setdefault(run, []).append((int(step), loss, tok, pf, lr))
     if not data:
         raise LossCsvError(f"{p}: no rows with a run, a step and a loss")
     return [_run(name, pts) for name, pts in data.items()]
@@ -122,12 +126,10 @@ def _read_wide(p: Path, header: list[str], rows: list[list[str]], metric: str) -
             step = _number(row[step_col] if step_col < len(row) else "", f"{p}:{i} column {header[step_col]!r}")
             if loss is None or step is None:
                 continue
-            tok = pf = None
-            if "tokens" in cols and cols["tokens"] < len(row):
-                tok = _number(row[cols["tokens"]], f"{p}:{i} column '{run} - tokens'")
-            if PETAFLOPS_METRIC in cols and cols[PETAFLOPS_METRIC] < len(row):
-                pf = _number(row[cols[PETAFLOPS_METRIC]], f"{p}:{i} column '{run} - {PETAFLOPS_METRIC}'")
-            pts.append((int(step), loss, tok, pf))
+            tok, pf, lr = (_number(row[cols[c]], f"{p}:{i} column '{run} - {c}'")
+                           if c in cols and cols[c] < len(row) else None
+                           for c in ("tokens", PETAFLOPS_METRIC, LR_METRIC))
+            pts.append((int(step), loss, tok, pf, lr))
         if pts:
             out.append(_run(run, pts))
     if not out:
@@ -135,24 +137,25 @@ def _read_wide(p: Path, header: list[str], rows: list[list[str]], metric: str) -
     return out
 
 
-def _run(name: str, pts: Sequence[tuple[int, float, float | None, float | None]]) -> LossRun:
-    by_step: dict[int, tuple[float, float | None, float | None]] = {}
-    for step, loss, tok, pf in pts:
-        by_step[step] = (loss, tok, pf)
+def _run(name: str, pts: Sequence[Point]) -> LossRun:
+    by_step: dict[int, Point] = {}
+    for pt in pts:
+        by_step[pt[0]] = pt
     steps = sorted(by_step)
-    toks = [by_step[s][1] for s in steps]
-    pfs = [by_step[s][2] for s in steps]
-    return LossRun(name, tuple(steps), tuple(by_step[s][0] for s in steps),
-                   tuple(float(t) for t in toks) if all(t is not None for t in toks) else None,  # type: ignore[arg-type]
-                   tuple(float(x) for x in pfs) if all(x is not None for x in pfs) else None)  # type: ignore[arg-type]
+
+    def column(k: int) -> tuple[float, ...] | None:
+        values = [by_step[s][k] for s in steps]
+        return tuple(float(v) for v in values) if all(v is not None for v in values) else None  # type: ignore[arg-type]
+
+    return LossRun(name, tuple(steps), tuple(by_step[s][1] for s in steps), column(2), column(3), column(4))
 
 
 def join_runs(name: str, segments: Sequence[LossRun]) -> LossRun:
     """Segments of one training run (continued under other names) as one curve, by step; a step two segments
     both hold takes the later segment's value."""
-    pts: list[tuple[int, float, float | None, float | None]] = []
+    pts: list[Point] = []
     for seg in sorted((s for s in segments if len(s)), key=lambda s: s.steps[0]):
         for i, step in enumerate(seg.steps):
             pts.append((step, seg.losses[i], None if seg.tokens is None else seg.tokens[i],
-                        None if seg.petaflops is None else seg.petaflops[i]))
+                        None if seg.petaflops is None else seg.petaflops[i], None if seg.lr is None else seg.lr[i]))
     return _run(name, pts)

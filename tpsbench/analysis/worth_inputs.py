@@ -52,6 +52,7 @@ class ModelCurve:
     losses: np.ndarray
     tokens_source: str  # "tokens column" or "step x N tokens/step"
     implied_flops_per_token: float | None  # from a cumulative-petaflops column, when the file has one
+    lr: np.ndarray | None = None  # the learning rate at each point, when the file logs it
 
 
 class ThroughputBasis(StrEnum):
@@ -140,7 +141,7 @@ def model_curve(model: str, segments: Sequence[LossRun], tokens_per_step: int) -
             if seg_tokens[-1] > seg_tokens[0]:
                 implied = (seg.petaflops[-1] - seg.petaflops[0]) * 1e15 / (seg_tokens[-1] - seg_tokens[0])
     return ModelCurve(get_model(model), tuple(s.name for s in segments), tokens, np.array(joined.losses, float),
-                      source, implied)
+                      source, implied, None if joined.lr is None else np.array(joined.lr, float))
 
 
 def flop_conventions(model: ModelSpec, impl: str | None) -> dict[str, float]:

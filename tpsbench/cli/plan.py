@@ -184,6 +184,7 @@ def _law_from_losses(args: argparse.Namespace) -> tuple[Law, list[str]]:
              + (f"; held at {fit.form.published[0].name}'s values: {', '.join(held)}" if held else "")]
     errors = ", ".join(f"{r.run} {100 * r.error:+.2f}%" for r in done.loro)
     cov = coverage(done.loro)
+    lines.append(done.skipped)
     lines.append(f"left-out runs at their last tokens: {errors}"
                  + ("" if cov is None else f"; 90% intervals cover {100 * cov:.0f}%"))
     return _law(fit.form, fit.values(), fit.samples, source, done.records), lines

@@ -69,6 +69,7 @@ class FittedFiles:
     curves: list[ModelCurve]
     left_out: list[str]
     records: list[dict[str, object]]
+    skipped: str  # how the warm-up was left out
 
 
 def fit_files(args: argparse.Namespace, form_name: str, resamples: int, seed: int = 0,
@@ -78,7 +79,7 @@ def fit_files(args: argparse.Namespace, form_name: str, resamples: int, seed: in
     from tpsbench.analysis.worth_inputs import assign_runs, model_curve, parse_map
     from tpsbench.scaling.fit import ScalingFitError, fit_law
     from tpsbench.scaling.forms import FORMS
-    from tpsbench.scaling.runs import not_covered, run_points
+    from tpsbench.scaling.runs import not_covered, run_points, skip_summary
     from tpsbench.scaling.validate import leave_one_run_out
 
     form = FORMS.get(form_name)
@@ -101,7 +102,7 @@ def fit_files(args: argparse.Namespace, form_name: str, resamples: int, seed: in
         {"run": r.run, "model": r.model, "n": r.n, "points": len(r.tokens), "first_tokens": float(r.tokens[0]),
          "last_tokens": float(r.tokens[-1]), "experts": r.experts,
          **({"flop_convention": logged[r.model]} if r.model in logged else {})} for r in fit.runs]
-    return FittedFiles(fit, loro, curves, left_out, records)
+    return FittedFiles(fit, loro, curves, left_out, records, skip_summary(curves, args.skip_tokens))
 
 
 def _fit(args: argparse.Namespace, console: Console) -> int:
@@ -121,13 +122,14 @@ def _fit(args: argparse.Namespace, console: Console) -> int:
                           "leave_one_run_out": [{"run": r.run, "tokens": r.tokens, "observed": r.observed,
                                                  "predicted": r.predicted, "error": r.error, "low": r.low,
                                                  "high": r.high, "target_error": r.target_error} for r in loro],
-                          "coverage": cov}, indent=2))
+                          "coverage": cov, "warm_up": done.skipped}, indent=2))
         return 0
     lines = [f"{form.name}: {form.equation} (N = {form.counts}); fitted to {len(fit.runs)} runs, "
              f"{sum(len(r.tokens) for r in fit.runs):,} points, {len(fit.samples)} bootstrap resamples -> {args.out}"]
     for c in fit.coefficients:
         where = f"held: {c.held}" if c.held else f"fitted, 90% [{c.low:.4g}, {c.high:.4g}]"
         lines.append(f"  {c.name:<7} {c.value:.4g}  ({where})")
+    lines.append(f"  {done.skipped}")
     for r in loro:
         target = "" if r.target_error is None else f"; tokens to {args.target_loss:g}: {100 * r.target_error:+.1f}%"
         lines.append(f"  left out {r.run}: at {r.tokens:.3g} tokens observed {r.observed:.4f}, predicted "

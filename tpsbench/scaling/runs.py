@@ -14,9 +14,11 @@ from tpsbench.models import ModelSpec
 from tpsbench.scaling.fit import RunPoints
 from tpsbench.scaling.forms import LawForm, ParameterCount
 
-# Without --skip-tokens: the first 10% of a run's tokens are left out (its learning-rate warm-up, typically 1-5%
-# of a run, and the steep start that a power law in D does not describe).
+# Without --skip-tokens: a run's points up to the end of its learning-rate warm-up (where the logged rate first
+# reaches its peak) are left out; without a logged rate, its first 10% of tokens (a warm-up is typically 1-5% of a
+# run, and its steep start is what a power law in D does not describe).
 DEFAULT_SKIP_FRACTION = 0.10
+PEAK = 0.999  # the warm-up ends where the rate first reaches this share of its maximum
 MAX_POINTS = 256
 
 
@@ -45,10 +47,30 @@ def not_covered(form: LawForm, model: ModelSpec) -> str | None:
     return None
 
 
+def default_skip(c: ModelCurve) -> float:
+    """Tokens left out of ``c`` without --skip-tokens: through the end of its logged learning-rate warm-up, else
+    its first 10%."""
+    if c.lr is not None and len(c.lr) == len(c.tokens) and np.nanmax(c.lr) > 0:
+        peak = int(np.argmax(c.lr >= PEAK * np.nanmax(c.lr)))
+        return float(c.tokens[peak])
+    return DEFAULT_SKIP_FRACTION * float(c.tokens[-1])
+
+
+def skip_summary(curves: Sequence[ModelCurve], skip_tokens: float | None) -> str:
+    """How each run's warm-up was left out, in one line."""
+    if skip_tokens is not None:
+        return f"warm-up left out: every run's points up to {skip_tokens:.3g} tokens (--skip-tokens)"
+    logged = sum(c.lr is not None for c in curves)
+    parts = ([f"through the end of the logged learning-rate warm-up ({logged} runs)"] if logged else []) + (
+        [f"the first {DEFAULT_SKIP_FRACTION:.0%} of tokens ({len(curves) - logged} runs without a learning-rate "
+         "column)"] if logged < len(curves) else [])
+    return "warm-up left out: " + "; ".join(parts)
+
+
 def run_points(form: LawForm, curves: Sequence[ModelCurve], *, skip_tokens: float | None = None) -> list[RunPoints]:
     out = []
     for c in curves:
-        skip = skip_tokens if skip_tokens is not None else DEFAULT_SKIP_FRACTION * float(c.tokens[-1])
+        skip = skip_tokens if skip_tokens is not None else default_skip(c)
         keep = (c.tokens > skip) & (c.tokens > 0) & np.isfinite(c.losses)
         tokens, losses = c.tokens[keep], c.losses[keep]
         if len(tokens) > MAX_POINTS:

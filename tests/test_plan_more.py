@@ -37,6 +37,9 @@ def test_a_model_no_gpu_holds_is_planned_on_fsdp_over_gpus_and_costs_all_of_them
     low, high = big["hours_interval"]
     assert low < big["hours"] < high
     assert any(" on 2 GPUs, " in a for a in doc["answers"])
+    assert set(small["flops"]) == {"6N", "olmo", "olmo pre-3.0", "exact"}  # FLOPs under each convention
+    assert small["pf_days"] == pytest.approx(small["flops"]["6N"] / (1e15 * 86400))
+    assert small["flops"]["6N"] < small["flops"]["olmo"] < small["flops"]["olmo pre-3.0"]
 
 
 def test_plan_fits_the_law_to_loss_files_when_no_law_is_given(capsys):

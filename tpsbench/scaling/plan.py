@@ -80,7 +80,8 @@ class PlanRow:
     pf_days: float | None = None  # under the law's FLOP convention
     flags: tuple[str, ...] = ()
     hours_samples: tuple[float, ...] = ()  # per law resample (paired across rows: the same resample)
-    experts: float = 1.0  # the joint law's E of the candidate
+    experts: float = 1.0  # the law's architecture variable of the candidate (E or G)
+    flops: dict[str, float] | None = None  # the training FLOPs under each convention (6N, olmo, olmo pre-3.0, exact)
 
 
 def throughput(model: ModelSpec, profile: GPUProfile, gpus: int = 1) -> Throughput | str:
@@ -213,9 +214,11 @@ def plan_row(law: Law, model: ModelSpec, profile: GPUProfile, goal: Goal, amount
         flags.append("fewer tokens than parameters")
     if law.max_tokens is not None and tokens > law.max_tokens:
         flags.append("more tokens than the longest fitted run")
-    flops = flop_conventions(model, None)[law.flop_convention] * tokens
+    per_token = flop_conventions(model, None)
+    flops = {name: f * tokens for name, f in per_token.items()}
     return PlanRow(model.name, profile.name, n, tp, None, tokens, t_iv, hours, h_iv, loss, l_iv,
-                   None if price is None else hours * price * tp.gpus, flops / PF_DAY, tuple(flags), hours_samples, e)
+                   None if price is None else hours * price * tp.gpus, flops[law.flop_convention] / PF_DAY,
+                   tuple(flags), hours_samples, e, flops)
 
 
 def ranked(rows: Sequence[PlanRow], goal: Goal) -> list[PlanRow]:

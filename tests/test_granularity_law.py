@@ -12,7 +12,7 @@ from tpsbench.models import get_model
 from tpsbench.scaling.fit import RunPoints, fit_law
 from tpsbench.scaling.forms import GRANULARITY, KRAJEWSKI_2024
 from tpsbench.scaling.runs import experts, not_covered, parameter_count
-from tpsbench.scaling.synthetic import SyntheticSize, synthetic_curves
+from tpsbench.scaling.synthetic import synthetic_points
 from tpsbench.scaling.validate import leave_one_run_out
 
 
@@ -42,14 +42,7 @@ GRID = [(2e8, 1, 30), (6e8, 1, 20), (2e8, 4, 30), (6e8, 4, 20), (1.5e9, 4, 10), 
 
 
 def _runs(seed: int, spec=GRID) -> list[RunPoints]:
-    sizes = [SyntheticSize(f"m{i}", n, 90, tpp, experts=g) for i, (n, g, tpp) in enumerate(spec)]
-    out = []
-    for s, c in zip(sizes, synthetic_curves(sizes, seed=seed, law=KRAJEWSKI_2024.values, form=GRANULARITY),
-                    strict=True):
-        t, loss = np.array(c.tokens), np.array(c.losses)
-        keep = t > 0.1 * t[-1]
-        out.append(RunPoints(s.name, s.name, s.n, t[keep], loss[keep], s.experts))
-    return out
+    return synthetic_points(spec, seed=seed, law=KRAJEWSKI_2024.values, form=GRANULARITY)
 
 
 def test_a_fit_to_runs_of_three_granularities_recovers_table_1_and_predicts_a_left_out_run_within_1_percent():

@@ -14,7 +14,7 @@ from tpsbench.cli import main
 from tpsbench.models import get_model
 from tpsbench.scaling.fit import RunPoints, fit_law, tokens_to_loss
 from tpsbench.scaling.forms import BESIROGLU_2024, CHINCHILLA
-from tpsbench.scaling.synthetic import TRUTH, SyntheticSize, synthetic_curves
+from tpsbench.scaling.synthetic import TRUTH, SyntheticSize, synthetic_curves, synthetic_points
 from tpsbench.scaling.validate import leave_one_run_out
 
 FIXTURE = "tests/fixtures/scaling-curves.csv"
@@ -153,14 +153,7 @@ JOINT = [(5e7, 1, 40), (1.5e8, 1, 30), (4e8, 1, 20), (5e7, 8, 40), (1.5e8, 8, 30
 def _joint_runs(seed: int, spec=JOINT) -> list[RunPoints]:
     from tpsbench.scaling.forms import JOINT_MOE, LUDZIEJEWSKI_2025
 
-    sizes = [SyntheticSize(f"m{i}", n, 90, tpp, experts=e) for i, (n, e, tpp) in enumerate(spec)]
-    out = []
-    for s, c in zip(sizes, synthetic_curves(sizes, seed=seed, law=LUDZIEJEWSKI_2025.values, form=JOINT_MOE),
-                    strict=True):
-        t, loss = np.array(c.tokens), np.array(c.losses)
-        keep = t > 0.1 * t[-1]
-        out.append(RunPoints(s.name, s.name, s.n, t[keep], loss[keep], s.experts))
-    return out
+    return synthetic_points(spec, seed=seed, law=LUDZIEJEWSKI_2025.values, form=JOINT_MOE)
 
 
 def test_the_joint_moe_law_is_recovered_from_dense_and_moe_runs_and_predicts_a_left_out_run_within_1_percent():

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tpsbench.analysis.losses import LossRun
+from tpsbench.scaling.fit import RunPoints
 from tpsbench.scaling.forms import CHINCHILLA, LawForm
 
 # The known law: Besiroglu et al.'s refit of Hoffmann's (E 1.8172, A 482.01, B 2085.43, alpha .3478, beta .3658)
@@ -48,4 +49,17 @@ def synthetic_curves(sizes: Sequence[SyntheticSize], *, seed: int, law: dict[str
         for name, part in ((s.name, first), (f"{s.name}-resume", second)):
             out.append(LossRun(name, tuple(int(x) for x in steps[part]), tuple(float(x) for x in loss[part]),
                                tuple(float(x) for x in tokens[part])))
+    return out
+
+
+def synthetic_points(spec: Sequence[tuple[float, float, float]], *, seed: int, law: dict[str, float],
+                     form: LawForm, steps: int = 90) -> list[RunPoints]:
+    """Runs of (N, the form's architecture variable, tokens per parameter) drawn from ``law`` as a fit takes them:
+    one run each, its first 10% of tokens left out."""
+    sizes = [SyntheticSize(f"m{i}", n, steps, tpp, experts=e) for i, (n, e, tpp) in enumerate(spec)]
+    out = []
+    for s, c in zip(sizes, synthetic_curves(sizes, seed=seed, law=law, form=form), strict=True):
+        t, loss = np.array(c.tokens), np.array(c.losses)
+        keep = t > 0.1 * t[-1]
+        out.append(RunPoints(s.name, s.name, s.n, t[keep], loss[keep], s.experts))
     return out

@@ -249,3 +249,18 @@ def test_the_scaling_fixtures_are_what_their_generator_writes(name, tmp_path, mo
     monkeypatch.setattr(gen, "HERE", tmp_path)
     gen.main()
     assert (tmp_path / name).read_text() == Path("tests/fixtures", name).read_text()
+
+
+def test_an_moe_plans_with_the_fastest_implementation_computing_what_it_trains_with():
+    from tpsbench.models import get_model
+    from tpsbench.profiles import load_profile
+    from tpsbench.scaling.plan import Throughput, impl_throughput, implementations, throughput
+
+    dropless, h100 = get_model("olmoe_1b_7b:experts=20"), load_profile("h100_sxm")
+    assert set(implementations(dropless)) == {"loop", "grouped", "triton"}
+    assert implementations(get_model("moe_1b")) == ["capacity"]  # token dropping changes the loss: only itself
+    each = [impl_throughput(dropless, i, h100, 1) for i in implementations(dropless)]
+    best = throughput(dropless, h100)
+    assert isinstance(best, Throughput) and best.impl in implementations(dropless)
+    assert best.tokens_per_s == max(t.tokens_per_s for t in each if isinstance(t, Throughput))
+    assert f"MoE implementation {best.impl}" in best.basis

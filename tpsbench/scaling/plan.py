@@ -24,6 +24,7 @@ from tpsbench.costmodel.comm import fsdp_mixed_precision
 from tpsbench.estimate.distributed import predict_dist
 from tpsbench.estimate.step import expected_for
 from tpsbench.estimate.way_out import GPU_COUNTS, largest_microbatch
+from tpsbench.impls import moe_impls
 from tpsbench.models import USERS_MICROBATCH_TOKENS, ModelSpec, default_global_batch
 from tpsbench.options import DistLayout, DistMode
 from tpsbench.profiles import GPUProfile
@@ -61,6 +62,7 @@ class Throughput:
     microbatch: int | None  # per GPU; None for a measured step (the file says how it ran: ``basis``)
     basis: str  # the efficiency table's basis, or "measured: <what and where>"
     gpus: int = 1  # tokens/s of all of them together (FSDP when more than one)
+    impl: str | None = None  # the MoE implementation the expected step ran (None: dense, or measured)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +87,24 @@ class PlanRow:
 
 
 def throughput(model: ModelSpec, profile: GPUProfile, gpus: int = 1) -> Throughput | str:
-    """The expected tokens/s of ``model``'s step on one ``profile`` GPU, or, when it fits none and ``gpus`` > 1,
-    on FSDP over ``gpus`` of them; or why there is none."""
-    impl = model.trained_impl
+    """The expected tokens/s of ``model``'s step on one ``profile`` GPU with the fastest implementation that
+    computes what it trains with (a capacity factor drops tokens: only ``capacity`` then; a dropless MoE: every
+    dropless one) at the largest microbatch that fits; or, when it fits none and ``gpus`` > 1, on FSDP over
+    ``gpus`` of them; or why there is none."""
+    options = [impl_throughput(model, impl, profile, gpus) for impl in implementations(model)]
+    found = [o for o in options if isinstance(o, Throughput)]
+    return max(found, key=lambda t: t.tokens_per_s) if found else options[0]
+
+
+def implementations(model: ModelSpec) -> list[str]:
+    """The implementations whose tokens/s may stand for ``model``'s: those computing what it trains with."""
+    if model.moe is None:
+        return [model.trained_impl]
+    dropless = model.trained_impl == "dropless"
+    return [i.name for i in moe_impls() if i.dropless == dropless]
+
+
+def impl_throughput(model: ModelSpec, impl: str, profile: GPUProfile, gpus: int) -> Throughput | str:
     cap = model.moe.capacity_factor if model.moe else None
     w = train_workload(model, impl, USERS_MICROBATCH_TOKENS, get_policy("amp_bf16"), cap)
     tokens = largest_microbatch(w, profile, compiled=False)
@@ -103,7 +120,13 @@ def throughput(model: ModelSpec, profile: GPUProfile, gpus: int = 1) -> Throughp
     est = expected_for(w, profile, accumulation=accumulation)
     if est.expected is None:
         return f"no expected estimate on {profile.name} ({est.reason})"
-    return Throughput(est.tokens / est.expected.seconds, est.expected.uncertainty, tokens, est.expected.table.basis)
+    return Throughput(est.tokens / est.expected.seconds, est.expected.uncertainty, tokens,
+                      f"{est.expected.table.basis}; {_impl_name(model, impl)}", 1,
+                      None if model.moe is None else impl)
+
+
+def _impl_name(model: ModelSpec, impl: str) -> str:
+    return "dense" if model.moe is None else f"MoE implementation {impl}"
 
 
 def _fsdp_throughput(w: Workload, profile: GPUProfile, gpus: int) -> Throughput | str:
@@ -126,9 +149,9 @@ def _fsdp_throughput(w: Workload, profile: GPUProfile, gpus: int) -> Throughput 
     rate = gpus * (slow + fast) / 2
     spread = (fast - slow) / (slow + fast)
     return Throughput(rate, min(0.95, est.expected.uncertainty + spread), tokens,
-                      f"{est.expected.table.basis}; FSDP over {gpus}, bf16 mixed precision (communication between no "
-                      "and full overlap)",
-                      gpus)
+                      f"{est.expected.table.basis}; {_impl_name(w.model, w.impl)}; FSDP over {gpus}, bf16 mixed "
+                      "precision (communication between no and full overlap)", gpus,
+                      None if w.model.moe is None else w.impl)
 
 
 def variable_flags(law: Law, model: ModelSpec, value: float) -> list[str]:
@@ -177,6 +200,8 @@ def plan_row(law: Law, model: ModelSpec, profile: GPUProfile, goal: Goal, amount
         flags.append(f"tokens/s {tp.basis}")
     if "transferred" in tp.basis:
         flags.append("efficiencies transferred from another GPU")
+    if tp.impl is not None and len(implementations(model)) > 1:
+        flags.append(f"MoE implementation {tp.impl}: the fastest expected of those computing what it trains with")
     if tp.gpus > 1:
         flags.append(f"FSDP over {tp.gpus} GPUs (no single GPU holds it): hours on all, cost of all; communication "
                      "predicted, between no and full overlap")

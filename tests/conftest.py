@@ -30,3 +30,23 @@ def _no_remembered_models():
     forget_remembered()
     yield
     forget_remembered()
+
+
+@pytest.fixture
+def fixed_clock(monkeypatch):
+    """A CPU run's timer returning fixed samples (1 ms, 0.2% spread): each layer still runs, only the clock is
+    not real, so a busy machine cannot flag points inconsistent and change what a test sees."""
+    from tpsbench.bench import micro
+    from tpsbench.bench.timing import Timed
+
+    def fixed_timer(fn, *, device, config, setup=None, window=None):
+        if setup is not None:
+            setup()
+        fn()
+        return Timed([0.001 * (1 + 0.002 * (i % 5 - 2)) for i in range(10)], config.warmup, False, "perf_counter")
+
+    def fixed_rounds(calls, *, config):
+        return [fixed_timer(fn, device=None, config=config, setup=setup) for fn, setup in calls]
+
+    monkeypatch.setattr(micro, "time_fn", fixed_timer)
+    monkeypatch.setattr(micro, "time_interleaved", fixed_rounds)  # a CPU point's modes are timed in rounds

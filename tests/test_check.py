@@ -177,23 +177,9 @@ def test_check_cli_refuses_unlike_runs(tmp_path, capsys):
     assert "same model" in capsys.readouterr().err
 
 
-def test_check_reruns_the_baseline_configuration(tmp_path, capsys, monkeypatch):
+def test_check_reruns_the_baseline_configuration(tmp_path, capsys, monkeypatch, fixed_clock):
     """Without --current the baseline's points are measured again on this machine (CPU here). The timer is
     replaced by one that returns fixed samples, so the outcome cannot depend on how loaded the machine is."""
-    from tpsbench.bench import micro
-    from tpsbench.bench.timing import Timed
-
-    def fixed_timer(fn, *, device, config, setup=None, window=None):
-        if setup is not None:
-            setup()
-        fn()  # the layer still runs once: the path is real, only the clock is not
-        return Timed([0.001 * (1 + 0.002 * (i % 5 - 2)) for i in range(10)], config.warmup, False, "perf_counter")
-
-    def fixed_rounds(calls, *, config):
-        return [fixed_timer(fn, device=None, config=config, setup=setup) for fn, setup in calls]
-
-    monkeypatch.setattr(micro, "time_fn", fixed_timer)
-    monkeypatch.setattr(micro, "time_interleaved", fixed_rounds)  # a CPU point's modes are timed in rounds
     monkeypatch.chdir(tmp_path)
     base = tmp_path / "base.json"
     assert main(["run", "--device", "cpu", "--model", "moe_tiny", "--mode", "micro", "--layers", "moe",

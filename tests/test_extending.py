@@ -100,7 +100,9 @@ class _Gathered(ExpertImpl):
         return torch.bmm(h.unsqueeze(1), experts.w2[self._expert_of_row(p)]).squeeze(1)
 
 
-def test_recipe_add_an_moe_implementation(tmp_path, capsys):
+def test_recipe_add_an_moe_implementation(tmp_path, capsys, fixed_clock):
+    """The new implementation flows through run, results and compare (on a fixed clock: a busy machine cannot
+    flag its points inconsistent and leave compare without a speed-up to show)."""
     register(MoEImpl(name="my_impl", factory=_Gathered, description="dropless; gathered weights per row"))
     try:
         assert "my_impl" in impls.run_choices()

@@ -105,23 +105,12 @@ def test_run_table_and_notes_golden():
     assert text == golden.read_text(), "the run table changed: if on purpose, rewrite tests/golden/" + golden.name
 
 
-def test_run_table_fits_100_columns_without_cutting_values(tmp_path, monkeypatch):
+def test_run_table_fits_100_columns_without_cutting_values(tmp_path, fixed_clock):
     """A CPU run's table at a 100-column terminal: the always-n/a columns are left out, nothing is cut. The
     timer returns fixed samples, so that a busy machine cannot flag points inconsistent (which adds the status
     column and changes the layout): the table's shape must not depend on the machine's load."""
-    from tpsbench.bench import micro
-    from tpsbench.bench.timing import Timed
     from tpsbench.cli import main
 
-    def fixed_timer(fn, *, device, config, setup=None, window=None):
-        if setup is not None:
-            setup()
-        fn()  # the layer still runs once: the path is real, only the clock is not
-        return Timed([0.001 * (1 + 0.002 * (i % 5 - 2)) for i in range(10)], config.warmup, False, "perf_counter")
-
-    monkeypatch.setattr(micro, "time_fn", fixed_timer)
-    monkeypatch.setattr(micro, "time_interleaved", lambda calls, *, config: [
-        fixed_timer(fn, device=None, config=config, setup=setup) for fn, setup in calls])
     out = tmp_path / "r.json"
     assert main(["run", "--device", "cpu", "--model", "moe_tiny", "--mode", "micro", "--layers", "moe",
                  "--impl", "capacity", "--reps", "2", "--min-time", "0.001", "--out", str(out)]) == 0

@@ -12,13 +12,10 @@ from tpsbench import __version__
 from tpsbench.cli.args import UsageError, parse_prices, positive_float, positive_int
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
 
-    import numpy as np
     from rich.console import Console
 
     from tpsbench.analysis.worth_inputs import ModelCurve
-    from tpsbench.scaling.forms import LawForm
     from tpsbench.scaling.plan import Law, Throughput
 
 
@@ -49,7 +46,8 @@ def add_plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--form", default=None, help="the form fitted to --losses: chinchilla, joint_moe or granularity "
                    "(default: joint_moe when a mapped model is an MoE, else chinchilla)")
     p.add_argument("--skip-tokens", type=positive_float, default=None,
-                   help="leave out each run's points up to this many tokens when fitting (default: its first 10%%)")
+                   help="leave out each run's points up to this many tokens when fitting (default: through its "
+                   "logged learning-rate warm-up, else its first 10%%)")
     p.add_argument("--resamples", type=positive_int, default=200, help="bootstrap resamples of a fit (default 200)")
     p.add_argument("--metric", default="train/CE loss", help="the W&B metric (default train/CE loss)")
     p.add_argument("--tokens-per-step", type=positive_int, default=None,
@@ -59,25 +57,19 @@ def add_plan_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
-    import numpy as np
 
     from tpsbench.models import get_model
     from tpsbench.profiles import load_profile
     from tpsbench.report.format import NA
     from tpsbench.report.tables import TableData, show
-    from tpsbench.scaling.forms import PUBLISHED, PUBLISHED_NOTE
-    from tpsbench.scaling.plan import Goal, Law, answer, plan_row, ranked
+    from tpsbench.scaling.law_source import load_law, published_law
+    from tpsbench.scaling.plan import Goal, answer, plan_row, ranked
 
     fit_lines: list[str] = []
     if args.law is not None:
-        law = _law_from_file(args.law)
+        law = load_law(args.law)
     elif args.published is not None:
-        if args.published not in PUBLISHED:
-            raise UsageError(f"--published '{args.published}' is not one of {', '.join(PUBLISHED)}")
-        form, published = PUBLISHED[args.published]
-        law = Law(form, dict(published.values), np.empty((0, len(form.parameters))),
-                  f"{published.citation}; {PUBLISHED_NOTE}", None, None,
-                  experts=published.experts)
+        law = published_law(args.published)
     elif args.losses:
         law, fit_lines = _law_from_losses(args)
     else:
@@ -143,34 +135,13 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _law_from_file(path: str) -> Law:
-    from tpsbench.scaling.law_file import read_law
-
-    form, coefficients, samples, runs = read_law(path)
-    return _law(form, {c.name: c.value for c in coefficients}, samples, f"fitted law {path}", runs)
-
-
-def _law(form: LawForm, values: dict[str, float], samples: np.ndarray, source: str,
-         runs: Sequence[dict[str, object]]) -> Law:
-    """A fitted law with the range its runs covered (sizes, tokens, expert counts) and the FLOP convention most of
-    them logged."""
-    from tpsbench.scaling.plan import Law
-
-    sizes = [float(r["n"]) for r in runs if isinstance(r.get("n"), int | float)]
-    last = [float(r["last_tokens"]) for r in runs if isinstance(r.get("last_tokens"), int | float)]
-    logged = [str(r["flop_convention"]) for r in runs if isinstance(r.get("flop_convention"), str)]
-    counts = [float(r["experts"]) for r in runs if isinstance(r.get("experts"), int | float)]
-    return Law(form, values, samples, source, (min(sizes), max(sizes)) if sizes else None,
-               max(last) if last else None, max(set(logged), key=logged.count) if logged else "6N",
-               (min(counts), max(counts)) if counts else None)
-
-
 def _law_from_losses(args: argparse.Namespace) -> tuple[Law, list[str]]:
     """The law fitted to --losses (as `scaling fit` fits it), and lines saying what was fitted and held and how
     well each left-out run was predicted."""
     from tpsbench.analysis.worth_inputs import parse_map
     from tpsbench.cli.scaling import fit_files
     from tpsbench.models import get_model
+    from tpsbench.scaling.law_source import law_from_runs
     from tpsbench.scaling.validate import coverage
 
     form = args.form or ("joint_moe" if any(get_model(m).moe is not None for m in parse_map(args.map).values())
@@ -187,7 +158,7 @@ def _law_from_losses(args: argparse.Namespace) -> tuple[Law, list[str]]:
     lines.append(done.skipped)
     lines.append(f"left-out runs at their last tokens: {errors}"
                  + ("" if cov is None else f"; 90% intervals cover {100 * cov:.0f}%"))
-    return _law(fit.form, fit.values(), fit.samples, source, done.records), lines
+    return law_from_runs(fit.form, fit.values(), fit.samples, source, done.records), lines
 
 
 def _measured_throughput(paths: list[str], candidates: set[str]) -> dict[tuple[str, str], Throughput]:

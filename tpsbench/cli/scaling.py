@@ -33,7 +33,8 @@ def add_scaling_args(p: argparse.ArgumentParser) -> None:
                      "parameters, E experts; Ludziejewski et al. 2025) or granularity (MoE: N non-embedding, G = "
                      "top-k; Krajewski et al. 2024); default chinchilla")
     fit.add_argument("--skip-tokens", type=positive_float, default=None,
-                     help="leave out each run's points up to this many tokens (default: its first 10%%)")
+                     help="leave out each run's points up to this many tokens (default: through its logged "
+                     "learning-rate warm-up, else its first 10%%)")
     fit.add_argument("--tokens-per-step", type=positive_int, default=None,
                      help="tokens per logged step, for files without a tokens column")
     fit.add_argument("--resamples", type=positive_int, default=200, help="bootstrap resamples (default 200)")
@@ -160,23 +161,14 @@ def _predict(args: argparse.Namespace, console: Console) -> int:
     import numpy as np
 
     from tpsbench.models import get_model
-    from tpsbench.scaling.forms import PUBLISHED, PUBLISHED_NOTE
-    from tpsbench.scaling.law_file import read_law
+    from tpsbench.scaling.law_source import load_law, published_law
     from tpsbench.scaling.runs import experts, not_covered, parameter_count
 
     model = get_model(args.model)
-    if args.law is not None:
-        form, coefficients, samples, runs = read_law(args.law)
-        values = {c.name: c.value for c in coefficients}
-        source = f"fitted law {args.law}"
-        sizes = [float(r["n"]) for r in runs if isinstance(r.get("n"), int | float)]
-        tokens = [float(r["last_tokens"]) for r in runs if isinstance(r.get("last_tokens"), int | float)]
-    else:
-        if args.published not in PUBLISHED:
-            raise UsageError(f"--published '{args.published}' is not one of {', '.join(PUBLISHED)}")
-        form, law = PUBLISHED[args.published]
-        values, samples, sizes, tokens = law.values, np.empty((0, len(form.parameters))), [], []
-        source = f"{law.citation}; {PUBLISHED_NOTE}"
+    law = load_law(args.law) if args.law is not None else published_law(args.published)
+    form, values, samples, source = law.form, law.values, law.samples, law.source
+    sizes = [] if law.sizes is None else list(law.sizes)
+    tokens = [] if law.max_tokens is None else [law.max_tokens]
     n, e = parameter_count(form, model), experts(model, form)
     if (why := not_covered(form, model)) is not None:
         raise UsageError(f"{model.name}: {why}")

@@ -119,13 +119,9 @@ def _with_law(args: argparse.Namespace, fits: list[ModelFit]) -> tuple[list[LawT
     """With --law: each model's tokens to the target by its own fit and by the law (and which answered)."""
     if args.law is None:
         return None, []
-    import numpy as np
-
-    from tpsbench.scaling.law_file import read_law
-    from tpsbench.scaling.plan import Law
+    from tpsbench.scaling.law_source import load_law
     from tpsbench.scaling.worth_law import law_table, law_tokens
 
-    form, coefficients, samples, _ = read_law(args.law)
-    law = Law(form, {c.name: c.value for c in coefficients}, np.asarray(samples), f"law {args.law}", None, None)
+    law = load_law(args.law)
     rows = law_tokens(fits, law, args.target_loss)
     return rows, [law_table(rows, law, args.target_loss)]
